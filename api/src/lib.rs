@@ -1,0 +1,103 @@
+//! Hopper's HTTP API: a thin axum server in front of the queues.
+//!
+//! It validates submissions and pushes them through [`hopper_queue`], reads
+//! job state (Redis first, then the Postgres record once Redis has forgotten
+//! the job), reports queue depth, health and Prometheus metrics. It never
+//! runs a model.
+//!
+//! Map: [`routes`] holds the handlers, [`error`] the JSON error type,
+//! [`state`] what handlers share, [`telemetry`] the HTTP metrics and the
+//! Prometheus exporter. [`app`] assembles the router with tower-http's
+//! middleware; [`serve`] checks the services, migrates and listens.
+
+pub mod error;
+pub mod routes;
+pub mod state;
+pub mod telemetry;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::{Router, http::HeaderName};
+use hopper_queue::QueueClient;
+use hopper_shared::{Config, db};
+use tower::ServiceBuilder;
+use tower_http::{
+    limit::RequestBodyLimitLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
+
+pub use state::AppState;
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
+/// Longest a request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The router with every route and middleware.
+pub fn app(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    routes::router()
+        .layer(axum::middleware::from_fn(telemetry::track_http))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(
+                    |req: &axum::http::Request<axum::body::Body>| {
+                        let id = req
+                            .headers()
+                            .get("x-request-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-");
+                        tracing::info_span!("http", method = %req.method(), uri = %req.uri(), request_id = %id)
+                    },
+                ))
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+                .layer(TimeoutLayer::with_status_code(
+                    axum::http::StatusCode::REQUEST_TIMEOUT,
+                    REQUEST_TIMEOUT,
+                )),
+        )
+        .with_state(state)
+}
+
+/// Connects to Redis and Postgres, applies migrations and serves until
+/// SIGTERM/SIGINT.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let queue = QueueClient::connect(&config)
+        .await
+        .with_context(|| format!("cannot reach Redis at {}", config.redis_url))?;
+    let pool = db::pool(&config, 32)?;
+    db::ping(&pool).await.with_context(|| {
+        format!(
+            "cannot reach Postgres at {}",
+            hopper_shared::config::redact_url(&config.database_url)
+        )
+    })?;
+    let applied = db::migrate(&pool, &config.db_schema).await?;
+    if !applied.is_empty() {
+        tracing::info!(?applied, "migrations applied");
+    }
+    let metrics = telemetry::install_exporter();
+    let state = AppState::new(config.clone(), queue, pool, metrics);
+    let listener = tokio::net::TcpListener::bind(config.api_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.api_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "hopper-api listening");
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

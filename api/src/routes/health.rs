@@ -1,0 +1,56 @@
+//! Liveness, readiness and Prometheus metrics.
+//!
+//! `/health/live` answers while the process runs. `/health/ready` checks
+//! Redis and Postgres and reports each component; 503 when one is down.
+//! `/metrics` refreshes the queue-depth gauges, then renders everything.
+
+use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
+use hopper_shared::{db, jobs::JobKind, metrics as m};
+use serde_json::json;
+
+use crate::AppState;
+
+/// `GET /health/live`.
+pub async fn live() -> impl IntoResponse {
+    Json(json!({ "status": "live" }))
+}
+
+/// `GET /health/ready`.
+pub async fn ready(State(mut state): State<AppState>) -> impl IntoResponse {
+    let redis = state.queue.ping().await.map_err(|e| e.to_string());
+    let postgres = db::ping(&state.pool).await.map_err(|e| e.to_string());
+    let ok = redis.is_ok() && postgres.is_ok();
+    let component = |r: &Result<(), String>| match r {
+        Ok(()) => json!({ "ok": true }),
+        Err(e) => json!({ "ok": false, "error": e }),
+    };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "status": if ok { "ready" } else { "unready" },
+            "components": { "redis": component(&redis), "postgres": component(&postgres) },
+        })),
+    )
+}
+
+/// `GET /metrics` in Prometheus' text format.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    for kind in JobKind::ALL {
+        if let Ok(s) = state.queue.stats(kind).await {
+            let q = kind.as_str();
+            metrics::gauge!(m::QUEUE_PENDING, "queue" => q).set(s.pending as f64);
+            metrics::gauge!(m::QUEUE_SCHEDULED, "queue" => q).set(s.scheduled as f64);
+            metrics::gauge!(m::QUEUE_RUNNING, "queue" => q).set(s.running as f64);
+            metrics::gauge!(m::QUEUE_DEAD, "queue" => q).set(s.dead as f64);
+        }
+    }
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}

@@ -1,0 +1,193 @@
+//! Job submission and job state.
+//!
+//! `POST /v1/jobs/{kind}` takes the job's arguments as the JSON body;
+//! `delay_ms`, `priority` and `max_attempts` as query parameters; an
+//! `Idempotency-Key` header makes a retried submission return the first
+//! job instead of adding a second. `POST /v1/jobs/{kind}/batch` takes a JSON
+//! array of argument objects (all validated before any is queued).
+//! `GET /v1/jobs/{id}` reads Redis first, then the Postgres record.
+
+use std::time::Duration;
+
+use axum::{
+    Json,
+    extract::{Path, Query, State, rejection::JsonRejection},
+    http::{HeaderMap, StatusCode},
+    response::IntoResponse,
+};
+use hopper_queue::{Priority, PushOptions};
+use hopper_shared::{db, jobs::JobKind};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::{AppState, error::ApiError};
+
+/// Most jobs one batch request may carry.
+pub const MAX_BATCH: usize = 10_000;
+
+/// Submission options, from the query string.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitQuery {
+    /// Run no earlier than this many milliseconds from now.
+    delay_ms: Option<u64>,
+    /// `high` or `normal` (default).
+    priority: Option<Priority>,
+    /// Attempts allowed (1–100); the queue's setting by default.
+    max_attempts: Option<u32>,
+}
+
+fn parse_kind(kind: &str) -> Result<JobKind, ApiError> {
+    kind.parse::<JobKind>().map_err(|e| {
+        ApiError::new(StatusCode::NOT_FOUND, "unknown_kind", e.to_string())
+            .known(JobKind::names())
+    })
+}
+
+fn options(
+    q: Result<Query<SubmitQuery>, axum::extract::rejection::QueryRejection>,
+    headers: &HeaderMap,
+) -> Result<PushOptions, ApiError> {
+    let Query(q) = q.map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())
+    })?;
+    if let Some(m) = q.max_attempts {
+        if !(1..=100).contains(&m) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_query",
+                "max_attempts must be between 1 and 100",
+            )
+            .field(Some("max_attempts".into())));
+        }
+    }
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255);
+            Some(
+                key.ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_header",
+                        "Idempotency-Key must be 1-255 visible ASCII characters",
+                    )
+                    .field(Some("Idempotency-Key".into()))
+                })?
+                .to_owned(),
+            )
+        }
+    };
+    Ok(PushOptions {
+        max_attempts: q.max_attempts,
+        delay: q.delay_ms.map(Duration::from_millis),
+        priority: q.priority.unwrap_or_default(),
+        idempotency_key,
+    })
+}
+
+fn validate(kind: JobKind, args: &Value, index: Option<usize>) -> Result<(), ApiError> {
+    kind.validate(args).map_err(|e| {
+        let field = match (index, e.field) {
+            (Some(i), Some(f)) => Some(format!("[{i}].{f}")),
+            (Some(i), None) => Some(format!("[{i}]")),
+            (None, f) => f,
+        };
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_args",
+            format!("invalid {kind} job: {}", e.message),
+        )
+        .field(field)
+    })
+}
+
+/// `POST /v1/jobs/{kind}`: validates and enqueues one job; 202 with its id.
+pub async fn submit(
+    State(state): State<AppState>,
+    Path(kind): Path<String>,
+    query: Result<Query<SubmitQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let kind = parse_kind(&kind)?;
+    let opts = options(query, &headers)?;
+    let Json(args) = body?;
+    validate(kind, &args, None)?;
+    let pushed = state.queue.push(kind, &args, &opts).await?;
+    if pushed.created {
+        metrics::counter!(hopper_shared::metrics::JOBS_SUBMITTED, "kind" => kind.as_str())
+            .increment(1);
+    }
+    let status = if pushed.created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        [("location", format!("/v1/jobs/{}", pushed.id))],
+        Json(json!({ "id": pushed.id, "kind": kind, "created": pushed.created })),
+    ))
+}
+
+/// `POST /v1/jobs/{kind}/batch`: a JSON array of argument objects. All are
+/// validated first; then all are queued in one pipelined round trip.
+pub async fn submit_batch(
+    State(state): State<AppState>,
+    Path(kind): Path<String>,
+    query: Result<Query<SubmitQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Json<Vec<Value>>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let kind = parse_kind(&kind)?;
+    let opts = options(query, &headers)?;
+    if opts.idempotency_key.is_some() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_header",
+            "Idempotency-Key applies to single submissions only",
+        ));
+    }
+    let Json(batch) = body?;
+    if batch.is_empty() || batch.len() > MAX_BATCH {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_batch",
+            format!("a batch holds 1 to {MAX_BATCH} jobs, not {}", batch.len()),
+        ));
+    }
+    for (i, args) in batch.iter().enumerate() {
+        validate(kind, args, Some(i))?;
+    }
+    let ids = state.queue.push_many(kind, &batch, &opts).await?;
+    metrics::counter!(hopper_shared::metrics::JOBS_SUBMITTED, "kind" => kind.as_str())
+        .increment(ids.len() as u64);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "kind": kind, "ids": ids })),
+    ))
+}
+
+/// `GET /v1/jobs/{id}`: the job's state, attempts, timings and result.
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+            format!("`{id}` is not a job id (a UUID)"),
+        )
+        .field(Some("id".into()))
+    })?;
+    if let Some(job) = state.queue.find_job(id).await? {
+        return Ok(Json(job));
+    }
+    match db::job_record(&state.pool, id).await? {
+        Some(job) => Ok(Json(job)),
+        None => Err(ApiError::not_found(format!("no job {id}"))),
+    }
+}

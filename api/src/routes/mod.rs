@@ -1,0 +1,27 @@
+//! Route table of the API. Each submodule owns one resource.
+
+pub mod health;
+pub mod jobs;
+pub mod queues;
+
+use axum::{
+    Router,
+    routing::{get, post},
+};
+
+use crate::AppState;
+
+/// Every route, without middleware or state.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        // `{key}` is a kind for POST and a job id for GET (one path shape).
+        .route("/v1/jobs/{key}", post(jobs::submit).get(jobs::show))
+        .route("/v1/jobs/{key}/batch", post(jobs::submit_batch))
+        .route("/v1/queues", get(queues::list))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async {
+            crate::error::ApiError::not_found("no such route; see README.md for the API")
+        })
+}

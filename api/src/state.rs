@@ -1,0 +1,34 @@
+//! What every handler shares: configuration, the queue client, the Postgres
+//! pool and the metrics handle. Cheap to clone.
+
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use hopper_queue::QueueClient;
+use hopper_shared::Config;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+/// Shared state of the API.
+#[derive(Clone)]
+pub struct AppState {
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// Redis queues.
+    pub queue: QueueClient,
+    /// Postgres.
+    pub pool: Pool,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    /// Bundles the parts.
+    pub fn new(config: Config, queue: QueueClient, pool: Pool, metrics: PrometheusHandle) -> Self {
+        Self {
+            config: Arc::new(config),
+            queue,
+            pool,
+            metrics,
+        }
+    }
+}

@@ -1,0 +1,28 @@
+-- push.lua: enqueue one job, atomically.
+-- KEYS[1] job hash   KEYS[2] pending list (of its priority)   KEYS[3] scheduled zset
+-- KEYS[4] wake list  KEYS[5] idempotency key (used only when ARGV[8] == '1')
+-- ARGV: 1 id, 2 args json, 3 kind, 4 max_attempts, 5 now ms, 6 run_at ms,
+--       7 idempotency ttl s, 8 has idempotency key, 9 priority, 10 wake cap
+-- Returns {id, created}: the existing job's id and 0 when the key was seen.
+if ARGV[8] == '1' then
+  local existing = redis.call('GET', KEYS[5])
+  if existing then return {existing, 0} end
+  redis.call('SET', KEYS[5], ARGV[1], 'EX', tonumber(ARGV[7]))
+end
+local now = tonumber(ARGV[5])
+local run_at = tonumber(ARGV[6])
+local state = 'pending'
+if run_at > now then state = 'scheduled' end
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'args', ARGV[2], 'kind', ARGV[3],
+  'max_attempts', ARGV[4], 'attempts', 0, 'enqueued_at', ARGV[5], 'state', state,
+  'priority', ARGV[9], 'run_at', run_at)
+if state == 'scheduled' then
+  redis.call('ZADD', KEYS[3], run_at, ARGV[1])
+else
+  redis.call('LPUSH', KEYS[2], ARGV[1])
+end
+-- One wake token per push: an idle worker blocked on the wake list claims at
+-- once (or, for a scheduled job, recomputes how long to sleep).
+redis.call('LPUSH', KEYS[4], '1')
+redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[10]) - 1)
+return {ARGV[1], 1}

@@ -1,0 +1,543 @@
+//! [`QueueClient`]: every queue operation, as one async call each.
+//!
+//! The API submits and inspects jobs through it; workers claim, acknowledge,
+//! fail, heartbeat and recover through it. It holds a multiplexed,
+//! auto-reconnecting connection ([`ConnectionManager`]) that is cheap to
+//! clone; blocking claims use a dedicated connection of their own (see
+//! [`crate::fetcher`]).
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use hopper_shared::{
+    Config,
+    jobs::{JobKind, JobRecord, JobState, QueueSettings},
+};
+use redis::{
+    AsyncConnectionConfig, Client,
+    aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
+};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::{
+    QueueError, QueueKeys, now_ms,
+    job::{PushOptions, WorkerId},
+    scripts::SCRIPTS,
+};
+
+/// Idempotency keys are remembered this long.
+const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+/// At most this many wake tokens are kept per queue.
+const WAKE_CAP: i64 = 10_000;
+/// Due scheduled jobs promoted per claim, at most.
+const PROMOTE_LIMIT: usize = 200;
+/// Per-minute outcome counters are kept this long.
+const STATS_TTL_S: i64 = 2 * 3600;
+
+/// A job handed to a worker by a claim.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The job's id.
+    pub id: Uuid,
+    /// The stored arguments.
+    pub args: String,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Unix ms: submitted.
+    pub enqueued_at_ms: i64,
+}
+
+/// Result of a claim: the jobs, and when the next scheduled job is due.
+#[derive(Debug, Default)]
+pub struct ClaimBatch {
+    /// Claimed jobs, now in the worker's in-flight set.
+    pub jobs: Vec<Claimed>,
+    /// Unix ms at which the earliest scheduled job falls due.
+    pub next_due_ms: Option<i64>,
+}
+
+/// The outcome of a submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Pushed {
+    /// The job's id (the existing one when the idempotency key was seen).
+    pub id: Uuid,
+    /// False when an idempotency key matched an earlier submission.
+    pub created: bool,
+}
+
+/// Depth of one queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueStats {
+    /// The queue.
+    pub queue: JobKind,
+    /// Waiting to be claimed.
+    pub pending: u64,
+    /// Waiting for a run-at time or a retry.
+    pub scheduled: u64,
+    /// Claimed by live or not-yet-recovered workers.
+    pub running: u64,
+    /// In the dead letters.
+    pub dead: u64,
+    /// Workers registered on the queue.
+    pub workers: u64,
+    /// Age of the oldest pending job, in ms.
+    pub oldest_pending_age_ms: Option<u64>,
+}
+
+/// Handle on every queue under one key prefix.
+#[derive(Clone)]
+pub struct QueueClient {
+    client: Client,
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+    settings: Arc<HashMap<JobKind, QueueSettings>>,
+}
+
+impl std::fmt::Debug for QueueClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueClient")
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+impl QueueClient {
+    /// Connects to Redis as configured. Fails with a message naming the URL
+    /// when Redis cannot be reached.
+    pub async fn connect(config: &Config) -> Result<Self, QueueError> {
+        let client = Client::open(config.redis_url.as_str())?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(3);
+        let conn = client
+            .get_connection_manager_with_config(manager_config)
+            .await?;
+        let mut this = Self {
+            client,
+            conn,
+            prefix: config.key_prefix.as_str().into(),
+            settings: Arc::new(config.queues.clone().into_iter().collect()),
+        };
+        this.ping().await?;
+        Ok(this)
+    }
+
+    /// Checks that Redis answers.
+    pub async fn ping(&mut self) -> Result<(), QueueError> {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.conn)
+            .await?;
+        Ok(())
+    }
+
+    /// A dedicated connection for blocking commands, whose response timeout
+    /// allows a block of `block`.
+    pub async fn dedicated_connection(
+        &self,
+        block: Duration,
+    ) -> Result<MultiplexedConnection, QueueError> {
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(block + Duration::from_secs(5)));
+        Ok(self
+            .client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await?)
+    }
+
+    /// The key layout of `kind`'s queue.
+    pub fn keys(&self, kind: JobKind) -> QueueKeys {
+        QueueKeys::new(&self.prefix, kind)
+    }
+
+    /// The configured settings of `kind`'s queue.
+    pub fn settings(&self, kind: JobKind) -> QueueSettings {
+        self.settings
+            .get(&kind)
+            .cloned()
+            .unwrap_or_else(|| kind.default_settings())
+    }
+
+    /// Enqueues one job. `args` must already be validated for `kind`.
+    pub async fn push(
+        &self,
+        kind: JobKind,
+        args: &serde_json::Value,
+        opts: &PushOptions,
+    ) -> Result<Pushed, QueueError> {
+        let (keys, argv) = self.push_parts(kind, args, opts)?;
+        let mut inv = SCRIPTS.push.prepare_invoke();
+        for k in keys {
+            inv.key(k);
+        }
+        for a in argv {
+            inv.arg(a);
+        }
+        let (id, created): (String, i64) = inv.invoke_async(&mut self.conn.clone()).await?;
+        Ok(Pushed {
+            id: parse_id(&id)?,
+            created: created == 1,
+        })
+    }
+
+    /// Enqueues many jobs of one kind in one pipelined round trip (no
+    /// idempotency keys). Returns their ids in order.
+    pub async fn push_many(
+        &self,
+        kind: JobKind,
+        batch: &[serde_json::Value],
+        opts: &PushOptions,
+    ) -> Result<Vec<Uuid>, QueueError> {
+        let opts = PushOptions {
+            idempotency_key: None,
+            ..opts.clone()
+        };
+        let mut conn = self.conn.clone();
+        SCRIPTS.push.prepare_invoke().load_async(&mut conn).await?;
+        let mut pipe = redis::pipe();
+        for args in batch {
+            let (keys, argv) = self.push_parts(kind, args, &opts)?;
+            pipe.cmd("EVALSHA")
+                .arg(SCRIPTS.push.get_hash())
+                .arg(keys.len())
+                .arg(keys)
+                .arg(argv);
+        }
+        let replies: Vec<(String, i64)> = pipe.query_async(&mut conn).await?;
+        replies.iter().map(|(id, _)| parse_id(id)).collect()
+    }
+
+    /// Keys and arguments of `push.lua` for one job, with a fresh id.
+    fn push_parts(
+        &self,
+        kind: JobKind,
+        args: &serde_json::Value,
+        opts: &PushOptions,
+    ) -> Result<(Vec<String>, Vec<String>), QueueError> {
+        let keys = self.keys(kind);
+        let id = Uuid::now_v7();
+        let now = now_ms();
+        let run_at = opts.delay.map_or(0, |d| now + d.as_millis() as i64);
+        let max_attempts = opts
+            .max_attempts
+            .unwrap_or_else(|| self.settings(kind).max_attempts);
+        let idem = opts.idempotency_key.as_deref();
+        Ok((
+            vec![
+                keys.job(&id),
+                keys.pending(opts.priority),
+                keys.scheduled(),
+                keys.wake(),
+                keys.idempotency(idem.unwrap_or("")),
+            ],
+            vec![
+                id.to_string(),
+                serde_json::to_string(args)?,
+                kind.as_str().to_owned(),
+                max_attempts.to_string(),
+                now.to_string(),
+                run_at.to_string(),
+                IDEMPOTENCY_TTL.as_secs().to_string(),
+                if idem.is_some() { "1" } else { "0" }.to_owned(),
+                opts.priority.as_str().to_owned(),
+                WAKE_CAP.to_string(),
+            ],
+        ))
+    }
+
+    /// Reads a job of `kind` from Redis.
+    pub async fn job(&self, kind: JobKind, id: Uuid) -> Result<Option<JobRecord>, QueueError> {
+        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys(kind).job(&id))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        record_from_hash(kind, id, &fields).map(Some)
+    }
+
+    /// Finds a job by id in any queue (one HGETALL per kind, pipelined).
+    pub async fn find_job(&self, id: Uuid) -> Result<Option<JobRecord>, QueueError> {
+        let mut pipe = redis::pipe();
+        for kind in JobKind::ALL {
+            pipe.cmd("HGETALL").arg(self.keys(kind).job(&id));
+        }
+        let all: Vec<HashMap<String, String>> = pipe.query_async(&mut self.conn.clone()).await?;
+        for (kind, fields) in JobKind::ALL.into_iter().zip(all) {
+            if !fields.is_empty() {
+                return record_from_hash(kind, id, &fields).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Depth of `kind`'s queue.
+    pub async fn stats(&self, kind: JobKind) -> Result<QueueStats, QueueError> {
+        let keys = self.keys(kind);
+        let v: Vec<i64> = SCRIPTS
+            .stats
+            .key(keys.pending(crate::Priority::High))
+            .key(keys.pending(crate::Priority::Normal))
+            .key(keys.scheduled())
+            .key(keys.dead())
+            .key(keys.workers())
+            .arg(keys.tag())
+            .arg(keys.job_prefix())
+            .arg(now_ms())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let get = |i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
+        Ok(QueueStats {
+            queue: kind,
+            pending: get(0),
+            scheduled: get(1),
+            running: get(2),
+            dead: get(3),
+            workers: get(4),
+            oldest_pending_age_ms: v.get(5).and_then(|&a| (a >= 0).then_some(a as u64)),
+        })
+    }
+
+    /// Claims up to `n` jobs for `worker` (never blocks).
+    pub async fn claim(
+        conn: &mut MultiplexedConnection,
+        keys: &QueueKeys,
+        worker: &WorkerId,
+        n: usize,
+    ) -> Result<ClaimBatch, QueueError> {
+        let raw: Vec<redis::Value> = SCRIPTS
+            .claim
+            .key(keys.pending(crate::Priority::High))
+            .key(keys.pending(crate::Priority::Normal))
+            .key(keys.scheduled())
+            .key(keys.inflight(worker))
+            .key(keys.wake())
+            .arg(keys.job_prefix())
+            .arg(n)
+            .arg(now_ms())
+            .arg(worker.as_str())
+            .arg(PROMOTE_LIMIT)
+            .invoke_async(conn)
+            .await?;
+        parse_claim(&raw)
+    }
+
+    /// Records success: the job leaves the worker's in-flight set.
+    pub async fn ack(
+        &self,
+        kind: JobKind,
+        worker: &WorkerId,
+        id: Uuid,
+        result: &serde_json::Value,
+    ) -> Result<bool, QueueError> {
+        let keys = self.keys(kind);
+        let now = now_ms();
+        let cutoff = now - self.settings(kind).retention.as_millis() as i64;
+        let ok: i64 = SCRIPTS
+            .ack
+            .key(keys.job(&id))
+            .key(keys.inflight(worker))
+            .key(keys.done())
+            .key(keys.stats_minute(now))
+            .arg(id.to_string())
+            .arg(now)
+            .arg(serde_json::to_string(result)?)
+            .arg(cutoff)
+            .arg(keys.job_prefix())
+            .arg(STATS_TTL_S)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(ok == 1)
+    }
+
+    /// Records a failed attempt: retried at `retry_at_ms`, or dead-lettered
+    /// with `reason` when `retry_at_ms` is `None`.
+    pub async fn fail(
+        &self,
+        kind: JobKind,
+        worker: &WorkerId,
+        id: Uuid,
+        error: &str,
+        retry_at_ms: Option<i64>,
+        reason: &str,
+    ) -> Result<bool, QueueError> {
+        let keys = self.keys(kind);
+        let now = now_ms();
+        let ok: i64 = SCRIPTS
+            .fail
+            .key(keys.job(&id))
+            .key(keys.inflight(worker))
+            .key(keys.scheduled())
+            .key(keys.dead())
+            .key(keys.stats_minute(now))
+            .key(keys.wake())
+            .arg(id.to_string())
+            .arg(now)
+            .arg(error)
+            .arg(retry_at_ms.unwrap_or(-1))
+            .arg(reason)
+            .arg(STATS_TTL_S)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(ok == 1)
+    }
+
+    /// Renews `worker`'s lease on `kind`'s queue.
+    pub async fn heartbeat(&self, kind: JobKind, worker: &WorkerId) -> Result<(), QueueError> {
+        redis::cmd("ZADD")
+            .arg(self.keys(kind).workers())
+            .arg(now_ms())
+            .arg(worker.as_str())
+            .query_async::<i64>(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Re-queues the jobs of workers silent for longer than `lease`;
+    /// returns the ids this dead-lettered (out of attempts).
+    pub async fn recover(&self, kind: JobKind, lease: Duration) -> Result<Vec<Uuid>, QueueError> {
+        let keys = self.keys(kind);
+        let dead: Vec<String> = SCRIPTS
+            .recover
+            .key(keys.workers())
+            .key(keys.pending(crate::Priority::High))
+            .key(keys.pending(crate::Priority::Normal))
+            .key(keys.dead())
+            .key(keys.wake())
+            .arg(keys.tag())
+            .arg(now_ms())
+            .arg(lease.as_millis() as i64)
+            .arg(16)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        dead.iter().map(|s| parse_id(s)).collect()
+    }
+
+    /// Gives jobs claimed by `worker` back to the front of the queue.
+    /// `uncount`: their attempt never started, so it is not counted.
+    pub async fn release(
+        &self,
+        kind: JobKind,
+        worker: &WorkerId,
+        ids: &[Uuid],
+        uncount: bool,
+    ) -> Result<usize, QueueError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let keys = self.keys(kind);
+        let mut inv = SCRIPTS.release.prepare_invoke();
+        inv.key(keys.inflight(worker))
+            .key(keys.pending(crate::Priority::High))
+            .key(keys.pending(crate::Priority::Normal))
+            .key(keys.wake())
+            .arg(keys.job_prefix())
+            .arg(if uncount { "1" } else { "0" });
+        for id in ids {
+            inv.arg(id.to_string());
+        }
+        let n: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
+        Ok(n as usize)
+    }
+
+    /// Removes `worker` from `kind`'s queue after returning whatever it
+    /// still holds (attempts counted: they did start).
+    pub async fn deregister(&self, kind: JobKind, worker: &WorkerId) -> Result<(), QueueError> {
+        let keys = self.keys(kind);
+        let held: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(keys.inflight(worker))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let ids = held.iter().map(|s| parse_id(s)).collect::<Result<Vec<_>, _>>()?;
+        self.release(kind, worker, &ids, false).await?;
+        redis::pipe()
+            .cmd("ZREM")
+            .arg(keys.workers())
+            .arg(worker.as_str())
+            .cmd("DEL")
+            .arg(keys.inflight(worker))
+            .query_async::<()>(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+}
+
+fn parse_id(s: &str) -> Result<Uuid, QueueError> {
+    Uuid::parse_str(s).map_err(|e| QueueError::Corrupt {
+        id: s.to_owned(),
+        why: e.to_string(),
+    })
+}
+
+fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, QueueError> {
+    let corrupt = |why: &str| QueueError::Corrupt {
+        id: "<claim>".into(),
+        why: why.into(),
+    };
+    let int = |v: &redis::Value| -> Result<i64, QueueError> {
+        redis::from_redis_value_ref::<i64>(v).map_err(|e| corrupt(&e.to_string()))
+    };
+    let text = |v: &redis::Value| -> Result<String, QueueError> {
+        redis::from_redis_value_ref::<String>(v).map_err(|e| corrupt(&e.to_string()))
+    };
+    let (first, rest) = raw.split_first().ok_or_else(|| corrupt("empty reply"))?;
+    let next_due = int(first)?;
+    let mut jobs = Vec::with_capacity(rest.len() / 5);
+    for c in rest.chunks(5) {
+        let [id, args, attempt, max, enq] = c else {
+            return Err(corrupt("truncated reply"));
+        };
+        jobs.push(Claimed {
+            id: parse_id(&text(id)?)?,
+            args: text(args)?,
+            attempt: int(attempt)? as u32,
+            max_attempts: int(max)? as u32,
+            enqueued_at_ms: int(enq)?,
+        });
+    }
+    Ok(ClaimBatch {
+        jobs,
+        next_due_ms: (next_due >= 0).then_some(next_due),
+    })
+}
+
+fn record_from_hash(
+    kind: JobKind,
+    id: Uuid,
+    f: &HashMap<String, String>,
+) -> Result<JobRecord, QueueError> {
+    let corrupt = |why: String| QueueError::Corrupt {
+        id: id.to_string(),
+        why,
+    };
+    let int = |k: &str| f.get(k).and_then(|v| v.parse::<i64>().ok());
+    let state = f
+        .get("state")
+        .ok_or_else(|| corrupt("no state".into()))?
+        .parse::<JobState>()
+        .map_err(corrupt)?;
+    let json = |k: &str| -> Result<Option<serde_json::Value>, QueueError> {
+        f.get(k)
+            .map(|v| serde_json::from_str(v))
+            .transpose()
+            .map_err(|e| corrupt(format!("{k}: {e}")))
+    };
+    Ok(JobRecord {
+        id,
+        kind,
+        state,
+        attempts: int("attempts").unwrap_or(0) as u32,
+        max_attempts: int("max_attempts").unwrap_or(0) as u32,
+        args: json("args")?.unwrap_or(serde_json::Value::Null),
+        result: json("result")?,
+        error: f.get("error").cloned(),
+        worker: f.get("worker").cloned(),
+        enqueued_at_ms: int("enqueued_at").unwrap_or(0),
+        started_at_ms: int("started_at"),
+        finished_at_ms: int("finished_at"),
+    })
+}

@@ -1,0 +1,23 @@
+//! Errors of the queue backend.
+
+/// Errors raised by queue operations.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// Redis could not be reached or a command failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A stored job could not be read back.
+    #[error("corrupt job {id}: {why}")]
+    Corrupt {
+        /// The job.
+        id: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A payload could not be encoded.
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Writing a job record to Postgres failed.
+    #[error(transparent)]
+    Store(#[from] hopper_shared::Error),
+}

@@ -1,0 +1,227 @@
+//! The claim loop behind a [`crate::RedisBackend`], and its heartbeat.
+//!
+//! The loop claims only as many jobs as the worker has free slots (a
+//! semaphore of `concurrency` permits, given back when a job is
+//! acknowledged), so nothing is prefetched that another worker could run.
+//! Busy, it claims in batches; idle, it blocks on the queue's wake list
+//! (fed by every push) until a job arrives or the next scheduled job is
+//! due. Redis errors never end the loop: it reconnects with capped
+//! exponential backoff.
+//!
+//! A payload that does not decode into the worker's argument type is a
+//! poison job: it goes to the dead letters at once and the loop goes on.
+
+use std::{sync::Arc, time::Duration};
+
+use apalis_core::task::{Task, builder::TaskBuilder, task_id::TaskId};
+use deadpool_postgres::Pool;
+use serde::de::DeserializeOwned;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    JobContext, QueueClient, QueueKeys, WorkerId,
+    ack::persist_record,
+    client::{ClaimBatch, Claimed},
+    now_ms,
+};
+
+/// Longest single block on the wake list; also bounds how late a worker
+/// notices a scheduled job pushed while it sleeps without a token.
+const MAX_BLOCK: Duration = Duration::from_secs(1);
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Everything the claim loop needs.
+pub(crate) struct Fetcher<Args> {
+    pub client: QueueClient,
+    pub keys: QueueKeys,
+    pub worker: WorkerId,
+    pub slots: Arc<Semaphore>,
+    pub batch: usize,
+    pub tx: mpsc::Sender<Task<Args>>,
+    pub stop: CancellationToken,
+}
+
+impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
+    /// Runs until `stop` fires or the backend is dropped.
+    pub async fn run(self) {
+        let mut conn = None;
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            // Wait for one free slot, then take as many more as are free.
+            let first = tokio::select! {
+                p = self.slots.clone().acquire_owned() => p,
+                _ = self.stop.cancelled() => return,
+            };
+            let Ok(first) = first else { return };
+            first.forget();
+            let mut want = 1;
+            while want < self.batch {
+                match self.slots.try_acquire() {
+                    Ok(p) => {
+                        p.forget();
+                        want += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+
+            let c = match &mut conn {
+                Some(c) => c,
+                None => match self.client.dedicated_connection(MAX_BLOCK).await {
+                    Ok(c) => conn.insert(c),
+                    Err(e) => {
+                        self.slots.add_permits(want);
+                        backoff = self.pause(backoff, &e).await;
+                        continue;
+                    }
+                },
+            };
+            let batch = match QueueClient::claim(c, &self.keys, &self.worker, want).await {
+                Ok(b) => b,
+                Err(e) => {
+                    self.slots.add_permits(want);
+                    conn = None;
+                    backoff = self.pause(backoff, &e).await;
+                    continue;
+                }
+            };
+            backoff = BACKOFF_MIN;
+            let ClaimBatch { jobs, next_due_ms } = batch;
+            self.slots.add_permits(want - jobs.len());
+            if jobs.is_empty() {
+                if !self.wait_for_work(c, next_due_ms).await {
+                    conn = None;
+                }
+                continue;
+            }
+            for job in jobs {
+                if !self.hand_over(job).await {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Blocks on the wake list until a push, the next due time or one
+    /// second, whichever comes first. False when the connection failed.
+    async fn wait_for_work(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        next_due_ms: Option<i64>,
+    ) -> bool {
+        let block = next_due_ms
+            .map(|due| Duration::from_millis((due - now_ms()).max(1) as u64))
+            .unwrap_or(MAX_BLOCK)
+            .min(MAX_BLOCK);
+        let mut cmd = redis::cmd("BLPOP");
+        cmd.arg(self.keys.wake()).arg(block.as_secs_f64());
+        let blpop = cmd.query_async::<Option<(String, String)>>(conn);
+        tokio::select! {
+            r = blpop => r.is_ok(),
+            _ = self.stop.cancelled() => true,
+        }
+    }
+
+    /// Decodes a claimed job and passes it to the worker; a poison payload
+    /// is dead-lettered. False when the worker is gone.
+    async fn hand_over(&self, job: Claimed) -> bool {
+        let args = match serde_json::from_str::<Args>(&job.args) {
+            Ok(a) => a,
+            Err(e) => {
+                self.poison(&job, &e.to_string()).await;
+                self.slots.add_permits(1);
+                return true;
+            }
+        };
+        let ctx = JobContext {
+            id: job.id,
+            kind: self.keys.kind,
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+            enqueued_at_ms: job.enqueued_at_ms,
+            started_at_ms: now_ms(),
+            worker: self.worker.clone(),
+            args_json: job.args.into(),
+            cancel: CancellationToken::new(),
+        };
+        let task = TaskBuilder::new(args)
+            .task_id(TaskId::from_uuid(job.id))
+            .max_attempts(job.max_attempts as usize)
+            .data(ctx)
+            .build();
+        if self.tx.send(task).await.is_err() {
+            // The backend is gone: give the job back untouched.
+            let _ = self
+                .client
+                .release(self.keys.kind, &self.worker, &[job.id], true)
+                .await;
+            return false;
+        }
+        true
+    }
+
+    async fn poison(&self, job: &Claimed, why: &str) {
+        let error = format!("payload does not decode as a {} job: {why}", self.keys.kind);
+        tracing::error!(job = %job.id, queue = %self.keys.kind, %error, "poison job dead-lettered");
+        metrics::counter!(hopper_shared::metrics::JOBS_DEAD_LETTERED,
+            "kind" => self.keys.kind.as_str(), "reason" => "poison")
+        .increment(1);
+        if let Err(e) = self
+            .client
+            .fail(self.keys.kind, &self.worker, job.id, &error, None, "poison")
+            .await
+        {
+            tracing::warn!(job = %job.id, "could not dead-letter poison job: {e}");
+        }
+    }
+
+    async fn pause(&self, backoff: Duration, e: &crate::QueueError) -> Duration {
+        tracing::warn!(queue = %self.keys.kind, "claim failed, retrying in {backoff:?}: {e}");
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = self.stop.cancelled() => {}
+        }
+        (backoff * 2).min(BACKOFF_MAX)
+    }
+}
+
+/// Renews the worker's lease every `interval` and recovers the jobs of
+/// workers whose lease ran out, writing the records of any it dead-letters.
+pub(crate) async fn heartbeat_loop(
+    client: QueueClient,
+    kind: hopper_shared::jobs::JobKind,
+    worker: WorkerId,
+    interval: Duration,
+    lease: Duration,
+    pool: Option<Pool>,
+    stop: CancellationToken,
+) {
+    loop {
+        if let Err(e) = client.heartbeat(kind, &worker).await {
+            tracing::warn!(queue = %kind, "heartbeat failed: {e}");
+        }
+        match client.recover(kind, lease).await {
+            Ok(dead) => {
+                for id in dead {
+                    tracing::warn!(job = %id, queue = %kind, "dead-lettered: worker lost on last attempt");
+                    metrics::counter!(hopper_shared::metrics::JOBS_DEAD_LETTERED,
+                        "kind" => kind.as_str(), "reason" => "worker_lost")
+                    .increment(1);
+                    if let (Some(pool), Ok(Some(rec))) = (&pool, client.job(kind, id).await) {
+                        if let Err(e) = persist_record(pool, &rec).await {
+                            tracing::warn!(job = %id, "could not store dead job record: {e}");
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(queue = %kind, "recovery failed: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! What travels with a job: submission options, the worker's identity and
+//! the per-attempt context a handler receives.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use hopper_shared::jobs::JobKind;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+/// A job's priority within its queue. High-priority jobs are always claimed
+/// before normal ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Claimed before any normal job.
+    High,
+    /// The default.
+    #[default]
+    Normal,
+}
+
+impl Priority {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Normal => "normal",
+        }
+    }
+}
+
+/// Options of one submission.
+#[derive(Debug, Clone, Default)]
+pub struct PushOptions {
+    /// Attempts allowed; the queue's setting when `None`.
+    pub max_attempts: Option<u32>,
+    /// Run no earlier than this long after submission.
+    pub delay: Option<Duration>,
+    /// Claim order within the queue.
+    pub priority: Priority,
+    /// The same key within its TTL returns the first job's id and adds nothing.
+    pub idempotency_key: Option<String>,
+}
+
+/// A worker process' identity on one or more queues: host, pid and a random
+/// suffix, so two processes never share an in-flight set.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WorkerId(Arc<str>);
+
+impl WorkerId {
+    /// A fresh id for this process: `<host>-<pid>-<random>`.
+    pub fn generate() -> Self {
+        let host = gethostname::gethostname().to_string_lossy().replace(
+            |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '.',
+            "_",
+        );
+        let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        Self(format!("{host}-{}-{suffix}", std::process::id()).into())
+    }
+
+    /// An id taken as given (tests, recovery tooling).
+    pub fn from_raw(raw: &str) -> Self {
+        Self(raw.into())
+    }
+
+    /// The id as stored in Redis.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a handler knows about the attempt it runs. Handlers receive it as
+/// `Data<JobContext>`.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    /// The job's id.
+    pub id: uuid::Uuid,
+    /// Its kind (queue).
+    pub kind: JobKind,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Unix ms: submitted.
+    pub enqueued_at_ms: i64,
+    /// Unix ms: this attempt claimed.
+    pub started_at_ms: i64,
+    /// The worker running it.
+    pub worker: WorkerId,
+    /// The submitted arguments, as stored.
+    pub args_json: Arc<str>,
+    /// Fires at the soft time limit and on cooperative cancellation; a
+    /// handler should stop soon after.
+    pub cancel: CancellationToken,
+}

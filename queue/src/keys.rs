@@ -1,0 +1,130 @@
+//! The Redis key layout of one queue.
+//!
+//! ```text
+//! {<prefix>:<queue>}:job:<id>         HASH  the job: args, state, attempts, timings, result, error
+//! {<prefix>:<queue>}:pending          LIST  ids waiting (LPUSH in, RPOP out: FIFO)
+//! {<prefix>:<queue>}:pending:high     LIST  high-priority ids, always claimed first
+//! {<prefix>:<queue>}:scheduled        ZSET  delayed jobs and retries, scored by due time (ms)
+//! {<prefix>:<queue>}:inflight:<wid>   SET   ids claimed by one worker
+//! {<prefix>:<queue>}:workers          ZSET  worker id -> last heartbeat (ms)
+//! {<prefix>:<queue>}:wake             LIST  one token per push; idle workers BLPOP it
+//! {<prefix>:<queue>}:dead             ZSET  dead-lettered ids, scored by time (ms)
+//! {<prefix>:<queue>}:done             ZSET  succeeded ids by finish time, for retention
+//! {<prefix>:<queue>}:idem:<key>       STRING  idempotency key -> job id (with a TTL)
+//! {<prefix>:<queue>}:stats:<minute>   HASH  succeeded / failed / retried / dead counts
+//! ```
+//!
+//! The braces are a Redis Cluster hash tag: all keys of a queue map to one
+//! slot, so every Lua script runs on one node.
+
+use hopper_shared::jobs::JobKind;
+
+use crate::job::{Priority, WorkerId};
+
+/// Keys of one queue under one prefix.
+#[derive(Debug, Clone)]
+pub struct QueueKeys {
+    /// The queue (= job kind).
+    pub kind: JobKind,
+    tag: String,
+}
+
+impl QueueKeys {
+    /// Keys of `kind`'s queue under `prefix` (tests use a prefix of their own).
+    pub fn new(prefix: &str, kind: JobKind) -> Self {
+        Self {
+            kind,
+            tag: format!("{{{prefix}:{}}}", kind.as_str()),
+        }
+    }
+
+    /// The hash tag shared by every key of this queue.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// Prefix of job hashes; append the id.
+    pub fn job_prefix(&self) -> String {
+        format!("{}:job:", self.tag)
+    }
+
+    /// One job's hash.
+    pub fn job(&self, id: &uuid::Uuid) -> String {
+        format!("{}:job:{id}", self.tag)
+    }
+
+    /// The pending list of a priority.
+    pub fn pending(&self, priority: Priority) -> String {
+        match priority {
+            Priority::High => format!("{}:pending:high", self.tag),
+            Priority::Normal => format!("{}:pending", self.tag),
+        }
+    }
+
+    /// Delayed jobs and retries.
+    pub fn scheduled(&self) -> String {
+        format!("{}:scheduled", self.tag)
+    }
+
+    /// A worker's in-flight set.
+    pub fn inflight(&self, worker: &WorkerId) -> String {
+        format!("{}:inflight:{}", self.tag, worker.as_str())
+    }
+
+    /// Workers and their last heartbeats.
+    pub fn workers(&self) -> String {
+        format!("{}:workers", self.tag)
+    }
+
+    /// Wake tokens for idle workers.
+    pub fn wake(&self) -> String {
+        format!("{}:wake", self.tag)
+    }
+
+    /// Dead letters.
+    pub fn dead(&self) -> String {
+        format!("{}:dead", self.tag)
+    }
+
+    /// Succeeded jobs by finish time.
+    pub fn done(&self) -> String {
+        format!("{}:done", self.tag)
+    }
+
+    /// An idempotency key's record.
+    pub fn idempotency(&self, key: &str) -> String {
+        format!("{}:idem:{key}", self.tag)
+    }
+
+    /// Outcome counters of the minute containing `now_ms`.
+    pub fn stats_minute(&self, now_ms: i64) -> String {
+        format!("{}:stats:{}", self.tag, now_ms / 60_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_of_a_queue_shares_its_hash_tag() {
+        let k = QueueKeys::new("t1", JobKind::Embed);
+        let w = WorkerId::from_raw("w");
+        let id = uuid::Uuid::nil();
+        for key in [
+            k.job(&id),
+            k.pending(Priority::High),
+            k.pending(Priority::Normal),
+            k.scheduled(),
+            k.inflight(&w),
+            k.workers(),
+            k.wake(),
+            k.dead(),
+            k.done(),
+            k.idempotency("x"),
+            k.stats_minute(0),
+        ] {
+            assert!(key.starts_with("{t1:embed}:"), "{key}");
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! Hopper's own Redis backend for apalis.
+//!
+//! apalis-core provides the worker loop, layers and graceful shutdown; this
+//! crate provides where jobs live and how they move, with its own Lua scripts
+//! (in `queue/lua/`), so that Hopper's guarantees hold:
+//!
+//! * **Late acknowledgement.** A claim moves a job atomically into the
+//!   worker's in-flight set and counts the attempt; the job leaves that set
+//!   only after its handler returned and its record was committed to Postgres
+//!   ([`ack`]).
+//! * **Crash recovery by lease.** Workers heartbeat; the jobs of a worker
+//!   silent for longer than its lease are re-queued (or dead-lettered once
+//!   out of attempts) by any live worker ([`QueueClient::recover`]). A job is
+//!   never re-run while its worker still heartbeats.
+//! * **No polling delay.** An idle worker blocks on a wake list that every
+//!   push feeds; busy workers claim in batches ([`fetcher`]).
+//! * **Nothing O(queue length).** Every script touches a bounded number of
+//!   keys.
+//!
+//! Key layout: every key of a queue shares the hash tag `{<prefix>:<queue>}`
+//! so one queue lives in one Redis Cluster slot ([`keys`]).
+//!
+//! Entry points: [`QueueClient`] (submit, inspect, stats — used by the API
+//! and the CLI) and [`RedisBackend`] (what an apalis worker pulls from).
+
+pub mod ack;
+pub mod backend;
+pub mod client;
+pub mod error;
+pub mod fetcher;
+pub mod job;
+pub mod keys;
+pub mod retry;
+mod scripts;
+
+pub use backend::{Lease, RedisBackend};
+pub use client::{QueueClient, QueueStats};
+pub use error::QueueError;
+pub use job::{JobContext, PushOptions, Priority, WorkerId};
+pub use keys::QueueKeys;
+
+/// Milliseconds since the Unix epoch, the time unit of every stored stamp.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

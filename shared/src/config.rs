@@ -1,0 +1,292 @@
+//! The one typed configuration of every Hopper binary, loaded from the
+//! environment and validated at start-up.
+//!
+//! [`Config::from_env`] reads every setting, and when any is missing or
+//! invalid it fails with *all* the problems at once, so an operator fixes a
+//! deployment in one round. Per-queue settings start from
+//! [`JobKind::default_settings`] and are overridden by
+//! `HOPPER_QUEUE_<KIND>_<SETTING>` variables (for example
+//! `HOPPER_QUEUE_EMBED_CONCURRENCY=4`).
+
+use std::{collections::BTreeMap, net::SocketAddr, str::FromStr, time::Duration};
+
+use crate::{
+    Error,
+    jobs::{JobKind, QueueSettings},
+};
+
+/// Default Redis URL (Debian's redis-server on its standard port).
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// Default Postgres URL (the pgvector server `scripts/setup` starts).
+pub const DEFAULT_DATABASE_URL: &str = "postgresql://postgres:postgres@127.0.0.1:5433/hopper";
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings shared by the API, the workers and the CLI.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Redis connection URL (`REDIS_URL`).
+    pub redis_url: String,
+    /// Postgres connection URL (`DATABASE_URL`).
+    pub database_url: String,
+    /// Postgres schema holding Hopper's tables (`HOPPER_DB_SCHEMA`).
+    pub db_schema: String,
+    /// Prefix of every Redis key (`HOPPER_KEY_PREFIX`); tests use their own.
+    pub key_prefix: String,
+    /// Address the API listens on (`HOPPER_API_ADDR`).
+    pub api_addr: SocketAddr,
+    /// Log line format (`HOPPER_LOG_FORMAT` = `text` | `json`).
+    pub log_format: LogFormat,
+    /// How often a worker renews its lease (`HOPPER_HEARTBEAT_MS`).
+    pub heartbeat: Duration,
+    /// A worker silent for this long is presumed dead and its jobs re-run
+    /// (`HOPPER_LEASE_MS`).
+    pub lease: Duration,
+    /// How long a stopping worker waits for running jobs
+    /// (`HOPPER_SHUTDOWN_GRACE_MS`).
+    pub shutdown_grace: Duration,
+    /// Per-queue settings.
+    pub queues: BTreeMap<JobKind, QueueSettings>,
+}
+
+impl Config {
+    /// Loads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Loads the configuration through `get`, which maps a variable name to
+    /// its value. Every problem found is reported in one error.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let mut problems = Vec::new();
+        let mut env = Env {
+            get: &get,
+            problems: &mut problems,
+        };
+
+        let redis_url = env.string("REDIS_URL", DEFAULT_REDIS_URL);
+        if !redis_url.starts_with("redis://") && !redis_url.starts_with("rediss://") {
+            env.problem("REDIS_URL", &redis_url, "must start with redis:// or rediss://");
+        }
+        let database_url = env.string("DATABASE_URL", DEFAULT_DATABASE_URL);
+        if !database_url.starts_with("postgres://") && !database_url.starts_with("postgresql://") {
+            env.problem(
+                "DATABASE_URL",
+                &database_url,
+                "must start with postgresql:// or postgres://",
+            );
+        }
+        let db_schema = env.string("HOPPER_DB_SCHEMA", "public");
+        if !is_identifier(&db_schema) {
+            env.problem(
+                "HOPPER_DB_SCHEMA",
+                &db_schema,
+                "must be a lower-case SQL identifier ([a-z_][a-z0-9_]*)",
+            );
+        }
+        let key_prefix = env.string("HOPPER_KEY_PREFIX", "hopper");
+        if key_prefix.is_empty()
+            || !key_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            env.problem(
+                "HOPPER_KEY_PREFIX",
+                &key_prefix,
+                "must be letters, digits, '-', '_' or '.'",
+            );
+        }
+        let api_addr = env.parse("HOPPER_API_ADDR", "127.0.0.1:8080".parse().unwrap());
+        let log_format = match env.string("HOPPER_LOG_FORMAT", "text").as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                env.problem("HOPPER_LOG_FORMAT", other, "must be `text` or `json`");
+                LogFormat::Text
+            }
+        };
+        let heartbeat = env.millis("HOPPER_HEARTBEAT_MS", Duration::from_secs(2));
+        let lease = env.millis("HOPPER_LEASE_MS", Duration::from_secs(10));
+        if lease < heartbeat * 2 {
+            env.problem(
+                "HOPPER_LEASE_MS",
+                &lease.as_millis().to_string(),
+                "must be at least twice HOPPER_HEARTBEAT_MS",
+            );
+        }
+        let shutdown_grace = env.millis("HOPPER_SHUTDOWN_GRACE_MS", Duration::from_secs(30));
+
+        let mut queues = BTreeMap::new();
+        for kind in JobKind::ALL {
+            let d = kind.default_settings();
+            let var = |s: &str| format!("HOPPER_QUEUE_{}_{s}", kind.as_str().to_uppercase());
+            let s = QueueSettings {
+                concurrency: env.parse(&var("CONCURRENCY"), d.concurrency),
+                max_attempts: env.parse(&var("MAX_ATTEMPTS"), d.max_attempts),
+                backoff_base: env.millis(&var("BACKOFF_BASE_MS"), d.backoff_base),
+                backoff_max: env.millis(&var("BACKOFF_MAX_MS"), d.backoff_max),
+                soft_time_limit: env.millis(&var("SOFT_LIMIT_MS"), d.soft_time_limit),
+                hard_time_limit: env.millis(&var("HARD_LIMIT_MS"), d.hard_time_limit),
+                retention: env.millis(&var("RETENTION_MS"), d.retention),
+            };
+            if s.concurrency == 0 {
+                env.problem(&var("CONCURRENCY"), "0", "must be at least 1");
+            }
+            if s.max_attempts == 0 {
+                env.problem(&var("MAX_ATTEMPTS"), "0", "must be at least 1");
+            }
+            if s.soft_time_limit > s.hard_time_limit {
+                env.problem(
+                    &var("SOFT_LIMIT_MS"),
+                    &s.soft_time_limit.as_millis().to_string(),
+                    "must not exceed the hard limit",
+                );
+            }
+            queues.insert(kind, s);
+        }
+
+        if !problems.is_empty() {
+            return Err(Error::Config(problems));
+        }
+        Ok(Self {
+            redis_url,
+            database_url,
+            db_schema,
+            key_prefix,
+            api_addr,
+            log_format,
+            heartbeat,
+            lease,
+            shutdown_grace,
+            queues,
+        })
+    }
+
+    /// Settings of one queue.
+    pub fn queue(&self, kind: JobKind) -> &QueueSettings {
+        &self.queues[&kind]
+    }
+}
+
+/// Whether `s` is a plain lower-case SQL identifier (safe to interpolate).
+pub fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.len() <= 63
+}
+
+/// `url` with its password hidden, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Reads variables and records every problem instead of stopping at the first.
+struct Env<'a, F> {
+    get: &'a F,
+    problems: &'a mut Vec<String>,
+}
+
+impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
+    fn problem(&mut self, var: &str, value: &str, why: &str) {
+        self.problems.push(format!("{var}={value:?} {why}"));
+    }
+
+    fn string(&mut self, var: &str, default: &str) -> String {
+        (self.get)(var).unwrap_or_else(|| default.to_owned())
+    }
+
+    fn parse<T: FromStr>(&mut self, var: &str, default: T) -> T {
+        match (self.get)(var) {
+            None => default,
+            Some(raw) => raw.trim().parse().unwrap_or_else(|_| {
+                self.problem(var, &raw, &format!("is not a valid {}", short_type::<T>()));
+                default
+            }),
+        }
+    }
+
+    fn millis(&mut self, var: &str, default: Duration) -> Duration {
+        Duration::from_millis(self.parse(var, default.as_millis() as u64))
+    }
+}
+
+fn short_type<T>() -> &'static str {
+    let name = std::any::type_name::<T>();
+    name.rsplit("::").next().unwrap_or(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config, Error> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgresql://u:secret@h:5/db"),
+            "postgresql://u:***@h:5/db"
+        );
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.redis_url, DEFAULT_REDIS_URL);
+        assert_eq!(c.queue(JobKind::Echo).concurrency, 32);
+    }
+
+    #[test]
+    fn queue_settings_are_overridden_per_kind() {
+        let c = load(&[
+            ("HOPPER_QUEUE_EMBED_CONCURRENCY", "3"),
+            ("HOPPER_QUEUE_EMBED_MAX_ATTEMPTS", "9"),
+        ])
+        .unwrap();
+        assert_eq!(c.queue(JobKind::Embed).concurrency, 3);
+        assert_eq!(c.queue(JobKind::Embed).max_attempts, 9);
+        assert_eq!(
+            c.queue(JobKind::Ingest).max_attempts,
+            JobKind::Ingest.default_settings().max_attempts
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let Err(Error::Config(problems)) = load(&[
+            ("REDIS_URL", "http://x"),
+            ("HOPPER_DB_SCHEMA", "Robert'); DROP"),
+            ("HOPPER_QUEUE_ECHO_CONCURRENCY", "many"),
+            ("HOPPER_LOG_FORMAT", "xml"),
+        ]) else {
+            panic!("expected a config error");
+        };
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("HOPPER_QUEUE_ECHO_CONCURRENCY")));
+    }
+}

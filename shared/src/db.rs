@@ -1,0 +1,169 @@
+//! Postgres access: the connection pool, migrations and the job-record store.
+//!
+//! Every connection's `search_path` is set to the configured schema (then
+//! `public`, where the `vector` extension lives), so tests run side by side
+//! in schemas of their own. Migrations are the SQL files in `migrations/`,
+//! embedded at build time and applied by [`migrate`] under an advisory lock,
+//! so the API and `hopper migrate` may race safely.
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+use crate::{
+    Config, Error, Result,
+    config::is_identifier,
+    jobs::{JobKind, JobRecord, JobState},
+};
+
+mod embedded {
+    refinery::embed_migrations!("../migrations");
+}
+
+/// Advisory-lock key serialising migrations across processes.
+const MIGRATION_LOCK: i64 = 0x4f50_5045_5221; // "HOPPER" -ish
+
+/// Builds a pool whose connections use the configured schema.
+///
+/// Building does not connect; call [`ping`] to check reachability.
+pub fn pool(config: &Config, max_size: usize) -> Result<Pool> {
+    pool_for(&config.database_url, &config.db_schema, max_size)
+}
+
+/// Builds a pool for `url` whose connections use `schema`.
+pub fn pool_for(url: &str, schema: &str, max_size: usize) -> Result<Pool> {
+    if !is_identifier(schema) {
+        return Err(Error::Config(vec![format!(
+            "HOPPER_DB_SCHEMA={schema:?} is not a plain identifier"
+        )]));
+    }
+    let mut pg: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| Error::Config(vec![format!("DATABASE_URL: {e}")]))?;
+    pg.options(format!(
+        "-c search_path={schema},public -c client_min_messages=warning"
+    ));
+    pg.connect_timeout(std::time::Duration::from_secs(5));
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Ok(Pool::builder(manager).max_size(max_size).build()?)
+}
+
+/// Checks that Postgres answers.
+pub async fn ping(pool: &Pool) -> Result<()> {
+    pool.get().await?.simple_query("SELECT 1").await?;
+    Ok(())
+}
+
+/// Creates the schema if needed and applies pending migrations.
+///
+/// Returns the versions applied by this call.
+pub async fn migrate(pool: &Pool, schema: &str) -> Result<Vec<i32>> {
+    let mut client = pool.get().await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let outcome = async {
+        client
+            .batch_execute(&format!(
+                "CREATE EXTENSION IF NOT EXISTS vector WITH SCHEMA public; \
+                 CREATE SCHEMA IF NOT EXISTS {schema};"
+            ))
+            .await?;
+        let report = embedded::migrations::runner()
+            .set_migration_table_name("hopper_migrations")
+            .run_async(&mut **client)
+            .await?;
+        Ok::<_, Error>(
+            report
+                .applied_migrations()
+                .iter()
+                .map(|m| m.version() as i32)
+                .collect(),
+        )
+    }
+    .await;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    outcome
+}
+
+/// Inserts or replaces the record of a job (keyed by its id).
+pub async fn upsert_job_record(pool: &Pool, job: &JobRecord) -> Result<()> {
+    let client = pool.get().await?;
+    let stmt = client
+        .prepare_cached(
+            "INSERT INTO job_records (id, kind, state, attempts, max_attempts, args, result, \
+                 error, worker, enqueued_at, started_at, finished_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+                 to_timestamp($10::float8 / 1000), to_timestamp($11::float8 / 1000), \
+                 to_timestamp($12::float8 / 1000)) \
+             ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, \
+                 attempts = EXCLUDED.attempts, result = EXCLUDED.result, \
+                 error = EXCLUDED.error, worker = EXCLUDED.worker, \
+                 started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, \
+                 updated_at = now()",
+        )
+        .await?;
+    client
+        .execute(
+            &stmt,
+            &[
+                &job.id,
+                &job.kind.as_str(),
+                &job.state.as_str(),
+                &(job.attempts as i32),
+                &(job.max_attempts as i32),
+                &job.args,
+                &job.result,
+                &job.error,
+                &job.worker,
+                &(job.enqueued_at_ms as f64),
+                &job.started_at_ms.map(|v| v as f64),
+                &job.finished_at_ms.map(|v| v as f64),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Reads a job's stored record, if it has one.
+pub async fn job_record(pool: &Pool, id: uuid::Uuid) -> Result<Option<JobRecord>> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT id, kind, state, attempts, max_attempts, args, result, error, worker, \
+                 (extract(epoch FROM enqueued_at) * 1000)::int8, \
+                 (extract(epoch FROM started_at) * 1000)::int8, \
+                 (extract(epoch FROM finished_at) * 1000)::int8 \
+             FROM job_records WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let kind: String = row.get(1);
+    let state: String = row.get(2);
+    Ok(Some(JobRecord {
+        id: row.get(0),
+        kind: kind.parse::<JobKind>().map_err(corrupt)?,
+        state: state.parse::<JobState>().map_err(corrupt)?,
+        attempts: row.get::<_, i32>(3) as u32,
+        max_attempts: row.get::<_, i32>(4) as u32,
+        args: row.get(5),
+        result: row.get(6),
+        error: row.get(7),
+        worker: row.get(8),
+        enqueued_at_ms: row.get(9),
+        started_at_ms: row.get(10),
+        finished_at_ms: row.get(11),
+    }))
+}
+
+fn corrupt(e: impl std::fmt::Display) -> Error {
+    Error::Json(serde::de::Error::custom(format!("corrupt job record: {e}")))
+}

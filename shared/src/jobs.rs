@@ -1,0 +1,349 @@
+//! Job kinds, their argument types and the job states a client can observe.
+//!
+//! Every kind has its own Redis queue (named by [`JobKind::as_str`]) and its
+//! own default [`QueueSettings`]. The API validates a submission by decoding
+//! it into the kind's argument type ([`JobKind::validate`]), so a malformed
+//! payload is refused at the door instead of poisoning a worker.
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+/// The kinds of job Hopper runs. Each one is a queue of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    /// Diagnostic kind: returns its message; can sleep or fail on request.
+    Echo,
+    /// Extract, chunk and store a document, then fan out embed jobs.
+    Ingest,
+    /// Embed texts (or a document's chunks) with a transformer.
+    Embed,
+    /// Summarise an embedded document.
+    Summarize,
+}
+
+impl JobKind {
+    /// Every kind, in a stable order.
+    pub const ALL: [JobKind; 4] = [
+        JobKind::Echo,
+        JobKind::Ingest,
+        JobKind::Embed,
+        JobKind::Summarize,
+    ];
+
+    /// The queue name of this kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Echo => "echo",
+            JobKind::Ingest => "ingest",
+            JobKind::Embed => "embed",
+            JobKind::Summarize => "summarize",
+        }
+    }
+
+    /// The names of every kind, for error messages.
+    pub fn names() -> Vec<&'static str> {
+        Self::ALL.iter().map(|k| k.as_str()).collect()
+    }
+
+    /// Checks that `args` decodes into this kind's argument type.
+    ///
+    /// The error names the offending field.
+    pub fn validate(self, args: &serde_json::Value) -> Result<(), InvalidArgs> {
+        fn check<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<(), InvalidArgs> {
+            serde_path_to_error::deserialize::<_, T>(v)
+                .map(|_| ())
+                .map_err(InvalidArgs::from)
+        }
+        match self {
+            JobKind::Echo => check::<EchoArgs>(args),
+            JobKind::Ingest => check::<IngestArgs>(args),
+            JobKind::Embed => check::<EmbedArgs>(args),
+            JobKind::Summarize => check::<SummarizeArgs>(args),
+        }
+    }
+
+    /// Built-in queue settings for this kind; environment overrides are
+    /// applied by [`crate::Config`].
+    pub fn default_settings(self) -> QueueSettings {
+        let base = QueueSettings::default();
+        match self {
+            JobKind::Echo => QueueSettings {
+                concurrency: 32,
+                ..base
+            },
+            JobKind::Ingest => QueueSettings {
+                concurrency: 4,
+                hard_time_limit: Duration::from_secs(600),
+                soft_time_limit: Duration::from_secs(540),
+                ..base
+            },
+            JobKind::Embed => QueueSettings {
+                concurrency: 8,
+                ..base
+            },
+            JobKind::Summarize => QueueSettings {
+                concurrency: 4,
+                ..base
+            },
+        }
+    }
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Job arguments that do not fit their kind, naming the field at fault.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidArgs {
+    /// Path of the offending field (`texts[2]`), when one can be named.
+    pub field: Option<String>,
+    /// What is wrong, as serde puts it.
+    pub message: String,
+}
+
+impl From<serde_path_to_error::Error<serde_json::Error>> for InvalidArgs {
+    fn from(e: serde_path_to_error::Error<serde_json::Error>) -> Self {
+        let message = e.inner().to_string();
+        let path = e.path().to_string();
+        // Missing/unknown fields are reported at the parent: name them.
+        // A missing field is reported at its parent: name it. (An unknown
+        // field's path already ends with it.)
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .map(|f| if path == "." { f.to_owned() } else { format!("{path}.{f}") });
+        let field = missing.or_else(|| (path != ".").then_some(path));
+        Self { field, message }
+    }
+}
+
+/// A kind name that is not one of [`JobKind::ALL`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown job kind `{0}`")]
+pub struct UnknownKind(pub String);
+
+impl FromStr for JobKind {
+    type Err = UnknownKind;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownKind(s.to_owned()))
+    }
+}
+
+/// Per-queue behaviour: how many jobs run at once, how failures are retried
+/// and how long a job may run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueSettings {
+    /// Jobs one worker process runs at once on this queue.
+    pub concurrency: usize,
+    /// Attempts before a job goes to the dead letters (first run included).
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubles each attempt (with jitter).
+    pub backoff_base: Duration,
+    /// Upper bound of the retry delay.
+    pub backoff_max: Duration,
+    /// The handler's cancellation token fires after this long.
+    pub soft_time_limit: Duration,
+    /// The attempt is abandoned and counted as failed after this long.
+    pub hard_time_limit: Duration,
+    /// How long finished job records stay in Redis (Postgres keeps them).
+    pub retention: Duration,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            max_attempts: 5,
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(300),
+            soft_time_limit: Duration::from_secs(270),
+            hard_time_limit: Duration::from_secs(300),
+            retention: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Arguments of the diagnostic `echo` kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EchoArgs {
+    /// Returned as the job's result.
+    pub message: String,
+    /// Sleep this long before answering (to exercise time limits and leases).
+    #[serde(default)]
+    pub sleep_ms: u64,
+    /// Fail every attempt with this error text (to exercise retries).
+    #[serde(default)]
+    pub fail: Option<String>,
+}
+
+/// Arguments of an `ingest` job: a stored document to extract and chunk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestArgs {
+    /// The document to ingest.
+    pub document_id: uuid::Uuid,
+}
+
+/// Arguments of an `embed` job: either free texts or a batch of chunks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedArgs {
+    /// Texts to embed (stand-alone embed jobs).
+    #[serde(default)]
+    pub texts: Vec<String>,
+    /// Chunks of a document to embed and store (pipeline embed jobs).
+    #[serde(default)]
+    pub chunk_ids: Vec<uuid::Uuid>,
+    /// Model name; the worker's default when absent.
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+/// Arguments of a `summarize` job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SummarizeArgs {
+    /// The document to summarise.
+    pub document_id: uuid::Uuid,
+}
+
+/// The states a job moves through. Stored as lower-case strings in Redis and
+/// Postgres.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting in its queue.
+    Pending,
+    /// Waiting for its run-at time.
+    Scheduled,
+    /// Claimed by a worker and running.
+    Running,
+    /// Failed an attempt; waiting for its retry.
+    Retrying,
+    /// Finished successfully.
+    Succeeded,
+    /// Failed for good without being dead-lettered (reserved).
+    Failed,
+    /// In the dead letters.
+    Dead,
+    /// Cancelled before it finished.
+    Cancelled,
+}
+
+impl JobState {
+    /// The stored name of this state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Scheduled => "scheduled",
+            JobState::Running => "running",
+            JobState::Retrying => "retrying",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Dead => "dead",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the job will not run again.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Dead | JobState::Cancelled
+        )
+    }
+}
+
+impl FromStr for JobState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned()))
+            .map_err(|_| format!("unknown job state `{s}`"))
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a client sees of a job: its state, attempts, timings and result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// The job's id.
+    pub id: uuid::Uuid,
+    /// The job's kind (its queue).
+    pub kind: JobKind,
+    /// Current state.
+    pub state: JobState,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// The submitted arguments.
+    pub args: serde_json::Value,
+    /// The handler's result, once succeeded.
+    pub result: Option<serde_json::Value>,
+    /// The last error, if an attempt failed.
+    pub error: Option<String>,
+    /// The worker that ran (or runs) the last attempt.
+    pub worker: Option<String>,
+    /// Unix milliseconds: submitted.
+    pub enqueued_at_ms: i64,
+    /// Unix milliseconds: last attempt started.
+    pub started_at_ms: Option<i64>,
+    /// Unix milliseconds: finished (succeeded, dead or cancelled).
+    pub finished_at_ms: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_through_their_names() {
+        for kind in JobKind::ALL {
+            assert_eq!(kind.as_str().parse::<JobKind>().unwrap(), kind);
+        }
+        assert!("nope".parse::<JobKind>().is_err());
+    }
+
+    #[test]
+    fn validation_names_the_bad_field() {
+        let err = JobKind::Echo
+            .validate(&serde_json::json!({"message": 3}))
+            .unwrap_err();
+        assert!(err.to_string().contains("invalid type"), "{err}");
+        assert_eq!(err.field.as_deref(), Some("message"));
+        let err = JobKind::Echo
+            .validate(&serde_json::json!({"mesage": "x"}))
+            .unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("mesage"));
+        let err = JobKind::Echo.validate(&serde_json::json!({})).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("message"));
+        let err = JobKind::Embed
+            .validate(&serde_json::json!({"texts": ["a", 2]}))
+            .unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("texts[1]"));
+        JobKind::Echo
+            .validate(&serde_json::json!({"message": "hi"}))
+            .unwrap();
+    }
+
+    #[test]
+    fn states_parse_from_their_names() {
+        assert_eq!("dead".parse::<JobState>().unwrap(), JobState::Dead);
+        assert!("zombie".parse::<JobState>().is_err());
+    }
+}

@@ -1,0 +1,19 @@
+//! Hopper's shared ground.
+//!
+//! Everything the API, the workers, the queue backend and the CLI must agree
+//! on lives here: the job kinds and their argument types ([`jobs`]), the one
+//! typed configuration loaded from the environment ([`config`]), Postgres
+//! access and migrations ([`db`]), the error type ([`error`]), metric names
+//! ([`metrics`]) and logging set-up ([`telemetry`]).
+//!
+//! Nothing in this crate talks to Redis; the queue lives in `hopper-queue`.
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod jobs;
+pub mod metrics;
+pub mod telemetry;
+
+pub use config::Config;
+pub use error::{Error, Result};

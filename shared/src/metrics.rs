@@ -1,0 +1,31 @@
+//! Names of the metrics Hopper exports, named by what they measure.
+//!
+//! Kept in one place so the API, the workers, the Grafana dashboard and the
+//! KEDA scalers agree on them.
+
+/// Jobs accepted by the API, labelled by `kind`.
+pub const JOBS_SUBMITTED: &str = "hopper_jobs_submitted_total";
+/// Attempts started by workers, labelled by `kind`.
+pub const JOBS_STARTED: &str = "hopper_jobs_started_total";
+/// Jobs finished successfully, labelled by `kind`.
+pub const JOBS_SUCCEEDED: &str = "hopper_jobs_succeeded_total";
+/// Failed attempts (whether retried or not), labelled by `kind`.
+pub const JOBS_FAILED: &str = "hopper_jobs_failed_total";
+/// Failed attempts scheduled for a retry, labelled by `kind`.
+pub const JOBS_RETRIED: &str = "hopper_jobs_retried_total";
+/// Jobs moved to the dead letters, labelled by `kind` and `reason`.
+pub const JOBS_DEAD_LETTERED: &str = "hopper_jobs_dead_lettered_total";
+/// Seconds a job's attempt ran, labelled by `kind`.
+pub const JOB_RUN_SECONDS: &str = "hopper_job_run_seconds";
+/// Jobs waiting in a queue, labelled by `queue`.
+pub const QUEUE_PENDING: &str = "hopper_queue_pending";
+/// Jobs waiting for their run-at time, labelled by `queue`.
+pub const QUEUE_SCHEDULED: &str = "hopper_queue_scheduled";
+/// Jobs claimed by workers, labelled by `queue`.
+pub const QUEUE_RUNNING: &str = "hopper_queue_running";
+/// Jobs in the dead letters, labelled by `queue`.
+pub const QUEUE_DEAD: &str = "hopper_queue_dead";
+/// HTTP requests served, labelled by `method`, `route` and `status`.
+pub const HTTP_REQUESTS: &str = "hopper_http_requests_total";
+/// Seconds spent serving HTTP requests, labelled by `method` and `route`.
+pub const HTTP_REQUEST_SECONDS: &str = "hopper_http_request_seconds";

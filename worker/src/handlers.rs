@@ -1,0 +1,30 @@
+//! Job handlers, one per kind. A handler receives its decoded arguments and
+//! the attempt's [`JobContext`]; what it returns becomes the job's result.
+//! It must commit its effects before returning (the ack follows) and write
+//! them idempotently (a crash re-runs it).
+
+use std::time::Duration;
+
+use apalis_core::{error::BoxDynError, task::data::Data};
+use hopper_queue::JobContext;
+use hopper_shared::jobs::EchoArgs;
+use serde_json::{Value, json};
+
+/// The diagnostic `echo` kind: answers its message, optionally after a
+/// sleep (which the soft time limit interrupts) or with a failure.
+pub async fn echo(args: EchoArgs, job: Data<JobContext>) -> Result<Value, BoxDynError> {
+    if args.sleep_ms > 0 {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(args.sleep_ms)) => {}
+            _ = job.cancel.cancelled() => return Err("cancelled (soft time limit)".into()),
+        }
+    }
+    if let Some(error) = args.fail {
+        return Err(error.into());
+    }
+    Ok(json!({
+        "message": args.message,
+        "attempt": job.attempt,
+        "worker": job.worker.as_str(),
+    }))
+}

@@ -1,0 +1,118 @@
+//! The Hopper worker: runs jobs from one or more per-kind queues.
+//!
+//! [`run`] builds one apalis worker per queue, each pulling from a
+//! [`hopper_queue::RedisBackend`] whose late-acknowledgement layer records
+//! every outcome in Postgres before acknowledging it in Redis. Handlers live
+//! in [`handlers`]; the torch device is chosen in [`device`].
+//!
+//! Shutdown: on SIGTERM/SIGINT every worker stops claiming and lets running
+//! jobs finish; after the grace period whatever still runs is handed back to
+//! its queue and the process exits.
+
+pub mod device;
+pub mod handlers;
+
+use std::future::Future;
+
+use anyhow::{Context, bail};
+use apalis_core::worker::builder::WorkerBuilder;
+use hopper_queue::{Lease, QueueClient, RedisBackend, WorkerId};
+use hopper_shared::{Config, db, jobs::JobKind};
+use tokio::sync::watch;
+
+/// The queues this build has handlers for.
+pub const SUPPORTED: &[JobKind] = &[JobKind::Echo];
+
+/// Runs workers for `queues` until `shutdown` resolves, then drains them.
+pub async fn run(
+    config: Config,
+    queues: Vec<JobKind>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    if queues.is_empty() {
+        bail!("no queues given (known: {})", JobKind::names().join(", "));
+    }
+    if let Some(k) = queues.iter().find(|k| !SUPPORTED.contains(k)) {
+        bail!(
+            "queue `{k}` has no handler in this build (supported: {})",
+            SUPPORTED.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let client = QueueClient::connect(&config)
+        .await
+        .with_context(|| format!("cannot reach Redis at {}", config.redis_url))?;
+    let pool = db::pool(&config, 16)?;
+    db::ping(&pool)
+        .await
+        .with_context(|| format!("cannot reach Postgres at {}", hopper_shared::config::redact_url(&config.database_url)))?;
+    db::migrate(&pool, &config.db_schema).await?;
+
+    let worker_id = WorkerId::generate();
+    let lease = Lease {
+        heartbeat: config.heartbeat,
+        lease: config.lease,
+    };
+    tracing::info!(worker = %worker_id, queues = ?queues, "worker starting");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut running = tokio::task::JoinSet::new();
+    for kind in queues.iter().copied() {
+        let backend = RedisBackend::new(
+            client.clone(),
+            kind,
+            worker_id.clone(),
+            lease,
+            Some(pool.clone()),
+        );
+        let mut stop = stop_rx.clone();
+        let signal = async move {
+            let _ = stop.wait_for(|s| *s).await;
+            Ok::<(), std::io::Error>(())
+        };
+        let name = format!("{worker_id}/{kind}");
+        match kind {
+            JobKind::Echo => {
+                let w = WorkerBuilder::new(name).backend(backend).build(handlers::echo);
+                running.spawn(async move { (kind, w.run_until(signal).await) });
+            }
+            other => unreachable!("checked against SUPPORTED: {other}"),
+        }
+    }
+
+    shutdown.await;
+    tracing::info!("shutdown requested: no new claims, draining running jobs");
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(config.shutdown_grace, async {
+        while let Some(done) = running.join_next().await {
+            match done {
+                Ok((kind, Err(e))) => tracing::error!(queue = %kind, "worker ended: {e}"),
+                Ok((kind, Ok(()))) => tracing::info!(queue = %kind, "worker stopped"),
+                Err(e) => tracing::error!("worker task failed: {e}"),
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            "grace period of {:?} over: handing running jobs back to their queues",
+            config.shutdown_grace
+        );
+        running.abort_all();
+        for kind in queues {
+            if let Err(e) = client.deregister(kind, &worker_id).await {
+                tracing::error!(queue = %kind, "could not hand jobs back: {e}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,45 @@
+//! `hopper-worker`: runs jobs from the queues named by `--queues`.
+
+use anyhow::Context;
+use clap::Parser;
+use hopper_shared::{Config, jobs::JobKind, telemetry};
+use hopper_worker::device::{self, DeviceChoice};
+
+/// Runs Hopper jobs from Redis queues, acknowledging each only after its
+/// result is committed in Postgres.
+#[derive(Debug, Parser)]
+#[command(name = "hopper-worker", version)]
+struct Args {
+    /// Comma-separated queues to serve (echo, ingest, embed, summarize).
+    #[arg(long, env = "HOPPER_QUEUES", value_delimiter = ',', required = true)]
+    queues: Vec<String>,
+    /// Torch device: auto, cpu, cuda or cuda:N.
+    #[arg(long, env = "HOPPER_DEVICE", default_value = "auto")]
+    device: DeviceChoice,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    if let Err(e) = start(args).await {
+        eprintln!("hopper-worker: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn start(args: Args) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    telemetry::init(config.log_format);
+    let queues = args
+        .queues
+        .iter()
+        .map(|q| {
+            q.trim()
+                .parse::<JobKind>()
+                .with_context(|| format!("known kinds: {}", JobKind::names().join(", ")))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let device = device::resolve(args.device)?;
+    tracing::info!("{}", device::describe(device)?);
+    hopper_worker::run(config, queues, hopper_worker::shutdown_signal()).await
+}
