@@ -1,1 +1,260 @@
-//! placeholder
+//! Test harness for Hopper's end-to-end tests.
+//!
+//! A [`TestEnv`] is one isolated Hopper: its own Redis key prefix and its own
+//! Postgres schema on the real services `scripts/setup` started, so tests run
+//! in parallel without seeing each other. It starts the real `hopper-api` and
+//! `hopper-worker` binaries (built once per test process) and removes its
+//! keys, schema and processes when dropped.
+
+use std::{
+    collections::HashMap,
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use hopper_shared::config::{DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL};
+use serde_json::Value;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Path of a workspace binary, built (once per test process) if needed.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--bins"])
+            .current_dir(workspace())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build --bins failed");
+    });
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    dir.join("debug").join(name)
+}
+
+/// Redis URL of the test services.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.into())
+}
+
+/// Postgres URL of the test services.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into())
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// One isolated Hopper: key prefix, schema, and the processes it started.
+pub struct TestEnv {
+    /// Unique suffix of this environment.
+    pub id: String,
+    /// Environment given to every process it starts.
+    pub env: HashMap<String, String>,
+    /// API base URL, once [`TestEnv::start_api`] ran.
+    pub api: Option<String>,
+    children: Vec<Child>,
+    http: reqwest::Client,
+}
+
+impl TestEnv {
+    /// A fresh environment; `overrides` are added to every process' env.
+    pub fn new(overrides: &[(&str, &str)]) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let mut env: HashMap<String, String> = [
+            ("REDIS_URL", redis_url()),
+            ("DATABASE_URL", database_url()),
+            ("HOPPER_KEY_PREFIX", format!("t-{id}")),
+            ("HOPPER_DB_SCHEMA", format!("t_{id}")),
+            ("RUST_LOG", "info,tokio_postgres=warn".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (k, v) in overrides {
+            env.insert(k.to_string(), v.to_string());
+        }
+        Self {
+            id,
+            env,
+            api: None,
+            children: Vec::new(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The validated configuration the processes will see.
+    pub fn config(&self) -> hopper_shared::Config {
+        hopper_shared::Config::from_lookup(|k| self.env.get(k).cloned()).expect("valid config")
+    }
+
+    /// A pool on this environment's schema.
+    pub fn pool(&self) -> deadpool_postgres::Pool {
+        let c = self.config();
+        hopper_shared::db::pool(&c, 4).expect("pool")
+    }
+
+    /// Starts `hopper-api` on a free port and waits until it is ready.
+    pub async fn start_api(&mut self) -> String {
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let child = self.spawn("hopper-api", &[], &[("HOPPER_API_ADDR", &format!("127.0.0.1:{port}"))]);
+        self.children.push(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.http.get(format!("{url}/health/ready")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "hopper-api did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.api = Some(url.clone());
+        url
+    }
+
+    /// Starts `hopper-worker --queues <queues>` with extra env; returns its
+    /// index for [`TestEnv::kill`].
+    pub fn start_worker(&mut self, queues: &str, extra: &[(&str, &str)]) -> usize {
+        let child = self.spawn("hopper-worker", &["--queues", queues, "--device", "cpu"], extra);
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    /// Spawns a workspace binary with this environment.
+    pub fn spawn(&self, bin: &str, args: &[&str], extra: &[(&str, &str)]) -> Child {
+        let log = std::env::temp_dir().join(format!("hopper-test-{}-{bin}-{}.log", self.id, self.children.len()));
+        let file = std::fs::File::create(&log).expect("log file");
+        Command::new(binary(bin))
+            .args(args)
+            .envs(&self.env)
+            .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {bin}: {e}"))
+    }
+
+    /// SIGKILLs a started process.
+    pub fn kill(&mut self, index: usize) {
+        let _ = self.children[index].kill();
+        let _ = self.children[index].wait();
+    }
+
+    /// SIGTERMs a started process and waits for it to exit.
+    pub fn terminate(&mut self, index: usize) -> std::process::ExitStatus {
+        let pid = self.children[index].id() as i32;
+        // SAFETY: sending a signal to a child we own.
+        unsafe { libc_kill(pid, 15) };
+        self.children[index].wait().expect("wait")
+    }
+
+    /// `POST {api}{path}` with a JSON body; returns status and JSON.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.request(self.http.post(self.url(path)).json(body)).await
+    }
+
+    /// `GET {api}{path}`; returns status and JSON.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.request(self.http.get(self.url(path))).await
+    }
+
+    /// Sends a prepared request; returns status and JSON (Null if none).
+    pub async fn request(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        let body = res.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// A request builder on the API.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Absolute URL of an API path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.api.as_deref().expect("API started"))
+    }
+
+    /// Polls `GET /v1/jobs/{id}` until the job's state is final.
+    pub async fn wait_final(&self, id: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, job) = self.get(&format!("/v1/jobs/{id}")).await;
+            if status == 200 {
+                let s = job["state"].as_str().unwrap_or_default();
+                if ["succeeded", "failed", "dead", "cancelled"].contains(&s) {
+                    return job;
+                }
+            }
+            assert!(Instant::now() < deadline, "job {id} not final in {within:?}: {job}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        cleanup(&self.id);
+    }
+}
+
+/// Removes an environment's Redis keys and Postgres schema.
+fn cleanup(id: &str) {
+    if let Ok(client) = redis::Client::open(redis_url()) {
+        if let Ok(mut conn) = client.get_connection() {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{{t-{id}:*"))
+                .query(&mut conn)
+                .unwrap_or_default();
+            for chunk in keys.chunks(500) {
+                let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query(&mut conn);
+            }
+        }
+    }
+    let url = database_url();
+    let schema = format!("t_{id}");
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            if let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                tokio::spawn(conn);
+                let _ = client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .await;
+            }
+        });
+    })
+    .join();
+}

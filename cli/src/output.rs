@@ -1,0 +1,72 @@
+//! Human-readable rendering of API answers (tables and timelines), or the
+//! raw JSON with `--json`.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+/// Prints `value` as JSON, or `human()` otherwise.
+pub fn print(json: bool, value: &Value, human: impl FnOnce() -> String) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print!("{}", human());
+    }
+    Ok(())
+}
+
+fn ms(v: &Value) -> Option<i64> {
+    v.as_i64()
+}
+
+/// A job: its state line, timeline and result or error.
+pub fn job(j: &Value) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "job {}  kind {}  state {}  attempts {}/{}",
+        j["id"].as_str().unwrap_or("?"),
+        j["kind"].as_str().unwrap_or("?"),
+        j["state"].as_str().unwrap_or("?"),
+        j["attempts"],
+        j["max_attempts"]
+    );
+    if let Some(enq) = ms(&j["enqueued_at_ms"]) {
+        let _ = writeln!(s, "  enqueued   +0 ms");
+        if let Some(st) = ms(&j["started_at_ms"]) {
+            let _ = writeln!(s, "  started    +{} ms  on {}", st - enq, j["worker"].as_str().unwrap_or("?"));
+        }
+        if let Some(fin) = ms(&j["finished_at_ms"]) {
+            let _ = writeln!(s, "  finished   +{} ms", fin - enq);
+        }
+    }
+    if let Some(e) = j["error"].as_str() {
+        let _ = writeln!(s, "  error: {e}");
+    }
+    if !j["result"].is_null() {
+        let _ = writeln!(s, "  result: {}", j["result"]);
+    }
+    s
+}
+
+/// Queue stats as a table.
+pub fn queues(v: &Value) -> String {
+    let mut s = format!(
+        "{:<10} {:>9} {:>9} {:>9} {:>7} {:>7} {:>12}\n",
+        "QUEUE", "PENDING", "SCHEDULED", "RUNNING", "DEAD", "WORKERS", "OLDEST(ms)"
+    );
+    for q in v["queues"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "{:<10} {:>9} {:>9} {:>9} {:>7} {:>7} {:>12}",
+            q["queue"].as_str().unwrap_or("?"),
+            q["pending"],
+            q["scheduled"],
+            q["running"],
+            q["dead"],
+            q["workers"],
+            q["oldest_pending_age_ms"].as_u64().map_or("-".into(), |a| a.to_string())
+        );
+    }
+    s
+}

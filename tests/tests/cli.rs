@@ -1,0 +1,76 @@
+//! The `hopper` command against a live API (real Redis and Postgres).
+
+use std::process::Command;
+
+use hopper_tests::{TestEnv, binary};
+
+fn hopper(env: &TestEnv, args: &[&str]) -> std::process::Output {
+    Command::new(binary("hopper"))
+        .args(args)
+        .envs(&env.env)
+        .env("HOPPER_API_URL", env.api.clone().unwrap_or_default())
+        .output()
+        .expect("run hopper")
+}
+
+#[tokio::test]
+async fn submit_wait_show_and_queues() {
+    let mut env = TestEnv::new(&[]);
+    env.start_api().await;
+    env.start_worker("echo", &[]);
+
+    let out = hopper(&env, &["submit", "echo", r#"{"message":"from the cli"}"#, "--wait", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let job: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(job["state"], "succeeded");
+    assert_eq!(job["result"]["message"], "from the cli");
+
+    let id = job["id"].as_str().unwrap();
+    let out = hopper(&env, &["jobs", "show", id]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("state succeeded") && text.contains("finished"), "{text}");
+
+    let out = hopper(&env, &["queues"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("QUEUE") && text.contains("\necho "), "{text}");
+}
+
+#[tokio::test]
+async fn errors_exit_non_zero_with_one_line() {
+    let mut env = TestEnv::new(&[]);
+    env.start_api().await;
+
+    let out = hopper(&env, &["submit", "nope", "{}"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown job kind `nope`"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let out = hopper(&env, &["submit", "echo", r#"{"message": 1}"#]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("field `message`"));
+
+    let out = hopper(&env, &["submit", "echo", "{not json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not valid JSON"));
+}
+
+#[tokio::test]
+async fn migrate_creates_the_schema_and_is_idempotent() {
+    let env = TestEnv::new(&[]);
+    let out = hopper(&env, &["migrate", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["applied"], serde_json::json!([1]));
+    let out = hopper(&env, &["migrate", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["applied"], serde_json::json!([]));
+    let client = env.pool().get().await.unwrap();
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM chunks", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}

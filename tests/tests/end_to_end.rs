@@ -1,0 +1,192 @@
+//! End to end: the real API and worker binaries against real Redis and
+//! Postgres, each test in its own key prefix and schema.
+
+use std::time::Duration;
+
+use hopper_tests::{TestEnv, binary};
+use serde_json::json;
+
+#[tokio::test]
+async fn echo_job_runs_end_to_end_and_its_record_is_stored() {
+    let mut env = TestEnv::new(&[]);
+    env.start_api().await;
+    env.start_worker("echo", &[]);
+
+    let (status, body) = env.post("/v1/jobs/echo", &json!({"message": "hello"})).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().expect("job id").to_owned();
+
+    let job = env.wait_final(&id, Duration::from_secs(20)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["result"]["message"], "hello");
+    assert_eq!(job["attempts"], 1);
+    assert!(job["finished_at_ms"].as_i64() >= job["enqueued_at_ms"].as_i64());
+
+    // The record was committed to Postgres before the ack.
+    let pool = env.pool();
+    let rec = hopper_shared::db::job_record(&pool, id.parse().unwrap())
+        .await
+        .unwrap()
+        .expect("job record in Postgres");
+    assert_eq!(rec.state.as_str(), "succeeded");
+    assert_eq!(rec.result.unwrap()["message"], "hello");
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_json_error() {
+    let mut env = TestEnv::new(&[]);
+    env.start_api().await;
+
+    let (s, b) = env.post("/v1/jobs/nope", &json!({})).await;
+    assert_eq!(s, 404, "{b}");
+    assert_eq!(b["error"], "unknown_kind");
+    assert!(b["known"].as_array().unwrap().contains(&json!("echo")), "{b}");
+
+    let (s, b) = env.post("/v1/jobs/echo", &json!({"message": 7})).await;
+    assert_eq!(s, 422, "{b}");
+    assert_eq!(b["field"], "message", "{b}");
+
+    let (s, b) = env.post("/v1/jobs/echo", &json!({})).await;
+    assert_eq!(s, 422, "{b}");
+    assert_eq!(b["field"], "message", "{b}");
+
+    let (s, b) = env
+        .request(
+            env.http()
+                .post(env.url("/v1/jobs/echo"))
+                .header("content-type", "application/json")
+                .body("{\"message\": "),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["error"], "invalid_json");
+
+    let (s, b) = env.post("/v1/jobs/echo?max_attempts=0", &json!({"message": "x"})).await;
+    assert_eq!(s, 422, "{b}");
+    assert_eq!(b["field"], "max_attempts");
+
+    let (s, b) = env.get("/v1/jobs/not-a-uuid").await;
+    assert_eq!(s, 400, "{b}");
+    let (s, b) = env.get(&format!("/v1/jobs/{}", uuid::Uuid::now_v7())).await;
+    assert_eq!(s, 404, "{b}");
+    assert_eq!(b["error"], "not_found");
+
+    // Nothing was queued by any of the refused submissions.
+    let (_, q) = env.get("/v1/queues").await;
+    let echo = q["queues"].as_array().unwrap().iter().find(|q| q["queue"] == "echo").unwrap();
+    assert_eq!(echo["pending"], 0, "{q}");
+}
+
+#[tokio::test]
+async fn idempotency_key_gives_one_job() {
+    let mut env = TestEnv::new(&[]);
+    env.start_api().await;
+    let send = || {
+        env.request(
+            env.http()
+                .post(env.url("/v1/jobs/echo"))
+                .header("idempotency-key", "order-42")
+                .json(&json!({"message": "once"})),
+        )
+    };
+    let (s1, b1) = send().await;
+    let (s2, b2) = send().await;
+    assert_eq!((s1, s2), (202, 200), "{b1} {b2}");
+    assert_eq!(b1["id"], b2["id"]);
+    assert_eq!(b2["created"], false);
+    let (_, q) = env.get("/v1/queues").await;
+    let echo = q["queues"].as_array().unwrap().iter().find(|q| q["queue"] == "echo").unwrap();
+    assert_eq!(echo["pending"], 1, "{q}");
+}
+
+#[tokio::test]
+async fn failing_job_is_retried_then_dead_lettered_with_its_error() {
+    let mut env = TestEnv::new(&[("HOPPER_QUEUE_ECHO_BACKOFF_BASE_MS", "20")]);
+    env.start_api().await;
+    env.start_worker("echo", &[]);
+    let (s, b) = env
+        .post("/v1/jobs/echo?max_attempts=3", &json!({"message": "x", "fail": "boom"}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let job = env.wait_final(b["id"].as_str().unwrap(), Duration::from_secs(20)).await;
+    assert_eq!(job["state"], "dead", "{job}");
+    assert_eq!(job["attempts"], 3);
+    assert_eq!(job["error"], "boom");
+    let (_, q) = env.get("/v1/queues").await;
+    let echo = q["queues"].as_array().unwrap().iter().find(|q| q["queue"] == "echo").unwrap();
+    assert_eq!(echo["dead"], 1, "{q}");
+}
+
+#[tokio::test]
+async fn a_sigkilled_workers_job_runs_again_on_another_worker() {
+    let lease = [("HOPPER_HEARTBEAT_MS", "200"), ("HOPPER_LEASE_MS", "1000")];
+    let mut env = TestEnv::new(&lease);
+    env.start_api().await;
+    let first = env.start_worker("echo", &[]);
+    let (_, b) = env
+        .post("/v1/jobs/echo", &json!({"message": "survive", "sleep_ms": 1500}))
+        .await;
+    let id = b["id"].as_str().unwrap().to_owned();
+
+    // Wait until the first worker runs it, then SIGKILL that worker.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, job) = env.get(&format!("/v1/jobs/{id}")).await;
+        if job["state"] == "running" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never started: {job}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.kill(first);
+    env.start_worker("echo", &[]);
+
+    let job = env.wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 2, "the crashed run counts as an attempt: {job}");
+}
+
+#[test]
+fn missing_services_stop_the_binaries_with_one_clear_line() {
+    let env = TestEnv::new(&[]);
+    for bin in ["hopper-api", "hopper-worker"] {
+        let args: &[&str] = if bin == "hopper-worker" { &["--queues", "echo", "--device", "cpu"] } else { &[] };
+        let out = std::process::Command::new(binary(bin))
+            .args(args)
+            .envs(&env.env)
+            .env("REDIS_URL", "redis://127.0.0.1:1")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("cannot reach Redis at redis://127.0.0.1:1"), "{bin}: {err}");
+
+        let out = std::process::Command::new(binary(bin))
+            .args(args)
+            .envs(&env.env)
+            .env("DATABASE_URL", "postgresql://postgres:pw@127.0.0.1:1/hopper")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("cannot reach Postgres at postgresql://postgres:***@127.0.0.1:1/hopper"),
+            "{bin}: {err}"
+        );
+    }
+}
+
+#[test]
+fn invalid_settings_are_all_named_at_start_up() {
+    let env = TestEnv::new(&[]);
+    let out = std::process::Command::new(binary("hopper-api"))
+        .envs(&env.env)
+        .env("HOPPER_QUEUE_ECHO_CONCURRENCY", "lots")
+        .env("HOPPER_LOG_FORMAT", "xml")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("HOPPER_QUEUE_ECHO_CONCURRENCY") && err.contains("HOPPER_LOG_FORMAT"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
