@@ -20,7 +20,12 @@ use crate::api::Api;
 #[command(name = "hopper", version, about = "Submit and inspect Hopper jobs")]
 struct Cli {
     /// Base URL of the Hopper API.
-    #[arg(long, global = true, env = "HOPPER_API_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "HOPPER_API_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     api: String,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
@@ -105,7 +110,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let created = api
                 .submit(&kind, &body, &query, idempotency_key.as_deref())
                 .await?;
-            let id = created["id"].as_str().context("API answered no id")?.to_owned();
+            let id = created["id"]
+                .as_str()
+                .context("API answered no id")?
+                .to_owned();
             if !wait {
                 return output::print(cli.json, &created, || format!("{id}\n"));
             }

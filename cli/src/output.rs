@@ -34,7 +34,12 @@ pub fn job(j: &Value) -> String {
     if let Some(enq) = ms(&j["enqueued_at_ms"]) {
         let _ = writeln!(s, "  enqueued   +0 ms");
         if let Some(st) = ms(&j["started_at_ms"]) {
-            let _ = writeln!(s, "  started    +{} ms  on {}", st - enq, j["worker"].as_str().unwrap_or("?"));
+            let _ = writeln!(
+                s,
+                "  started    +{} ms  on {}",
+                st - enq,
+                j["worker"].as_str().unwrap_or("?")
+            );
         }
         if let Some(fin) = ms(&j["finished_at_ms"]) {
             let _ = writeln!(s, "  finished   +{} ms", fin - enq);
@@ -65,7 +70,9 @@ pub fn queues(v: &Value) -> String {
             q["running"],
             q["dead"],
             q["workers"],
-            q["oldest_pending_age_ms"].as_u64().map_or("-".into(), |a| a.to_string())
+            q["oldest_pending_age_ms"]
+                .as_u64()
+                .map_or("-".into(), |a| a.to_string())
         );
     }
     s

@@ -109,13 +109,14 @@ where
                 })
             };
             let hard = shared.settings.hard_time_limit;
-            let result = match tokio::time::timeout(hard, AssertUnwindSafe(fut).catch_unwind())
-                .await
-            {
-                Ok(Ok(r)) => r.map_err(Into::into),
-                Ok(Err(panic)) => Err(format!("handler panicked: {}", panic_message(&panic)).into()),
-                Err(_) => Err(format!("hard time limit of {hard:?} exceeded").into()),
-            };
+            let result =
+                match tokio::time::timeout(hard, AssertUnwindSafe(fut).catch_unwind()).await {
+                    Ok(Ok(r)) => r.map_err(Into::into),
+                    Ok(Err(panic)) => {
+                        Err(format!("handler panicked: {}", panic_message(&panic)).into())
+                    }
+                    Err(_) => Err(format!("hard time limit of {hard:?} exceeded").into()),
+                };
             soft.abort();
             metrics::histogram!(m::JOB_RUN_SECONDS, "kind" => kind)
                 .record(started.elapsed().as_secs_f64());
@@ -155,18 +156,15 @@ async fn finish(shared: &AckShared, ctx: &JobContext, outcome: Outcome) {
         Outcome::Succeeded(value) => {
             metrics::counter!(m::JOBS_SUCCEEDED, "kind" => kind).increment(1);
             record.result = Some(value.clone());
-            if let Some(pool) = &shared.pool {
-                if let Err(e) = with_retries("store record", || persist_record(pool, &record)).await
-                {
-                    // Not acknowledged: the lease keeps it; a retry re-runs it.
-                    tracing::error!(job = %ctx.id, "record not stored, retrying the job: {e}");
-                    let at = now_ms() + shared.settings.backoff_base.as_millis() as i64;
-                    let _ = shared
-                        .client
-                        .fail(ctx.kind, &ctx.worker, ctx.id, &e.to_string(), Some(at), "")
-                        .await;
-                    return;
-                }
+            if let Err(e) = store(shared.pool.as_ref(), &record).await {
+                // Not acknowledged: schedule a retry; the re-run is idempotent.
+                tracing::error!(job = %ctx.id, "record not stored, retrying the job: {e}");
+                let at = now_ms() + shared.settings.backoff_base.as_millis() as i64;
+                let _ = shared
+                    .client
+                    .fail(ctx.kind, &ctx.worker, ctx.id, &e.to_string(), Some(at), "")
+                    .await;
+                return;
             }
             let acked = with_retries("ack", || {
                 shared.client.ack(ctx.kind, &ctx.worker, ctx.id, &value)
@@ -181,7 +179,8 @@ async fn finish(shared: &AckShared, ctx: &JobContext, outcome: Outcome) {
             tracing::warn!(job = %ctx.id, queue = kind, attempt = ctx.attempt, %error, "attempt failed");
             let retry_at = (ctx.attempt < ctx.max_attempts).then(|| {
                 let s = &shared.settings;
-                now_ms() + retry_delay(ctx.attempt, s.backoff_base, s.backoff_max).as_millis() as i64
+                now_ms()
+                    + retry_delay(ctx.attempt, s.backoff_base, s.backoff_max).as_millis() as i64
             });
             if retry_at.is_some() {
                 metrics::counter!(m::JOBS_RETRIED, "kind" => kind).increment(1);
@@ -190,10 +189,8 @@ async fn finish(shared: &AckShared, ctx: &JobContext, outcome: Outcome) {
                     .increment(1);
                 record.state = JobState::Dead;
                 record.error = Some(error.clone());
-                if let Some(pool) = &shared.pool {
-                    if let Err(e) = with_retries("store record", || persist_record(pool, &record)).await {
-                        tracing::error!(job = %ctx.id, "dead record not stored: {e}");
-                    }
+                if let Err(e) = store(shared.pool.as_ref(), &record).await {
+                    tracing::error!(job = %ctx.id, "dead record not stored: {e}");
                 }
             }
             let failed = with_retries("fail", || {
@@ -209,8 +206,19 @@ async fn finish(shared: &AckShared, ctx: &JobContext, outcome: Outcome) {
     }
 }
 
+/// Writes a job's record to Postgres (with retries), when there is a pool.
+async fn store(pool: Option<&Pool>, record: &JobRecord) -> Result<(), crate::QueueError> {
+    match pool {
+        Some(pool) => with_retries("store record", || persist_record(pool, record)).await,
+        None => Ok(()),
+    }
+}
+
 /// Writes a job's record to Postgres.
-pub(crate) async fn persist_record(pool: &Pool, record: &JobRecord) -> Result<(), crate::QueueError> {
+pub(crate) async fn persist_record(
+    pool: &Pool,
+    record: &JobRecord,
+) -> Result<(), crate::QueueError> {
     db::upsert_job_record(pool, record).await?;
     Ok(())
 }

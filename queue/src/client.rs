@@ -20,8 +20,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::{
-    QueueError, QueueKeys, now_ms,
+    QueueError, QueueKeys,
     job::{PushOptions, WorkerId},
+    now_ms,
     scripts::SCRIPTS,
 };
 
@@ -452,7 +453,10 @@ impl QueueClient {
             .arg(keys.inflight(worker))
             .query_async(&mut self.conn.clone())
             .await?;
-        let ids = held.iter().map(|s| parse_id(s)).collect::<Result<Vec<_>, _>>()?;
+        let ids = held
+            .iter()
+            .map(|s| parse_id(s))
+            .collect::<Result<Vec<_>, _>>()?;
         self.release(kind, worker, &ids, false).await?;
         redis::pipe()
             .cmd("ZREM")

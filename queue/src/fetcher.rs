@@ -210,10 +210,14 @@ pub(crate) async fn heartbeat_loop(
                     metrics::counter!(hopper_shared::metrics::JOBS_DEAD_LETTERED,
                         "kind" => kind.as_str(), "reason" => "worker_lost")
                     .increment(1);
-                    if let (Some(pool), Ok(Some(rec))) = (&pool, client.job(kind, id).await) {
-                        if let Err(e) = persist_record(pool, &rec).await {
-                            tracing::warn!(job = %id, "could not store dead job record: {e}");
-                        }
+                    let Some(pool) = &pool else { continue };
+                    let stored = match client.job(kind, id).await {
+                        Ok(Some(rec)) => persist_record(pool, &rec).await,
+                        Ok(None) => Ok(()),
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = stored {
+                        tracing::warn!(job = %id, "could not store dead job record: {e}");
                     }
                 }
             }

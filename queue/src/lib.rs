@@ -36,7 +36,7 @@ mod scripts;
 pub use backend::{Lease, RedisBackend};
 pub use client::{QueueClient, QueueStats};
 pub use error::QueueError;
-pub use job::{JobContext, PushOptions, Priority, WorkerId};
+pub use job::{JobContext, Priority, PushOptions, WorkerId};
 pub use keys::QueueKeys;
 
 /// Milliseconds since the Unix epoch, the time unit of every stored stamp.

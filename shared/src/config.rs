@@ -73,7 +73,11 @@ impl Config {
 
         let redis_url = env.string("REDIS_URL", DEFAULT_REDIS_URL);
         if !redis_url.starts_with("redis://") && !redis_url.starts_with("rediss://") {
-            env.problem("REDIS_URL", &redis_url, "must start with redis:// or rediss://");
+            env.problem(
+                "REDIS_URL",
+                &redis_url,
+                "must start with redis:// or rediss://",
+            );
         }
         let database_url = env.string("DATABASE_URL", DEFAULT_DATABASE_URL);
         if !database_url.starts_with("postgres://") && !database_url.starts_with("postgresql://") {
@@ -287,6 +291,10 @@ mod tests {
             panic!("expected a config error");
         };
         assert_eq!(problems.len(), 4, "{problems:?}");
-        assert!(problems.iter().any(|p| p.contains("HOPPER_QUEUE_ECHO_CONCURRENCY")));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("HOPPER_QUEUE_ECHO_CONCURRENCY"))
+        );
     }
 }

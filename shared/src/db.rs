@@ -82,7 +82,7 @@ pub async fn migrate(pool: &Pool, schema: &str) -> Result<Vec<i32>> {
             report
                 .applied_migrations()
                 .iter()
-                .map(|m| m.version() as i32)
+                .map(|m| m.version())
                 .collect(),
         )
     }

@@ -117,7 +117,13 @@ impl From<serde_path_to_error::Error<serde_json::Error>> for InvalidArgs {
         let missing = message
             .strip_prefix("missing field `")
             .and_then(|rest| rest.split('`').next())
-            .map(|f| if path == "." { f.to_owned() } else { format!("{path}.{f}") });
+            .map(|f| {
+                if path == "." {
+                    f.to_owned()
+                } else {
+                    format!("{path}.{f}")
+                }
+            });
         let field = missing.or_else(|| (path != ".").then_some(path));
         Self { field, message }
     }

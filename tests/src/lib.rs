@@ -115,14 +115,17 @@ impl TestEnv {
     pub async fn start_api(&mut self) -> String {
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
-        let child = self.spawn("hopper-api", &[], &[("HOPPER_API_ADDR", &format!("127.0.0.1:{port}"))]);
+        let child = self.spawn(
+            "hopper-api",
+            &[],
+            &[("HOPPER_API_ADDR", &format!("127.0.0.1:{port}"))],
+        );
         self.children.push(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = self.http.get(format!("{url}/health/ready")).send().await {
-                if r.status().is_success() {
-                    break;
-                }
+            let ready = self.http.get(format!("{url}/health/ready")).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                break;
             }
             assert!(Instant::now() < deadline, "hopper-api did not become ready");
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -134,14 +137,22 @@ impl TestEnv {
     /// Starts `hopper-worker --queues <queues>` with extra env; returns its
     /// index for [`TestEnv::kill`].
     pub fn start_worker(&mut self, queues: &str, extra: &[(&str, &str)]) -> usize {
-        let child = self.spawn("hopper-worker", &["--queues", queues, "--device", "cpu"], extra);
+        let child = self.spawn(
+            "hopper-worker",
+            &["--queues", queues, "--device", "cpu"],
+            extra,
+        );
         self.children.push(child);
         self.children.len() - 1
     }
 
     /// Spawns a workspace binary with this environment.
     pub fn spawn(&self, bin: &str, args: &[&str], extra: &[(&str, &str)]) -> Child {
-        let log = std::env::temp_dir().join(format!("hopper-test-{}-{bin}-{}.log", self.id, self.children.len()));
+        let log = std::env::temp_dir().join(format!(
+            "hopper-test-{}-{bin}-{}.log",
+            self.id,
+            self.children.len()
+        ));
         let file = std::fs::File::create(&log).expect("log file");
         Command::new(binary(bin))
             .args(args)
@@ -169,7 +180,8 @@ impl TestEnv {
 
     /// `POST {api}{path}` with a JSON body; returns status and JSON.
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.request(self.http.post(self.url(path)).json(body)).await
+        self.request(self.http.post(self.url(path)).json(body))
+            .await
     }
 
     /// `GET {api}{path}`; returns status and JSON.
@@ -206,7 +218,10 @@ impl TestEnv {
                     return job;
                 }
             }
-            assert!(Instant::now() < deadline, "job {id} not final in {within:?}: {job}");
+            assert!(
+                Instant::now() < deadline,
+                "job {id} not final in {within:?}: {job}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -229,15 +244,16 @@ impl Drop for TestEnv {
 
 /// Removes an environment's Redis keys and Postgres schema.
 fn cleanup(id: &str) {
-    if let Ok(client) = redis::Client::open(redis_url()) {
-        if let Ok(mut conn) = client.get_connection() {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{{t-{id}:*"))
-                .query(&mut conn)
-                .unwrap_or_default();
-            for chunk in keys.chunks(500) {
-                let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query(&mut conn);
-            }
+    if let Ok(client) = redis::Client::open(redis_url())
+        && let Ok(mut conn) = client.get_connection()
+    {
+        use redis::Commands;
+        let keys: Vec<String> = conn
+            .scan_match::<_, String>(format!("{{t-{id}:*"))
+            .map(|it| it.filter_map(Result::ok).collect())
+            .unwrap_or_default();
+        for chunk in keys.chunks(500) {
+            let _: Result<(), _> = conn.del(chunk);
         }
     }
     let url = database_url();

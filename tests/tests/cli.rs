@@ -19,8 +19,21 @@ async fn submit_wait_show_and_queues() {
     env.start_api().await;
     env.start_worker("echo", &[]);
 
-    let out = hopper(&env, &["submit", "echo", r#"{"message":"from the cli"}"#, "--wait", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = hopper(
+        &env,
+        &[
+            "submit",
+            "echo",
+            r#"{"message":"from the cli"}"#,
+            "--wait",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let job: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(job["state"], "succeeded");
     assert_eq!(job["result"]["message"], "from the cli");
@@ -29,11 +42,17 @@ async fn submit_wait_show_and_queues() {
     let out = hopper(&env, &["jobs", "show", id]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    assert!(text.contains("state succeeded") && text.contains("finished"), "{text}");
+    assert!(
+        text.contains("state succeeded") && text.contains("finished"),
+        "{text}"
+    );
 
     let out = hopper(&env, &["queues"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with("QUEUE") && text.contains("\necho "), "{text}");
+    assert!(
+        text.starts_with("QUEUE") && text.contains("\necho "),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -60,7 +79,11 @@ async fn errors_exit_non_zero_with_one_line() {
 async fn migrate_creates_the_schema_and_is_idempotent() {
     let env = TestEnv::new(&[]);
     let out = hopper(&env, &["migrate", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["applied"], serde_json::json!([1]));
     let out = hopper(&env, &["migrate", "--json"]);

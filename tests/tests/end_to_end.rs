@@ -12,7 +12,9 @@ async fn echo_job_runs_end_to_end_and_its_record_is_stored() {
     env.start_api().await;
     env.start_worker("echo", &[]);
 
-    let (status, body) = env.post("/v1/jobs/echo", &json!({"message": "hello"})).await;
+    let (status, body) = env
+        .post("/v1/jobs/echo", &json!({"message": "hello"}))
+        .await;
     assert_eq!(status, 202, "{body}");
     let id = body["id"].as_str().expect("job id").to_owned();
 
@@ -40,7 +42,10 @@ async fn bad_input_gets_a_clear_json_error() {
     let (s, b) = env.post("/v1/jobs/nope", &json!({})).await;
     assert_eq!(s, 404, "{b}");
     assert_eq!(b["error"], "unknown_kind");
-    assert!(b["known"].as_array().unwrap().contains(&json!("echo")), "{b}");
+    assert!(
+        b["known"].as_array().unwrap().contains(&json!("echo")),
+        "{b}"
+    );
 
     let (s, b) = env.post("/v1/jobs/echo", &json!({"message": 7})).await;
     assert_eq!(s, 422, "{b}");
@@ -61,7 +66,9 @@ async fn bad_input_gets_a_clear_json_error() {
     assert_eq!(s, 400, "{b}");
     assert_eq!(b["error"], "invalid_json");
 
-    let (s, b) = env.post("/v1/jobs/echo?max_attempts=0", &json!({"message": "x"})).await;
+    let (s, b) = env
+        .post("/v1/jobs/echo?max_attempts=0", &json!({"message": "x"}))
+        .await;
     assert_eq!(s, 422, "{b}");
     assert_eq!(b["field"], "max_attempts");
 
@@ -73,7 +80,12 @@ async fn bad_input_gets_a_clear_json_error() {
 
     // Nothing was queued by any of the refused submissions.
     let (_, q) = env.get("/v1/queues").await;
-    let echo = q["queues"].as_array().unwrap().iter().find(|q| q["queue"] == "echo").unwrap();
+    let echo = q["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "echo")
+        .unwrap();
     assert_eq!(echo["pending"], 0, "{q}");
 }
 
@@ -95,7 +107,12 @@ async fn idempotency_key_gives_one_job() {
     assert_eq!(b1["id"], b2["id"]);
     assert_eq!(b2["created"], false);
     let (_, q) = env.get("/v1/queues").await;
-    let echo = q["queues"].as_array().unwrap().iter().find(|q| q["queue"] == "echo").unwrap();
+    let echo = q["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "echo")
+        .unwrap();
     assert_eq!(echo["pending"], 1, "{q}");
 }
 
@@ -105,15 +122,25 @@ async fn failing_job_is_retried_then_dead_lettered_with_its_error() {
     env.start_api().await;
     env.start_worker("echo", &[]);
     let (s, b) = env
-        .post("/v1/jobs/echo?max_attempts=3", &json!({"message": "x", "fail": "boom"}))
+        .post(
+            "/v1/jobs/echo?max_attempts=3",
+            &json!({"message": "x", "fail": "boom"}),
+        )
         .await;
     assert_eq!(s, 202, "{b}");
-    let job = env.wait_final(b["id"].as_str().unwrap(), Duration::from_secs(20)).await;
+    let job = env
+        .wait_final(b["id"].as_str().unwrap(), Duration::from_secs(20))
+        .await;
     assert_eq!(job["state"], "dead", "{job}");
     assert_eq!(job["attempts"], 3);
     assert_eq!(job["error"], "boom");
     let (_, q) = env.get("/v1/queues").await;
-    let echo = q["queues"].as_array().unwrap().iter().find(|q| q["queue"] == "echo").unwrap();
+    let echo = q["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "echo")
+        .unwrap();
     assert_eq!(echo["dead"], 1, "{q}");
 }
 
@@ -124,7 +151,10 @@ async fn a_sigkilled_workers_job_runs_again_on_another_worker() {
     env.start_api().await;
     let first = env.start_worker("echo", &[]);
     let (_, b) = env
-        .post("/v1/jobs/echo", &json!({"message": "survive", "sleep_ms": 1500}))
+        .post(
+            "/v1/jobs/echo",
+            &json!({"message": "survive", "sleep_ms": 1500}),
+        )
         .await;
     let id = b["id"].as_str().unwrap().to_owned();
 
@@ -143,14 +173,21 @@ async fn a_sigkilled_workers_job_runs_again_on_another_worker() {
 
     let job = env.wait_final(&id, Duration::from_secs(30)).await;
     assert_eq!(job["state"], "succeeded", "{job}");
-    assert_eq!(job["attempts"], 2, "the crashed run counts as an attempt: {job}");
+    assert_eq!(
+        job["attempts"], 2,
+        "the crashed run counts as an attempt: {job}"
+    );
 }
 
 #[test]
 fn missing_services_stop_the_binaries_with_one_clear_line() {
     let env = TestEnv::new(&[]);
     for bin in ["hopper-api", "hopper-worker"] {
-        let args: &[&str] = if bin == "hopper-worker" { &["--queues", "echo", "--device", "cpu"] } else { &[] };
+        let args: &[&str] = if bin == "hopper-worker" {
+            &["--queues", "echo", "--device", "cpu"]
+        } else {
+            &[]
+        };
         let out = std::process::Command::new(binary(bin))
             .args(args)
             .envs(&env.env)
@@ -159,12 +196,18 @@ fn missing_services_stop_the_binaries_with_one_clear_line() {
             .unwrap();
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("cannot reach Redis at redis://127.0.0.1:1"), "{bin}: {err}");
+        assert!(
+            err.contains("cannot reach Redis at redis://127.0.0.1:1"),
+            "{bin}: {err}"
+        );
 
         let out = std::process::Command::new(binary(bin))
             .args(args)
             .envs(&env.env)
-            .env("DATABASE_URL", "postgresql://postgres:pw@127.0.0.1:1/hopper")
+            .env(
+                "DATABASE_URL",
+                "postgresql://postgres:pw@127.0.0.1:1/hopper",
+            )
             .output()
             .unwrap();
         assert!(!out.status.success());
@@ -187,6 +230,9 @@ fn invalid_settings_are_all_named_at_start_up() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("HOPPER_QUEUE_ECHO_CONCURRENCY") && err.contains("HOPPER_LOG_FORMAT"), "{err}");
+    assert!(
+        err.contains("HOPPER_QUEUE_ECHO_CONCURRENCY") && err.contains("HOPPER_LOG_FORMAT"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

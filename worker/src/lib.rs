@@ -35,16 +35,23 @@ pub async fn run(
     if let Some(k) = queues.iter().find(|k| !SUPPORTED.contains(k)) {
         bail!(
             "queue `{k}` has no handler in this build (supported: {})",
-            SUPPORTED.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+            SUPPORTED
+                .iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let client = QueueClient::connect(&config)
         .await
         .with_context(|| format!("cannot reach Redis at {}", config.redis_url))?;
     let pool = db::pool(&config, 16)?;
-    db::ping(&pool)
-        .await
-        .with_context(|| format!("cannot reach Postgres at {}", hopper_shared::config::redact_url(&config.database_url)))?;
+    db::ping(&pool).await.with_context(|| {
+        format!(
+            "cannot reach Postgres at {}",
+            hopper_shared::config::redact_url(&config.database_url)
+        )
+    })?;
     db::migrate(&pool, &config.db_schema).await?;
 
     let worker_id = WorkerId::generate();
@@ -72,7 +79,9 @@ pub async fn run(
         let name = format!("{worker_id}/{kind}");
         match kind {
             JobKind::Echo => {
-                let w = WorkerBuilder::new(name).backend(backend).build(handlers::echo);
+                let w = WorkerBuilder::new(name)
+                    .backend(backend)
+                    .build(handlers::echo);
                 running.spawn(async move { (kind, w.run_until(signal).await) });
             }
             other => unreachable!("checked against SUPPORTED: {other}"),

@@ -40,8 +40,7 @@ pub struct SubmitQuery {
 
 fn parse_kind(kind: &str) -> Result<JobKind, ApiError> {
     kind.parse::<JobKind>().map_err(|e| {
-        ApiError::new(StatusCode::NOT_FOUND, "unknown_kind", e.to_string())
-            .known(JobKind::names())
+        ApiError::new(StatusCode::NOT_FOUND, "unknown_kind", e.to_string()).known(JobKind::names())
     })
 }
 
@@ -49,18 +48,17 @@ fn options(
     q: Result<Query<SubmitQuery>, axum::extract::rejection::QueryRejection>,
     headers: &HeaderMap,
 ) -> Result<PushOptions, ApiError> {
-    let Query(q) = q.map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())
-    })?;
-    if let Some(m) = q.max_attempts {
-        if !(1..=100).contains(&m) {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_query",
-                "max_attempts must be between 1 and 100",
-            )
-            .field(Some("max_attempts".into())));
-        }
+    let Query(q) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    if let Some(m) = q.max_attempts
+        && !(1..=100).contains(&m)
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_query",
+            "max_attempts must be between 1 and 100",
+        )
+        .field(Some("max_attempts".into())));
     }
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
