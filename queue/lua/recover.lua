@@ -14,8 +14,14 @@ for _, w in ipairs(gone) do
   for _, id in ipairs(redis.call('SMEMBERS', inflight)) do
     local key = tag .. ':job:' .. id
     if redis.call('HGET', key, 'state') == 'running' then
-      local f = redis.call('HMGET', key, 'attempts', 'max_attempts', 'priority')
+      local f = redis.call('HMGET', key, 'attempts', 'max_attempts', 'priority', 'started_at',
+        'history')
       local err = 'worker ' .. w .. ' stopped heartbeating during attempt ' .. f[1]
+      local history = cjson.decode(f[5] or '[]')
+      history[#history + 1] = {attempt = tonumber(f[1]), worker = w,
+        started_at_ms = tonumber(f[4]), finished_at_ms = now, outcome = 'worker_lost', error = err}
+      while #history > 20 do table.remove(history, 1) end
+      redis.call('HSET', key, 'history', cjson.encode(history))
       if tonumber(f[1]) >= tonumber(f[2]) then
         redis.call('HSET', key, 'state', 'dead', 'error', err, 'finished_at', now,
           'dead_reason', 'worker_lost')

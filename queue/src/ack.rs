@@ -26,14 +26,14 @@ use deadpool_postgres::Pool;
 use futures::{FutureExt, future::BoxFuture};
 use hopper_shared::{
     db,
-    jobs::{JobRecord, JobState, QueueSettings},
+    jobs::{AttemptRecord, JobRecord, JobState, QueueSettings},
     metrics as m,
 };
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 
-use crate::{JobContext, QueueClient, now_ms, retry::retry_delay};
+use crate::{AfterFailure, JobContext, QueueClient, job::Running, now_ms, retry::retry_delay};
 
 /// Attempts at writing a record or an acknowledgement before giving up.
 const WRITE_TRIES: u32 = 5;
@@ -49,6 +49,7 @@ pub(crate) struct AckShared {
     pub settings: QueueSettings,
     pub pool: Option<Pool>,
     pub slots: Arc<Semaphore>,
+    pub running: Arc<Running>,
 }
 
 impl<S> Layer<S> for AckLayer {
@@ -69,6 +70,7 @@ pub struct AckService<S> {
 }
 
 /// How an attempt ended.
+#[derive(Debug)]
 enum Outcome {
     Succeeded(serde_json::Value),
     Failed(String),
@@ -97,6 +99,7 @@ where
         };
         let fut = self.inner.call(task);
         async move {
+            shared.running.insert(&ctx);
             let kind = ctx.kind.as_str();
             metrics::counter!(m::JOBS_STARTED, "kind" => kind).increment(1);
             let started = Instant::now();
@@ -128,6 +131,7 @@ where
                 Err(e) => Outcome::Failed(e.to_string()),
             };
             finish(&shared, &ctx, outcome).await;
+            shared.running.remove(&ctx.id);
             shared.slots.add_permits(1);
             result
         }
@@ -138,79 +142,133 @@ where
 /// Records the attempt's outcome in Postgres and Redis, in that order.
 async fn finish(shared: &AckShared, ctx: &JobContext, outcome: Outcome) {
     let kind = ctx.kind.as_str();
-    let mut record = JobRecord {
-        id: ctx.id,
-        kind: ctx.kind,
-        state: JobState::Succeeded,
-        attempts: ctx.attempt,
-        max_attempts: ctx.max_attempts,
-        args: serde_json::from_str(&ctx.args_json).unwrap_or(serde_json::Value::Null),
-        result: None,
-        error: None,
-        worker: Some(ctx.worker.to_string()),
-        enqueued_at_ms: ctx.enqueued_at_ms,
-        started_at_ms: Some(ctx.started_at_ms),
-        finished_at_ms: Some(now_ms()),
+    let now = now_ms();
+    let (result, error) = match outcome {
+        Outcome::Succeeded(v) => (Some(v), None),
+        Outcome::Failed(e) => (None, Some(e)),
     };
-    match outcome {
-        Outcome::Succeeded(value) => {
-            metrics::counter!(m::JOBS_SUCCEEDED, "kind" => kind).increment(1);
-            record.result = Some(value.clone());
-            if let Err(e) = store(shared.pool.as_ref(), &record).await {
-                // Not acknowledged: schedule a retry; the re-run is idempotent.
-                tracing::error!(job = %ctx.id, "record not stored, retrying the job: {e}");
-                let at = now_ms() + shared.settings.backoff_base.as_millis() as i64;
-                let _ = shared
-                    .client
-                    .fail(ctx.kind, &ctx.worker, ctx.id, &e.to_string(), Some(at), "")
-                    .await;
-                return;
-            }
-            let acked = with_retries("ack", || {
-                shared.client.ack(ctx.kind, &ctx.worker, ctx.id, &value)
-            })
-            .await;
-            if let Err(e) = acked {
-                tracing::error!(job = %ctx.id, "ack failed; the lease will re-run it: {e}");
-            }
+    // What follows a failure: a retry, a cancellation, or the dead letters.
+    let next = match &error {
+        None => None,
+        Some(_) if ctx.is_cancel_requested() => Some(AfterFailure::Cancelled),
+        Some(_) if ctx.attempt < ctx.max_attempts => {
+            let s = &shared.settings;
+            let delay = retry_delay(ctx.attempt, s.backoff_base, s.backoff_max);
+            Some(AfterFailure::RetryAt(now + delay.as_millis() as i64))
         }
-        Outcome::Failed(error) => {
+        Some(_) => Some(AfterFailure::Dead("attempts")),
+    };
+    match (&error, next) {
+        (None, _) => metrics::counter!(m::JOBS_SUCCEEDED, "kind" => kind).increment(1),
+        (Some(e), next) => {
             metrics::counter!(m::JOBS_FAILED, "kind" => kind).increment(1);
-            tracing::warn!(job = %ctx.id, queue = kind, attempt = ctx.attempt, %error, "attempt failed");
-            let retry_at = (ctx.attempt < ctx.max_attempts).then(|| {
-                let s = &shared.settings;
-                now_ms()
-                    + retry_delay(ctx.attempt, s.backoff_base, s.backoff_max).as_millis() as i64
-            });
-            if retry_at.is_some() {
-                metrics::counter!(m::JOBS_RETRIED, "kind" => kind).increment(1);
-            } else {
-                metrics::counter!(m::JOBS_DEAD_LETTERED, "kind" => kind, "reason" => "attempts")
-                    .increment(1);
-                record.state = JobState::Dead;
-                record.error = Some(error.clone());
-                if let Err(e) = store(shared.pool.as_ref(), &record).await {
-                    tracing::error!(job = %ctx.id, "dead record not stored: {e}");
+            tracing::warn!(job = %ctx.id, queue = kind, attempt = ctx.attempt, error = %e, "attempt failed");
+            match next {
+                Some(AfterFailure::RetryAt(_)) => {
+                    metrics::counter!(m::JOBS_RETRIED, "kind" => kind).increment(1)
                 }
-            }
-            let failed = with_retries("fail", || {
-                shared
-                    .client
-                    .fail(ctx.kind, &ctx.worker, ctx.id, &error, retry_at, "attempts")
-            })
-            .await;
-            if let Err(e) = failed {
-                tracing::error!(job = %ctx.id, "could not record failure: {e}");
+                Some(AfterFailure::Dead(reason)) => {
+                    metrics::counter!(m::JOBS_DEAD_LETTERED, "kind" => kind, "reason" => reason)
+                        .increment(1)
+                }
+                _ => {}
             }
         }
     }
+
+    // A final outcome is written to Postgres first; only then does Redis
+    // let go of the job.
+    let final_state = match (&error, next) {
+        (None, _) => Some(JobState::Succeeded),
+        (Some(_), Some(AfterFailure::Dead(_))) => Some(JobState::Dead),
+        (Some(_), Some(AfterFailure::Cancelled)) => Some(JobState::Cancelled),
+        _ => None,
+    };
+    if let Some(state) = final_state
+        && let Some(pool) = &shared.pool
+    {
+        let record = final_record(shared, ctx, state, now, result.clone(), error.clone()).await;
+        if let Err(e) = with_retries("store record", || persist_record(pool, &record)).await {
+            // Not acknowledged: run it again later; its effects are idempotent.
+            tracing::error!(job = %ctx.id, "record not stored, the job will run again: {e}");
+            let at = now + shared.settings.backoff_base.as_millis() as i64;
+            let msg = format!("result not stored: {e}");
+            let again = shared
+                .client
+                .fail(
+                    ctx.kind,
+                    &ctx.worker,
+                    ctx.id,
+                    &msg,
+                    AfterFailure::RetryAt(at),
+                )
+                .await;
+            if let Err(e) = again {
+                tracing::error!(job = %ctx.id, "could not reschedule; the lease will: {e}");
+            }
+            return;
+        }
+    }
+    let written = match (&result, &error, next) {
+        (Some(value), _, _) => {
+            with_retries("ack", || {
+                shared.client.ack(ctx.kind, &ctx.worker, ctx.id, value)
+            })
+            .await
+        }
+        (_, Some(e), Some(next)) => {
+            with_retries("fail", || {
+                shared.client.fail(ctx.kind, &ctx.worker, ctx.id, e, next)
+            })
+            .await
+        }
+        _ => unreachable!("an outcome is a result or an error"),
+    };
+    if let Err(e) = written {
+        tracing::error!(job = %ctx.id, "could not record the outcome in Redis; the lease will re-run it: {e}");
+    }
 }
 
-/// Writes a job's record to Postgres (with retries), when there is a pool.
-async fn store(pool: Option<&Pool>, record: &JobRecord) -> Result<(), crate::QueueError> {
-    match pool {
-        Some(pool) => with_retries("store record", || persist_record(pool, record)).await,
-        None => Ok(()),
+/// The Postgres record of a job that just finished, its history included
+/// (read back from Redis only when earlier attempts exist).
+async fn final_record(
+    shared: &AckShared,
+    ctx: &JobContext,
+    state: JobState,
+    now: i64,
+    result: Option<serde_json::Value>,
+    error: Option<String>,
+) -> JobRecord {
+    let mut history = Vec::new();
+    if ctx.attempt > 1
+        && let Ok(Some(earlier)) = shared.client.job(ctx.kind, ctx.id).await
+    {
+        history = earlier.history;
+    }
+    history.push(AttemptRecord {
+        attempt: ctx.attempt,
+        worker: Some(ctx.worker.to_string()),
+        started_at_ms: Some(ctx.started_at_ms),
+        finished_at_ms: now,
+        outcome: state.as_str().to_owned(),
+        error: error.clone(),
+    });
+    JobRecord {
+        id: ctx.id,
+        kind: ctx.kind,
+        state,
+        attempts: ctx.attempt,
+        max_attempts: ctx.max_attempts,
+        args: serde_json::from_str(&ctx.args_json).unwrap_or(serde_json::Value::Null),
+        result,
+        error,
+        worker: Some(ctx.worker.to_string()),
+        enqueued_at_ms: ctx.enqueued_at_ms,
+        started_at_ms: Some(ctx.started_at_ms),
+        finished_at_ms: Some(now),
+        priority: Some(ctx.priority.as_str().to_owned()),
+        run_at_ms: None,
+        history,
     }
 }
 

@@ -33,6 +33,7 @@ use crate::{
     JobContext, QueueClient, QueueError, WorkerId,
     ack::{AckLayer, AckShared},
     fetcher::{Fetcher, heartbeat_loop},
+    job::Running,
 };
 
 /// Timing of a worker's lease on its jobs.
@@ -53,6 +54,7 @@ pub struct RedisBackend<Args> {
     lease: Lease,
     pool: Option<Pool>,
     slots: Arc<Semaphore>,
+    running: Arc<Running>,
     rx: Option<mpsc::Receiver<Task<Args>>>,
     tx: Option<mpsc::Sender<Task<Args>>>,
     stop: CancellationToken,
@@ -84,6 +86,7 @@ impl<Args: DeserializeOwned + Send + 'static> RedisBackend<Args> {
         let (tx, rx) = mpsc::channel(settings.concurrency.max(1));
         Self {
             slots: Arc::new(Semaphore::new(settings.concurrency)),
+            running: Arc::default(),
             client,
             kind,
             worker,
@@ -118,6 +121,7 @@ impl<Args: DeserializeOwned + Send + 'static> RedisBackend<Args> {
             self.lease.heartbeat,
             self.lease.lease,
             self.pool.clone(),
+            self.running.clone(),
             self.stop.clone(),
         );
         let client = self.client.clone();
@@ -218,6 +222,7 @@ impl<Args: DeserializeOwned + Send + 'static> BackendConfig for RedisBackend<Arg
                 settings: self.settings.clone(),
                 pool: self.pool.clone(),
                 slots: self.slots.clone(),
+                running: self.running.clone(),
             }),
         }
     }

@@ -34,6 +34,8 @@ const WAKE_CAP: i64 = 10_000;
 const PROMOTE_LIMIT: usize = 200;
 /// Per-minute outcome counters are kept this long.
 const STATS_TTL_S: i64 = 2 * 3600;
+/// Window of the recent-outcome counts in [`QueueStats`].
+pub const RECENT_MINUTES: i64 = 5;
 
 /// A job handed to a worker by a claim.
 #[derive(Debug, Clone)]
@@ -48,6 +50,8 @@ pub struct Claimed {
     pub max_attempts: u32,
     /// Unix ms: submitted.
     pub enqueued_at_ms: i64,
+    /// Its priority.
+    pub priority: crate::Priority,
 }
 
 /// Result of a claim: the jobs, and when the next scheduled job is due.
@@ -85,6 +89,37 @@ pub struct QueueStats {
     pub workers: u64,
     /// Age of the oldest pending job, in ms.
     pub oldest_pending_age_ms: Option<u64>,
+    /// The window of the `*_recent` counts, in minutes (the current minute
+    /// included).
+    pub recent_minutes: i64,
+    /// Jobs that succeeded within the window.
+    pub succeeded_recent: u64,
+    /// Failed attempts within the window (retried or not).
+    pub failed_recent: u64,
+    /// Failed attempts scheduled for a retry within the window.
+    pub retried_recent: u64,
+    /// Jobs dead-lettered within the window.
+    pub dead_lettered_recent: u64,
+}
+
+/// One page of dead letters.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadPage {
+    /// Dead letters in the queue.
+    pub total: u64,
+    /// This page, newest first.
+    pub jobs: Vec<JobRecord>,
+}
+
+/// What follows an attempt that did not succeed.
+#[derive(Debug, Clone, Copy)]
+pub enum AfterFailure<'a> {
+    /// Run again at this Unix ms.
+    RetryAt(i64),
+    /// Dead-letter it, for this reason (`attempts`, `poison`, …).
+    Dead(&'a str),
+    /// Its cancellation was asked for: finish it as cancelled.
+    Cancelled,
 }
 
 /// Handle on every queue under one key prefix.
@@ -289,6 +324,7 @@ impl QueueClient {
             .arg(keys.tag())
             .arg(keys.job_prefix())
             .arg(now_ms())
+            .arg(RECENT_MINUTES)
             .invoke_async(&mut self.conn.clone())
             .await?;
         let get = |i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
@@ -300,6 +336,11 @@ impl QueueClient {
             dead: get(3),
             workers: get(4),
             oldest_pending_age_ms: v.get(5).and_then(|&a| (a >= 0).then_some(a as u64)),
+            recent_minutes: RECENT_MINUTES,
+            succeeded_recent: get(6),
+            failed_recent: get(7),
+            retried_recent: get(8),
+            dead_lettered_recent: get(9),
         })
     }
 
@@ -344,6 +385,7 @@ impl QueueClient {
             .key(keys.inflight(worker))
             .key(keys.done())
             .key(keys.stats_minute(now))
+            .key(keys.cancel_requests())
             .arg(id.to_string())
             .arg(now)
             .arg(serde_json::to_string(result)?)
@@ -355,19 +397,22 @@ impl QueueClient {
         Ok(ok == 1)
     }
 
-    /// Records a failed attempt: retried at `retry_at_ms`, or dead-lettered
-    /// with `reason` when `retry_at_ms` is `None`.
+    /// Records an attempt that did not succeed, and what follows it.
     pub async fn fail(
         &self,
         kind: JobKind,
         worker: &WorkerId,
         id: Uuid,
         error: &str,
-        retry_at_ms: Option<i64>,
-        reason: &str,
+        next: AfterFailure<'_>,
     ) -> Result<bool, QueueError> {
         let keys = self.keys(kind);
         let now = now_ms();
+        let (retry_at, final_state, reason) = match next {
+            AfterFailure::RetryAt(at) => (at, "", ""),
+            AfterFailure::Dead(reason) => (-1, "dead", reason),
+            AfterFailure::Cancelled => (-1, "cancelled", ""),
+        };
         let ok: i64 = SCRIPTS
             .fail
             .key(keys.job(&id))
@@ -376,15 +421,131 @@ impl QueueClient {
             .key(keys.dead())
             .key(keys.stats_minute(now))
             .key(keys.wake())
+            .key(keys.cancel_requests())
             .arg(id.to_string())
             .arg(now)
             .arg(error)
-            .arg(retry_at_ms.unwrap_or(-1))
+            .arg(retry_at)
+            .arg(final_state)
             .arg(reason)
             .arg(STATS_TTL_S)
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(ok == 1)
+    }
+
+    /// Cancels a job: a waiting one at once, a running one cooperatively
+    /// (its worker fires the job's cancellation token at its next
+    /// heartbeat). Returns the job's state after the call, `None` when
+    /// there is no such job in Redis.
+    pub async fn cancel(&self, id: Uuid) -> Result<Option<(JobKind, String)>, QueueError> {
+        let Some(job) = self.find_job(id).await? else {
+            return Ok(None);
+        };
+        let keys = self.keys(job.kind);
+        let state: String = SCRIPTS
+            .cancel
+            .key(keys.job(&id))
+            .key(keys.scheduled())
+            .key(keys.cancel_requests())
+            .key(keys.done())
+            .arg(id.to_string())
+            .arg(now_ms())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok((!state.is_empty()).then_some((job.kind, state)))
+    }
+
+    /// Ids of running jobs whose cancellation was requested.
+    pub async fn cancel_requests(&self, kind: JobKind) -> Result<Vec<Uuid>, QueueError> {
+        let ids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.keys(kind).cancel_requests())
+            .query_async(&mut self.conn.clone())
+            .await?;
+        ids.iter().map(|s| parse_id(s)).collect()
+    }
+
+    /// A page of dead letters, newest first.
+    pub async fn dead_letters(
+        &self,
+        kind: JobKind,
+        offset: usize,
+        limit: usize,
+    ) -> Result<DeadPage, QueueError> {
+        let keys = self.keys(kind);
+        let (ids, total): (Vec<String>, u64) = redis::pipe()
+            .cmd("ZREVRANGE")
+            .arg(keys.dead())
+            .arg(offset)
+            .arg((offset + limit).saturating_sub(1) as i64)
+            .cmd("ZCARD")
+            .arg(keys.dead())
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(job) = self.job(kind, parse_id(&id)?).await? {
+                jobs.push(job);
+            }
+        }
+        Ok(DeadPage { total, jobs })
+    }
+
+    /// Retries dead letters: back to the front of the queue with a fresh
+    /// attempt budget. Returns how many of `ids` were dead letters.
+    pub async fn retry_dead(&self, kind: JobKind, ids: &[Uuid]) -> Result<usize, QueueError> {
+        self.dead_action(kind, "retry", ids).await
+    }
+
+    /// Forgets dead letters (their Postgres records stay).
+    pub async fn purge_dead(&self, kind: JobKind, ids: &[Uuid]) -> Result<usize, QueueError> {
+        self.dead_action(kind, "purge", ids).await
+    }
+
+    /// Retries (`retry`) or purges (`purge`) every dead letter of `kind`,
+    /// 500 per script call so no call is long.
+    pub async fn all_dead(&self, kind: JobKind, action: &str) -> Result<usize, QueueError> {
+        let mut total = 0;
+        loop {
+            let ids: Vec<String> = redis::cmd("ZRANGE")
+                .arg(self.keys(kind).dead())
+                .arg(0)
+                .arg(499)
+                .query_async(&mut self.conn.clone())
+                .await?;
+            if ids.is_empty() {
+                return Ok(total);
+            }
+            let ids = ids
+                .iter()
+                .map(|s| parse_id(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            total += self.dead_action(kind, action, &ids).await?;
+        }
+    }
+
+    async fn dead_action(
+        &self,
+        kind: JobKind,
+        action: &str,
+        ids: &[Uuid],
+    ) -> Result<usize, QueueError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let keys = self.keys(kind);
+        let mut inv = SCRIPTS.dead.prepare_invoke();
+        inv.key(keys.dead())
+            .key(keys.pending(crate::Priority::High))
+            .key(keys.pending(crate::Priority::Normal))
+            .key(keys.wake())
+            .arg(keys.job_prefix())
+            .arg(action);
+        for id in ids {
+            inv.arg(id.to_string());
+        }
+        let n: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
+        Ok(n as usize)
     }
 
     /// Renews `worker`'s lease on `kind`'s queue.
@@ -490,9 +651,9 @@ fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, QueueError> {
     };
     let (first, rest) = raw.split_first().ok_or_else(|| corrupt("empty reply"))?;
     let next_due = int(first)?;
-    let mut jobs = Vec::with_capacity(rest.len() / 5);
-    for c in rest.chunks(5) {
-        let [id, args, attempt, max, enq] = c else {
+    let mut jobs = Vec::with_capacity(rest.len() / 6);
+    for c in rest.chunks(6) {
+        let [id, args, attempt, max, enq, priority] = c else {
             return Err(corrupt("truncated reply"));
         };
         jobs.push(Claimed {
@@ -501,6 +662,11 @@ fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, QueueError> {
             attempt: int(attempt)? as u32,
             max_attempts: int(max)? as u32,
             enqueued_at_ms: int(enq)?,
+            priority: if text(priority)? == "high" {
+                crate::Priority::High
+            } else {
+                crate::Priority::Normal
+            },
         });
     }
     Ok(ClaimBatch {
@@ -543,5 +709,14 @@ fn record_from_hash(
         enqueued_at_ms: int("enqueued_at").unwrap_or(0),
         started_at_ms: int("started_at"),
         finished_at_ms: int("finished_at"),
+        priority: f.get("priority").cloned(),
+        run_at_ms: int("run_at").filter(|&t| t > 0),
+        history: match f.get("history") {
+            // cjson encodes an empty table as an object.
+            Some(h) if h != "{}" => {
+                serde_json::from_str(h).map_err(|e| corrupt(format!("history: {e}")))?
+            }
+            _ => Vec::new(),
+        },
     })
 }

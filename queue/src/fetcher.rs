@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     JobContext, QueueClient, QueueKeys, WorkerId,
     ack::persist_record,
-    client::{ClaimBatch, Claimed},
+    client::{AfterFailure, ClaimBatch, Claimed},
+    job::Running,
     now_ms,
 };
 
@@ -145,7 +146,9 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
             started_at_ms: now_ms(),
             worker: self.worker.clone(),
             args_json: job.args.into(),
+            priority: job.priority,
             cancel: CancellationToken::new(),
+            cancel_requested: Default::default(),
         };
         let task = TaskBuilder::new(args)
             .task_id(TaskId::from_uuid(job.id))
@@ -171,7 +174,13 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
         .increment(1);
         if let Err(e) = self
             .client
-            .fail(self.keys.kind, &self.worker, job.id, &error, None, "poison")
+            .fail(
+                self.keys.kind,
+                &self.worker,
+                job.id,
+                &error,
+                AfterFailure::Dead("poison"),
+            )
             .await
         {
             tracing::warn!(job = %job.id, "could not dead-letter poison job: {e}");
@@ -188,8 +197,10 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
     }
 }
 
-/// Renews the worker's lease every `interval` and recovers the jobs of
-/// workers whose lease ran out, writing the records of any it dead-letters.
+/// Renews the worker's lease every `interval`, passes cancellation requests
+/// to the jobs running here, and recovers the jobs of workers whose lease ran
+/// out, writing the records of any it dead-letters.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn heartbeat_loop(
     client: QueueClient,
     kind: hopper_shared::jobs::JobKind,
@@ -197,11 +208,22 @@ pub(crate) async fn heartbeat_loop(
     interval: Duration,
     lease: Duration,
     pool: Option<Pool>,
+    running: Arc<Running>,
     stop: CancellationToken,
 ) {
     loop {
         if let Err(e) = client.heartbeat(kind, &worker).await {
             tracing::warn!(queue = %kind, "heartbeat failed: {e}");
+        }
+        match client.cancel_requests(kind).await {
+            Ok(ids) if !ids.is_empty() => {
+                let n = running.cancel(&ids);
+                if n > 0 {
+                    tracing::info!(queue = %kind, "cancelling {n} running job(s) on request");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(queue = %kind, "reading cancel requests failed: {e}"),
         }
         match client.recover(kind, lease).await {
             Ok(dead) => {

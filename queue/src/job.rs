@@ -1,7 +1,15 @@
 //! What travels with a job: submission options, the worker's identity and
 //! the per-attempt context a handler receives.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use hopper_shared::jobs::JobKind;
 use serde::{Deserialize, Serialize};
@@ -95,7 +103,52 @@ pub struct JobContext {
     pub worker: WorkerId,
     /// The submitted arguments, as stored.
     pub args_json: Arc<str>,
+    /// Its priority.
+    pub priority: Priority,
     /// Fires at the soft time limit and on cooperative cancellation; a
     /// handler should stop soon after.
     pub cancel: CancellationToken,
+    /// Set when a client asked for the job's cancellation (as opposed to
+    /// the soft time limit firing).
+    pub cancel_requested: Arc<AtomicBool>,
+}
+
+impl JobContext {
+    /// Whether a client asked to cancel this job.
+    pub fn is_cancel_requested(&self) -> bool {
+        self.cancel_requested.load(Ordering::SeqCst)
+    }
+}
+
+/// The jobs a worker runs right now on one queue, so cancellation requests
+/// can reach them.
+#[derive(Debug, Default)]
+pub(crate) struct Running(Mutex<HashMap<uuid::Uuid, JobContext>>);
+
+impl Running {
+    pub fn insert(&self, ctx: &JobContext) {
+        self.0
+            .lock()
+            .expect("running map")
+            .insert(ctx.id, ctx.clone());
+    }
+
+    pub fn remove(&self, id: &uuid::Uuid) {
+        self.0.lock().expect("running map").remove(id);
+    }
+
+    /// Fires the cancellation of each listed job that runs here.
+    pub fn cancel(&self, ids: &[uuid::Uuid]) -> usize {
+        let map = self.0.lock().expect("running map");
+        let mut n = 0;
+        for id in ids {
+            if let Some(ctx) = map.get(id)
+                && !ctx.cancel_requested.swap(true, Ordering::SeqCst)
+            {
+                ctx.cancel.cancel();
+                n += 1;
+            }
+        }
+        n
+    }
 }

@@ -10,6 +10,7 @@
 //! {<prefix>:<queue>}:wake             LIST  one token per push; idle workers BLPOP it
 //! {<prefix>:<queue>}:dead             ZSET  dead-lettered ids, scored by time (ms)
 //! {<prefix>:<queue>}:done             ZSET  succeeded ids by finish time, for retention
+//! {<prefix>:<queue>}:cancel           SET   running ids whose cancellation was asked for
 //! {<prefix>:<queue>}:idem:<key>       STRING  idempotency key -> job id (with a TTL)
 //! {<prefix>:<queue>}:stats:<minute>   HASH  succeeded / failed / retried / dead counts
 //! ```
@@ -91,6 +92,11 @@ impl QueueKeys {
         format!("{}:done", self.tag)
     }
 
+    /// Running jobs whose cancellation was requested.
+    pub fn cancel_requests(&self) -> String {
+        format!("{}:cancel", self.tag)
+    }
+
     /// An idempotency key's record.
     pub fn idempotency(&self, key: &str) -> String {
         format!("{}:idem:{key}", self.tag)
@@ -122,6 +128,7 @@ mod tests {
             k.dead(),
             k.done(),
             k.idempotency("x"),
+            k.cancel_requests(),
             k.stats_minute(0),
         ] {
             assert!(key.starts_with("{t1:embed}:"), "{key}");

@@ -34,7 +34,7 @@ pub mod retry;
 mod scripts;
 
 pub use backend::{Lease, RedisBackend};
-pub use client::{QueueClient, QueueStats};
+pub use client::{AfterFailure, DeadPage, QueueClient, QueueStats};
 pub use error::QueueError;
 pub use job::{JobContext, Priority, PushOptions, WorkerId};
 pub use keys::QueueKeys;

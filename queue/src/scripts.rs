@@ -14,6 +14,8 @@ pub(crate) struct Scripts {
     pub recover: Script,
     pub release: Script,
     pub stats: Script,
+    pub cancel: Script,
+    pub dead: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -24,4 +26,6 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     recover: Script::new(include_str!("../lua/recover.lua")),
     release: Script::new(include_str!("../lua/release.lua")),
     stats: Script::new(include_str!("../lua/stats.lua")),
+    cancel: Script::new(include_str!("../lua/cancel.lua")),
+    dead: Script::new(include_str!("../lua/dead.lua")),
 });

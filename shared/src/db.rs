@@ -99,15 +99,15 @@ pub async fn upsert_job_record(pool: &Pool, job: &JobRecord) -> Result<()> {
     let stmt = client
         .prepare_cached(
             "INSERT INTO job_records (id, kind, state, attempts, max_attempts, args, result, \
-                 error, worker, enqueued_at, started_at, finished_at) \
+                 error, worker, enqueued_at, started_at, finished_at, priority, history) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
                  to_timestamp($10::float8 / 1000), to_timestamp($11::float8 / 1000), \
-                 to_timestamp($12::float8 / 1000)) \
+                 to_timestamp($12::float8 / 1000), $13, $14) \
              ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, \
                  attempts = EXCLUDED.attempts, result = EXCLUDED.result, \
                  error = EXCLUDED.error, worker = EXCLUDED.worker, \
                  started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, \
-                 updated_at = now()",
+                 history = EXCLUDED.history, updated_at = now()",
         )
         .await?;
     client
@@ -126,6 +126,8 @@ pub async fn upsert_job_record(pool: &Pool, job: &JobRecord) -> Result<()> {
                 &(job.enqueued_at_ms as f64),
                 &job.started_at_ms.map(|v| v as f64),
                 &job.finished_at_ms.map(|v| v as f64),
+                &job.priority,
+                &serde_json::to_value(&job.history)?,
             ],
         )
         .await?;
@@ -140,7 +142,7 @@ pub async fn job_record(pool: &Pool, id: uuid::Uuid) -> Result<Option<JobRecord>
             "SELECT id, kind, state, attempts, max_attempts, args, result, error, worker, \
                  (extract(epoch FROM enqueued_at) * 1000)::int8, \
                  (extract(epoch FROM started_at) * 1000)::int8, \
-                 (extract(epoch FROM finished_at) * 1000)::int8 \
+                 (extract(epoch FROM finished_at) * 1000)::int8, priority, history \
              FROM job_records WHERE id = $1",
             &[&id],
         )
@@ -161,6 +163,9 @@ pub async fn job_record(pool: &Pool, id: uuid::Uuid) -> Result<Option<JobRecord>
         enqueued_at_ms: row.get(9),
         started_at_ms: row.get(10),
         finished_at_ms: row.get(11),
+        priority: row.get(12),
+        run_at_ms: None,
+        history: serde_json::from_value(row.get(13))?,
     }))
 }
 

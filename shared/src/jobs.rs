@@ -311,6 +311,35 @@ pub struct JobRecord {
     pub started_at_ms: Option<i64>,
     /// Unix milliseconds: finished (succeeded, dead or cancelled).
     pub finished_at_ms: Option<i64>,
+    /// `high` or `normal`.
+    #[serde(default)]
+    pub priority: Option<String>,
+    /// Unix milliseconds: when a scheduled job or retry falls due.
+    #[serde(default)]
+    pub run_at_ms: Option<i64>,
+    /// Every finished attempt, oldest first (the last 20).
+    #[serde(default)]
+    pub history: Vec<AttemptRecord>,
+}
+
+/// One finished attempt of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// The worker that ran it.
+    #[serde(default)]
+    pub worker: Option<String>,
+    /// Unix ms: started.
+    #[serde(default)]
+    pub started_at_ms: Option<i64>,
+    /// Unix ms: ended.
+    pub finished_at_ms: i64,
+    /// `succeeded`, `retrying`, `dead`, `cancelled` or `worker_lost`.
+    pub outcome: String,
+    /// The error, when it failed.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 #[cfg(test)]

@@ -38,7 +38,8 @@ pub struct SubmitQuery {
     max_attempts: Option<u32>,
 }
 
-fn parse_kind(kind: &str) -> Result<JobKind, ApiError> {
+/// Parses a kind from a path; 404 naming the known kinds otherwise.
+pub fn parse_kind(kind: &str) -> Result<JobKind, ApiError> {
     kind.parse::<JobKind>().map_err(|e| {
         ApiError::new(StatusCode::NOT_FOUND, "unknown_kind", e.to_string()).known(JobKind::names())
     })
@@ -168,19 +169,37 @@ pub async fn submit_batch(
     ))
 }
 
-/// `GET /v1/jobs/{id}`: the job's state, attempts, timings and result.
-pub async fn show(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
-    let id = Uuid::parse_str(&id).map_err(|_| {
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_id",
             format!("`{id}` is not a job id (a UUID)"),
         )
         .field(Some("id".into()))
-    })?;
+    })
+}
+
+/// `POST /v1/jobs/{id}/cancel`: a waiting job is cancelled at once
+/// (`cancelled`); a running one is asked to stop (`cancelling`) and its
+/// handler's cancellation token fires within a heartbeat.
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_id(&id)?;
+    match state.queue.cancel(id).await? {
+        Some((kind, s)) => Ok(Json(json!({ "id": id, "kind": kind, "state": s }))),
+        None => Err(ApiError::not_found(format!("no job {id} in the queues"))),
+    }
+}
+
+/// `GET /v1/jobs/{id}`: the job's state, attempts, timings and result.
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_id(&id)?;
     if let Some(job) = state.queue.find_job(id).await? {
         return Ok(Json(job));
     }

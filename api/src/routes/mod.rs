@@ -1,5 +1,6 @@
 //! Route table of the API. Each submodule owns one resource.
 
+pub mod dead;
 pub mod health;
 pub mod jobs;
 pub mod queues;
@@ -17,7 +18,10 @@ pub fn router() -> Router<AppState> {
         // `{key}` is a kind for POST and a job id for GET (one path shape).
         .route("/v1/jobs/{key}", post(jobs::submit).get(jobs::show))
         .route("/v1/jobs/{key}/batch", post(jobs::submit_batch))
+        .route("/v1/jobs/{key}/cancel", post(jobs::cancel))
         .route("/v1/queues", get(queues::list))
+        .route("/v1/queues/{kind}/dead", get(dead::list))
+        .route("/v1/queues/{kind}/dead/{action}", post(dead::act))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(health::metrics))

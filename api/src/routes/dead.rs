@@ -1,0 +1,102 @@
+//! Dead letters of a queue: list (paged), retry and purge — by id or all.
+//!
+//! `GET  /v1/queues/{kind}/dead?offset=0&limit=50`
+//! `POST /v1/queues/{kind}/dead/retry` with `{"ids": [...]}` or `{"all": true}`
+//! `POST /v1/queues/{kind}/dead/purge` with the same body
+//!
+//! A retried job goes to the front of its queue with a fresh attempt budget;
+//! a purged one is forgotten by Redis (its Postgres record stays).
+
+use axum::{
+    Json,
+    extract::{Path, Query, State, rejection::JsonRejection},
+    http::StatusCode,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::{AppState, error::ApiError, routes::jobs::parse_kind};
+
+/// Paging of the dead-letter list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    #[serde(default)]
+    offset: usize,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    50
+}
+
+/// Which dead letters an action applies to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Selection {
+    #[serde(default)]
+    ids: Vec<Uuid>,
+    #[serde(default)]
+    all: bool,
+}
+
+/// `GET /v1/queues/{kind}/dead`.
+pub async fn list(
+    State(state): State<AppState>,
+    Path(kind): Path<String>,
+    page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let kind = parse_kind(&kind)?;
+    let Query(page) =
+        page.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    if !(1..=500).contains(&page.limit) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_query",
+            "limit must be between 1 and 500",
+        )
+        .field(Some("limit".into())));
+    }
+    let dead = state
+        .queue
+        .dead_letters(kind, page.offset, page.limit)
+        .await?;
+    Ok(Json(json!({
+        "queue": kind,
+        "total": dead.total,
+        "offset": page.offset,
+        "limit": page.limit,
+        "jobs": dead.jobs,
+    })))
+}
+
+/// `POST /v1/queues/{kind}/dead/{action}` (`retry` or `purge`).
+pub async fn act(
+    State(state): State<AppState>,
+    Path((kind, action)): Path<(String, String)>,
+    body: Result<Json<Selection>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let kind = parse_kind(&kind)?;
+    if action != "retry" && action != "purge" {
+        return Err(ApiError::not_found(format!(
+            "no dead-letter action `{action}` (retry, purge)"
+        )));
+    }
+    let Json(sel) = body?;
+    if sel.all == !sel.ids.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_selection",
+            "give either a non-empty `ids` list or `\"all\": true`",
+        ));
+    }
+    let n = match (sel.all, action.as_str()) {
+        (true, a) => state.queue.all_dead(kind, a).await?,
+        (false, "retry") => state.queue.retry_dead(kind, &sel.ids).await?,
+        (false, _) => state.queue.purge_dead(kind, &sel.ids).await?,
+    };
+    tracing::info!(queue = %kind, %action, count = n, "dead letters {action}");
+    Ok(Json(json!({ "queue": kind, "action": action, "count": n })))
+}
