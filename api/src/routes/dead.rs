@@ -85,7 +85,8 @@ pub async fn act(
         )));
     }
     let Json(sel) = body?;
-    if sel.all == !sel.ids.is_empty() {
+    // Exactly one of the two: `all`, or some ids.
+    if sel.all != sel.ids.is_empty() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_selection",
