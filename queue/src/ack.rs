@@ -33,7 +33,12 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 
-use crate::{AfterFailure, JobContext, QueueClient, job::Running, now_ms, retry::retry_delay};
+use hopper_shared::jobs::JobKind;
+
+use crate::{
+    AfterFailure, JobContext, QueueClient, WorkerId, batch::GroupCommit, client::Ack, job::Running,
+    now_ms, retry::retry_delay,
+};
 
 /// Attempts at writing a record or an acknowledgement before giving up.
 const WRITE_TRIES: u32 = 5;
@@ -47,7 +52,10 @@ pub struct AckLayer {
 pub(crate) struct AckShared {
     pub client: QueueClient,
     pub settings: QueueSettings,
-    pub pool: Option<Pool>,
+    /// Group commit of finished-job records into Postgres (none: no store).
+    pub records: Option<GroupCommit<JobRecord>>,
+    /// Group commit of this worker's acks into Redis.
+    pub acks: GroupCommit<Ack>,
     pub slots: Arc<Semaphore>,
     pub running: Arc<Running>,
 }
@@ -185,10 +193,10 @@ async fn finish(shared: &AckShared, ctx: &JobContext, outcome: Outcome) {
         _ => None,
     };
     if let Some(state) = final_state
-        && let Some(pool) = &shared.pool
+        && let Some(records) = &shared.records
     {
         let record = final_record(shared, ctx, state, now, result.clone(), error.clone()).await;
-        if let Err(e) = with_retries("store record", || persist_record(pool, &record)).await {
+        if let Err(e) = records.submit(record).await {
             // Not acknowledged: run it again later; its effects are idempotent.
             tracing::error!(job = %ctx.id, "record not stored, the job will run again: {e}");
             let at = now + shared.settings.backoff_base.as_millis() as i64;
@@ -211,17 +219,20 @@ async fn finish(shared: &AckShared, ctx: &JobContext, outcome: Outcome) {
     }
     let written = match (&result, &error, next) {
         (Some(value), _, _) => {
-            with_retries("ack", || {
-                shared.client.ack(ctx.kind, &ctx.worker, ctx.id, value)
-            })
-            .await
+            let ack = Ack {
+                id: ctx.id,
+                result: serde_json::to_string(value).unwrap_or_else(|_| "null".into()),
+                attempt: ctx.attempt,
+                started_at_ms: ctx.started_at_ms,
+            };
+            shared.acks.submit(ack).await
         }
-        (_, Some(e), Some(next)) => {
-            with_retries("fail", || {
-                shared.client.fail(ctx.kind, &ctx.worker, ctx.id, e, next)
-            })
-            .await
-        }
+        (_, Some(e), Some(next)) => with_retries("fail", || {
+            shared.client.fail(ctx.kind, &ctx.worker, ctx.id, e, next)
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string()),
         _ => unreachable!("an outcome is a result or an error"),
     };
     if let Err(e) = written {
@@ -269,6 +280,51 @@ async fn final_record(
         priority: Some(ctx.priority.as_str().to_owned()),
         run_at_ms: None,
         history,
+    }
+}
+
+impl AckShared {
+    /// The shared state of one worker's queue, with its group-commit tasks
+    /// started (batches of at most 256).
+    pub fn start(
+        client: QueueClient,
+        kind: JobKind,
+        worker: WorkerId,
+        settings: QueueSettings,
+        pool: Option<Pool>,
+        slots: Arc<Semaphore>,
+        running: Arc<Running>,
+    ) -> Self {
+        let records = pool.map(|pool| {
+            GroupCommit::spawn(256, move |batch: Vec<JobRecord>| {
+                let pool = pool.clone();
+                async move {
+                    with_retries("store records", || db::upsert_job_records(&pool, &batch))
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            })
+        });
+        let acks = {
+            let client = client.clone();
+            GroupCommit::spawn(256, move |batch: Vec<Ack>| {
+                let (client, worker) = (client.clone(), worker.clone());
+                async move {
+                    with_retries("ack", || client.ack_many(kind, &worker, &batch))
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+            })
+        };
+        Self {
+            client,
+            settings,
+            records,
+            acks,
+            slots,
+            running,
+        }
     }
 }
 

@@ -217,13 +217,15 @@ impl<Args: DeserializeOwned + Send + 'static> BackendConfig for RedisBackend<Arg
 
     fn middleware(&mut self, _worker: &mut WorkerContext) -> Self::Layer {
         AckLayer {
-            inner: Arc::new(AckShared {
-                client: self.client.clone(),
-                settings: self.settings.clone(),
-                pool: self.pool.clone(),
-                slots: self.slots.clone(),
-                running: self.running.clone(),
-            }),
+            inner: Arc::new(AckShared::start(
+                self.client.clone(),
+                self.kind,
+                self.worker.clone(),
+                self.settings.clone(),
+                self.pool.clone(),
+                self.slots.clone(),
+                self.running.clone(),
+            )),
         }
     }
 }

@@ -54,6 +54,19 @@ pub struct Claimed {
     pub priority: crate::Priority,
 }
 
+/// A successful attempt, as acknowledged.
+#[derive(Debug, Clone)]
+pub struct Ack {
+    /// The job.
+    pub id: Uuid,
+    /// Its result, as JSON text.
+    pub result: String,
+    /// The attempt that succeeded.
+    pub attempt: u32,
+    /// Unix ms: that attempt started.
+    pub started_at_ms: i64,
+}
+
 /// Result of a claim: the jobs, and when the next scheduled job is due.
 #[derive(Debug, Default)]
 pub struct ClaimBatch {
@@ -167,6 +180,12 @@ impl QueueClient {
             .query_async::<String>(&mut self.conn)
             .await?;
         Ok(())
+    }
+
+    /// The shared multiplexed connection (cheap to clone), for handlers
+    /// whose effects live in Redis.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
     }
 
     /// A dedicated connection for blocking commands, whose response timeout
@@ -368,33 +387,35 @@ impl QueueClient {
         parse_claim(&raw)
     }
 
-    /// Records success: the job leaves the worker's in-flight set.
-    pub async fn ack(
+    /// Records the success of many of `worker`'s jobs in one call. Returns
+    /// how many were still known to Redis.
+    pub async fn ack_many(
         &self,
         kind: JobKind,
         worker: &WorkerId,
-        id: Uuid,
-        result: &serde_json::Value,
-    ) -> Result<bool, QueueError> {
+        acks: &[Ack],
+    ) -> Result<usize, QueueError> {
         let keys = self.keys(kind);
         let now = now_ms();
         let cutoff = now - self.settings(kind).retention.as_millis() as i64;
-        let ok: i64 = SCRIPTS
-            .ack
-            .key(keys.job(&id))
-            .key(keys.inflight(worker))
+        let mut inv = SCRIPTS.ack.prepare_invoke();
+        inv.key(keys.inflight(worker))
             .key(keys.done())
             .key(keys.stats_minute(now))
             .key(keys.cancel_requests())
-            .arg(id.to_string())
             .arg(now)
-            .arg(serde_json::to_string(result)?)
             .arg(cutoff)
             .arg(keys.job_prefix())
             .arg(STATS_TTL_S)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(ok == 1)
+            .arg(worker.as_str());
+        for a in acks {
+            inv.arg(a.id.to_string())
+                .arg(&a.result)
+                .arg(a.attempt)
+                .arg(a.started_at_ms);
+        }
+        let n: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
+        Ok(n as usize)
     }
 
     /// Records an attempt that did not succeed, and what follows it.

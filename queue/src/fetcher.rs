@@ -30,6 +30,9 @@ use crate::{
 /// Longest single block on the wake list; also bounds how late a worker
 /// notices a scheduled job pushed while it sleeps without a token.
 const MAX_BLOCK: Duration = Duration::from_secs(1);
+/// How many times a saturated worker yields (letting finished jobs give
+/// their slots back) before it claims.
+const SATURATED_YIELDS: usize = 16;
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -58,6 +61,16 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
             };
             let Ok(first) = first else { return };
             first.forget();
+            // Saturated (nearly every slot busy): let a few more jobs finish
+            // so the claim is a batch, not a trickle of one-job round trips.
+            // Never taken when the worker has room, so it adds no latency
+            // to an unsaturated queue.
+            for _ in 0..SATURATED_YIELDS {
+                if self.slots.available_permits() + 1 >= self.batch / 4 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
             let mut want = 1;
             while want < self.batch {
                 match self.slots.try_acquire() {

@@ -102,6 +102,12 @@ impl QueueKeys {
         format!("{}:idem:{key}", self.tag)
     }
 
+    /// A key of the queue's own, outside the layout above (benchmarks keep
+    /// their effect counters here).
+    pub fn named(&self, name: &str) -> String {
+        format!("{}:x:{name}", self.tag)
+    }
+
     /// Outcome counters of the minute containing `now_ms`.
     pub fn stats_minute(&self, now_ms: i64) -> String {
         format!("{}:stats:{}", self.tag, now_ms / 60_000)

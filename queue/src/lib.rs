@@ -25,6 +25,7 @@
 
 pub mod ack;
 pub mod backend;
+mod batch;
 pub mod client;
 pub mod error;
 pub mod fetcher;
@@ -38,6 +39,14 @@ pub use client::{AfterFailure, DeadPage, QueueClient, QueueStats};
 pub use error::QueueError;
 pub use job::{JobContext, Priority, PushOptions, WorkerId};
 pub use keys::QueueKeys;
+
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
 
 /// Milliseconds since the Unix epoch, the time unit of every stored stamp.
 pub fn now_ms() -> i64 {

@@ -95,14 +95,50 @@ pub async fn migrate(pool: &Pool, schema: &str) -> Result<Vec<i32>> {
 
 /// Inserts or replaces the record of a job (keyed by its id).
 pub async fn upsert_job_record(pool: &Pool, job: &JobRecord) -> Result<()> {
+    upsert_job_records(pool, std::slice::from_ref(job)).await
+}
+
+/// Inserts or replaces many job records in one statement (one round trip,
+/// one commit). When a batch holds the same id twice, the last one wins.
+pub async fn upsert_job_records(pool: &Pool, jobs: &[JobRecord]) -> Result<()> {
+    let mut seen = std::collections::HashSet::with_capacity(jobs.len());
+    let unique: Vec<&JobRecord> = jobs.iter().rev().filter(|j| seen.insert(j.id)).collect();
+    if unique.is_empty() {
+        return Ok(());
+    }
+    let col =
+        |f: &dyn Fn(&JobRecord) -> Option<f64>| unique.iter().map(|j| f(j)).collect::<Vec<_>>();
+    let ids: Vec<uuid::Uuid> = unique.iter().map(|j| j.id).collect();
+    let kinds: Vec<&str> = unique.iter().map(|j| j.kind.as_str()).collect();
+    let states: Vec<&str> = unique.iter().map(|j| j.state.as_str()).collect();
+    let attempts: Vec<i32> = unique.iter().map(|j| j.attempts as i32).collect();
+    let max_attempts: Vec<i32> = unique.iter().map(|j| j.max_attempts as i32).collect();
+    let args: Vec<&serde_json::Value> = unique.iter().map(|j| &j.args).collect();
+    let results: Vec<Option<&serde_json::Value>> =
+        unique.iter().map(|j| j.result.as_ref()).collect();
+    let errors: Vec<Option<&str>> = unique.iter().map(|j| j.error.as_deref()).collect();
+    let workers: Vec<Option<&str>> = unique.iter().map(|j| j.worker.as_deref()).collect();
+    let enqueued = col(&|j| Some(j.enqueued_at_ms as f64));
+    let started = col(&|j| j.started_at_ms.map(|v| v as f64));
+    let finished = col(&|j| j.finished_at_ms.map(|v| v as f64));
+    let priorities: Vec<Option<&str>> = unique.iter().map(|j| j.priority.as_deref()).collect();
+    let histories = unique
+        .iter()
+        .map(|j| serde_json::to_value(&j.history))
+        .collect::<Result<Vec<_>, _>>()?;
     let client = pool.get().await?;
     let stmt = client
         .prepare_cached(
             "INSERT INTO job_records (id, kind, state, attempts, max_attempts, args, result, \
                  error, worker, enqueued_at, started_at, finished_at, priority, history) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-                 to_timestamp($10::float8 / 1000), to_timestamp($11::float8 / 1000), \
-                 to_timestamp($12::float8 / 1000), $13, $14) \
+             SELECT id, kind, state, attempts, max_attempts, args, result, error, worker, \
+                 to_timestamp(enq / 1000), to_timestamp(st / 1000), to_timestamp(fin / 1000), \
+                 priority, history \
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::int4[], \
+                 $6::jsonb[], $7::jsonb[], $8::text[], $9::text[], $10::float8[], \
+                 $11::float8[], $12::float8[], $13::text[], $14::jsonb[]) \
+                 AS t(id, kind, state, attempts, max_attempts, args, result, error, worker, \
+                      enq, st, fin, priority, history) \
              ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, \
                  attempts = EXCLUDED.attempts, result = EXCLUDED.result, \
                  error = EXCLUDED.error, worker = EXCLUDED.worker, \
@@ -114,20 +150,20 @@ pub async fn upsert_job_record(pool: &Pool, job: &JobRecord) -> Result<()> {
         .execute(
             &stmt,
             &[
-                &job.id,
-                &job.kind.as_str(),
-                &job.state.as_str(),
-                &(job.attempts as i32),
-                &(job.max_attempts as i32),
-                &job.args,
-                &job.result,
-                &job.error,
-                &job.worker,
-                &(job.enqueued_at_ms as f64),
-                &job.started_at_ms.map(|v| v as f64),
-                &job.finished_at_ms.map(|v| v as f64),
-                &job.priority,
-                &serde_json::to_value(&job.history)?,
+                &ids,
+                &kinds,
+                &states,
+                &attempts,
+                &max_attempts,
+                &args,
+                &results,
+                &errors,
+                &workers,
+                &enqueued,
+                &started,
+                &finished,
+                &priorities,
+                &histories,
             ],
         )
         .await?;

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 pub enum JobKind {
     /// Diagnostic kind: returns its message; can sleep or fail on request.
     Echo,
+    /// Diagnostic kind for benchmarks: one Redis INCR as its effect.
+    Noop,
     /// Extract, chunk and store a document, then fan out embed jobs.
     Ingest,
     /// Embed texts (or a document's chunks) with a transformer.
@@ -25,8 +27,9 @@ pub enum JobKind {
 
 impl JobKind {
     /// Every kind, in a stable order.
-    pub const ALL: [JobKind; 4] = [
+    pub const ALL: [JobKind; 5] = [
         JobKind::Echo,
+        JobKind::Noop,
         JobKind::Ingest,
         JobKind::Embed,
         JobKind::Summarize,
@@ -36,6 +39,7 @@ impl JobKind {
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Echo => "echo",
+            JobKind::Noop => "noop",
             JobKind::Ingest => "ingest",
             JobKind::Embed => "embed",
             JobKind::Summarize => "summarize",
@@ -58,6 +62,7 @@ impl JobKind {
         }
         match self {
             JobKind::Echo => check::<EchoArgs>(args),
+            JobKind::Noop => check::<NoopArgs>(args),
             JobKind::Ingest => check::<IngestArgs>(args),
             JobKind::Embed => check::<EmbedArgs>(args),
             JobKind::Summarize => check::<SummarizeArgs>(args),
@@ -71,6 +76,11 @@ impl JobKind {
         match self {
             JobKind::Echo => QueueSettings {
                 concurrency: 32,
+                ..base
+            },
+            JobKind::Noop => QueueSettings {
+                concurrency: 32,
+                retention: Duration::from_secs(600),
                 ..base
             },
             JobKind::Ingest => QueueSettings {
@@ -190,6 +200,17 @@ pub struct EchoArgs {
     /// Fail every attempt with this error text (to exercise retries).
     #[serde(default)]
     pub fail: Option<String>,
+}
+
+/// Arguments of the diagnostic `noop` kind (benchmarks). Its effect is one
+/// Redis `INCR` of the queue's effect counter.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoopArgs {
+    /// Submission time in Unix microseconds; when present, the handler
+    /// records its start latency (for the latency benchmark).
+    #[serde(default)]
+    pub sent_us: Option<i64>,
 }
 
 /// Arguments of an `ingest` job: a stored document to extract and chunk.

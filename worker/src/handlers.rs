@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use apalis_core::{error::BoxDynError, task::data::Data};
-use hopper_queue::JobContext;
-use hopper_shared::jobs::EchoArgs;
+use hopper_queue::{JobContext, QueueClient};
+use hopper_shared::jobs::{EchoArgs, JobKind, NoopArgs};
 use serde_json::{Value, json};
 
 /// The diagnostic `echo` kind: answers its message, optionally after a
@@ -36,4 +36,50 @@ fn cancel_reason(job: &JobContext) -> &'static str {
     } else {
         "stopped at the soft time limit"
     }
+}
+
+/// Where `noop` jobs leave their effect: a counter, and start latencies when
+/// the submitter stamped its jobs.
+#[derive(Clone)]
+pub struct NoopEffects {
+    conn: redis::aio::ConnectionManager,
+    counter: String,
+    latencies: String,
+}
+
+impl NoopEffects {
+    /// Effects in the noop queue's own keys.
+    pub fn new(client: &QueueClient) -> Self {
+        let keys = client.keys(JobKind::Noop);
+        Self {
+            conn: client.connection(),
+            counter: keys.named("effects"),
+            latencies: keys.named("start_latency_us"),
+        }
+    }
+}
+
+/// The diagnostic `noop` kind: one Redis INCR (and, for stamped jobs, the
+/// enqueue-to-start latency in µs appended to a list).
+pub async fn noop(args: NoopArgs, fx: Data<NoopEffects>) -> Result<(), BoxDynError> {
+    let mut conn = fx.conn.clone();
+    if let Some(sent) = args.sent_us {
+        let latency = hopper_queue::now_us() - sent;
+        redis::pipe()
+            .cmd("INCR")
+            .arg(&fx.counter)
+            .ignore()
+            .cmd("RPUSH")
+            .arg(&fx.latencies)
+            .arg(latency)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+    } else {
+        redis::cmd("INCR")
+            .arg(&fx.counter)
+            .query_async::<i64>(&mut conn)
+            .await?;
+    }
+    Ok(())
 }

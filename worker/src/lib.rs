@@ -21,7 +21,7 @@ use hopper_shared::{Config, db, jobs::JobKind};
 use tokio::sync::watch;
 
 /// The queues this build has handlers for.
-pub const SUPPORTED: &[JobKind] = &[JobKind::Echo];
+pub const SUPPORTED: &[JobKind] = &[JobKind::Echo, JobKind::Noop];
 
 /// Runs workers for `queues` until `shutdown` resolves, then drains them.
 pub async fn run(
@@ -64,13 +64,13 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut running = tokio::task::JoinSet::new();
     for kind in queues.iter().copied() {
-        let backend = RedisBackend::new(
-            client.clone(),
+        let queue = Queue {
+            client: &client,
             kind,
-            worker_id.clone(),
+            worker: &worker_id,
             lease,
-            Some(pool.clone()),
-        );
+            pool: &pool,
+        };
         let mut stop = stop_rx.clone();
         let signal = async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -80,11 +80,18 @@ pub async fn run(
         match kind {
             JobKind::Echo => {
                 let w = WorkerBuilder::new(name)
-                    .backend(backend)
+                    .backend(queue.backend())
                     .build(handlers::echo);
                 running.spawn(async move { (kind, w.run_until(signal).await) });
             }
-            other => unreachable!("checked against SUPPORTED: {other}"),
+            JobKind::Noop => {
+                let w = WorkerBuilder::new(name)
+                    .backend(queue.backend())
+                    .data(handlers::NoopEffects::new(&client))
+                    .build(handlers::noop);
+                running.spawn(async move { (kind, w.run_until(signal).await) });
+            }
+            other => bail!("queue `{other}` has no handler in this build"),
         }
     }
 
@@ -114,6 +121,28 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// What a queue's backend is built from.
+struct Queue<'a> {
+    client: &'a QueueClient,
+    kind: JobKind,
+    worker: &'a WorkerId,
+    lease: Lease,
+    pool: &'a deadpool_postgres::Pool,
+}
+
+impl Queue<'_> {
+    /// The backend for this queue, decoding jobs as `Args`.
+    fn backend<Args: serde::de::DeserializeOwned + Send + 'static>(&self) -> RedisBackend<Args> {
+        RedisBackend::new(
+            self.client.clone(),
+            self.kind,
+            self.worker.clone(),
+            self.lease,
+            Some(self.pool.clone()),
+        )
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -1,0 +1,307 @@
+//! `hopper-bench`: the load generators behind `scripts/bench/queue`.
+//!
+//! Each subcommand does one measurement against a running Redis (and API,
+//! where named) under the key prefix of `HOPPER_KEY_PREFIX`, and prints one
+//! JSON object on its last line. The script starts and stops the processes;
+//! this binary only drives load and reads the results.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use futures::{StreamExt, stream};
+use hopper_queue::{PushOptions, QueueClient, now_us};
+use hopper_shared::{Config, jobs::JobKind};
+use serde_json::{Value, json};
+
+#[derive(Debug, Parser)]
+#[command(name = "hopper-bench")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Single-job HTTP submissions (`POST /v1/jobs/noop`).
+    EnqueueHttp {
+        #[arg(long)]
+        api: String,
+        #[arg(long, default_value_t = 20_000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
+    /// Batch HTTP submissions (`POST /v1/jobs/noop/batch`).
+    EnqueueBatch {
+        #[arg(long)]
+        api: String,
+        #[arg(long, default_value_t = 100_000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
+    /// Rust client submissions, pipelined in batches (`QueueClient::push_many`).
+    EnqueueClient {
+        #[arg(long, default_value_t = 100_000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
+    },
+    /// Pre-enqueues `jobs` noop jobs (no measurement).
+    Fill {
+        #[arg(long, default_value_t = 20_000)]
+        jobs: usize,
+    },
+    /// Waits until the noop effect counter reaches `jobs`; reports the drain
+    /// rate from the first effect to the last.
+    Drain {
+        #[arg(long, default_value_t = 20_000)]
+        jobs: i64,
+        #[arg(long, default_value_t = 120)]
+        timeout_s: u64,
+    },
+    /// Submits stamped jobs at a steady rate; reports enqueue-to-start
+    /// latency percentiles measured by the handler.
+    Latency {
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Deletes every key under the prefix.
+    Clean,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = Config::from_env()?;
+    let client = QueueClient::connect(&config)
+        .await
+        .with_context(|| format!("cannot reach Redis at {}", config.redis_url))?;
+    let out = match args.command {
+        Command::EnqueueHttp {
+            api,
+            jobs,
+            concurrency,
+        } => enqueue_http(&api, jobs, concurrency).await?,
+        Command::EnqueueBatch {
+            api,
+            jobs,
+            batch,
+            concurrency,
+        } => enqueue_batch(&api, jobs, batch, concurrency).await?,
+        Command::EnqueueClient { jobs, batch } => enqueue_client(&client, jobs, batch).await?,
+        Command::Fill { jobs } => {
+            enqueue_client(&client, jobs, 1_000).await?;
+            json!({ "filled": jobs })
+        }
+        Command::Drain { jobs, timeout_s } => drain(&client, jobs, timeout_s).await?,
+        Command::Latency { rate, seconds } => latency(&client, rate, seconds).await?,
+        Command::Clean => json!({ "deleted": clean(&config).await? }),
+    };
+    println!("{out}");
+    Ok(())
+}
+
+fn rate(n: usize, since: Instant) -> f64 {
+    (n as f64 / since.elapsed().as_secs_f64()).round()
+}
+
+async fn enqueue_http(api: &str, jobs: usize, concurrency: usize) -> anyhow::Result<Value> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let url = format!("{api}/v1/jobs/noop");
+    let failed = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    stream::iter(0..jobs)
+        .for_each_concurrent(concurrency, |_| {
+            let (http, url, failed) = (http.clone(), url.clone(), failed.clone());
+            async move {
+                let ok = http
+                    .post(&url)
+                    .json(&json!({}))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().as_u16() == 202);
+                if !ok {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+        .await;
+    let failed = failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        bail!("{failed} of {jobs} HTTP submissions failed");
+    }
+    Ok(
+        json!({ "enqueue_http_jobs_per_s": rate(jobs, start), "jobs": jobs, "concurrency": concurrency }),
+    )
+}
+
+async fn enqueue_batch(
+    api: &str,
+    jobs: usize,
+    batch: usize,
+    concurrency: usize,
+) -> anyhow::Result<Value> {
+    let http = reqwest::Client::new();
+    let url = format!("{api}/v1/jobs/noop/batch");
+    let body: Vec<Value> = vec![json!({}); batch];
+    let body = Arc::new(serde_json::to_vec(&body)?);
+    let requests = jobs.div_ceil(batch);
+    let start = Instant::now();
+    let results: Vec<bool> = stream::iter(0..requests)
+        .map(|_| {
+            let (http, url, body) = (http.clone(), url.clone(), body.clone());
+            async move {
+                http.post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.as_ref().clone())
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().as_u16() == 202)
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    if results.iter().any(|ok| !ok) {
+        bail!("a batch submission failed");
+    }
+    Ok(json!({ "enqueue_batch_jobs_per_s": rate(requests * batch, start), "batch": batch }))
+}
+
+async fn enqueue_client(client: &QueueClient, jobs: usize, batch: usize) -> anyhow::Result<Value> {
+    let body: Vec<Value> = vec![json!({}); batch];
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < jobs {
+        let n = batch.min(jobs - sent);
+        client
+            .push_many(JobKind::Noop, &body[..n], &PushOptions::default())
+            .await?;
+        sent += n;
+    }
+    Ok(json!({ "enqueue_client_jobs_per_s": rate(jobs, start), "batch": batch }))
+}
+
+async fn counter(client: &QueueClient) -> anyhow::Result<i64> {
+    let v: Option<i64> = redis::cmd("GET")
+        .arg(client.keys(JobKind::Noop).named("effects"))
+        .query_async(&mut client.connection())
+        .await?;
+    Ok(v.unwrap_or(0))
+}
+
+async fn drain(client: &QueueClient, jobs: i64, timeout_s: u64) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(timeout_s);
+    let base = counter(client).await?;
+    // The clock starts at the first effect, so worker start-up is not timed.
+    let (start, first) = loop {
+        let c = counter(client).await? - base;
+        if c > 0 {
+            break (Instant::now(), c);
+        }
+        if Instant::now() > deadline {
+            bail!("no job ran within {timeout_s}s");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    loop {
+        let c = counter(client).await? - base;
+        if c >= jobs {
+            let secs = start.elapsed().as_secs_f64();
+            return Ok(json!({
+                "drain_jobs_per_s": ((c - first) as f64 / secs).round(),
+                "jobs": jobs,
+                "seconds": secs,
+            }));
+        }
+        if Instant::now() > deadline {
+            bail!("only {c} of {jobs} jobs ran within {timeout_s}s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn latency(client: &QueueClient, rate_per_s: u64, seconds: u64) -> anyhow::Result<Value> {
+    let keys = client.keys(JobKind::Noop);
+    let list = keys.named("start_latency_us");
+    let mut conn = client.connection();
+    redis::cmd("DEL")
+        .arg(&list)
+        .query_async::<()>(&mut conn)
+        .await?;
+    let total = rate_per_s * seconds;
+    let interval = Duration::from_nanos(1_000_000_000 / rate_per_s);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for _ in 0..total {
+        tick.tick().await;
+        let c = client.clone();
+        tokio::spawn(async move {
+            let args = json!({ "sent_us": now_us() });
+            let _ = c.push(JobKind::Noop, &args, &PushOptions::default()).await;
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut samples: Vec<i64>;
+    loop {
+        samples = redis::cmd("LRANGE")
+            .arg(&list)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
+        if samples.len() as u64 >= total || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if (samples.len() as u64) < total {
+        bail!("only {} of {total} stamped jobs started", samples.len());
+    }
+    samples.sort_unstable();
+    let pct = |p: f64| {
+        samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)] as f64 / 1000.0
+    };
+    Ok(json!({
+        "start_latency_p50_ms": pct(0.50),
+        "start_latency_p99_ms": pct(0.99),
+        "start_latency_max_ms": pct(1.0),
+        "rate": rate_per_s,
+        "jobs": total,
+    }))
+}
+
+async fn clean(config: &Config) -> anyhow::Result<usize> {
+    let client = redis::Client::open(config.redis_url.as_str())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let pattern = format!("{{{}:*", config.key_prefix);
+    let mut keys: Vec<String> = Vec::new();
+    {
+        let mut iter: redis::AsyncIter<String> =
+            redis::AsyncCommands::scan_match(&mut conn, &pattern).await?;
+        while let Some(k) = iter.next_item().await {
+            keys.push(k?);
+        }
+    }
+    for chunk in keys.chunks(1000) {
+        redis::cmd("DEL")
+            .arg(chunk)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    Ok(keys.len())
+}
