@@ -138,6 +138,12 @@ full_page_writes = off"
 pg_start_server() {
   pg_clear_stale_pid
   if tcp_open "$PG_PORT"; then
+    # Another checkout's server (CI's fresh clone beside a developer's, say) serves as well,
+    # if it takes our credentials and has pgvector: share it rather than fail.
+    if [ "$(pg_sql -d postgres -tAc "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'" 2>/dev/null)" = 1 ]; then
+      say "port $PG_PORT already serves PostgreSQL with pgvector (not started from $PG_DATA): using it"
+      return 0
+    fi
     local who; who=$(port_owner "$PG_PORT")
     die "port $PG_PORT is already in use by ${who:-another process} (not our server in $PG_DATA)"
   fi
@@ -180,6 +186,8 @@ pg_up() {
 pg_status() {
   if pg_running; then
     echo "running on 127.0.0.1:$PG_PORT (pid $(pg_pid), $("$PG_BIN/postgres" --version | sed 's/.*) /PostgreSQL /'), data $PG_DATA)"
+  elif [ -x "$PG_BIN/psql" ] && [ "$(pg_sql -d "$PG_DB" -tAc "SELECT 1 FROM pg_extension WHERE extname = 'vector'" 2>/dev/null)" = 1 ]; then
+    echo "shared: 127.0.0.1:$PG_PORT is served by another checkout's PostgreSQL (with pgvector)"
   else
     echo "not running (data $PG_DATA)"; return 1
   fi
