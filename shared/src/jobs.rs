@@ -200,6 +200,10 @@ pub struct EchoArgs {
     /// Fail every attempt with this error text (to exercise retries).
     #[serde(default)]
     pub fail: Option<String>,
+    /// Abort the worker process (crash-recovery drills). Refused unless the
+    /// worker runs with `HOPPER_ALLOW_CRASH_JOBS=1`.
+    #[serde(default)]
+    pub crash: bool,
 }
 
 /// Arguments of the diagnostic `noop` kind (benchmarks). Its effect is one

@@ -164,6 +164,22 @@ impl TestEnv {
             .unwrap_or_else(|e| panic!("spawn {bin}: {e}"))
     }
 
+    /// Whether a started process has exited.
+    pub fn exited(&mut self, index: usize) -> bool {
+        matches!(self.children[index].try_wait(), Ok(Some(_)))
+    }
+
+    /// Replaces the process at `index` with a new worker.
+    pub fn restart_worker(&mut self, index: usize, queues: &str, extra: &[(&str, &str)]) {
+        let _ = self.children[index].kill();
+        let _ = self.children[index].wait();
+        self.children[index] = self.spawn(
+            "hopper-worker",
+            &["--queues", queues, "--device", "cpu"],
+            extra,
+        );
+    }
+
     /// SIGKILLs a started process.
     pub fn kill(&mut self, index: usize) {
         let _ = self.children[index].kill();

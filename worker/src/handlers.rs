@@ -13,6 +13,13 @@ use serde_json::{Value, json};
 /// The diagnostic `echo` kind: answers its message, optionally after a
 /// sleep (which the soft time limit interrupts) or with a failure.
 pub async fn echo(args: EchoArgs, job: Data<JobContext>) -> Result<Value, BoxDynError> {
+    if args.crash {
+        if std::env::var("HOPPER_ALLOW_CRASH_JOBS").as_deref() != Ok("1") {
+            return Err("crash jobs are refused unless HOPPER_ALLOW_CRASH_JOBS=1".into());
+        }
+        tracing::warn!(job = %job.id, "crash job: aborting the worker process");
+        std::process::abort();
+    }
     if args.sleep_ms > 0 {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(args.sleep_ms)) => {}

@@ -28,6 +28,7 @@ async fn main() {
 }
 
 async fn start(args: Args) -> anyhow::Result<()> {
+    let shutdown = hopper_worker::shutdown_signal()?;
     let config = Config::from_env()?;
     telemetry::init(config.log_format);
     let queues = args
@@ -41,5 +42,5 @@ async fn start(args: Args) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let device = device::resolve(args.device)?;
     tracing::info!("{}", device::describe(device)?);
-    hopper_worker::run(config, queues, hopper_worker::shutdown_signal()).await
+    hopper_worker::run(config, queues, shutdown).await
 }

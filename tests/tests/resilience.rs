@@ -1,0 +1,310 @@
+//! Crash, restart and outage behaviour of the queue with real worker
+//! processes: crash loops end in the dead letters, a long job is never run
+//! twice while its worker lives, a graceful stop loses and repeats nothing,
+//! a Redis restart loses nothing, and random SIGKILLs under load leave
+//! exactly one record per job.
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use hopper_tests::{TestEnv, free_port};
+use serde_json::{Value, json};
+
+const FAST_LEASE: [(&str, &str); 2] = [("HOPPER_HEARTBEAT_MS", "200"), ("HOPPER_LEASE_MS", "1000")];
+
+/// Waits until the job is final (so a worker is surely up and serving).
+async fn until_serving(env: &TestEnv, id: &str) {
+    env.wait_final(id, Duration::from_secs(60)).await;
+}
+
+async fn submit(env: &TestEnv, path: &str, body: Value) -> String {
+    let (s, b) = env.post(path, &body).await;
+    assert_eq!(s, 202, "{b}");
+    b["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_job_that_kills_its_worker_every_time_ends_dead_after_max_attempts() {
+    let mut env = TestEnv::new(&FAST_LEASE);
+    env.start_api().await;
+    let allow = [("HOPPER_ALLOW_CRASH_JOBS", "1")];
+    let w = env.start_worker("echo", &allow);
+    let id = submit(
+        &env,
+        "/v1/jobs/echo?max_attempts=3",
+        json!({"message": "boom", "crash": true}),
+    )
+    .await;
+
+    // A supervisor: restart the worker whenever it dies, until the job is final.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut restarts = 0;
+    let job = loop {
+        let (_, job) = env.get(&format!("/v1/jobs/{id}")).await;
+        if job["state"] == "dead" {
+            break job;
+        }
+        if env.exited(w) {
+            restarts += 1;
+            env.restart_worker(w, "echo", &allow);
+        }
+        assert!(Instant::now() < deadline, "crash loop never ended: {job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(job["attempts"], 3, "{job}");
+    assert!(
+        restarts >= 3,
+        "each attempt killed the worker ({restarts} restarts)"
+    );
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("stopped heartbeating"),
+        "{job}"
+    );
+    let outcomes: Vec<_> = job["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["outcome"].clone())
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![json!("worker_lost"); 3],
+        "every attempt lost its worker: {job}"
+    );
+    // Its dead record reached Postgres too (written by the recovering worker).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(rec) = hopper_shared::db::job_record(&env.pool(), id.parse().unwrap())
+            .await
+            .unwrap()
+        {
+            assert_eq!(rec.state.as_str(), "dead");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no dead record in Postgres");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_long_job_outliving_the_recovery_window_runs_once_while_its_worker_lives() {
+    let lease = [("HOPPER_HEARTBEAT_MS", "500"), ("HOPPER_LEASE_MS", "2000")];
+    let mut env = TestEnv::new(&lease);
+    env.start_api().await;
+    env.start_worker("echo", &[]);
+    env.start_worker("echo", &[]); // an idle peer that would steal it under a visibility timeout
+    let id = submit(
+        &env,
+        "/v1/jobs/echo",
+        json!({"message": "slow", "sleep_ms": 10_000}),
+    )
+    .await;
+    let job = env.wait_final(&id, Duration::from_secs(40)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(
+        job["attempts"], 1,
+        "never re-run while its worker heartbeats: {job}"
+    );
+    assert_eq!(job["history"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_graceful_stop_under_load_finishes_running_jobs_and_repeats_none() {
+    let mut env = TestEnv::new(&[("HOPPER_QUEUE_ECHO_CONCURRENCY", "8")]);
+    env.start_api().await;
+    let first = env.start_worker("echo", &[]);
+    let batch: Vec<Value> = (0..300)
+        .map(|i| json!({"message": i.to_string(), "sleep_ms": 20}))
+        .collect();
+    let (s, b) = env.post("/v1/jobs/echo/batch", &json!(batch)).await;
+    assert_eq!(s, 202, "{b}");
+    let ids: Vec<String> = b["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+
+    until_serving(&env, &ids[0]).await;
+    let stopped = Instant::now();
+    let status = env.terminate(first);
+    assert!(status.success(), "graceful exit: {status:?}");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "stopped within its grace period"
+    );
+    let (_, q) = env.get("/v1/queues").await;
+    let echo = q["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "echo")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (echo["running"].clone(), echo["workers"].clone()),
+        (json!(0), json!(0)),
+        "nothing left claimed: {echo}"
+    );
+    assert!(
+        echo["pending"].as_u64().unwrap() > 0,
+        "the stop came mid-run: {echo}"
+    );
+
+    env.start_worker("echo", &[]);
+    for id in &ids {
+        let job = env.wait_final(id, Duration::from_secs(60)).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+        assert_eq!(job["attempts"], 1, "a graceful stop repeats nothing: {job}");
+    }
+}
+
+/// A private redis-server with an append-only file, so a restart keeps data.
+struct PrivateRedis {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl PrivateRedis {
+    fn start(port: u16, dir: std::path::PathBuf) -> Self {
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/setup)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "private redis did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { port, dir, child }
+    }
+
+    fn restart(&mut self, down_for: Duration) {
+        let _ = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "shutdown"])
+            .status();
+        let _ = self.child.wait();
+        std::thread::sleep(down_for);
+        *self = Self::start(self.port, self.dir.clone());
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn a_redis_restart_mid_run_loses_no_job() {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("hopper-redis-{port}"));
+    let mut redis = PrivateRedis::start(port, dir);
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut env = TestEnv::new(&[("REDIS_URL", url.as_str()), FAST_LEASE[0], FAST_LEASE[1]]);
+    env.start_api().await;
+    env.start_worker("echo", &[]);
+    let batch: Vec<Value> = (0..200)
+        .map(|i| json!({"message": i.to_string(), "sleep_ms": 10}))
+        .collect();
+    let (_, b) = env.post("/v1/jobs/echo/batch", &json!(batch)).await;
+    let ids: Vec<String> = b["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+
+    until_serving(&env, &ids[0]).await;
+    redis.restart(Duration::from_secs(2));
+
+    for id in &ids {
+        let job = env.wait_final(id, Duration::from_secs(60)).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+    }
+}
+
+#[tokio::test]
+async fn random_sigkills_under_load_lose_nothing_and_duplicate_no_record() {
+    let mut env = TestEnv::new(&[
+        FAST_LEASE[0],
+        FAST_LEASE[1],
+        ("HOPPER_QUEUE_ECHO_CONCURRENCY", "16"),
+    ]);
+    env.start_api().await;
+    let workers: Vec<usize> = (0..3).map(|_| env.start_worker("echo", &[])).collect();
+    let batch: Vec<Value> = (0..2000)
+        .map(|i| json!({"message": i.to_string(), "sleep_ms": 5}))
+        .collect();
+    let (s, b) = env.post("/v1/jobs/echo/batch", &json!(batch)).await;
+    assert_eq!(s, 202, "{b}");
+    let ids: Vec<uuid::Uuid> = b["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().parse().unwrap())
+        .collect();
+
+    // The driver: every ~0.7 s SIGKILL one worker (round robin) and restart it.
+    let pool = env.pool();
+    let client = pool.get().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut kills = 0;
+    loop {
+        let done: i64 = client
+            .query_one(
+                "SELECT count(*) FROM job_records WHERE id = ANY($1) AND state = 'succeeded'",
+                &[&ids],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if done == ids.len() as i64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {done} of {} done",
+            ids.len()
+        );
+        if kills < 6 {
+            let w = workers[kills % workers.len()];
+            env.restart_worker(w, "echo", &[]);
+            kills += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    assert!(kills >= 3, "the run outlasted some kills ({kills})");
+    let rows: i64 = client
+        .query_one(
+            "SELECT count(*) FROM job_records WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, ids.len() as i64, "exactly one record per job");
+}
