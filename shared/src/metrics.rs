@@ -25,6 +25,10 @@ pub const QUEUE_SCHEDULED: &str = "hopper_queue_scheduled";
 pub const QUEUE_RUNNING: &str = "hopper_queue_running";
 /// Jobs in the dead letters, labelled by `queue`.
 pub const QUEUE_DEAD: &str = "hopper_queue_dead";
+/// Age of the oldest pending job in seconds (0 when none), labelled by `queue`.
+pub const QUEUE_OLDEST_PENDING_SECONDS: &str = "hopper_queue_oldest_pending_seconds";
+/// Worker processes heartbeating on a queue, labelled by `queue`.
+pub const QUEUE_WORKERS: &str = "hopper_queue_workers";
 /// HTTP requests served, labelled by `method`, `route` and `status`.
 pub const HTTP_REQUESTS: &str = "hopper_http_requests_total";
 /// Seconds spent serving HTTP requests, labelled by `method` and `route`.

@@ -236,3 +236,40 @@ fn invalid_settings_are_all_named_at_start_up() {
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+#[tokio::test]
+async fn metrics_report_queue_depth_and_job_outcomes() {
+    let mut env = TestEnv::new(&[]);
+    env.start_api().await;
+    env.post("/v1/jobs/echo?delay_ms=60000", &json!({"message": "later"}))
+        .await;
+    for _ in 0..3 {
+        env.post("/v1/jobs/echo", &json!({"message": "now"})).await;
+    }
+    let text = env
+        .http()
+        .get(env.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    assert_eq!(value("hopper_queue_pending{queue=\"echo\"}"), 3.0);
+    assert_eq!(value("hopper_queue_scheduled{queue=\"echo\"}"), 1.0);
+    assert!(value("hopper_queue_oldest_pending_seconds{queue=\"echo\"}") >= 0.0);
+    assert_eq!(value("hopper_jobs_submitted_total{kind=\"echo\"}"), 4.0);
+    assert!(
+        text.contains(
+            "hopper_http_requests_total{method=\"POST\",route=\"/v1/jobs/{key}\",status=\"202\"}"
+        ),
+        "{text}"
+    );
+}

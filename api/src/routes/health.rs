@@ -47,6 +47,9 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             metrics::gauge!(m::QUEUE_SCHEDULED, "queue" => q).set(s.scheduled as f64);
             metrics::gauge!(m::QUEUE_RUNNING, "queue" => q).set(s.running as f64);
             metrics::gauge!(m::QUEUE_DEAD, "queue" => q).set(s.dead as f64);
+            metrics::gauge!(m::QUEUE_WORKERS, "queue" => q).set(s.workers as f64);
+            let age = s.oldest_pending_age_ms.unwrap_or(0) as f64 / 1000.0;
+            metrics::gauge!(m::QUEUE_OLDEST_PENDING_SECONDS, "queue" => q).set(age);
         }
     }
     (
