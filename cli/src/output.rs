@@ -65,11 +65,11 @@ pub fn queues(v: &Value) -> String {
             s,
             "{:<10} {:>9} {:>9} {:>9} {:>7} {:>7} {:>12}",
             q["queue"].as_str().unwrap_or("?"),
-            q["pending"],
-            q["scheduled"],
-            q["running"],
-            q["dead"],
-            q["workers"],
+            q["pending"].to_string(),
+            q["scheduled"].to_string(),
+            q["running"].to_string(),
+            q["dead"].to_string(),
+            q["workers"].to_string(),
             q["oldest_pending_age_ms"]
                 .as_u64()
                 .map_or("-".into(), |a| a.to_string())

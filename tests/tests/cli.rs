@@ -49,9 +49,17 @@ async fn submit_wait_show_and_queues() {
 
     let out = hopper(&env, &["queues"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.starts_with("QUEUE") && text.contains("\necho "),
-        "{text}"
+    assert!(text.starts_with("QUEUE"), "{text}");
+    let header = text.lines().next().unwrap();
+    let echo = text
+        .lines()
+        .find(|l| l.starts_with("echo "))
+        .expect("an echo row");
+    assert_eq!(echo.len(), header.len(), "columns line up:\n{text}");
+    assert_eq!(
+        echo.split_whitespace().nth(6),
+        Some("-"),
+        "no pending job, no age:\n{text}"
     );
 }
 
