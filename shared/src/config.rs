@@ -42,6 +42,9 @@ pub struct Config {
     pub key_prefix: String,
     /// Address the API listens on (`HOPPER_API_ADDR`).
     pub api_addr: SocketAddr,
+    /// Where a worker serves /metrics and /health/* (`HOPPER_WORKER_METRICS_ADDR`);
+    /// none when unset.
+    pub worker_metrics_addr: Option<SocketAddr>,
     /// Log line format (`HOPPER_LOG_FORMAT` = `text` | `json`).
     pub log_format: LogFormat,
     /// How often a worker renews its lease (`HOPPER_HEARTBEAT_MS`).
@@ -108,6 +111,20 @@ impl Config {
             );
         }
         let api_addr = env.parse("HOPPER_API_ADDR", "127.0.0.1:8080".parse().unwrap());
+        let worker_metrics_addr = match get("HOPPER_WORKER_METRICS_ADDR") {
+            None => None,
+            Some(raw) => match raw.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    env.problem(
+                        "HOPPER_WORKER_METRICS_ADDR",
+                        &raw,
+                        "is not a valid SocketAddr",
+                    );
+                    None
+                }
+            },
+        };
         let log_format = match env.string("HOPPER_LOG_FORMAT", "text").as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -165,6 +182,7 @@ impl Config {
             db_schema,
             key_prefix,
             api_addr,
+            worker_metrics_addr,
             log_format,
             heartbeat,
             lease,

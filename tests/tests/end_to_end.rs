@@ -273,3 +273,49 @@ async fn metrics_report_queue_depth_and_job_outcomes() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_worker_serves_its_own_metrics_and_readiness() {
+    let mut env = TestEnv::new(&[]);
+    env.start_api().await;
+    let port = hopper_tests::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    env.start_worker("echo", &[("HOPPER_WORKER_METRICS_ADDR", addr.as_str())]);
+    let (_, b) = env
+        .post("/v1/jobs/echo", &json!({"message": "count me"}))
+        .await;
+    env.wait_final(b["id"].as_str().unwrap(), Duration::from_secs(20))
+        .await;
+
+    let ready: serde_json::Value = env
+        .http()
+        .get(format!("http://{addr}/health/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert!(
+        ready["components"]["device"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Cpu"),
+        "{ready}"
+    );
+    let text = env
+        .http()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("hopper_jobs_succeeded_total{kind=\"echo\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("hopper_job_run_seconds"), "{text}");
+}

@@ -11,6 +11,7 @@
 
 pub mod device;
 pub mod handlers;
+pub mod http;
 
 use std::future::Future;
 
@@ -27,6 +28,7 @@ pub const SUPPORTED: &[JobKind] = &[JobKind::Echo, JobKind::Noop];
 pub async fn run(
     config: Config,
     queues: Vec<JobKind>,
+    device: String,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     if queues.is_empty() {
@@ -53,6 +55,24 @@ pub async fn run(
         )
     })?;
     db::migrate(&pool, &config.db_schema).await?;
+
+    if let Some(addr) = config.worker_metrics_addr {
+        let health = http::Health {
+            queue: client.clone(),
+            pool: pool.clone(),
+            device: device.into(),
+            metrics: http::install_exporter(),
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (HOPPER_WORKER_METRICS_ADDR)"))?;
+        tracing::info!(%addr, "worker metrics and health on http://{addr}");
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, http::router(health)).await {
+                tracing::error!("worker HTTP server stopped: {e}");
+            }
+        });
+    }
 
     let worker_id = WorkerId::generate();
     let lease = Lease {

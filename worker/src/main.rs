@@ -41,6 +41,7 @@ async fn start(args: Args) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let device = device::resolve(args.device)?;
-    tracing::info!("{}", device::describe(device)?);
-    hopper_worker::run(config, queues, shutdown).await
+    let described = device::describe(device)?;
+    tracing::info!("{described}");
+    hopper_worker::run(config, queues, described, shutdown).await
 }
