@@ -101,8 +101,39 @@ impl From<hopper_queue::QueueError> for ApiError {
     }
 }
 
+impl From<serde_json::Error> for ApiError {
+    fn from(e: serde_json::Error) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    }
+}
+
 impl From<hopper_shared::Error> for ApiError {
     fn from(e: hopper_shared::Error) -> Self {
         Self::unavailable(e)
     }
+}
+
+/// Turns the bodies of error responses made below the handlers (tower-http's
+/// 413 for an oversized body, 408 for a timeout) into this module's JSON.
+pub fn ensure_json(res: Response, max_body: usize) -> Response {
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let (code, detail) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "too_large",
+            format!("the request body is over the {max_body}-byte limit (HOPPER_MAX_UPLOAD_BYTES)"),
+        ),
+        StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long".to_owned()),
+        s => (
+            "http_error",
+            s.canonical_reason().unwrap_or("error").to_owned(),
+        ),
+    };
+    ApiError::new(status, code, detail).into_response()
 }

@@ -31,15 +31,17 @@ use tower_http::{
 
 pub use state::AppState;
 
-/// Largest accepted request body.
-pub const MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
 /// Longest a request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The router with every route and middleware.
 pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
+    let max_body = state.config.max_upload_bytes;
     routes::router()
+        // One body limit for every route (tower-http's, answering 413), not
+        // axum's per-extractor 2 MB default.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(telemetry::track_http))
         .layer(
             ServiceBuilder::new()
@@ -55,12 +57,15 @@ pub fn app(state: AppState) -> Router {
                     },
                 ))
                 .layer(PropagateRequestIdLayer::new(request_id))
-                .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+                .layer(RequestBodyLimitLayer::new(max_body))
                 .layer(TimeoutLayer::with_status_code(
                     axum::http::StatusCode::REQUEST_TIMEOUT,
                     REQUEST_TIMEOUT,
                 )),
         )
+        .layer(axum::middleware::map_response(
+            move |res: axum::response::Response| async move { error::ensure_json(res, max_body) },
+        ))
         .with_state(state)
 }
 

@@ -77,6 +77,20 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Uploads a generated corpus, waits until every document is ready,
+    /// then times search queries.
+    Ingest {
+        #[arg(long)]
+        api: String,
+        #[arg(long, default_value_t = 200)]
+        docs: usize,
+        #[arg(long, default_value_t = 10)]
+        doc_kb: usize,
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        #[arg(long, default_value_t = 900)]
+        timeout_s: u64,
+    },
     /// Deletes every key under the prefix.
     Clean,
 }
@@ -107,6 +121,13 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Drain { jobs, timeout_s } => drain(&client, jobs, timeout_s).await?,
         Command::Latency { rate, seconds } => latency(&client, rate, seconds).await?,
+        Command::Ingest {
+            api,
+            docs,
+            doc_kb,
+            queries,
+            timeout_s,
+        } => ingest(&api, docs, doc_kb, queries, timeout_s).await?,
         Command::Clean => json!({ "deleted": clean(&config).await? }),
     };
     println!("{out}");
@@ -304,4 +325,174 @@ async fn clean(config: &Config) -> anyhow::Result<usize> {
             .await?;
     }
     Ok(keys.len())
+}
+
+/// A deterministic word stream (xorshift), so every run embeds the same corpus.
+struct Words(u64);
+
+const VOCAB: &[&str] = &[
+    "river",
+    "mountain",
+    "engine",
+    "signal",
+    "harvest",
+    "library",
+    "protein",
+    "orbit",
+    "ledger",
+    "forest",
+    "current",
+    "voltage",
+    "market",
+    "glacier",
+    "theory",
+    "harbor",
+    "circuit",
+    "climate",
+    "archive",
+    "lantern",
+    "migration",
+    "crystal",
+    "pipeline",
+    "canyon",
+    "vector",
+    "meadow",
+    "turbine",
+    "history",
+    "fabric",
+    "compass",
+    "the",
+    "a",
+    "of",
+    "and",
+    "in",
+    "to",
+    "with",
+    "across",
+    "under",
+    "between",
+    "measures",
+    "describes",
+    "builds",
+    "carries",
+    "reveals",
+];
+
+impl Words {
+    fn next(&mut self) -> &'static str {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        VOCAB[(self.0 % VOCAB.len() as u64) as usize]
+    }
+
+    /// A document of about `kb` KB: paragraphs of 3-6 sentences of 8-24 words.
+    fn document(&mut self, n: usize, kb: usize) -> String {
+        let mut text = format!("# Report {n}\n\nThis report number {n} concerns topic-{n}.\n\n");
+        while text.len() < kb * 1024 {
+            let sentences = 3 + (self.0 % 4) as usize;
+            for _ in 0..sentences {
+                let words = 8 + (self.0 % 17) as usize;
+                let s: Vec<&str> = (0..words).map(|_| self.next()).collect();
+                text.push_str(&capitalise(&s.join(" ")));
+                text.push_str(". ");
+            }
+            text.push_str("\n\n");
+        }
+        text
+    }
+}
+
+fn capitalise(w: &str) -> String {
+    let mut c = w.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+async fn ingest(
+    api: &str,
+    docs: usize,
+    kb: usize,
+    queries: usize,
+    timeout_s: u64,
+) -> anyhow::Result<Value> {
+    let http = reqwest::Client::new();
+    let mut words = Words(0x9E37_79B9_7F4A_7C15);
+    let corpus: Vec<String> = (0..docs).map(|n| words.document(n, kb)).collect();
+    let bytes: usize = corpus.iter().map(String::len).sum();
+    let start = Instant::now();
+    let uploads: Vec<bool> = stream::iter(corpus.into_iter().enumerate())
+        .map(|(n, text)| {
+            let http = http.clone();
+            let url = format!("{api}/v1/documents");
+            async move {
+                http.post(url)
+                    .json(&json!({"name": format!("report-{n}.md"), "text": text, "document_set": "bench"}))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().as_u16() == 202)
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    if uploads.iter().any(|ok| !ok) {
+        bail!("an upload failed");
+    }
+    let uploaded_s = start.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(timeout_s);
+    let (chunks, failed) = loop {
+        let list: Value = http
+            .get(format!("{api}/v1/documents?document_set=bench&limit=500"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let items = list["documents"].as_array().cloned().unwrap_or_default();
+        let ready = items.iter().filter(|d| d["status"] == "ready").count();
+        let failed = items.iter().filter(|d| d["status"] == "failed").count();
+        if ready + failed == docs {
+            let chunks: i64 = items
+                .iter()
+                .map(|d| d["chunks_total"].as_i64().unwrap_or(0))
+                .sum();
+            break (chunks, failed);
+        }
+        if Instant::now() > deadline {
+            bail!("only {ready} of {docs} documents ready after {timeout_s}s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let secs = start.elapsed().as_secs_f64();
+    if failed > 0 {
+        bail!("{failed} documents failed");
+    }
+    let mut latencies = Vec::with_capacity(queries);
+    for q in 0..queries {
+        let body = json!({"query": format!("what does report {} say about topic-{}", q % docs, q % docs), "k": 5});
+        let t = Instant::now();
+        let r = http
+            .post(format!("{api}/v1/search"))
+            .json(&body)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("search failed: {}", r.text().await.unwrap_or_default());
+        }
+        latencies.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    Ok(json!({
+        "docs": docs,
+        "corpus_mb": bytes as f64 / 1e6,
+        "chunks": chunks,
+        "upload_s": uploaded_s,
+        "seconds": secs,
+        "docs_per_min": (docs as f64 / secs * 60.0 * 10.0).round() / 10.0,
+        "chunks_per_s": (chunks as f64 / secs * 10.0).round() / 10.0,
+        "search_p50_ms": (pct(0.50) * 100.0).round() / 100.0,
+        "search_p99_ms": (pct(0.99) * 100.0).round() / 100.0,
+    }))
 }

@@ -27,7 +27,11 @@ impl Api {
             .await
             .with_context(|| format!("cannot reach the Hopper API at {}", self.base))?;
         let status = res.status();
-        let body: Value = res.json().await.unwrap_or(Value::Null);
+        let body: Value = if status == reqwest::StatusCode::NO_CONTENT {
+            Value::Null
+        } else {
+            res.json().await.unwrap_or(Value::Null)
+        };
         if !status.is_success() {
             let detail = body["detail"].as_str().unwrap_or("no detail");
             match body["field"].as_str() {
@@ -55,6 +59,67 @@ impl Api {
             req = req.header("idempotency-key", k);
         }
         self.send(req).await
+    }
+
+    /// `GET path` as JSON.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    /// `DELETE path`.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        self.send(self.http.delete(format!("{}{path}", self.base)))
+            .await
+            .map(|_| ())
+    }
+
+    /// Uploads one file as a document.
+    pub async fn upload(
+        &self,
+        path: &std::path::Path,
+        document_set: Option<&str>,
+    ) -> anyhow::Result<Value> {
+        let bytes = tokio::fs::read(path)
+            .await
+            .with_context(|| format!("reading {}", path.display()))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "document".into());
+        let mut form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name(name),
+        );
+        if let Some(set) = document_set {
+            form = form.text("document_set", set.to_owned());
+        }
+        self.send(
+            self.http
+                .post(format!("{}/v1/documents", self.base))
+                .multipart(form),
+        )
+        .await
+    }
+
+    /// The SSE stream of a document's progress, as a response to read.
+    pub async fn events(&self, id: &str) -> anyhow::Result<reqwest::Response> {
+        let res = self
+            .http
+            .get(format!("{}/v1/documents/{id}/events", self.base))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the Hopper API at {}", self.base))?;
+        if !res.status().is_success() {
+            bail!("{}: cannot follow document {id}", res.status());
+        }
+        Ok(res)
     }
 
     /// One job.

@@ -7,6 +7,7 @@
 
 mod api;
 mod output;
+mod upload;
 
 use std::time::Duration;
 
@@ -65,6 +66,27 @@ enum Command {
     },
     /// Depth of every queue.
     Queues,
+    /// Dead letters of a queue.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Documents: upload, list, show, delete.
+    Documents {
+        #[command(subcommand)]
+        command: DocumentsCommand,
+    },
+    /// Semantic search over the documents.
+    Search {
+        /// The query.
+        query: String,
+        /// Number of hits.
+        #[arg(short, long, default_value_t = 5)]
+        k: u32,
+        /// Only this document set.
+        #[arg(long)]
+        document_set: Option<String>,
+    },
     /// Apply database migrations (DATABASE_URL, HOPPER_DB_SCHEMA).
     Migrate,
 }
@@ -76,6 +98,65 @@ enum JobsCommand {
         /// The job id.
         id: String,
     },
+    /// Cancel a job: a waiting one at once, a running one cooperatively.
+    Cancel {
+        /// The job id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// List a queue's dead letters, newest first.
+    List {
+        /// The queue (job kind).
+        queue: String,
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Retry dead letters: the ids given, or --all.
+    Retry {
+        queue: String,
+        ids: Vec<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Purge dead letters: the ids given, or --all.
+    Purge {
+        queue: String,
+        ids: Vec<String>,
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DocumentsCommand {
+    /// Upload files (text, Markdown, HTML, PDF) and follow them to `ready`.
+    Upload {
+        /// Files to upload.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// Document set to put them in.
+        #[arg(long)]
+        document_set: Option<String>,
+        /// Return after the upload instead of following progress.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// List documents, newest first.
+    List {
+        #[arg(long)]
+        document_set: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Show one document.
+    Show { id: String },
+    /// Delete a document with its chunks.
+    Delete { id: String },
 }
 
 #[tokio::main]
@@ -130,6 +211,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let job = api.job(&id).await?;
             output::print(cli.json, &job, || output::job(&job))
         }
+        Command::Jobs {
+            command: JobsCommand::Cancel { id },
+        } => {
+            let r = api
+                .post_json(&format!("/v1/jobs/{id}/cancel"), &serde_json::json!({}))
+                .await?;
+            output::print(cli.json, &r, || {
+                format!("{id}: {}\n", r["state"].as_str().unwrap_or("?"))
+            })
+        }
+        Command::Dlq { command } => dlq(&api, cli.json, command).await,
+        Command::Documents { command } => documents(&api, cli.json, command).await,
+        Command::Search {
+            query,
+            k,
+            document_set,
+        } => {
+            let body = serde_json::json!({ "query": query, "k": k, "document_set": document_set });
+            let r = api.post_json("/v1/search", &body).await?;
+            output::print(cli.json, &r, || output::hits(&r))
+        }
         Command::Queues => {
             let stats = api.queues().await?;
             output::print(cli.json, &stats, || output::queues(&stats))
@@ -148,6 +250,68 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let v = serde_json::json!({ "schema": config.db_schema, "applied": applied });
             output::print(cli.json, &v, || {
                 format!("schema {}: applied {:?}\n", config.db_schema, applied)
+            })
+        }
+    }
+}
+
+async fn dlq(api: &Api, json: bool, command: DlqCommand) -> anyhow::Result<()> {
+    let (queue, action, ids, all) = match command {
+        DlqCommand::List {
+            queue,
+            offset,
+            limit,
+        } => {
+            let r = api
+                .get(&format!(
+                    "/v1/queues/{queue}/dead?offset={offset}&limit={limit}"
+                ))
+                .await?;
+            return output::print(json, &r, || output::dead(&r));
+        }
+        DlqCommand::Retry { queue, ids, all } => (queue, "retry", ids, all),
+        DlqCommand::Purge { queue, ids, all } => (queue, "purge", ids, all),
+    };
+    if all != ids.is_empty() {
+        bail!("give job ids or --all");
+    }
+    let body = if all {
+        serde_json::json!({ "all": true })
+    } else {
+        serde_json::json!({ "ids": ids })
+    };
+    let r = api
+        .post_json(&format!("/v1/queues/{queue}/dead/{action}"), &body)
+        .await?;
+    output::print(json, &r, || format!("{action}: {} job(s)\n", r["count"]))
+}
+
+async fn documents(api: &Api, json: bool, command: DocumentsCommand) -> anyhow::Result<()> {
+    match command {
+        DocumentsCommand::Upload {
+            files,
+            document_set,
+            no_wait,
+        } => upload::run(api, json, &files, document_set.as_deref(), !no_wait).await,
+        DocumentsCommand::List {
+            document_set,
+            limit,
+        } => {
+            let mut path = format!("/v1/documents?limit={limit}");
+            if let Some(set) = document_set {
+                path.push_str(&format!("&document_set={set}"));
+            }
+            let r = api.get(&path).await?;
+            output::print(json, &r, || output::documents(&r))
+        }
+        DocumentsCommand::Show { id } => {
+            let r = api.get(&format!("/v1/documents/{id}")).await?;
+            output::print(json, &r, || output::document(&r))
+        }
+        DocumentsCommand::Delete { id } => {
+            api.delete(&format!("/v1/documents/{id}")).await?;
+            output::print(json, &serde_json::json!({ "deleted": id }), || {
+                format!("deleted {id}\n")
             })
         }
     }

@@ -77,3 +77,83 @@ pub fn queues(v: &Value) -> String {
     }
     s
 }
+
+/// Search hits: score, document, and the start of the chunk.
+pub fn hits(r: &Value) -> String {
+    let mut s = String::new();
+    for (i, h) in r["hits"].as_array().into_iter().flatten().enumerate() {
+        let text: String = h["text"]
+            .as_str()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let short: String = text.chars().take(100).collect();
+        let _ = writeln!(
+            s,
+            "{:>2}. {:.3}  {}  {short}",
+            i + 1,
+            h["score"].as_f64().unwrap_or(0.0),
+            h["document_name"].as_str().unwrap_or("?")
+        );
+    }
+    if s.is_empty() {
+        s.push_str("no hits\n");
+    }
+    s
+}
+
+/// A page of dead letters.
+pub fn dead(r: &Value) -> String {
+    let mut s = format!(
+        "{} dead letter(s) in {}\n",
+        r["total"],
+        r["queue"].as_str().unwrap_or("?")
+    );
+    for j in r["jobs"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "{}  attempts {}/{}  {}",
+            j["id"].as_str().unwrap_or("?"),
+            j["attempts"],
+            j["max_attempts"],
+            j["error"].as_str().unwrap_or("")
+        );
+    }
+    s
+}
+
+/// A document list as a table.
+pub fn documents(r: &Value) -> String {
+    let mut s = format!("{:<36}  {:<12} {:>7}  NAME\n", "ID", "STATUS", "CHUNKS");
+    for d in r["documents"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "{:<36}  {:<12} {:>7}  {}",
+            d["id"].as_str().unwrap_or("?"),
+            d["status"].as_str().unwrap_or("?"),
+            d["chunk_count"].to_string(),
+            d["name"].as_str().unwrap_or("?")
+        );
+    }
+    s
+}
+
+/// One document.
+pub fn document(d: &Value) -> String {
+    let mut s = format!(
+        "document {}  {}  status {}  chunks {}/{}\n",
+        d["id"].as_str().unwrap_or("?"),
+        d["name"].as_str().unwrap_or("?"),
+        d["status"].as_str().unwrap_or("?"),
+        d["chunks_embedded"],
+        d["chunks_total"]
+    );
+    if let Some(e) = d["error"].as_str() {
+        let _ = writeln!(s, "  error: {e}");
+    }
+    if let Some(sum) = d["summary"].as_str() {
+        let _ = writeln!(s, "  summary: {sum}");
+    }
+    s
+}

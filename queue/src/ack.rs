@@ -36,8 +36,8 @@ use tower::{Layer, Service};
 use hopper_shared::jobs::JobKind;
 
 use crate::{
-    AfterFailure, JobContext, QueueClient, WorkerId, batch::GroupCommit, client::Ack, job::Running,
-    now_ms, retry::retry_delay,
+    AfterFailure, JobContext, Permanent, QueueClient, WorkerId, batch::GroupCommit, client::Ack,
+    job::Running, now_ms, retry::retry_delay,
 };
 
 /// Attempts at writing a record or an acknowledgement before giving up.
@@ -81,7 +81,8 @@ pub struct AckService<S> {
 #[derive(Debug)]
 enum Outcome {
     Succeeded(serde_json::Value),
-    Failed(String),
+    /// The error, and whether it is [`Permanent`] (no retry can fix it).
+    Failed(String, bool),
 }
 
 impl<S, Args, Res> Service<Task<Args>> for AckService<S>
@@ -134,9 +135,9 @@ where
             let outcome = match &result {
                 Ok(v) => match serde_json::to_value(v) {
                     Ok(v) => Outcome::Succeeded(v),
-                    Err(e) => Outcome::Failed(format!("result does not serialise: {e}")),
+                    Err(e) => Outcome::Failed(format!("result does not serialise: {e}"), true),
                 },
-                Err(e) => Outcome::Failed(e.to_string()),
+                Err(e) => Outcome::Failed(e.to_string(), e.downcast_ref::<Permanent>().is_some()),
             };
             finish(&shared, &ctx, outcome).await;
             shared.running.remove(&ctx.id);
@@ -151,14 +152,15 @@ where
 async fn finish(shared: &AckShared, ctx: &JobContext, outcome: Outcome) {
     let kind = ctx.kind.as_str();
     let now = now_ms();
-    let (result, error) = match outcome {
-        Outcome::Succeeded(v) => (Some(v), None),
-        Outcome::Failed(e) => (None, Some(e)),
+    let (result, error, permanent) = match outcome {
+        Outcome::Succeeded(v) => (Some(v), None, false),
+        Outcome::Failed(e, permanent) => (None, Some(e), permanent),
     };
     // What follows a failure: a retry, a cancellation, or the dead letters.
     let next = match &error {
         None => None,
         Some(_) if ctx.is_cancel_requested() => Some(AfterFailure::Cancelled),
+        Some(_) if permanent => Some(AfterFailure::Dead("permanent")),
         Some(_) if ctx.attempt < ctx.max_attempts => {
             let s = &shared.settings;
             let delay = retry_delay(ctx.attempt, s.backoff_base, s.backoff_max);

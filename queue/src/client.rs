@@ -203,6 +203,11 @@ impl QueueClient {
             .await?)
     }
 
+    /// The key prefix of every queue.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The key layout of `kind`'s queue.
     pub fn keys(&self, kind: JobKind) -> QueueKeys {
         QueueKeys::new(&self.prefix, kind)

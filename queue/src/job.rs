@@ -152,3 +152,10 @@ impl Running {
         n
     }
 }
+
+/// A handler error that no retry can fix (a document with no text, an
+/// unknown model): the job goes to the dead letters at once, with this
+/// message. Return it as the handler's error (`Err(Permanent(..).into())`).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct Permanent(pub String);

@@ -37,7 +37,7 @@ mod scripts;
 pub use backend::{Lease, RedisBackend};
 pub use client::{AfterFailure, DeadPage, QueueClient, QueueStats};
 pub use error::QueueError;
-pub use job::{JobContext, Priority, PushOptions, WorkerId};
+pub use job::{JobContext, Permanent, Priority, PushOptions, WorkerId};
 pub use keys::QueueKeys;
 
 /// Microseconds since the Unix epoch.

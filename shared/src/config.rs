@@ -42,6 +42,9 @@ pub struct Config {
     pub key_prefix: String,
     /// Address the API listens on (`HOPPER_API_ADDR`).
     pub api_addr: SocketAddr,
+    /// Largest request body, documents included (`HOPPER_MAX_UPLOAD_BYTES`,
+    /// default 25 MB).
+    pub max_upload_bytes: usize,
     /// Where a worker serves /metrics and /health/* (`HOPPER_WORKER_METRICS_ADDR`);
     /// none when unset.
     pub worker_metrics_addr: Option<SocketAddr>,
@@ -111,6 +114,7 @@ impl Config {
             );
         }
         let api_addr = env.parse("HOPPER_API_ADDR", "127.0.0.1:8080".parse().unwrap());
+        let max_upload_bytes = env.parse("HOPPER_MAX_UPLOAD_BYTES", 25 * 1024 * 1024);
         let worker_metrics_addr = match get("HOPPER_WORKER_METRICS_ADDR") {
             None => None,
             Some(raw) => match raw.parse::<SocketAddr>() {
@@ -182,6 +186,7 @@ impl Config {
             db_schema,
             key_prefix,
             api_addr,
+            max_upload_bytes,
             worker_metrics_addr,
             log_format,
             heartbeat,

@@ -64,7 +64,11 @@ impl JobKind {
             JobKind::Echo => check::<EchoArgs>(args),
             JobKind::Noop => check::<NoopArgs>(args),
             JobKind::Ingest => check::<IngestArgs>(args),
-            JobKind::Embed => check::<EmbedArgs>(args),
+            JobKind::Embed => {
+                let parsed: EmbedArgs =
+                    serde_path_to_error::deserialize(args).map_err(InvalidArgs::from)?;
+                parsed.check()
+            }
             JobKind::Summarize => check::<SummarizeArgs>(args),
         }
     }
@@ -225,19 +229,79 @@ pub struct IngestArgs {
     pub document_id: uuid::Uuid,
 }
 
-/// Arguments of an `embed` job: either free texts or a batch of chunks.
+/// Most texts one stand-alone embed job may carry.
+pub const MAX_EMBED_TEXTS: usize = 1024;
+/// Longest text (in characters) an embed job accepts; longer ones are
+/// refused rather than silently cut (the model truncates at its own limit,
+/// and reports it).
+pub const MAX_EMBED_TEXT_CHARS: usize = 100_000;
+
+/// Arguments of an `embed` job: free texts (stand-alone) or one batch of a
+/// document's chunks (pipeline).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbedArgs {
-    /// Texts to embed (stand-alone embed jobs).
+    /// Texts to embed; the result carries their vectors.
     #[serde(default)]
     pub texts: Vec<String>,
-    /// Chunks of a document to embed and store (pipeline embed jobs).
+    /// A batch of a document's chunks to embed and store.
     #[serde(default)]
-    pub chunk_ids: Vec<uuid::Uuid>,
-    /// Model name; the worker's default when absent.
+    pub batch: Option<ChunkBatch>,
+    /// Model name (`name` or `name@version`); the worker's default when absent.
     #[serde(default)]
     pub model: Option<String>,
+}
+
+/// One embed batch of a document version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkBatch {
+    /// The document.
+    pub document_id: uuid::Uuid,
+    /// Its ingest version.
+    pub version: i32,
+    /// The batch's number within that version.
+    pub batch_no: i32,
+    /// Its chunks.
+    pub chunk_ids: Vec<uuid::Uuid>,
+}
+
+impl EmbedArgs {
+    /// Checks what serde cannot: exactly one of `texts` and `batch`, and
+    /// the size limits.
+    pub fn check(&self) -> Result<(), InvalidArgs> {
+        let bad = |field: &str, message: String| InvalidArgs {
+            field: Some(field.to_owned()),
+            message,
+        };
+        match (self.texts.is_empty(), &self.batch) {
+            (true, None) => return Err(bad("texts", "give `texts` (non-empty) or `batch`".into())),
+            (false, Some(_)) => {
+                return Err(bad("batch", "give `texts` or `batch`, not both".into()));
+            }
+            _ => {}
+        }
+        if self.texts.len() > MAX_EMBED_TEXTS {
+            return Err(bad(
+                "texts",
+                format!(
+                    "at most {MAX_EMBED_TEXTS} texts per job, not {}",
+                    self.texts.len()
+                ),
+            ));
+        }
+        if let Some(i) = self
+            .texts
+            .iter()
+            .position(|t| t.chars().count() > MAX_EMBED_TEXT_CHARS)
+        {
+            return Err(bad(
+                &format!("texts[{i}]"),
+                format!("longer than {MAX_EMBED_TEXT_CHARS} characters"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Arguments of a `summarize` job.
@@ -396,6 +460,16 @@ mod tests {
             .validate(&serde_json::json!({"texts": ["a", 2]}))
             .unwrap_err();
         assert_eq!(err.field.as_deref(), Some("texts[1]"));
+        let err = JobKind::Embed.validate(&serde_json::json!({})).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("texts"));
+        let many = vec!["x"; MAX_EMBED_TEXTS + 1];
+        let err = JobKind::Embed
+            .validate(&serde_json::json!({ "texts": many }))
+            .unwrap_err();
+        assert!(err.message.contains("at most"), "{err}");
+        JobKind::Embed
+            .validate(&serde_json::json!({"texts": ["fine"]}))
+            .unwrap();
         JobKind::Echo
             .validate(&serde_json::json!({"message": "hi"}))
             .unwrap();

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod db;
+pub mod documents;
 pub mod error;
 pub mod jobs;
 pub mod metrics;

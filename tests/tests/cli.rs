@@ -93,7 +93,7 @@ async fn migrate_creates_the_schema_and_is_idempotent() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["applied"], serde_json::json!([1, 2]));
+    assert_eq!(v["applied"], serde_json::json!([1, 2, 3]));
     let out = hopper(&env, &["migrate", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["applied"], serde_json::json!([]));
@@ -104,4 +104,97 @@ async fn migrate_creates_the_schema_and_is_idempotent() {
         .unwrap()
         .get(0);
     assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn dead_letters_cancel_documents_and_search_from_the_terminal() {
+    let mut env = TestEnv::new(&[]);
+    env.start_api().await;
+    env.start_worker("echo,ingest,embed,summarize", &[]);
+
+    // A dead letter, listed and retried by the CLI.
+    let out = hopper(
+        &env,
+        &[
+            "submit",
+            "echo",
+            r#"{"message":"x","fail":"nope"}"#,
+            "--wait",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "a dead job is a failure");
+    let out = hopper(&env, &["dlq", "list", "echo"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.starts_with("1 dead letter(s) in echo") && text.contains("nope"),
+        "{text}"
+    );
+    let out = hopper(&env, &["dlq", "purge", "echo", "--all"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("purge: 1 job(s)"));
+    let out = hopper(&env, &["dlq", "retry", "echo"]);
+    assert_eq!(out.status.code(), Some(1), "ids or --all are required");
+
+    // Cancel a delayed job.
+    let out = hopper(
+        &env,
+        &[
+            "submit",
+            "echo",
+            r#"{"message":"later"}"#,
+            "--delay-ms",
+            "60000",
+            "--json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = hopper(&env, &["jobs", "cancel", v["id"].as_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cancelled"));
+
+    // Upload two documents, follow them to ready, search.
+    let dir = std::env::temp_dir().join(format!("hopper-cli-{}", env.id));
+    std::fs::create_dir_all(&dir).unwrap();
+    let a = dir.join("volcanoes.md");
+    let b = dir.join("bakery.txt");
+    std::fs::write(
+        &a,
+        "# Volcanoes\n\nMagma rises through the crust and erupts as lava.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &b,
+        "Sourdough bread needs a starter, flour, water and a long proof.\n",
+    )
+    .unwrap();
+    let out = hopper(
+        &env,
+        &[
+            "documents",
+            "upload",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+            "--document-set",
+            "cli",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.matches("status ready").count(), 2, "{text}");
+    let out = hopper(&env, &["search", "how is bread made", "-k", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.starts_with(" 1. ") && text.contains("bakery.txt"),
+        "{text}"
+    );
+    let out = hopper(&env, &["documents", "list", "--document-set", "cli"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        text.lines().filter(|l| l.contains(" ready ")).count(),
+        2,
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -252,12 +252,12 @@ async fn random_sigkills_under_load_lose_nothing_and_duplicate_no_record() {
     let mut env = TestEnv::new(&[
         FAST_LEASE[0],
         FAST_LEASE[1],
-        ("HOPPER_QUEUE_ECHO_CONCURRENCY", "16"),
+        ("HOPPER_QUEUE_ECHO_CONCURRENCY", "4"),
     ]);
     env.start_api().await;
     let workers: Vec<usize> = (0..3).map(|_| env.start_worker("echo", &[])).collect();
     let batch: Vec<Value> = (0..2000)
-        .map(|i| json!({"message": i.to_string(), "sleep_ms": 5}))
+        .map(|i| json!({"message": i.to_string(), "sleep_ms": 50}))
         .collect();
     let (s, b) = env.post("/v1/jobs/echo/batch", &json!(batch)).await;
     assert_eq!(s, 202, "{b}");
@@ -268,36 +268,39 @@ async fn random_sigkills_under_load_lose_nothing_and_duplicate_no_record() {
         .map(|v| v.as_str().unwrap().parse().unwrap())
         .collect();
 
-    // The driver: every ~0.7 s SIGKILL one worker (round robin) and restart it.
+    // The driver: every 0.7 s SIGKILL one worker (round robin) and restart
+    // it, four times, all while the run is still going.
     let pool = env.pool();
     let client = pool.get().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut kills = 0;
-    loop {
-        let done: i64 = client
+    let done = || async {
+        client
             .query_one(
                 "SELECT count(*) FROM job_records WHERE id = ANY($1) AND state = 'succeeded'",
                 &[&ids],
             )
             .await
             .unwrap()
-            .get(0);
-        if done == ids.len() as i64 {
-            break;
-        }
+            .get::<_, i64>(0)
+    };
+    for kill in 0..4 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        env.restart_worker(workers[kill % workers.len()], "echo", &[]);
+    }
+    let after_kills = done().await;
+    assert!(
+        after_kills < ids.len() as i64,
+        "the kills came mid-run ({after_kills} done)"
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while done().await < ids.len() as i64 {
         assert!(
             Instant::now() < deadline,
-            "only {done} of {} done",
+            "only {} of {} done",
+            done().await,
             ids.len()
         );
-        if kills < 6 {
-            let w = workers[kills % workers.len()];
-            env.restart_worker(w, "echo", &[]);
-            kills += 1;
-        }
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(kills >= 3, "the run outlasted some kills ({kills})");
     let rows: i64 = client
         .query_one(
             "SELECT count(*) FROM job_records WHERE id = ANY($1)",

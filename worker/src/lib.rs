@@ -10,8 +10,10 @@
 //! its queue and the process exits.
 
 pub mod device;
+pub mod embed;
 pub mod handlers;
 pub mod http;
+pub mod pipeline;
 
 use std::future::Future;
 
@@ -22,15 +24,31 @@ use hopper_shared::{Config, db, jobs::JobKind};
 use tokio::sync::watch;
 
 /// The queues this build has handlers for.
-pub const SUPPORTED: &[JobKind] = &[JobKind::Echo, JobKind::Noop];
+pub const SUPPORTED: &[JobKind] = &JobKind::ALL;
 
-/// Runs workers for `queues` until `shutdown` resolves, then drains them.
+/// What a worker process runs, besides the shared [`Config`].
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// The queues to serve.
+    pub queues: Vec<JobKind>,
+    /// The torch device embedding runs on.
+    pub device: tch::Device,
+    /// Its description (for logs and readiness).
+    pub device_description: String,
+    /// Inference precision.
+    pub precision: embed::Precision,
+    /// Embedding models (the first is the default); also the tokenizer used
+    /// to chunk documents.
+    pub models: Vec<embed::ModelSpec>,
+}
+
+/// Runs workers until `shutdown` resolves, then drains them.
 pub async fn run(
     config: Config,
-    queues: Vec<JobKind>,
-    device: String,
+    opts: WorkerOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let queues = opts.queues.clone();
     if queues.is_empty() {
         bail!("no queues given (known: {})", JobKind::names().join(", "));
     }
@@ -60,7 +78,7 @@ pub async fn run(
         let health = http::Health {
             queue: client.clone(),
             pool: pool.clone(),
-            device: device.into(),
+            device: opts.device_description.clone().into(),
             metrics: http::install_exporter(),
         };
         let listener = tokio::net::TcpListener::bind(addr)
@@ -74,6 +92,7 @@ pub async fn run(
         });
     }
 
+    let pipeline = pipeline_for(&opts, &client, &pool).await?;
     let worker_id = WorkerId::generate();
     let lease = Lease {
         heartbeat: config.heartbeat,
@@ -111,7 +130,27 @@ pub async fn run(
                     .build(handlers::noop);
                 running.spawn(async move { (kind, w.run_until(signal).await) });
             }
-            other => bail!("queue `{other}` has no handler in this build"),
+            JobKind::Ingest => {
+                let w = WorkerBuilder::new(name)
+                    .backend(queue.backend())
+                    .data(pipeline.clone())
+                    .build(pipeline::handlers::ingest);
+                running.spawn(async move { (kind, w.run_until(signal).await) });
+            }
+            JobKind::Embed => {
+                let w = WorkerBuilder::new(name)
+                    .backend(queue.backend())
+                    .data(pipeline.clone())
+                    .build(pipeline::handlers::embed);
+                running.spawn(async move { (kind, w.run_until(signal).await) });
+            }
+            JobKind::Summarize => {
+                let w = WorkerBuilder::new(name)
+                    .backend(queue.backend())
+                    .data(pipeline.clone())
+                    .build(pipeline::handlers::summarize);
+                running.spawn(async move { (kind, w.run_until(signal).await) });
+            }
         }
     }
 
@@ -141,6 +180,56 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// The pipeline handlers' shared state: the tokenizer when documents are
+/// ingested, the loaded models when texts are embedded (loading them is
+/// blocking work, done off the async threads, with a warm-up pass).
+async fn pipeline_for(
+    opts: &WorkerOptions,
+    client: &QueueClient,
+    pool: &deadpool_postgres::Pool,
+) -> anyhow::Result<pipeline::handlers::Pipeline> {
+    let wants = |k: JobKind| opts.queues.contains(&k);
+    let model_dir = opts
+        .models
+        .first()
+        .map(|m| m.dir.clone())
+        .unwrap_or_default();
+    let tokens = if wants(JobKind::Ingest) {
+        Some(pipeline::chunk::TokenCounter::load(&model_dir).with_context(|| {
+            "the ingest queue needs the default model's tokenizer (--model / HOPPER_MODEL_DIR)"
+        })?)
+    } else {
+        None
+    };
+    let models = if wants(JobKind::Embed) {
+        if opts.models.is_empty() {
+            bail!("the embed queue needs at least one model (--model / HOPPER_MODEL_DIR)");
+        }
+        let (specs, device, precision) = (opts.models.clone(), opts.device, opts.precision);
+        let registry = tokio::task::spawn_blocking(move || {
+            let batch = embed::BatchOptions::for_device(device);
+            embed::ModelRegistry::load_with(&specs, device, precision, &batch)
+        })
+        .await??;
+        tracing::info!(models = ?registry.versions(), ?precision, "embedding models loaded");
+        Some(std::sync::Arc::new(registry))
+    } else {
+        None
+    };
+    Ok(pipeline::handlers::Pipeline {
+        pool: pool.clone(),
+        queue: client.clone(),
+        tokens,
+        models,
+        model_dir,
+        cache: pipeline::cache::EmbedCache::new(
+            client.connection(),
+            client.prefix(),
+            pipeline::cache::CacheConfig::default(),
+        ),
+    })
 }
 
 /// What a queue's backend is built from.

@@ -3,7 +3,11 @@
 use anyhow::Context;
 use clap::Parser;
 use hopper_shared::{Config, jobs::JobKind, telemetry};
-use hopper_worker::device::{self, DeviceChoice};
+use hopper_worker::{
+    WorkerOptions,
+    device::{self, DeviceChoice},
+    embed::{ModelSpec, Precision},
+};
 
 /// Runs Hopper jobs from Redis queues, acknowledging each only after its
 /// result is committed in Postgres.
@@ -16,6 +20,13 @@ struct Args {
     /// Torch device: auto, cpu, cuda or cuda:N.
     #[arg(long, env = "HOPPER_DEVICE", default_value = "auto")]
     device: DeviceChoice,
+    /// Inference precision: fp32 (CPU default), bf16, fp16 (CUDA default).
+    #[arg(long, env = "HOPPER_PRECISION")]
+    precision: Option<Precision>,
+    /// Embedding models, `DIR` or `NAME=DIR`, comma-separated; the first is
+    /// the default (and its tokenizer chunks documents).
+    #[arg(long = "model", env = "HOPPER_MODEL_DIR", value_delimiter = ',')]
+    models: Vec<ModelSpec>,
 }
 
 #[tokio::main]
@@ -43,5 +54,14 @@ async fn start(args: Args) -> anyhow::Result<()> {
     let device = device::resolve(args.device)?;
     let described = device::describe(device)?;
     tracing::info!("{described}");
-    hopper_worker::run(config, queues, described, shutdown).await
+    let opts = WorkerOptions {
+        queues,
+        device,
+        device_description: described,
+        precision: args
+            .precision
+            .unwrap_or_else(|| Precision::default_for(device)),
+        models: args.models,
+    };
+    hopper_worker::run(config, opts, shutdown).await
 }

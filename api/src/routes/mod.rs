@@ -1,9 +1,11 @@
 //! Route table of the API. Each submodule owns one resource.
 
 pub mod dead;
+pub mod documents;
 pub mod health;
 pub mod jobs;
 pub mod queues;
+pub mod search;
 
 use axum::{
     Router,
@@ -19,6 +21,16 @@ pub fn router() -> Router<AppState> {
         .route("/v1/jobs/{key}", post(jobs::submit).get(jobs::show))
         .route("/v1/jobs/{key}/batch", post(jobs::submit_batch))
         .route("/v1/jobs/{key}/cancel", post(jobs::cancel))
+        .route(
+            "/v1/documents",
+            post(documents::upload).get(documents::list),
+        )
+        .route(
+            "/v1/documents/{id}",
+            get(documents::show).delete(documents::delete),
+        )
+        .route("/v1/documents/{id}/events", get(documents::events))
+        .route("/v1/search", post(search::search))
         .route("/v1/queues", get(queues::list))
         .route("/v1/queues/{kind}/dead", get(dead::list))
         .route("/v1/queues/{kind}/dead/{action}", post(dead::act))

@@ -1,0 +1,395 @@
+//! Documents: upload (multipart or JSON), list, show, delete, and a live
+//! progress stream (SSE).
+//!
+//! An upload is validated before anything is stored (type, emptiness,
+//! UTF-8 for text types, the PDF signature), then the document is stored and
+//! its `ingest` job queued in one request: 202 with both ids.
+
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{FromRequest, Multipart, Path, Query, Request, State},
+    http::{StatusCode, header::CONTENT_TYPE},
+    response::{
+        IntoResponse,
+        sse::{Event, KeepAlive, Sse},
+    },
+};
+use futures::Stream;
+use hopper_queue::PushOptions;
+use hopper_shared::{
+    documents::{self, DocumentOptions, NewDocument},
+    jobs::{IngestArgs, JobKind},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::{AppState, error::ApiError};
+
+/// Tenant of every document until API keys arrive.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Content types accepted for documents.
+pub const SUPPORTED: &[&str] = &[
+    "text/plain",
+    "text/markdown",
+    "text/html",
+    "application/pdf",
+];
+
+/// A JSON upload.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonUpload {
+    name: String,
+    text: String,
+    #[serde(default)]
+    content_type: Option<String>,
+    #[serde(default)]
+    document_set: Option<String>,
+    #[serde(default)]
+    metadata: Option<Value>,
+    #[serde(default)]
+    options: Option<DocumentOptions>,
+}
+
+fn unprocessable(code: &'static str, detail: impl Into<String>, field: &str) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail).field(Some(field.into()))
+}
+
+/// The content type of an upload: the declared one when it is specific,
+/// else guessed from the file name.
+fn content_type(declared: Option<&str>, name: &str) -> Result<String, ApiError> {
+    let declared = declared
+        .map(|c| {
+            c.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|c| !c.is_empty() && c != "application/octet-stream");
+    let guessed = match name
+        .rsplit('.')
+        .next()
+        .map(|e| e.to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("txt" | "text") => Some("text/plain"),
+        Some("md" | "markdown") => Some("text/markdown"),
+        Some("html" | "htm") => Some("text/html"),
+        Some("pdf") => Some("application/pdf"),
+        _ => None,
+    };
+    let ct = match (declared, guessed) {
+        (Some(d), _) if d == "text/x-markdown" => "text/markdown".to_owned(),
+        (Some(d), _) => d,
+        (None, Some(g)) => g.to_owned(),
+        (None, None) => "text/plain".to_owned(),
+    };
+    if SUPPORTED.contains(&ct.as_str()) {
+        Ok(ct)
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_type",
+            format!("unsupported document type `{ct}`"),
+        )
+        .known(SUPPORTED.to_vec()))
+    }
+}
+
+/// Refuses what can never be ingested, before storing anything.
+fn check_body(ct: &str, body: &[u8]) -> Result<(), ApiError> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(unprocessable(
+            "empty_document",
+            "the document is empty",
+            "file",
+        ));
+    }
+    if ct.starts_with("text/") {
+        if let Err(e) = std::str::from_utf8(body) {
+            return Err(unprocessable(
+                "invalid_utf8",
+                format!(
+                    "a {ct} document must be UTF-8; byte {} is not",
+                    e.valid_up_to()
+                ),
+                "file",
+            ));
+        }
+    } else if ct == "application/pdf" && !body.starts_with(b"%PDF-") {
+        return Err(unprocessable(
+            "invalid_pdf",
+            "the file does not start like a PDF (%PDF-)",
+            "file",
+        ));
+    }
+    Ok(())
+}
+
+async fn from_multipart(mut form: Multipart) -> Result<NewDocument, ApiError> {
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        ApiError::new(e.status(), "invalid_multipart", e.body_text())
+    };
+    let (mut file, mut name, mut declared) = (None, None, None);
+    let (mut set, mut metadata, mut options) = (
+        None,
+        Value::Object(Default::default()),
+        DocumentOptions {
+            summarize: true,
+            ..Default::default()
+        },
+    );
+    while let Some(field) = form.next_field().await.map_err(bad)? {
+        match field.name().unwrap_or("") {
+            "file" => {
+                name = name.or(field.file_name().map(str::to_owned));
+                declared = field.content_type().map(str::to_owned);
+                file = Some(field.bytes().await.map_err(bad)?);
+            }
+            "name" => name = Some(field.text().await.map_err(bad)?),
+            "document_set" => set = Some(field.text().await.map_err(bad)?),
+            "metadata" => {
+                metadata = serde_json::from_str(&field.text().await.map_err(bad)?)
+                    .map_err(|e| unprocessable("invalid_metadata", e.to_string(), "metadata"))?
+            }
+            "options" => {
+                options = serde_json::from_str(&field.text().await.map_err(bad)?)
+                    .map_err(|e| unprocessable("invalid_options", e.to_string(), "options"))?
+            }
+            other => {
+                return Err(unprocessable(
+                    "unknown_field",
+                    format!(
+                        "unknown form field `{other}` (file, name, document_set, metadata, options)"
+                    ),
+                    other,
+                ));
+            }
+        }
+    }
+    let body: Bytes =
+        file.ok_or_else(|| unprocessable("missing_file", "no `file` part in the form", "file"))?;
+    let name = name.unwrap_or_else(|| "document".into());
+    let ct = content_type(declared.as_deref(), &name)?;
+    Ok(NewDocument {
+        tenant: DEFAULT_TENANT.into(),
+        name,
+        document_set: set,
+        content_type: ct,
+        body: body.to_vec(),
+        metadata,
+        options,
+    })
+}
+
+fn from_json(up: JsonUpload) -> Result<NewDocument, ApiError> {
+    let ct = content_type(up.content_type.as_deref(), &up.name)?;
+    if ct == "application/pdf" {
+        return Err(unprocessable(
+            "invalid_upload",
+            "PDFs are uploaded as multipart files, not JSON text",
+            "content_type",
+        ));
+    }
+    Ok(NewDocument {
+        tenant: DEFAULT_TENANT.into(),
+        name: up.name,
+        document_set: up.document_set,
+        content_type: ct,
+        body: up.text.into_bytes(),
+        metadata: up.metadata.unwrap_or_else(|| json!({})),
+        options: up.options.unwrap_or(DocumentOptions {
+            summarize: true,
+            ..Default::default()
+        }),
+    })
+}
+
+/// `POST /v1/documents`: multipart (`file`, `name`, `document_set`,
+/// `metadata`, `options`) or JSON (`name`, `text`, ...).
+pub async fn upload(
+    State(state): State<AppState>,
+    req: Request,
+) -> Result<impl IntoResponse, ApiError> {
+    let ct = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let doc = if ct.starts_with("multipart/form-data") {
+        let form = Multipart::from_request(req, &state)
+            .await
+            .map_err(|e| ApiError::new(e.status(), "invalid_multipart", e.body_text()))?;
+        from_multipart(form).await?
+    } else {
+        let Json(up) = Json::<JsonUpload>::from_request(req, &state).await?;
+        from_json(up)?
+    };
+    if !doc.metadata.is_object() {
+        return Err(unprocessable(
+            "invalid_metadata",
+            "metadata must be a JSON object",
+            "metadata",
+        ));
+    }
+    check_body(&doc.content_type, &doc.body)?;
+    let id = documents::insert(&state.pool, &doc).await?;
+    let args = serde_json::to_value(IngestArgs { document_id: id })?;
+    let job = state
+        .queue
+        .push(JobKind::Ingest, &args, &PushOptions::default())
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [("location", format!("/v1/documents/{id}"))],
+        Json(json!({ "document_id": id, "job_id": job.id, "status": documents::status::QUEUED })),
+    ))
+}
+
+/// Paging and filtering of the document list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default)]
+    document_set: Option<String>,
+    #[serde(default)]
+    offset: i64,
+    #[serde(default = "default_limit")]
+    limit: i64,
+}
+
+fn default_limit() -> i64 {
+    50
+}
+
+/// `GET /v1/documents`: newest first, with chunk counts.
+pub async fn list(
+    State(state): State<AppState>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    if !(1..=500).contains(&q.limit) || q.offset < 0 {
+        return Err(unprocessable(
+            "invalid_query",
+            "limit is 1-500 and offset ≥ 0",
+            "limit",
+        ));
+    }
+    let (total, docs) = documents::list(
+        &state.pool,
+        DEFAULT_TENANT,
+        q.document_set.as_deref(),
+        q.offset,
+        q.limit,
+    )
+    .await?;
+    let docs: Vec<Value> = docs
+        .into_iter()
+        .map(|(d, n)| {
+            let mut v = serde_json::to_value(d).unwrap_or_default();
+            v["chunk_count"] = json!(n);
+            v
+        })
+        .collect();
+    Ok(Json(
+        json!({ "total": total, "offset": q.offset, "limit": q.limit, "documents": docs }),
+    ))
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+            format!("`{id}` is not a document id (a UUID)"),
+        )
+        .field(Some("id".into()))
+    })
+}
+
+/// `GET /v1/documents/{id}`.
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    match documents::get(&state.pool, DEFAULT_TENANT, id).await? {
+        Some(d) => Ok(Json(serde_json::to_value(d)?)),
+        None => Err(ApiError::not_found(format!("no document {id}"))),
+    }
+}
+
+/// `DELETE /v1/documents/{id}`: the document, its chunks and vectors.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_id(&id)?;
+    if documents::delete(&state.pool, DEFAULT_TENANT, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no document {id}")))
+    }
+}
+
+/// `GET /v1/documents/{id}/events`: a `progress` event whenever the status
+/// or progress changes, ending after `ready` or `failed`.
+pub async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let id = parse_id(&id)?;
+    if documents::get(&state.pool, DEFAULT_TENANT, id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found(format!("no document {id}")));
+    }
+    let pool = state.pool.clone();
+    let stream = futures::stream::unfold((None::<String>, false), move |(last, done)| {
+        let pool = pool.clone();
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                let doc = match documents::get(&pool, DEFAULT_TENANT, id).await {
+                    Ok(Some(d)) => d,
+                    Ok(None) => {
+                        let ev = Event::default().event("deleted").data(id.to_string());
+                        return Some((Ok(ev), (last, true)));
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                };
+                let key = format!(
+                    "{}/{}/{}",
+                    doc.status,
+                    doc.chunks_embedded,
+                    doc.summary.is_some()
+                );
+                if last.as_deref() != Some(key.as_str()) {
+                    let finished = doc.status == documents::status::READY
+                        || doc.status == documents::status::FAILED;
+                    let ev = Event::default()
+                        .event("progress")
+                        .json_data(&doc)
+                        .unwrap_or_else(|_| Event::default().event("progress"));
+                    return Some((Ok(ev), (Some(key), finished)));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}

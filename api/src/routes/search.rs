@@ -1,0 +1,131 @@
+//! `POST /v1/search`: semantic search over a tenant's chunks.
+//!
+//! The API holds no model: the query is embedded by an `embed` job at high
+//! priority (claimed before any document batch), then pgvector's HNSW index
+//! finds the nearest chunks by cosine distance.
+
+use std::time::{Duration, Instant};
+
+use axum::{Json, extract::State, extract::rejection::JsonRejection, http::StatusCode};
+use hopper_queue::{Priority, PushOptions};
+use hopper_shared::{
+    documents,
+    jobs::{JobKind, JobState},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{AppState, error::ApiError, routes::documents::DEFAULT_TENANT};
+
+/// How long a search waits for its query vector.
+const EMBED_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A search request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    query: String,
+    #[serde(default = "default_k")]
+    k: i64,
+    #[serde(default)]
+    document_set: Option<String>,
+    /// Documents whose metadata contains this object.
+    #[serde(default)]
+    filter: Option<Value>,
+    #[serde(default)]
+    model: Option<String>,
+}
+
+fn default_k() -> i64 {
+    10
+}
+
+/// `POST /v1/search`.
+pub async fn search(
+    State(state): State<AppState>,
+    body: Result<Json<SearchRequest>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(req) = body?;
+    let bad = |field: &str, detail: &str| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_search", detail)
+            .field(Some(field.into()))
+    };
+    if req.query.trim().is_empty() || req.query.chars().count() > 10_000 {
+        return Err(bad("query", "query must be 1-10,000 characters"));
+    }
+    if !(1..=100).contains(&req.k) {
+        return Err(bad("k", "k must be between 1 and 100"));
+    }
+    if req.filter.as_ref().is_some_and(|f| !f.is_object()) {
+        return Err(bad(
+            "filter",
+            "filter must be a JSON object (matched by containment)",
+        ));
+    }
+    let started = Instant::now();
+    let args = json!({ "texts": [req.query], "model": req.model });
+    let opts = PushOptions {
+        priority: Priority::High,
+        max_attempts: Some(2),
+        ..Default::default()
+    };
+    let job = state.queue.push(JobKind::Embed, &args, &opts).await?;
+    let (vector, model) = wait_for_vector(&state, job.id).await?;
+    let embed_ms = started.elapsed().as_secs_f64() * 1e3;
+    let hits = documents::search(
+        &state.pool,
+        DEFAULT_TENANT,
+        &vector,
+        req.k,
+        req.document_set.as_deref(),
+        req.filter.as_ref(),
+    )
+    .await?;
+    Ok(Json(json!({
+        "query": req.query,
+        "k": req.k,
+        "model": model,
+        "embed_ms": embed_ms,
+        "took_ms": started.elapsed().as_secs_f64() * 1e3,
+        "hits": hits,
+    })))
+}
+
+/// Polls the query's embed job (1 ms, doubling to 20 ms) until it is done.
+async fn wait_for_vector(state: &AppState, id: uuid::Uuid) -> Result<(Vec<f32>, String), ApiError> {
+    let deadline = Instant::now() + EMBED_TIMEOUT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(job) = state.queue.job(JobKind::Embed, id).await? {
+            match job.state {
+                JobState::Succeeded => {
+                    let r = job.result.unwrap_or_default();
+                    let v: Vec<f32> =
+                        serde_json::from_value(r["vectors"][0].clone()).unwrap_or_default();
+                    let model = r["model"].as_str().unwrap_or_default().to_owned();
+                    return Ok((v, model));
+                }
+                JobState::Dead | JobState::Failed | JobState::Cancelled => {
+                    return Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "embed_failed",
+                        format!(
+                            "the query could not be embedded: {}",
+                            job.error.unwrap_or_default()
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "embed_timeout",
+                "no embed worker answered within 30 s (is one running with --queues embed?)",
+            ));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}

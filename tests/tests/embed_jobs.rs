@@ -1,0 +1,95 @@
+//! Stand-alone `embed` jobs through the API, with the real model: vectors in
+//! order, truncation reported, the cache skipping the model, unknown models
+//! refused.
+
+use std::time::Duration;
+
+use hopper_tests::{TestEnv, free_port};
+use serde_json::json;
+
+async fn metric(env: &TestEnv, addr: &str, series: &str) -> f64 {
+    let text = env
+        .http()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn embed_jobs_return_vectors_report_truncation_and_hit_the_cache() {
+    let mut env = TestEnv::new(&[]);
+    env.start_api().await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    env.start_worker("embed", &[("HOPPER_WORKER_METRICS_ADDR", addr.as_str())]);
+
+    let long = "word ".repeat(600);
+    let texts = json!(["A cat sat on the mat.", "Ein Hund läuft im Park.", long]);
+    let (s, b) = env.post("/v1/jobs/embed", &json!({ "texts": texts })).await;
+    assert_eq!(s, 202, "{b}");
+    let job = env
+        .wait_final(b["id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let r = &job["result"];
+    assert_eq!(r["count"], 3);
+    assert_eq!(r["dim"], 384);
+    assert_eq!(
+        r["truncated"], 1,
+        "the 600-word text was cut, and said so: {r}"
+    );
+    let vectors = r["vectors"].as_array().unwrap();
+    assert_eq!(vectors.len(), 3);
+    for v in vectors {
+        let norm: f64 = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap().powi(2))
+            .sum();
+        assert!((norm - 1.0).abs() < 1e-3, "unit vectors: {norm}");
+    }
+    let passes = metric(&env, &addr, "hopper_embed_forward_passes_total").await;
+    assert!(passes >= 1.0);
+
+    // The same texts again: all from the cache, no forward pass.
+    let (_, b) = env.post("/v1/jobs/embed", &json!({ "texts": texts })).await;
+    let again = env
+        .wait_final(b["id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    assert_eq!(again["result"]["vectors"], job["result"]["vectors"]);
+    assert_eq!(
+        metric(&env, &addr, "hopper_embed_forward_passes_total").await,
+        passes
+    );
+    assert!(metric(&env, &addr, "hopper_embed_cache_hits_total").await >= 3.0);
+
+    // A model the worker does not have: dead at once, naming it.
+    let (_, b) = env
+        .post(
+            "/v1/jobs/embed",
+            &json!({ "texts": ["x"], "model": "no-such-model" }),
+        )
+        .await;
+    let dead = env
+        .wait_final(b["id"].as_str().unwrap(), Duration::from_secs(30))
+        .await;
+    assert_eq!(dead["state"], "dead", "{dead}");
+    assert_eq!(dead["attempts"], 1);
+    assert!(
+        dead["error"].as_str().unwrap().contains("no-such-model"),
+        "{dead}"
+    );
+
+    // Bad embed requests are refused at the API.
+    let (s, e) = env.post("/v1/jobs/embed", &json!({ "texts": [] })).await;
+    assert_eq!((s, e["field"].clone()), (422, json!("texts")), "{e}");
+}

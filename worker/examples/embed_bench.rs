@@ -1,0 +1,146 @@
+//! Throughput benchmark of the embedding engine, driven by `scripts/bench/embed`.
+//!
+//! Loads one model, embeds every sentence of a JSON array in one `embed`
+//! call (the engine batches and length-sorts them), and prints one JSON
+//! line: sentences/s, tokens/s, the engine's counters and the process's peak
+//! RSS. With `--out`, writes the vectors as raw little-endian f32 for the
+//! script's cosine comparison against sentence-transformers.
+//!
+//! ```text
+//! embed_bench --model-dir DIR --input sentences.json [--precision fp32|bf16|fp16]
+//!             [--device cpu|cuda|cuda:N|auto] [--threads 2] [--out vectors.f32]
+//!             [--max-tokens N] [--max-batch N] [--repeat N]
+//! ```
+
+use std::{io::Write, path::PathBuf, time::Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use hopper_worker::{
+    device::{self, DeviceChoice},
+    embed::{BatchOptions, ModelRegistry, ModelSpec, Precision},
+};
+
+#[derive(Parser)]
+struct Args {
+    /// The sentence-transformers model directory.
+    #[arg(long, env = "HOPPER_MODEL_DIR")]
+    model_dir: PathBuf,
+    /// A JSON array of strings.
+    #[arg(long)]
+    input: PathBuf,
+    /// fp32, bf16 or fp16 (default: fp32 on CPU, fp16 on CUDA).
+    #[arg(long)]
+    precision: Option<Precision>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
+    /// Torch intra-op threads.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Where to write the vectors (raw little-endian f32, row-major).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Padded tokens per forward pass at most.
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// Texts per forward pass at most.
+    #[arg(long)]
+    max_batch: Option<usize>,
+    /// Padding allowed per batch, as a fraction of real tokens.
+    #[arg(long)]
+    max_padding: Option<f64>,
+    /// Timed runs over the whole input; the best is reported.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let device = device::resolve(args.device)?;
+    let precision = args.precision.unwrap_or(Precision::default_for(device));
+    let texts: Vec<String> = serde_json::from_str(
+        &std::fs::read_to_string(&args.input)
+            .with_context(|| format!("cannot read {}", args.input.display()))?,
+    )?;
+    let defaults = BatchOptions::for_device(device);
+    let options = BatchOptions {
+        threads: args.threads,
+        max_tokens_per_batch: args.max_tokens.unwrap_or(defaults.max_tokens_per_batch),
+        max_batch_size: args.max_batch.unwrap_or(defaults.max_batch_size),
+        max_padding: args.max_padding.unwrap_or(defaults.max_padding),
+        ..defaults
+    };
+    device::describe(device)?; // initialises torch
+    let rss_torch = peak_rss_mb();
+    let t0 = Instant::now();
+    let registry = ModelRegistry::load_with(
+        &[ModelSpec::from_dir(&args.model_dir)],
+        device,
+        precision,
+        &options,
+    )?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let rss_after_load = peak_rss_mb();
+    let model = registry.resolve(None)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let mut best = f64::MAX;
+    let mut out = None;
+    for _ in 0..args.repeat.max(1) {
+        let t = Instant::now();
+        let o = rt.block_on(model.embed(texts.clone()))?;
+        best = best.min(t.elapsed().as_secs_f64());
+        out = Some(o);
+    }
+    let out = out.context("no run")?;
+    let stats = model.stats();
+    let runs = args.repeat.max(1) as f64;
+    if let Some(path) = &args.out {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+        for v in &out.vectors {
+            for x in v {
+                f.write_all(&x.to_le_bytes())?;
+            }
+        }
+        f.flush()?;
+    }
+    let n = texts.len() as f64;
+    let real_tokens = stats.tokens_real as f64 / runs;
+    let line = serde_json::json!({
+        "engine": "hopper",
+        "device": format!("{device:?}"),
+        "precision": precision.as_str(),
+        "threads": tch::get_num_threads(),
+        "sentences": texts.len(),
+        "seconds": best,
+        "sps": n / best,
+        "tokens_per_s": real_tokens / best,
+        "load_seconds": load_s,
+        "forward_passes": stats.forward_passes as f64 / runs,
+        "padding_overhead": stats.tokens_padded as f64 / stats.tokens_real.max(1) as f64 - 1.0,
+        "mean_batch": stats.texts_embedded as f64 / stats.forward_passes.max(1) as f64,
+        "truncated": out.truncated,
+        "model_version": out.model_version,
+        "dim": model.dim(),
+        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_after_load_mb": rss_after_load,
+        "rss_torch_init_mb": rss_torch,
+    });
+    println!("{line}");
+    Ok(())
+}

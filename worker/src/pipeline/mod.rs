@@ -1,0 +1,13 @@
+//! The document pipeline's jobs: `ingest` (extract → chunk → store → fan
+//! out embed batches), `embed` (vectors for free texts or a batch of a
+//! document's chunks, then the fan-in), and `summarize` (an extractive
+//! summary from the stored chunk vectors).
+//!
+//! Every handler commits its effects in Postgres before it returns (the ack
+//! follows) and writes idempotently (a crash re-runs it).
+
+pub mod cache;
+pub mod chunk;
+pub mod extract;
+pub mod handlers;
+pub mod summary;

@@ -1,0 +1,103 @@
+//! Extractive summaries from stored chunk vectors: the chunks nearest the
+//! document's centroid carry its main topic; their leading sentences, in
+//! document order, make the summary. No extra model is needed.
+
+/// At most this many sentences.
+const MAX_SENTENCES: usize = 3;
+/// At most this many characters.
+const MAX_CHARS: usize = 800;
+
+/// A summary of a document from its chunks and their (unit) vectors.
+pub fn extractive(chunks: &[(String, Vec<f32>)]) -> String {
+    if chunks.is_empty() {
+        return String::new();
+    }
+    let dim = chunks[0].1.len();
+    let mut centroid = vec![0f32; dim];
+    for (_, v) in chunks {
+        for (c, x) in centroid.iter_mut().zip(v) {
+            *c += x;
+        }
+    }
+    let mut ranked: Vec<(usize, f32)> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, (_, v))| (i, v.iter().zip(&centroid).map(|(a, b)| a * b).sum()))
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut chosen: Vec<usize> = ranked.iter().take(MAX_SENTENCES).map(|(i, _)| *i).collect();
+    chosen.sort_unstable();
+    let mut out = String::new();
+    for i in chosen {
+        let Some(sentence) = first_sentence(&chunks[i].0) else {
+            continue;
+        };
+        if out.len() + sentence.len() > MAX_CHARS && !out.is_empty() {
+            break;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&sentence);
+    }
+    out
+}
+
+/// The first sentence of a chunk's prose, whitespace collapsed (Markdown
+/// headings are titles, not sentences: skipped unless nothing else is there).
+fn first_sentence(text: &str) -> Option<String> {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let prose: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    let pick = if prose.is_empty() { &lines } else { &prose };
+    let flat: String = pick
+        .iter()
+        .map(|l| l.trim_start_matches('#').trim())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let end = flat
+        .char_indices()
+        .find(|&(i, c)| {
+            matches!(c, '.' | '!' | '?' | '。')
+                && flat[i + c.len_utf8()..].starts_with(|n: char| n.is_whitespace())
+        })
+        .map(|(i, c)| i + c.len_utf8())
+        .unwrap_or(flat.len());
+    let s = flat[..end].trim();
+    (!s.is_empty()).then(|| s.chars().take(MAX_CHARS).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_central_chunks_in_document_order() {
+        let chunks = vec![
+            ("Cats purr. More about cats.".to_string(), vec![1.0, 0.0]),
+            ("Outlier text here. Noise.".to_string(), vec![0.0, 1.0]),
+            ("Cats nap a lot. Zzz.".to_string(), vec![0.9, 0.1]),
+        ];
+        let s = extractive(&chunks);
+        assert!(s.starts_with("Cats purr."), "{s}");
+        assert!(s.contains("Cats nap a lot."), "{s}");
+    }
+
+    #[test]
+    fn headings_are_not_sentences() {
+        let chunks = vec![("# Cats\n\nCats purr. A lot.".to_string(), vec![1.0])];
+        assert_eq!(extractive(&chunks), "Cats purr.");
+    }
+
+    #[test]
+    fn empty_documents_have_empty_summaries() {
+        assert_eq!(extractive(&[]), "");
+    }
+}

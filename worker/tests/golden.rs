@@ -1,0 +1,262 @@
+//! The embedding engine against sentence-transformers, and its batching and
+//! error behaviour, on the real all-MiniLM-L6-v2 (`scripts/setup model`,
+//! found through `HOPPER_MODEL_DIR`).
+//!
+//! The reference vectors in `fixtures/golden_minilm.json` were made by
+//! `scripts/bench/golden` from `fixtures/golden_texts.json`.
+
+use std::path::{Path, PathBuf};
+
+use hopper_worker::embed::{
+    BatchOptions, EmbedError, ModelRegistry, ModelSpec, Precision, TextTokenizer,
+};
+use serde::Deserialize;
+use tch::Device;
+
+#[derive(Deserialize)]
+struct Golden {
+    model_sha256: String,
+    max_seq_length: usize,
+    texts: Vec<String>,
+    input_ids: Vec<Vec<i64>>,
+    truncated: Vec<bool>,
+    embeddings: Vec<Vec<f32>>,
+}
+
+fn model_dir() -> PathBuf {
+    let dir = std::env::var_os("HOPPER_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models/all-MiniLM-L6-v2")
+        });
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "no model in {} (run `scripts/setup model` and `. scripts/env.sh`)",
+        dir.display()
+    );
+    dir
+}
+
+fn golden() -> Golden {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden_minilm.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb).max(1e-12)
+}
+
+fn load(precision: Precision) -> ModelRegistry {
+    let options = BatchOptions {
+        threads: Some(2),
+        ..BatchOptions::default()
+    };
+    ModelRegistry::load_with(
+        &[ModelSpec::from_dir(model_dir())],
+        Device::Cpu,
+        precision,
+        &options,
+    )
+    .unwrap()
+}
+
+/// Embeds the golden texts; returns the minimum cosine to the reference.
+async fn min_cosine(precision: Precision) -> f64 {
+    let g = golden();
+    let registry = load(precision);
+    let model = registry.get("all-MiniLM-L6-v2").unwrap();
+    let out = model.embed(g.texts.clone()).await.unwrap();
+    assert_eq!(out.vectors.len(), g.texts.len());
+    assert_eq!(
+        out.truncated,
+        g.truncated.iter().filter(|t| **t).count(),
+        "truncated count"
+    );
+    assert_eq!(
+        out.model_version,
+        format!("all-MiniLM-L6-v2@{}", &g.model_sha256[..12])
+    );
+    let mut min = f64::MAX;
+    for (i, (v, r)) in out.vectors.iter().zip(&g.embeddings).enumerate() {
+        assert_eq!(v.len(), 384);
+        let c = cosine(v, r);
+        eprintln!(
+            "{precision} text {i:2}: cos {c:.7} {:?}",
+            g.texts[i].chars().take(30).collect::<String>()
+        );
+        min = min.min(c);
+    }
+    eprintln!(
+        "{precision}: min cosine {min:.7} over {} texts",
+        g.texts.len()
+    );
+    min
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fp32_matches_sentence_transformers() {
+    let min = min_cosine(Precision::Fp32).await;
+    assert!(min >= 0.9999, "fp32 min cosine {min}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bf16_stays_close_to_sentence_transformers() {
+    let min = min_cosine(Precision::Bf16).await;
+    assert!(min >= 0.999, "bf16 min cosine {min}");
+}
+
+#[test]
+fn tokens_match_the_reference_tokenizer() {
+    let g = golden();
+    let tok = TextTokenizer::load(&model_dir(), g.max_seq_length).unwrap();
+    let got = tok.encode(&g.texts).unwrap();
+    for (i, (t, want)) in got.iter().zip(&g.input_ids).enumerate() {
+        assert_eq!(&t.ids, want, "text {i}: {:?}", g.texts[i]);
+        assert_eq!(t.truncated, g.truncated[i], "text {i} truncated flag");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_share_forward_passes_and_get_their_own_vectors() {
+    let registry = load(Precision::Fp32);
+    let model = registry.resolve(None).unwrap();
+    let calls: Vec<Vec<String>> = (0..50)
+        .map(|i| {
+            (0..1 + i % 3)
+                .map(|j| format!("job {i} text {j}: {}", "word ".repeat((i * 7 + j * 5) % 40)))
+                .collect()
+        })
+        .collect();
+    // One call at a time: the reference (one forward pass each).
+    let mut alone = Vec::new();
+    for texts in &calls {
+        alone.push(model.embed(texts.clone()).await.unwrap().vectors);
+    }
+    let before = model.stats();
+    assert!(before.forward_passes >= 50, "{before:?}");
+
+    let tasks: Vec<_> = calls
+        .iter()
+        .map(|texts| {
+            let model = model.clone();
+            let texts = texts.clone();
+            tokio::spawn(async move { model.embed(texts).await })
+        })
+        .collect();
+    let mut together = Vec::new();
+    for t in tasks {
+        together.push(t.await.unwrap().unwrap().vectors);
+    }
+    let after = model.stats();
+    let passes = after.forward_passes - before.forward_passes;
+    let texts: usize = calls.iter().map(Vec::len).sum();
+    eprintln!("50 concurrent calls ({texts} texts): {passes} forward passes; {after:?}");
+    assert!(passes < 50, "{passes} forward passes for 50 calls");
+    assert_eq!(after.texts_embedded - before.texts_embedded, texts as u64);
+    assert!(after.max_batch_size > 1);
+    assert_eq!(after.queued_texts, 0);
+    assert_eq!(model.available_capacity(), after.capacity as usize);
+    for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
+        assert_eq!(a.len(), b.len(), "call {i}");
+        for (x, y) in a.iter().zip(b) {
+            let c = cosine(x, y);
+            assert!(c > 0.99999, "call {i}: cos {c} between batched and alone");
+        }
+        // Its own vectors: closer to its own than to any other call's.
+        for (j, other) in alone.iter().enumerate() {
+            if j != i && calls[j] != calls[i] {
+                assert!(cosine(&b[0], &other[0]) < cosine(&b[0], &a[0]));
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_and_large_calls() {
+    let registry = load(Precision::Fp32);
+    let model = registry.resolve(None).unwrap();
+    let out = model.embed(Vec::new()).await.unwrap();
+    assert!(out.vectors.is_empty() && out.truncated == 0);
+    // More texts than one chunk: answered in order.
+    let texts: Vec<String> = (0..600).map(|i| format!("sentence number {i}")).collect();
+    let out = model.embed(texts.clone()).await.unwrap();
+    assert_eq!(out.vectors.len(), 600);
+    let single = model.embed(vec![texts[437].clone()]).await.unwrap();
+    assert!(cosine(&out.vectors[437], &single.vectors[0]) > 0.99999);
+}
+
+#[test]
+fn unknown_model_is_a_clear_error() {
+    let registry = load(Precision::Fp32);
+    let e = registry.get("nope").unwrap_err();
+    assert!(e.is_unknown_model());
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with("unknown model nope (loaded: all-MiniLM-L6-v2@"),
+        "{msg}"
+    );
+    let v = registry.versions()[0].clone();
+    assert!(registry.get(&v).is_ok());
+    assert!(registry.get("all-MiniLM-L6-v2@000000000000").is_err());
+}
+
+#[test]
+fn missing_dir_and_missing_weights_are_clear_errors() {
+    let e = ModelRegistry::load(&["/nonexistent/model".into()], Device::Cpu, Precision::Fp32)
+        .unwrap_err();
+    assert!(matches!(e, EmbedError::MissingDir(_)), "{e}");
+    assert!(e.to_string().contains("/nonexistent/model"), "{e}");
+
+    let dir = copy_model_configs("noweights");
+    let e =
+        ModelRegistry::load(std::slice::from_ref(&dir), Device::Cpu, Precision::Fp32).unwrap_err();
+    assert!(
+        matches!(e, EmbedError::MissingFile(ref p) if p.ends_with("model.safetensors")),
+        "{e}"
+    );
+}
+
+#[test]
+fn corrupt_safetensors_is_a_clear_error() {
+    let dir = copy_model_configs("corrupt");
+    // Garbage.
+    std::fs::write(
+        dir.join("model.safetensors"),
+        b"this is not a safetensors file",
+    )
+    .unwrap();
+    let e =
+        ModelRegistry::load(std::slice::from_ref(&dir), Device::Cpu, Precision::Fp32).unwrap_err();
+    assert!(matches!(e, EmbedError::BadWeights { .. }), "{e}");
+    assert!(e.to_string().contains("model.safetensors"), "{e}");
+    // A real file cut short.
+    let real = std::fs::read(model_dir().join("model.safetensors")).unwrap();
+    std::fs::write(dir.join("model.safetensors"), &real[..real.len() / 2]).unwrap();
+    let e =
+        ModelRegistry::load(std::slice::from_ref(&dir), Device::Cpu, Precision::Fp32).unwrap_err();
+    assert!(matches!(e, EmbedError::BadWeights { .. }), "{e}");
+    // fp16 on the CPU is refused up front.
+    let e = ModelRegistry::load(&[model_dir()], Device::Cpu, Precision::Fp16).unwrap_err();
+    assert!(matches!(e, EmbedError::UnsupportedPrecision { .. }), "{e}");
+}
+
+/// A temp dir with the model's config and tokenizer files but no weights.
+fn copy_model_configs(tag: &str) -> PathBuf {
+    let src = model_dir();
+    let dir = std::env::temp_dir().join(format!("hopper-golden-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+    for f in [
+        "config.json",
+        "sentence_bert_config.json",
+        "modules.json",
+        "tokenizer.json",
+        "1_Pooling/config.json",
+    ] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    dir
+}
