@@ -118,7 +118,7 @@ async fn idempotency_key_gives_one_job() {
 
 #[tokio::test]
 async fn failing_job_is_retried_then_dead_lettered_with_its_error() {
-    let mut env = TestEnv::new(&[("HOPPER_QUEUE_ECHO_BACKOFF_BASE_MS", "20")]);
+    let mut env = TestEnv::new(&[("HOPPER_QUEUE_ECHO_BACKOFF_BASE_MS", "200")]);
     env.start_api().await;
     env.start_worker("echo", &[]);
     let (s, b) = env
@@ -134,6 +134,17 @@ async fn failing_job_is_retried_then_dead_lettered_with_its_error() {
     assert_eq!(job["state"], "dead", "{job}");
     assert_eq!(job["attempts"], 3);
     assert_eq!(job["error"], "boom");
+    // Backoff 200 ms, doubling, half of it jitter: the first retry waits
+    // 100-200 ms, the second 200-400 ms.
+    let h = job["history"].as_array().unwrap();
+    assert_eq!(h.len(), 3, "{job}");
+    let gap = |i: usize| {
+        h[i + 1]["started_at_ms"].as_i64().unwrap() - h[i]["finished_at_ms"].as_i64().unwrap()
+    };
+    assert!((95..400).contains(&gap(0)), "first delay {} ms", gap(0));
+    assert!((195..800).contains(&gap(1)), "second delay {} ms", gap(1));
+    let outcomes: Vec<_> = h.iter().map(|a| a["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["retrying", "retrying", "dead"]);
     let (_, q) = env.get("/v1/queues").await;
     let echo = q["queues"]
         .as_array()
