@@ -15,6 +15,11 @@ pub fn install_exporter() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+                    hopper_shared::metrics::SECONDS_BUCKETS,
+                )
+                .expect("non-empty buckets")
                 .install_recorder()
                 .expect("no other metrics recorder is installed")
         })

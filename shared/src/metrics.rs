@@ -33,3 +33,10 @@ pub const QUEUE_WORKERS: &str = "hopper_queue_workers";
 pub const HTTP_REQUESTS: &str = "hopper_http_requests_total";
 /// Seconds spent serving HTTP requests, labelled by `method` and `route`.
 pub const HTTP_REQUEST_SECONDS: &str = "hopper_http_request_seconds";
+
+/// Histogram buckets (seconds) of every `*_seconds` metric, so dashboards can
+/// compute any percentile with `histogram_quantile`.
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 300.0,
+];

@@ -36,3 +36,16 @@ pub use model::{Encoder, Precision};
 pub use registry::{ModelRegistry, ModelSpec};
 pub use stats::EmbedStats;
 pub use tokenize::{TextTokenizer, Tokens};
+
+#[cfg(test)]
+mod tests {
+    /// The handler moves these across tasks and into `anyhow`.
+    #[test]
+    fn public_types_are_send_and_sync() {
+        fn check<T: Send + Sync + 'static>() {}
+        check::<super::EmbedError>();
+        check::<super::Embedder>();
+        check::<super::ModelRegistry>();
+        check::<super::EmbedOutput>();
+    }
+}

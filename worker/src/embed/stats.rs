@@ -12,7 +12,7 @@ pub const BATCH_SIZE_BUCKETS: [u64; 10] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512
 
 /// Live counters, shared by the inference thread and its callers.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub(crate) requests: AtomicU64,
     pub(crate) forward_passes: AtomicU64,
     pub(crate) texts_embedded: AtomicU64,
