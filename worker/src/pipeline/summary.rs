@@ -6,6 +6,8 @@
 const MAX_SENTENCES: usize = 3;
 /// At most this many characters.
 const MAX_CHARS: usize = 800;
+/// A sentence longer than this is cut at a word boundary.
+const MAX_SENTENCE_CHARS: usize = 300;
 
 /// A summary of a document from its chunks and their (unit) vectors.
 pub fn extractive(chunks: &[(String, Vec<f32>)]) -> String {
@@ -46,8 +48,17 @@ pub fn extractive(chunks: &[(String, Vec<f32>)]) -> String {
 /// The first sentence of a chunk's prose, whitespace collapsed (Markdown
 /// headings are titles, not sentences: skipped unless nothing else is there).
 fn first_sentence(text: &str) -> Option<String> {
+    let mut in_code = false;
     let lines: Vec<&str> = text
         .lines()
+        .filter(|l| {
+            // Code blocks, tables and diagrams are not prose.
+            if l.trim_start().starts_with("```") {
+                in_code = !in_code;
+                return false;
+            }
+            !in_code && !l.starts_with("    ") && !l.trim_start().starts_with('|') && is_prose(l)
+        })
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
@@ -71,7 +82,27 @@ fn first_sentence(text: &str) -> Option<String> {
         .map(|(i, c)| i + c.len_utf8())
         .unwrap_or(flat.len());
     let s = flat[..end].trim();
-    (!s.is_empty()).then(|| s.chars().take(MAX_CHARS).collect())
+    (!s.is_empty()).then(|| cap(s, MAX_SENTENCE_CHARS))
+}
+
+/// Whether a line reads as text: mostly letters, digits and spaces.
+fn is_prose(line: &str) -> bool {
+    let total = line.chars().count();
+    let wordy = line
+        .chars()
+        .filter(|c| c.is_alphanumeric() || c.is_whitespace())
+        .count();
+    total == 0 || wordy * 10 >= total * 7
+}
+
+/// `s` cut at a word boundary to at most `max` characters (with an ellipsis).
+fn cap(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let cut: String = s.chars().take(max).collect();
+    let at = cut.rfind(' ').unwrap_or(cut.len());
+    format!("{}…", cut[..at].trim_end())
 }
 
 #[cfg(test)]
@@ -94,6 +125,23 @@ mod tests {
     fn headings_are_not_sentences() {
         let chunks = vec![("# Cats\n\nCats purr. A lot.".to_string(), vec![1.0])];
         assert_eq!(extractive(&chunks), "Cats purr.");
+    }
+
+    #[test]
+    fn code_tables_and_diagrams_are_skipped() {
+        let text = "```text\n┌──┐ box │\n```\n| a | b |\n|---|---|\nReal prose starts here. More.";
+        let chunks = vec![(text.to_string(), vec![1.0])];
+        assert_eq!(extractive(&chunks), "Real prose starts here.");
+    }
+
+    #[test]
+    fn endless_sentences_are_capped_at_a_word() {
+        let long = "word ".repeat(200);
+        let s = extractive(&[(long, vec![1.0])]);
+        assert!(
+            s.chars().count() <= MAX_SENTENCE_CHARS + 1 && s.ends_with('…'),
+            "{s}"
+        );
     }
 
     #[test]
