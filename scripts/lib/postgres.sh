@@ -141,7 +141,7 @@ pg_start_server() {
     # Another checkout's server (CI's fresh clone beside a developer's, say) serves as well,
     # if it takes our credentials and has pgvector: share it rather than fail.
     if [ "$(pg_sql -d postgres -tAc "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'" 2>/dev/null)" = 1 ]; then
-      say "port $PG_PORT already serves PostgreSQL with pgvector (not started from $PG_DATA): using it"
+      say "port $PG_PORT already serves PostgreSQL with pgvector (another checkout's server): using it"
       return 0
     fi
     local who; who=$(port_owner "$PG_PORT")

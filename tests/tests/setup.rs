@@ -45,13 +45,15 @@ fn a_second_setup_run_changes_nothing() {
     }
     for action in [
         "downloading",
-        "installed",
+        "installing",
+        "installed ",
         "unpacked",
-        "initdb",
-        "started",
-        "created",
+        "initdb done",
+        "started postgres",
+        "started redis",
+        "created ",
         "restarting",
-        "removing",
+        "removing stale",
     ] {
         assert!(
             !out.contains(action),
