@@ -60,6 +60,34 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Per-queue settings.
     pub queues: BTreeMap<JobKind, QueueSettings>,
+    /// An OpenAI-compatible chat endpoint for summaries; extractive
+    /// summaries when unset.
+    pub summary_llm: Option<LlmConfig>,
+}
+
+/// An OpenAI-compatible chat-completions endpoint (`HOPPER_SUMMARY_LLM_*`).
+#[derive(Clone)]
+pub struct LlmConfig {
+    /// Base URL, e.g. `https://api.openai.com/v1` (`HOPPER_SUMMARY_LLM_URL`).
+    pub base_url: String,
+    /// Model name (`HOPPER_SUMMARY_LLM_MODEL`).
+    pub model: String,
+    /// Bearer key (`HOPPER_SUMMARY_LLM_KEY`, or a file named by
+    /// `HOPPER_SUMMARY_LLM_KEY_FILE`); never logged.
+    pub api_key: Option<String>,
+    /// Per-request timeout (`HOPPER_SUMMARY_LLM_TIMEOUT_MS`, default 30 s).
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for LlmConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmConfig")
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl Config {
@@ -177,6 +205,52 @@ impl Config {
             queues.insert(kind, s);
         }
 
+        let summary_llm = match get("HOPPER_SUMMARY_LLM_URL") {
+            None => None,
+            Some(base_url) => {
+                if !base_url.starts_with("http://") && !base_url.starts_with("https://") {
+                    env.problem(
+                        "HOPPER_SUMMARY_LLM_URL",
+                        &base_url,
+                        "must be an http(s) URL",
+                    );
+                }
+                let model = get("HOPPER_SUMMARY_LLM_MODEL").unwrap_or_default();
+                if model.is_empty() {
+                    env.problem(
+                        "HOPPER_SUMMARY_LLM_MODEL",
+                        "",
+                        "is required with HOPPER_SUMMARY_LLM_URL",
+                    );
+                }
+                let api_key = match (
+                    get("HOPPER_SUMMARY_LLM_KEY"),
+                    get("HOPPER_SUMMARY_LLM_KEY_FILE"),
+                ) {
+                    (Some(k), _) => Some(k),
+                    (None, Some(path)) => match std::fs::read_to_string(&path) {
+                        Ok(k) => Some(k.trim().to_owned()),
+                        Err(e) => {
+                            env.problem(
+                                "HOPPER_SUMMARY_LLM_KEY_FILE",
+                                &path,
+                                &format!("cannot be read: {e}"),
+                            );
+                            None
+                        }
+                    },
+                    (None, None) => None,
+                };
+                let timeout = env.millis("HOPPER_SUMMARY_LLM_TIMEOUT_MS", Duration::from_secs(30));
+                Some(LlmConfig {
+                    base_url: base_url.trim_end_matches('/').to_owned(),
+                    model,
+                    api_key,
+                    timeout,
+                })
+            }
+        };
+
         if !problems.is_empty() {
             return Err(Error::Config(problems));
         }
@@ -193,6 +267,7 @@ impl Config {
             lease,
             shutdown_grace,
             queues,
+            summary_llm,
         })
     }
 

@@ -92,7 +92,7 @@ pub async fn run(
         });
     }
 
-    let pipeline = pipeline_for(&opts, &client, &pool).await?;
+    let pipeline = pipeline_for(config.summary_llm.clone(), &opts, &client, &pool).await?;
     let worker_id = WorkerId::generate();
     let lease = Lease {
         heartbeat: config.heartbeat,
@@ -186,6 +186,7 @@ pub async fn run(
 /// ingested, the loaded models when texts are embedded (loading them is
 /// blocking work, done off the async threads, with a warm-up pass).
 async fn pipeline_for(
+    llm: Option<hopper_shared::config::LlmConfig>,
     opts: &WorkerOptions,
     client: &QueueClient,
     pool: &deadpool_postgres::Pool,
@@ -229,6 +230,7 @@ async fn pipeline_for(
             client.prefix(),
             pipeline::cache::CacheConfig::default(),
         ),
+        llm: llm.map(|c| std::sync::Arc::new(pipeline::llm::LlmSummarizer::new(c))),
     })
 }
 

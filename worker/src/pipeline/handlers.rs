@@ -17,7 +17,9 @@ use crate::{
     pipeline::{
         cache::EmbedCache,
         chunk::{self, TokenCounter},
-        extract, summary,
+        extract,
+        llm::{LlmError, LlmSummarizer},
+        summary,
     },
 };
 
@@ -39,6 +41,8 @@ pub struct Pipeline {
     pub model_dir: PathBuf,
     /// Vectors of texts seen before.
     pub cache: EmbedCache,
+    /// The chat endpoint for summaries, when configured.
+    pub llm: Option<Arc<LlmSummarizer>>,
 }
 
 impl Pipeline {
@@ -282,10 +286,18 @@ pub async fn summarize(
 ) -> Result<Value, BoxDynError> {
     let doc = args.document_id;
     let result = async {
-        let Some((_text, chunks)) = documents::for_summary(&p.pool, doc).await? else {
+        let Some((text, chunks)) = documents::for_summary(&p.pool, doc).await? else {
             return Ok(json!({ "skipped": "the document was deleted" }));
         };
-        let summary = summary::extractive(&chunks);
+        let summary = match &p.llm {
+            None => summary::extractive(&chunks),
+            Some(llm) => match llm.summarize(&text).await {
+                Ok(s) => s,
+                // A long outage must not strand documents: fall back.
+                Err(LlmError::Open) => summary::extractive(&chunks),
+                Err(e) => return Err(e.into()),
+            },
+        };
         documents::store_summary(&p.pool, doc, &summary).await?;
         Ok::<_, BoxDynError>(json!({ "document_id": doc, "chars": summary.len() }))
     }

@@ -10,4 +10,5 @@ pub mod cache;
 pub mod chunk;
 pub mod extract;
 pub mod handlers;
+pub mod llm;
 pub mod summary;
