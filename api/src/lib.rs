@@ -86,7 +86,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if !applied.is_empty() {
         tracing::info!(?applied, "migrations applied");
     }
-    let metrics = telemetry::install_exporter();
+    let metrics = hopper_shared::metrics::install_exporter();
     let state = AppState::new(config.clone(), queue, pool, metrics);
     let listener = tokio::net::TcpListener::bind(config.api_addr)
         .await

@@ -3,28 +3,10 @@
 //! [`track_http`] counts requests and times them by method, matched route
 //! (never the raw path, so ids do not explode cardinality) and status.
 
-use std::{sync::OnceLock, time::Instant};
+use std::time::Instant;
 
 use axum::{extract::MatchedPath, http::Request, middleware::Next, response::Response};
 use hopper_shared::metrics as m;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-
-/// Installs the global Prometheus recorder (once per process).
-pub fn install_exporter() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
-                    hopper_shared::metrics::SECONDS_BUCKETS,
-                )
-                .expect("non-empty buckets")
-                .install_recorder()
-                .expect("no other metrics recorder is installed")
-        })
-        .clone()
-}
 
 /// Records one request's count and duration.
 pub async fn track_http(req: Request<axum::body::Body>, next: Next) -> Response {

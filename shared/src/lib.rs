@@ -12,6 +12,7 @@ pub mod config;
 pub mod db;
 pub mod documents;
 pub mod error;
+pub mod health;
 pub mod jobs;
 pub mod metrics;
 pub mod telemetry;

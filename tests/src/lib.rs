@@ -54,6 +54,15 @@ pub fn database_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into())
 }
 
+/// The value of `series` (name and labels, as printed) in a Prometheus
+/// text exposition.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -221,6 +230,32 @@ impl TestEnv {
     /// Absolute URL of an API path.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.api.as_deref().expect("API started"))
+    }
+
+    /// `GET /v1/queues`, and the stats of one queue in it.
+    pub async fn queue(&self, name: &str) -> (Value, Value) {
+        let (_, all) = self.get("/v1/queues").await;
+        let one = all["queues"]
+            .as_array()
+            .and_then(|qs| qs.iter().find(|q| q["queue"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no queue {name} in {all}"));
+        (all, one)
+    }
+
+    /// The value of a Prometheus series (exact name and labels) served at
+    /// `url`, or 0 when absent.
+    pub async fn metric(&self, url: &str, series: &str) -> f64 {
+        let text = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        metric_value(&text, series).unwrap_or(0.0)
     }
 
     /// Polls `GET /v1/jobs/{id}` until the job's state is final.

@@ -7,29 +7,13 @@ use std::time::Duration;
 use hopper_tests::{TestEnv, free_port};
 use serde_json::json;
 
-async fn metric(env: &TestEnv, addr: &str, series: &str) -> f64 {
-    let text = env
-        .http()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn embed_jobs_return_vectors_report_truncation_and_hit_the_cache() {
     let mut env = TestEnv::new(&[]);
     env.start_api().await;
     let addr = format!("127.0.0.1:{}", free_port());
     env.start_worker("embed", &[("HOPPER_WORKER_METRICS_ADDR", addr.as_str())]);
+    let metrics_url = format!("http://{addr}/metrics");
 
     let long = "word ".repeat(600);
     let texts = json!(["A cat sat on the mat.", "Ein Hund läuft im Park.", long]);
@@ -57,7 +41,9 @@ async fn embed_jobs_return_vectors_report_truncation_and_hit_the_cache() {
             .sum();
         assert!((norm - 1.0).abs() < 1e-3, "unit vectors: {norm}");
     }
-    let passes = metric(&env, &addr, "hopper_embed_forward_passes_total").await;
+    let passes = env
+        .metric(&metrics_url, "hopper_embed_forward_passes_total{model=\"all-MiniLM-L6-v2\"}")
+        .await;
     assert!(passes >= 1.0);
 
     // The same texts again: all from the cache, no forward pass.
@@ -67,10 +53,15 @@ async fn embed_jobs_return_vectors_report_truncation_and_hit_the_cache() {
         .await;
     assert_eq!(again["result"]["vectors"], job["result"]["vectors"]);
     assert_eq!(
-        metric(&env, &addr, "hopper_embed_forward_passes_total").await,
+        env.metric(&metrics_url, "hopper_embed_forward_passes_total{model=\"all-MiniLM-L6-v2\"}")
+            .await,
         passes
     );
-    assert!(metric(&env, &addr, "hopper_embed_cache_hits_total").await >= 3.0);
+    assert!(
+        env.metric(&metrics_url, "hopper_embed_cache_hits_total")
+            .await
+            >= 3.0
+    );
 
     // A model the worker does not have: dead at once, naming it.
     let (_, b) = env

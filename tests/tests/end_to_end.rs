@@ -79,13 +79,7 @@ async fn bad_input_gets_a_clear_json_error() {
     assert_eq!(b["error"], "not_found");
 
     // Nothing was queued by any of the refused submissions.
-    let (_, q) = env.get("/v1/queues").await;
-    let echo = q["queues"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["queue"] == "echo")
-        .unwrap();
+    let (q, echo) = env.queue("echo").await;
     assert_eq!(echo["pending"], 0, "{q}");
 }
 
@@ -106,13 +100,7 @@ async fn idempotency_key_gives_one_job() {
     assert_eq!((s1, s2), (202, 200), "{b1} {b2}");
     assert_eq!(b1["id"], b2["id"]);
     assert_eq!(b2["created"], false);
-    let (_, q) = env.get("/v1/queues").await;
-    let echo = q["queues"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["queue"] == "echo")
-        .unwrap();
+    let (q, echo) = env.queue("echo").await;
     assert_eq!(echo["pending"], 1, "{q}");
 }
 
@@ -145,13 +133,7 @@ async fn failing_job_is_retried_then_dead_lettered_with_its_error() {
     assert!((195..800).contains(&gap(1)), "second delay {} ms", gap(1));
     let outcomes: Vec<_> = h.iter().map(|a| a["outcome"].as_str().unwrap()).collect();
     assert_eq!(outcomes, ["retrying", "retrying", "dead"]);
-    let (_, q) = env.get("/v1/queues").await;
-    let echo = q["queues"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["queue"] == "echo")
-        .unwrap();
+    let (q, echo) = env.queue("echo").await;
     assert_eq!(echo["dead"], 1, "{q}");
 }
 
@@ -267,10 +249,7 @@ async fn metrics_report_queue_depth_and_job_outcomes() {
         .await
         .unwrap();
     let value = |series: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(series))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
+        hopper_tests::metric_value(&text, series)
             .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
     };
     assert_eq!(value("hopper_queue_pending{queue=\"echo\"}"), 3.0);

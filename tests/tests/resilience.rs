@@ -138,14 +138,7 @@ async fn a_graceful_stop_under_load_finishes_running_jobs_and_repeats_none() {
         stopped.elapsed() < Duration::from_secs(5),
         "stopped within its grace period"
     );
-    let (_, q) = env.get("/v1/queues").await;
-    let echo = q["queues"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["queue"] == "echo")
-        .unwrap()
-        .clone();
+    let (_, echo) = env.queue("echo").await;
     assert_eq!(
         (echo["running"].clone(), echo["workers"].clone()),
         (json!(0), json!(0)),

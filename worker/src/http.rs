@@ -2,12 +2,12 @@
 //! set): `/metrics` for Prometheus, `/health/live`, and `/health/ready` with
 //! per-component detail (Redis, Postgres, the torch device).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use deadpool_postgres::Pool;
 use hopper_queue::QueueClient;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
 /// What the health endpoints look at.
@@ -21,23 +21,6 @@ pub struct Health {
     pub device: Arc<str>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
-}
-
-/// Installs the global Prometheus recorder (once per process).
-pub fn install_exporter() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
-                    hopper_shared::metrics::SECONDS_BUCKETS,
-                )
-                .expect("non-empty buckets")
-                .install_recorder()
-                .expect("no other metrics recorder is installed")
-        })
-        .clone()
 }
 
 /// The router of the worker's HTTP server.
@@ -60,25 +43,14 @@ async fn ready(State(mut h): State<Health>) -> impl IntoResponse {
     let postgres = hopper_shared::db::ping(&h.pool)
         .await
         .map_err(|e| e.to_string());
-    let ok = redis.is_ok() && postgres.is_ok();
-    let component = |r: &Result<(), String>| match r {
-        Ok(()) => json!({ "ok": true }),
-        Err(e) => json!({ "ok": false, "error": e }),
-    };
+    let (ok, body) = hopper_shared::health::report(
+        &[("redis", &redis), ("postgres", &postgres)],
+        &[("device", &h.device)],
+    );
     let status = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        Json(json!({
-            "status": if ok { "ready" } else { "unready" },
-            "components": {
-                "redis": component(&redis),
-                "postgres": component(&postgres),
-                "device": { "ok": true, "detail": &*h.device },
-            },
-        })),
-    )
+    (status, Json(body))
 }

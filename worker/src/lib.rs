@@ -79,7 +79,7 @@ pub async fn run(
             queue: client.clone(),
             pool: pool.clone(),
             device: opts.device_description.clone().into(),
-            metrics: http::install_exporter(),
+            metrics: hopper_shared::metrics::install_exporter(),
         };
         let listener = tokio::net::TcpListener::bind(addr)
             .await

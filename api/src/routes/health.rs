@@ -19,23 +19,14 @@ pub async fn live() -> impl IntoResponse {
 pub async fn ready(State(mut state): State<AppState>) -> impl IntoResponse {
     let redis = state.queue.ping().await.map_err(|e| e.to_string());
     let postgres = db::ping(&state.pool).await.map_err(|e| e.to_string());
-    let ok = redis.is_ok() && postgres.is_ok();
-    let component = |r: &Result<(), String>| match r {
-        Ok(()) => json!({ "ok": true }),
-        Err(e) => json!({ "ok": false, "error": e }),
-    };
+    let (ok, body) =
+        hopper_shared::health::report(&[("redis", &redis), ("postgres", &postgres)], &[]);
     let status = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        Json(json!({
-            "status": if ok { "ready" } else { "unready" },
-            "components": { "redis": component(&redis), "postgres": component(&postgres) },
-        })),
-    )
+    (status, Json(body))
 }
 
 /// `GET /metrics` in Prometheus' text format.
