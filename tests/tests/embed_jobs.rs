@@ -42,7 +42,10 @@ async fn embed_jobs_return_vectors_report_truncation_and_hit_the_cache() {
         assert!((norm - 1.0).abs() < 1e-3, "unit vectors: {norm}");
     }
     let passes = env
-        .metric(&metrics_url, "hopper_embed_forward_passes_total{model=\"all-MiniLM-L6-v2\"}")
+        .metric(
+            &metrics_url,
+            "hopper_embed_forward_passes_total{model=\"all-MiniLM-L6-v2\"}",
+        )
         .await;
     assert!(passes >= 1.0);
 
@@ -53,8 +56,11 @@ async fn embed_jobs_return_vectors_report_truncation_and_hit_the_cache() {
         .await;
     assert_eq!(again["result"]["vectors"], job["result"]["vectors"]);
     assert_eq!(
-        env.metric(&metrics_url, "hopper_embed_forward_passes_total{model=\"all-MiniLM-L6-v2\"}")
-            .await,
+        env.metric(
+            &metrics_url,
+            "hopper_embed_forward_passes_total{model=\"all-MiniLM-L6-v2\"}"
+        )
+        .await,
         passes
     );
     assert!(
