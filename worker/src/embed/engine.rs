@@ -502,9 +502,17 @@ impl InferenceLoop {
         }
         p.remaining -= 1;
         if p.remaining == 0
-            && let Some(p) = self.pending.remove(&item.req)
+            && let Some(Pending {
+                out,
+                reply,
+                _permit,
+                ..
+            }) = self.pending.remove(&item.req)
         {
-            let _ = p.reply.send(Ok(p.out));
+            // Free the queue slots before answering, so a caller that sees
+            // its vectors also sees the capacity back.
+            drop(_permit);
+            let _ = reply.send(Ok(out));
         }
     }
 
@@ -519,8 +527,9 @@ impl InferenceLoop {
             pool.remove_requests(|r| reqs.contains(&r));
         }
         for id in reqs {
-            if let Some(p) = self.pending.remove(&id) {
-                let _ = p.reply.send(Err(EmbedError::Inference(reason.to_string())));
+            if let Some(Pending { reply, _permit, .. }) = self.pending.remove(&id) {
+                drop(_permit);
+                let _ = reply.send(Err(EmbedError::Inference(reason.to_string())));
             }
         }
     }
