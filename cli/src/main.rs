@@ -65,7 +65,13 @@ enum Command {
         command: JobsCommand,
     },
     /// Depth of every queue.
-    Queues,
+    Queues {
+        /// Redraw every N seconds until interrupted.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<u64>,
+    },
+    /// Workers of every queue, their heartbeat age and running jobs.
+    Workers,
     /// Dead letters of a queue.
     Dlq {
         #[command(subcommand)]
@@ -232,9 +238,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let r = api.post_json("/v1/search", &body).await?;
             output::print(cli.json, &r, || output::hits(&r))
         }
-        Command::Queues => {
+        Command::Queues { watch } => loop {
             let stats = api.queues().await?;
-            output::print(cli.json, &stats, || output::queues(&stats))
+            if watch.is_some() && !cli.json {
+                print!("\x1b[2J\x1b[H");
+            }
+            output::print(cli.json, &stats, || output::queues(&stats))?;
+            match watch {
+                Some(secs) => tokio::time::sleep(std::time::Duration::from_secs(secs.max(1))).await,
+                None => return Ok(()),
+            }
+        },
+        Command::Workers => {
+            let r = api.get("/v1/workers").await?;
+            output::print(cli.json, &r, || output::workers(&r))
         }
         Command::Migrate => {
             let config = hopper_shared::Config::from_env()?;

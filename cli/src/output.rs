@@ -157,3 +157,22 @@ pub fn document(d: &Value) -> String {
     }
     s
 }
+
+/// Workers as a table.
+pub fn workers(r: &Value) -> String {
+    let mut s = format!(
+        "{:<10} {:<32} {:>10} {:>8}\n",
+        "QUEUE", "WORKER", "BEAT(ms)", "RUNNING"
+    );
+    for w in r["workers"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "{:<10} {:<32} {:>10} {:>8}",
+            w["queue"].as_str().unwrap_or("?"),
+            w["worker"].as_str().unwrap_or("?"),
+            w["heartbeat_age_ms"].to_string(),
+            w["running"].as_array().map_or(0, Vec::len)
+        );
+    }
+    s
+}

@@ -115,6 +115,19 @@ pub struct QueueStats {
     pub dead_lettered_recent: u64,
 }
 
+/// A worker on one queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkerInfo {
+    /// Its id (host-pid-random).
+    pub worker: String,
+    /// The queue.
+    pub queue: JobKind,
+    /// Milliseconds since its last heartbeat.
+    pub heartbeat_age_ms: u64,
+    /// Ids of the jobs it holds.
+    pub running: Vec<String>,
+}
+
 /// One page of dead letters.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadPage {
@@ -366,6 +379,43 @@ impl QueueClient {
             retried_recent: get(8),
             dead_lettered_recent: get(9),
         })
+    }
+
+    /// Workers registered on `kind`'s queue: their last heartbeat and the
+    /// jobs they hold. O(workers + their in-flight jobs).
+    pub async fn workers(&self, kind: JobKind) -> Result<Vec<WorkerInfo>, QueueError> {
+        let keys = self.keys(kind);
+        let beats: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(keys.workers())
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let mut pipe = redis::pipe();
+        for (w, _) in &beats {
+            pipe.cmd("SMEMBERS")
+                .arg(keys.inflight(&WorkerId::from_raw(w)));
+        }
+        let held: Vec<Vec<String>> = if beats.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query_async(&mut self.conn.clone()).await?
+        };
+        let now = now_ms();
+        Ok(beats
+            .into_iter()
+            .zip(held)
+            .map(|((worker, beat), mut running)| {
+                running.sort();
+                WorkerInfo {
+                    worker,
+                    queue: kind,
+                    heartbeat_age_ms: (now - beat as i64).max(0) as u64,
+                    running,
+                }
+            })
+            .collect())
     }
 
     /// Claims up to `n` jobs for `worker` (never blocks).

@@ -35,7 +35,7 @@ pub mod retry;
 mod scripts;
 
 pub use backend::{Lease, RedisBackend};
-pub use client::{AfterFailure, DeadPage, QueueClient, QueueStats};
+pub use client::{AfterFailure, DeadPage, QueueClient, QueueStats, WorkerInfo};
 pub use error::QueueError;
 pub use job::{JobContext, Permanent, Priority, PushOptions, WorkerId};
 pub use keys::QueueKeys;

@@ -61,6 +61,13 @@ async fn submit_wait_show_and_queues() {
         Some("-"),
         "no pending job, no age:\n{text}"
     );
+
+    let out = hopper(&env, &["workers"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("QUEUE") && text.lines().any(|l| l.starts_with("echo ")),
+        "{text}"
+    );
 }
 
 #[tokio::test]

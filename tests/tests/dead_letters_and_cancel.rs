@@ -112,6 +112,20 @@ async fn pending_and_running_jobs_can_be_cancelled() {
         assert!(std::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The workers view shows who runs it.
+    let (s, w) = env.get("/v1/workers").await;
+    assert_eq!(s, 200, "{w}");
+    let holders: Vec<_> = w["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["queue"] == "echo" && w["running"].as_array().unwrap().contains(&json!(long)))
+        .collect();
+    assert_eq!(holders.len(), 1, "{w}");
+    assert!(
+        holders[0]["heartbeat_age_ms"].as_u64().unwrap() < 1000,
+        "{w}"
+    );
     let (s, r) = env
         .post(&format!("/v1/jobs/{long}/cancel"), &json!({}))
         .await;

@@ -32,6 +32,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/documents/{id}/events", get(documents::events))
         .route("/v1/search", post(search::search))
         .route("/v1/queues", get(queues::list))
+        .route("/v1/workers", get(queues::workers))
         .route("/v1/queues/{kind}/dead", get(dead::list))
         .route("/v1/queues/{kind}/dead/{action}", post(dead::act))
         .route("/health/live", get(health::live))
