@@ -62,6 +62,17 @@ async fn submit_wait_show_and_queues() {
         "no pending job, no age:\n{text}"
     );
 
+    // --watch redraws until interrupted.
+    let out = Command::new("timeout")
+        .args(["2.5"])
+        .arg(binary("hopper"))
+        .args(["queues", "--watch", "1"])
+        .env("HOPPER_API_URL", env.api.clone().unwrap())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.matches("QUEUE").count() >= 2, "redrawn: {text}");
+
     let out = hopper(&env, &["workers"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
