@@ -2,7 +2,8 @@
 -- KEYS[1] pending:high  KEYS[2] pending  KEYS[3] scheduled  KEYS[4] worker's in-flight set
 -- KEYS[5] wake list
 -- ARGV: 1 job key prefix ('{p:q}:job:'), 2 n, 3 now ms, 4 worker id, 5 promote limit
--- Returns {next_due_ms or -1, id, args, attempts, max_attempts, enqueued_at, priority, ...}.
+-- Returns {next_due_ms or -1, id, args, attempts, max_attempts, enqueued_at, priority,
+--          request_id, ...}.
 -- Every claimed job is in the worker's in-flight set, marked running, with its
 -- attempt counted, before the script returns: nothing is in limbo.
 local prefix, n, now, worker = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
@@ -32,13 +33,15 @@ for _, list in ipairs({KEYS[1], KEYS[2]}) do
       local attempts = redis.call('HINCRBY', key, 'attempts', 1)
       redis.call('HSET', key, 'state', 'running', 'started_at', now, 'worker', worker)
       redis.call('SADD', KEYS[4], id)
-      local f = redis.call('HMGET', key, 'args', 'max_attempts', 'enqueued_at', 'priority')
+      local f = redis.call('HMGET', key, 'args', 'max_attempts', 'enqueued_at', 'priority',
+        'request_id')
       out[#out + 1] = id
       out[#out + 1] = f[1]
       out[#out + 1] = attempts
       out[#out + 1] = f[2]
       out[#out + 1] = f[3]
       out[#out + 1] = f[4] or 'normal'
+      out[#out + 1] = f[5] or ''
       claimed = claimed + 1
     end
   end

@@ -32,12 +32,13 @@ use hopper_shared::{
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tower::{Layer, Service};
+use tracing::Instrument;
 
 use hopper_shared::jobs::JobKind;
 
 use crate::{
-    AfterFailure, JobContext, Permanent, QueueClient, WorkerId, batch::GroupCommit, client::Ack,
-    job::Running, now_ms, retry::retry_delay,
+    AfterFailure, JobContext, Permanent, QueueClient, QueueError, WorkerId, batch::GroupCommit,
+    client::Ack, job::Running, now_ms, retry::retry_delay,
 };
 
 /// Attempts at writing a record or an acknowledgement before giving up.
@@ -107,6 +108,13 @@ where
                 .boxed();
         };
         let fut = self.inner.call(task);
+        let span = tracing::info_span!(
+            "job",
+            id = %ctx.id,
+            kind = ctx.kind.as_str(),
+            attempt = ctx.attempt,
+            request_id = ctx.request_id.as_deref().unwrap_or("-"),
+        );
         async move {
             shared.running.insert(&ctx);
             let kind = ctx.kind.as_str();
@@ -144,6 +152,7 @@ where
             shared.slots.add_permits(1);
             result
         }
+        .instrument(span)
         .boxed()
     }
 }
@@ -229,7 +238,7 @@ async fn finish(shared: &AckShared, ctx: &JobContext, outcome: Outcome) {
             };
             shared.acks.submit(ack).await
         }
-        (_, Some(e), Some(next)) => with_retries("fail", || {
+        (_, Some(e), Some(next)) => until_recorded("fail", || {
             shared.client.fail(ctx.kind, &ctx.worker, ctx.id, e, next)
         })
         .await
@@ -280,6 +289,7 @@ async fn final_record(
         started_at_ms: Some(ctx.started_at_ms),
         finished_at_ms: Some(now),
         priority: Some(ctx.priority.as_str().to_owned()),
+        request_id: ctx.request_id.clone(),
         run_at_ms: None,
         history,
     }
@@ -312,7 +322,7 @@ impl AckShared {
             GroupCommit::spawn(256, move |batch: Vec<Ack>| {
                 let (client, worker) = (client.clone(), worker.clone());
                 async move {
-                    with_retries("ack", || client.ack_many(kind, &worker, &batch))
+                    until_recorded("ack", || client.ack_many(kind, &worker, &batch))
                         .await
                         .map(|_| ())
                         .map_err(|e| e.to_string())
@@ -360,6 +370,39 @@ where
                 tries += 1;
             }
         }
+    }
+}
+
+/// Records an outcome in Redis. A connection problem (Redis restarting, a
+/// network blip) is retried for as long as it lasts, with a pause capped at
+/// 2 s: the outcome is known and must not be lost, and a job whose ack was
+/// dropped would stay claimed by this live worker, out of reach of recovery.
+/// Any other error is retried [`WRITE_TRIES`] times.
+async fn until_recorded<T, F, Fut>(what: &str, mut op: F) -> Result<T, QueueError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, QueueError>>,
+{
+    let mut pause = Duration::from_millis(50);
+    let mut other_failures = 0;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(QueueError::Redis(e))
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() =>
+            {
+                tracing::warn!("{what} failed, Redis unreachable; retrying in {pause:?}: {e}");
+            }
+            Err(e) => {
+                other_failures += 1;
+                if other_failures >= WRITE_TRIES {
+                    return Err(e);
+                }
+                tracing::warn!("{what} failed ({other_failures}/{WRITE_TRIES}), retrying: {e}");
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
     }
 }
 

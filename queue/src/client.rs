@@ -52,6 +52,8 @@ pub struct Claimed {
     pub enqueued_at_ms: i64,
     /// Its priority.
     pub priority: crate::Priority,
+    /// The id of the HTTP request that submitted it.
+    pub request_id: Option<String>,
 }
 
 /// A successful attempt, as acknowledged.
@@ -317,6 +319,7 @@ impl QueueClient {
                 if idem.is_some() { "1" } else { "0" }.to_owned(),
                 opts.priority.as_str().to_owned(),
                 WAKE_CAP.to_string(),
+                opts.request_id.clone().unwrap_or_default(),
             ],
         ))
     }
@@ -727,9 +730,9 @@ fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, QueueError> {
     };
     let (first, rest) = raw.split_first().ok_or_else(|| corrupt("empty reply"))?;
     let next_due = int(first)?;
-    let mut jobs = Vec::with_capacity(rest.len() / 6);
-    for c in rest.chunks(6) {
-        let [id, args, attempt, max, enq, priority] = c else {
+    let mut jobs = Vec::with_capacity(rest.len() / 7);
+    for c in rest.chunks(7) {
+        let [id, args, attempt, max, enq, priority, request_id] = c else {
             return Err(corrupt("truncated reply"));
         };
         jobs.push(Claimed {
@@ -743,6 +746,7 @@ fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, QueueError> {
             } else {
                 crate::Priority::Normal
             },
+            request_id: Some(text(request_id)?).filter(|r| !r.is_empty()),
         });
     }
     Ok(ClaimBatch {
@@ -786,6 +790,7 @@ fn record_from_hash(
         started_at_ms: int("started_at"),
         finished_at_ms: int("finished_at"),
         priority: f.get("priority").cloned(),
+        request_id: f.get("request_id").cloned(),
         run_at_ms: int("run_at").filter(|&t| t > 0),
         history: match f.get("history") {
             // cjson encodes an empty table as an object.

@@ -160,6 +160,7 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
             worker: self.worker.clone(),
             args_json: job.args.into(),
             priority: job.priority,
+            request_id: job.request_id,
             cancel: CancellationToken::new(),
             cancel_requested: Default::default(),
         };

@@ -48,6 +48,9 @@ pub struct PushOptions {
     pub priority: Priority,
     /// The same key within its TTL returns the first job's id and adds nothing.
     pub idempotency_key: Option<String>,
+    /// The id of the HTTP request that submits it, carried into the job's
+    /// log lines.
+    pub request_id: Option<String>,
 }
 
 /// A worker process' identity on one or more queues: host, pid and a random
@@ -105,6 +108,8 @@ pub struct JobContext {
     pub args_json: Arc<str>,
     /// Its priority.
     pub priority: Priority,
+    /// The id of the HTTP request that submitted it.
+    pub request_id: Option<String>,
     /// Fires at the soft time limit and on cooperative cancellation; a
     /// handler should stop soon after.
     pub cancel: CancellationToken,

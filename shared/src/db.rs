@@ -201,6 +201,7 @@ pub async fn job_record(pool: &Pool, id: uuid::Uuid) -> Result<Option<JobRecord>
         finished_at_ms: row.get(11),
         priority: row.get(12),
         run_at_ms: None,
+        request_id: None,
         history: serde_json::from_value(row.get(13))?,
     }))
 }

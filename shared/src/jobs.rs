@@ -403,6 +403,9 @@ pub struct JobRecord {
     /// `high` or `normal`.
     #[serde(default)]
     pub priority: Option<String>,
+    /// The id of the HTTP request that submitted it (while Redis keeps the job).
+    #[serde(default)]
+    pub request_id: Option<String>,
     /// Unix milliseconds: when a scheduled job or retry falls due.
     #[serde(default)]
     pub run_at_ms: Option<i64>,

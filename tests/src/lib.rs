@@ -80,6 +80,7 @@ pub struct TestEnv {
     /// API base URL, once [`TestEnv::start_api`] ran.
     pub api: Option<String>,
     children: Vec<Child>,
+    logs: Vec<PathBuf>,
     http: reqwest::Client,
 }
 
@@ -105,6 +106,7 @@ impl TestEnv {
             env,
             api: None,
             children: Vec::new(),
+            logs: Vec::new(),
             http: reqwest::Client::new(),
         }
     }
@@ -124,12 +126,13 @@ impl TestEnv {
     pub async fn start_api(&mut self) -> String {
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
-        let child = self.spawn(
+        let (child, log) = self.spawn(
             "hopper-api",
             &[],
             &[("HOPPER_API_ADDR", &format!("127.0.0.1:{port}"))],
         );
         self.children.push(child);
+        self.logs.push(log);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ready = self.http.get(format!("{url}/health/ready")).send().await;
@@ -146,31 +149,37 @@ impl TestEnv {
     /// Starts `hopper-worker --queues <queues>` with extra env; returns its
     /// index for [`TestEnv::kill`].
     pub fn start_worker(&mut self, queues: &str, extra: &[(&str, &str)]) -> usize {
-        let child = self.spawn(
+        let (child, log) = self.spawn(
             "hopper-worker",
             &["--queues", queues, "--device", "cpu"],
             extra,
         );
         self.children.push(child);
+        self.logs.push(log);
         self.children.len() - 1
     }
 
-    /// Spawns a workspace binary with this environment.
-    pub fn spawn(&self, bin: &str, args: &[&str], extra: &[(&str, &str)]) -> Child {
-        let log = std::env::temp_dir().join(format!(
-            "hopper-test-{}-{bin}-{}.log",
-            self.id,
-            self.children.len()
-        ));
+    /// What the process at `index` wrote to stderr so far.
+    pub fn log(&self, index: usize) -> String {
+        std::fs::read_to_string(&self.logs[index]).unwrap_or_default()
+    }
+
+    /// Spawns a workspace binary with this environment; its stderr goes to
+    /// a log file of its own (see [`TestEnv::log`]).
+    fn spawn(&mut self, bin: &str, args: &[&str], extra: &[(&str, &str)]) -> (Child, PathBuf) {
+        static SPAWNED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = SPAWNED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = std::env::temp_dir().join(format!("hopper-test-{}-{bin}-{n}.log", self.id));
         let file = std::fs::File::create(&log).expect("log file");
-        Command::new(binary(bin))
+        let child = Command::new(binary(bin))
             .args(args)
             .envs(&self.env)
             .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {bin}: {e}"))
+            .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+        (child, log)
     }
 
     /// Whether a started process has exited.
@@ -182,11 +191,13 @@ impl TestEnv {
     pub fn restart_worker(&mut self, index: usize, queues: &str, extra: &[(&str, &str)]) {
         let _ = self.children[index].kill();
         let _ = self.children[index].wait();
-        self.children[index] = self.spawn(
+        let (child, log) = self.spawn(
             "hopper-worker",
             &["--queues", queues, "--device", "cpu"],
             extra,
         );
+        self.children[index] = child;
+        self.logs[index] = log;
     }
 
     /// SIGKILLs a started process.

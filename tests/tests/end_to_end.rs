@@ -309,3 +309,29 @@ async fn a_worker_serves_its_own_metrics_and_readiness() {
     );
     assert!(text.contains("hopper_job_run_seconds"), "{text}");
 }
+
+#[tokio::test]
+async fn the_request_id_travels_into_the_job_and_its_log_lines() {
+    let mut env = TestEnv::new(&[]);
+    env.start_api().await;
+    let worker = env.start_worker("echo", &[]);
+    let (s, b) = env
+        .request(
+            env.http()
+                .post(env.url("/v1/jobs/echo?max_attempts=1"))
+                .header("x-request-id", "req-7f3a-trace")
+                .json(&json!({"message": "x", "fail": "traced failure"})),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let job = env
+        .wait_final(b["id"].as_str().unwrap(), Duration::from_secs(20))
+        .await;
+    assert_eq!(job["request_id"], "req-7f3a-trace", "{job}");
+    let log = env.log(worker);
+    let line = log
+        .lines()
+        .find(|l| l.contains("traced failure"))
+        .unwrap_or_else(|| panic!("no log line for the failure:\n{log}"));
+    assert!(line.contains("req-7f3a-trace"), "{line}");
+}

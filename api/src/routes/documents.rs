@@ -217,6 +217,7 @@ pub async fn upload(
     State(state): State<AppState>,
     req: Request,
 ) -> Result<impl IntoResponse, ApiError> {
+    let request_id = crate::routes::jobs::request_id(req.headers());
     let ct = req
         .headers()
         .get(CONTENT_TYPE)
@@ -242,10 +243,11 @@ pub async fn upload(
     check_body(&doc.content_type, &doc.body)?;
     let id = documents::insert(&state.pool, &doc).await?;
     let args = serde_json::to_value(IngestArgs { document_id: id })?;
-    let job = state
-        .queue
-        .push(JobKind::Ingest, &args, &PushOptions::default())
-        .await?;
+    let opts = PushOptions {
+        request_id,
+        ..Default::default()
+    };
+    let job = state.queue.push(JobKind::Ingest, &args, &opts).await?;
     Ok((
         StatusCode::ACCEPTED,
         [("location", format!("/v1/documents/{id}"))],

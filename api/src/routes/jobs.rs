@@ -83,7 +83,17 @@ fn options(
         delay: q.delay_ms.map(Duration::from_millis),
         priority: q.priority.unwrap_or_default(),
         idempotency_key,
+        request_id: request_id(headers),
     })
+}
+
+/// The request's id (set by the request-id middleware), for the jobs it
+/// creates.
+pub fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 fn validate(kind: JobKind, args: &Value, index: Option<usize>) -> Result<(), ApiError> {

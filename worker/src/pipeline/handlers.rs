@@ -133,7 +133,7 @@ pub async fn ingest(
     p: Data<Pipeline>,
 ) -> Result<Value, BoxDynError> {
     let doc = args.document_id;
-    match ingest_inner(&p, doc).await {
+    match ingest_inner(&p, doc, job.request_id.clone()).await {
         Ok(v) => Ok(v),
         Err(e) => {
             if e.downcast_ref::<Permanent>().is_some() {
@@ -146,7 +146,11 @@ pub async fn ingest(
     }
 }
 
-async fn ingest_inner(p: &Pipeline, doc: uuid::Uuid) -> Result<Value, BoxDynError> {
+async fn ingest_inner(
+    p: &Pipeline,
+    doc: uuid::Uuid,
+    request_id: Option<String>,
+) -> Result<Value, BoxDynError> {
     let Some(src) = documents::start_ingest(&p.pool, doc).await? else {
         return Ok(json!({ "skipped": "the document was deleted" }));
     };
@@ -184,6 +188,7 @@ async fn ingest_inner(p: &Pipeline, doc: uuid::Uuid) -> Result<Value, BoxDynErro
         // crash enqueues nothing twice.
         let push = PushOptions {
             idempotency_key: Some(format!("doc:{doc}:v{}:embed:{n}", src.version)),
+            request_id: request_id.clone(),
             ..Default::default()
         };
         p.queue
@@ -243,6 +248,7 @@ pub async fn embed(
         if fan_in == FanIn::Summarize {
             let push = PushOptions {
                 idempotency_key: Some(format!("doc:{doc}:v{}:summarize", batch.version)),
+                request_id: job.request_id.clone(),
                 ..Default::default()
             };
             p.queue
