@@ -382,3 +382,34 @@ async fn a_20000_job_backlog_is_drained_completely() {
         "deregistered on stop"
     );
 }
+
+#[tokio::test]
+async fn the_soft_time_limit_reaches_the_handler_through_its_token() {
+    let c = config(&[
+        ("HOPPER_QUEUE_ECHO_SOFT_LIMIT_MS", "100"),
+        ("HOPPER_QUEUE_ECHO_HARD_LIMIT_MS", "5000"),
+    ]);
+    let q = client(&c).await;
+    async fn handler(_args: EchoArgs, job: Data<JobContext>) -> Result<String, BoxDynError> {
+        let started = Instant::now();
+        job.cancel.cancelled().await;
+        Ok(format!(
+            "stopped after {} ms",
+            started.elapsed().as_millis()
+        ))
+    }
+    with_worker!(q, handler, {
+        let id = q
+            .push(JobKind::Echo, &echo("soft"), &PushOptions::default())
+            .await
+            .unwrap()
+            .id;
+        let job = wait_state(&q, id, JobState::Succeeded, Duration::from_secs(10)).await;
+        assert_eq!(job.attempts, 1);
+        let ms: u64 = job.result.unwrap().as_str().unwrap()[14..]
+            .trim_end_matches(" ms")
+            .parse()
+            .unwrap();
+        assert!((90..1000).contains(&ms), "token fired after {ms} ms");
+    });
+}
