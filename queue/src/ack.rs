@@ -120,24 +120,28 @@ where
             let kind = ctx.kind.as_str();
             metrics::counter!(m::JOBS_STARTED, "kind" => kind).increment(1);
             let started = Instant::now();
-            let soft = {
-                let token = ctx.cancel.clone();
-                let limit = shared.settings.soft_time_limit;
-                tokio::spawn(async move {
-                    tokio::time::sleep(limit).await;
-                    token.cancel();
-                })
-            };
+            // The soft limit fires the job's token from within this future
+            // (no task per attempt); the hard limit abandons the attempt.
             let hard = shared.settings.hard_time_limit;
-            let result =
-                match tokio::time::timeout(hard, AssertUnwindSafe(fut).catch_unwind()).await {
-                    Ok(Ok(r)) => r.map_err(Into::into),
-                    Ok(Err(panic)) => {
-                        Err(format!("handler panicked: {}", panic_message(&panic)).into())
+            let attempt = tokio::time::timeout(hard, AssertUnwindSafe(fut).catch_unwind());
+            let soft = tokio::time::sleep(shared.settings.soft_time_limit);
+            tokio::pin!(attempt, soft);
+            let mut soft_fired = false;
+            let result: Result<Res, BoxDynError> = loop {
+                tokio::select! {
+                    ran = &mut attempt => break match ran {
+                        Ok(Ok(r)) => r.map_err(Into::into),
+                        Ok(Err(panic)) => {
+                            Err(format!("handler panicked: {}", panic_message(&panic)).into())
+                        }
+                        Err(_) => Err(format!("hard time limit of {hard:?} exceeded").into()),
+                    },
+                    _ = &mut soft, if !soft_fired => {
+                        soft_fired = true;
+                        ctx.cancel.cancel();
                     }
-                    Err(_) => Err(format!("hard time limit of {hard:?} exceeded").into()),
-                };
-            soft.abort();
+                }
+            };
             metrics::histogram!(m::JOB_RUN_SECONDS, "kind" => kind)
                 .record(started.elapsed().as_secs_f64());
             let outcome = match &result {
