@@ -243,6 +243,21 @@ impl TestEnv {
         format!("{}{path}", self.api.as_deref().expect("API started"))
     }
 
+    /// Submits `batch` through `POST /v1/jobs/{kind}/batch` (asserting 202);
+    /// returns the job ids in order.
+    pub async fn submit_batch(&self, kind: &str, batch: &[Value]) -> Vec<String> {
+        let (s, b) = self
+            .post(&format!("/v1/jobs/{kind}/batch"), &Value::from(batch))
+            .await;
+        assert_eq!(s, 202, "{b}");
+        b["ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .map(|v| v.as_str().expect("id").to_owned())
+            .collect()
+    }
+
     /// `GET /v1/queues`, and the stats of one queue in it.
     pub async fn queue(&self, name: &str) -> (Value, Value) {
         let (_, all) = self.get("/v1/queues").await;

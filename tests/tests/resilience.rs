@@ -121,14 +121,7 @@ async fn a_graceful_stop_under_load_finishes_running_jobs_and_repeats_none() {
     let batch: Vec<Value> = (0..300)
         .map(|i| json!({"message": i.to_string(), "sleep_ms": 20}))
         .collect();
-    let (s, b) = env.post("/v1/jobs/echo/batch", &json!(batch)).await;
-    assert_eq!(s, 202, "{b}");
-    let ids: Vec<String> = b["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_owned())
-        .collect();
+    let ids = env.submit_batch("echo", &batch).await;
 
     until_serving(&env, &ids[0]).await;
     let stopped = Instant::now();
@@ -223,13 +216,7 @@ async fn a_redis_restart_mid_run_loses_no_job() {
     let batch: Vec<Value> = (0..200)
         .map(|i| json!({"message": i.to_string(), "sleep_ms": 10}))
         .collect();
-    let (_, b) = env.post("/v1/jobs/echo/batch", &json!(batch)).await;
-    let ids: Vec<String> = b["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_owned())
-        .collect();
+    let ids = env.submit_batch("echo", &batch).await;
 
     until_serving(&env, &ids[0]).await;
     redis.restart(Duration::from_secs(2));
@@ -252,13 +239,11 @@ async fn random_sigkills_under_load_lose_nothing_and_duplicate_no_record() {
     let batch: Vec<Value> = (0..2000)
         .map(|i| json!({"message": i.to_string(), "sleep_ms": 50}))
         .collect();
-    let (s, b) = env.post("/v1/jobs/echo/batch", &json!(batch)).await;
-    assert_eq!(s, 202, "{b}");
-    let ids: Vec<uuid::Uuid> = b["ids"]
-        .as_array()
-        .unwrap()
+    let ids: Vec<uuid::Uuid> = env
+        .submit_batch("echo", &batch)
+        .await
         .iter()
-        .map(|v| v.as_str().unwrap().parse().unwrap())
+        .map(|id| id.parse().unwrap())
         .collect();
 
     // The driver: every 0.7 s SIGKILL one worker (round robin) and restart

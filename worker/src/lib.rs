@@ -224,7 +224,6 @@ async fn pipeline_for(
         queue: client.clone(),
         tokens,
         models,
-        model_dir,
         cache: pipeline::cache::EmbedCache::new(
             client.connection(),
             client.prefix(),

@@ -1,7 +1,7 @@
 //! Handlers of the pipeline's kinds. What they share travels as
 //! `Data<Pipeline>`.
 
-use std::{path::PathBuf, sync::Arc};
+use std::sync::Arc;
 
 use apalis_core::{error::BoxDynError, task::data::Data};
 use deadpool_postgres::Pool;
@@ -37,8 +37,6 @@ pub struct Pipeline {
     pub tokens: Option<TokenCounter>,
     /// Loaded embedding models (embed workers only).
     pub models: Option<Arc<ModelRegistry>>,
-    /// The default model directory.
-    pub model_dir: PathBuf,
     /// Vectors of texts seen before.
     pub cache: EmbedCache,
     /// The chat endpoint for summaries, when configured.
