@@ -4,7 +4,7 @@
 
 use axum::{
     Json,
-    extract::rejection::JsonRejection,
+    extract::rejection::{JsonRejection, QueryRejection},
     http::StatusCode,
     response::{IntoResponse, Response},
 };
@@ -51,6 +51,20 @@ impl ApiError {
         self
     }
 
+    /// 422 for a query parameter outside `lo..=hi`.
+    pub fn out_of_range(
+        field: &str,
+        lo: impl std::fmt::Display,
+        hi: impl std::fmt::Display,
+    ) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_query",
+            format!("{field} must be between {lo} and {hi}"),
+        )
+        .field(Some(field.into()))
+    }
+
     /// 404 for an unknown resource.
     pub fn not_found(what: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", what)
@@ -92,6 +106,12 @@ impl From<JsonRejection> for ApiError {
             _ => StatusCode::BAD_REQUEST,
         };
         Self::new(status, "invalid_json", r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())
     }
 }
 

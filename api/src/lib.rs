@@ -6,11 +6,14 @@
 //! runs a model.
 //!
 //! Map: [`routes`] holds the handlers, [`error`] the JSON error type,
-//! [`state`] what handlers share, [`telemetry`] the HTTP metrics and the
+//! [`state`] what handlers share, [`history`] the queue-depth sampler and
+//! [`dashboard`] the built-in page that reads it, [`telemetry`] the HTTP metrics and the
 //! Prometheus exporter. [`app`] assembles the router with tower-http's
 //! middleware; [`serve`] checks the services, migrates and listens.
 
+pub mod dashboard;
 pub mod error;
+pub mod history;
 pub mod routes;
 pub mod state;
 pub mod telemetry;
@@ -88,6 +91,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let metrics = hopper_shared::metrics::install_exporter();
     let state = AppState::new(config.clone(), queue, pool, metrics);
+    state.history.spawn_sampler(state.queue.clone());
     let listener = tokio::net::TcpListener::bind(config.api_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.api_addr))?;

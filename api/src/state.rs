@@ -8,6 +8,8 @@ use hopper_queue::QueueClient;
 use hopper_shared::Config;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::history::DepthHistory;
+
 /// Shared state of the API.
 #[derive(Clone)]
 pub struct AppState {
@@ -19,6 +21,8 @@ pub struct AppState {
     pub pool: Pool,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Recent queue depth, for the dashboard.
+    pub history: DepthHistory,
 }
 
 impl AppState {
@@ -29,6 +33,7 @@ impl AppState {
             queue,
             pool,
             metrics,
+            history: DepthHistory::default(),
         }
     }
 }

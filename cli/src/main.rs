@@ -99,6 +99,20 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum JobsCommand {
+    /// List jobs by queue and state (waiting, running and dead ones from
+    /// Redis, finished ones from Postgres).
+    List {
+        /// Only this queue (job kind).
+        #[arg(long)]
+        queue: Option<String>,
+        /// Only this state: pending, scheduled, running, retrying,
+        /// succeeded, failed, dead, cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        /// Most jobs listed (1-500).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
     /// Show one job: state, attempts, timings, result or error.
     Show {
         /// The job id.
@@ -210,6 +224,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 bail!("job {id} ended {}", job["state"]);
             }
             Ok(())
+        }
+        Command::Jobs {
+            command:
+                JobsCommand::List {
+                    queue,
+                    state,
+                    limit,
+                },
+        } => {
+            let mut query = vec![("limit", limit.to_string())];
+            query.extend(queue.map(|q| ("queue", q)));
+            query.extend(state.map(|s| ("state", s)));
+            let r = api.get_query("/v1/jobs", &query).await?;
+            output::print(cli.json, &r, || output::jobs(&r))
         }
         Command::Jobs {
             command: JobsCommand::Show { id },

@@ -33,16 +33,46 @@ pub fn job(j: &Value) -> String {
     );
     if let Some(enq) = ms(&j["enqueued_at_ms"]) {
         let _ = writeln!(s, "  enqueued   +0 ms");
-        if let Some(st) = ms(&j["started_at_ms"]) {
+        let mut previous = 0;
+        for a in j["history"].as_array().into_iter().flatten() {
+            let attempt = a["attempt"].as_u64().unwrap_or(0);
+            if attempt <= previous {
+                let _ = writeln!(s, "  (retried from the dead letters)");
+            }
+            previous = attempt;
+            let start = ms(&a["started_at_ms"]).map_or("?".into(), |t| format!("+{} ms", t - enq));
+            let end = ms(&a["finished_at_ms"]).map_or("?".into(), |t| format!("+{} ms", t - enq));
             let _ = writeln!(
                 s,
-                "  started    +{} ms  on {}",
+                "  attempt {attempt}  {start} .. {end}  {}  on {}{}",
+                a["outcome"].as_str().unwrap_or("?"),
+                a["worker"].as_str().unwrap_or("?"),
+                a["error"]
+                    .as_str()
+                    .map_or(String::new(), |e| format!("  ({e})"))
+            );
+        }
+        if j["state"] == "running"
+            && let Some(st) = ms(&j["started_at_ms"])
+        {
+            let _ = writeln!(
+                s,
+                "  attempt {}  +{} ms ..  running  on {}",
+                j["attempts"],
                 st - enq,
                 j["worker"].as_str().unwrap_or("?")
             );
         }
+        if let Some(due) = ms(&j["run_at_ms"]) {
+            let _ = writeln!(s, "  due        +{} ms", due - enq);
+        }
         if let Some(fin) = ms(&j["finished_at_ms"]) {
-            let _ = writeln!(s, "  finished   +{} ms", fin - enq);
+            let _ = writeln!(
+                s,
+                "  finished   +{} ms  {}",
+                fin - enq,
+                j["state"].as_str().unwrap_or("?")
+            );
         }
     }
     if let Some(e) = j["error"].as_str() {
@@ -52,6 +82,51 @@ pub fn job(j: &Value) -> String {
         let _ = writeln!(s, "  result: {}", j["result"]);
     }
     s
+}
+
+/// A job listing as a table, with how long ago each was enqueued.
+pub fn jobs(r: &Value) -> String {
+    let now = now_ms();
+    let mut s = format!(
+        "{:<36}  {:<10} {:<10} {:>8} {:>10} {:>10}\n",
+        "ID", "QUEUE", "STATE", "ATTEMPTS", "ENQUEUED", "TOOK"
+    );
+    let jobs = r["jobs"].as_array().map(Vec::as_slice).unwrap_or_default();
+    for j in jobs {
+        let enq = ms(&j["enqueued_at_ms"]).unwrap_or(now);
+        let took = ms(&j["finished_at_ms"]).map_or("-".into(), |f| human_ms(f - enq));
+        let _ = writeln!(
+            s,
+            "{:<36}  {:<10} {:<10} {:>8} {:>10} {:>10}",
+            j["id"].as_str().unwrap_or("?"),
+            j["kind"].as_str().unwrap_or("?"),
+            j["state"].as_str().unwrap_or("?"),
+            format!("{}/{}", j["attempts"], j["max_attempts"]),
+            format!("{} ago", human_ms(now - enq)),
+            took
+        );
+    }
+    if jobs.is_empty() {
+        s.push_str("no jobs\n");
+    }
+    s
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// `850ms`, `12.3s`, `4.0m`, `2.5h`.
+fn human_ms(ms: i64) -> String {
+    let ms = ms.max(0);
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..60_000 => format!("{:.1}s", ms as f64 / 1e3),
+        60_000..3_600_000 => format!("{:.1}m", ms as f64 / 6e4),
+        _ => format!("{:.1}h", ms as f64 / 3.6e6),
+    }
 }
 
 /// Queue stats as a table.

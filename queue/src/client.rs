@@ -154,7 +154,7 @@ pub enum AfterFailure<'a> {
 #[derive(Clone)]
 pub struct QueueClient {
     client: Client,
-    conn: ConnectionManager,
+    pub(crate) conn: ConnectionManager,
     prefix: Arc<str>,
     settings: Arc<HashMap<JobKind, QueueSettings>>,
 }
@@ -710,7 +710,7 @@ impl QueueClient {
     }
 }
 
-fn parse_id(s: &str) -> Result<Uuid, QueueError> {
+pub(crate) fn parse_id(s: &str) -> Result<Uuid, QueueError> {
     Uuid::parse_str(s).map_err(|e| QueueError::Corrupt {
         id: s.to_owned(),
         why: e.to_string(),
@@ -755,7 +755,7 @@ fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, QueueError> {
     })
 }
 
-fn record_from_hash(
+pub(crate) fn record_from_hash(
     kind: JobKind,
     id: Uuid,
     f: &HashMap<String, String>,

@@ -26,6 +26,7 @@
 pub mod ack;
 pub mod backend;
 mod batch;
+pub mod browse;
 pub mod client;
 pub mod error;
 pub mod fetcher;
@@ -35,6 +36,7 @@ pub mod retry;
 mod scripts;
 
 pub use backend::{Lease, RedisBackend};
+pub use browse::MinuteOutcomes;
 pub use client::{AfterFailure, DeadPage, QueueClient, QueueStats, WorkerInfo};
 pub use error::QueueError;
 pub use job::{JobContext, Permanent, Priority, PushOptions, WorkerId};

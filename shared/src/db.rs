@@ -170,23 +170,54 @@ pub async fn upsert_job_records(pool: &Pool, jobs: &[JobRecord]) -> Result<()> {
     Ok(())
 }
 
+/// The columns [`record_from_row`] reads, in its order.
+const RECORD_COLUMNS: &str = "id, kind, state, attempts, max_attempts, args, result, error, worker, \
+     (extract(epoch FROM enqueued_at) * 1000)::int8, \
+     (extract(epoch FROM started_at) * 1000)::int8, \
+     (extract(epoch FROM finished_at) * 1000)::int8, priority, history";
+
 /// Reads a job's stored record, if it has one.
 pub async fn job_record(pool: &Pool, id: uuid::Uuid) -> Result<Option<JobRecord>> {
     let client = pool.get().await?;
     let row = client
         .query_opt(
-            "SELECT id, kind, state, attempts, max_attempts, args, result, error, worker, \
-                 (extract(epoch FROM enqueued_at) * 1000)::int8, \
-                 (extract(epoch FROM started_at) * 1000)::int8, \
-                 (extract(epoch FROM finished_at) * 1000)::int8, priority, history \
-             FROM job_records WHERE id = $1",
+            &format!("SELECT {RECORD_COLUMNS} FROM job_records WHERE id = $1"),
             &[&id],
         )
         .await?;
-    let Some(row) = row else { return Ok(None) };
+    row.map(|r| record_from_row(&r)).transpose()
+}
+
+/// The newest `limit` finished-job records, optionally of one kind and one
+/// state, most recently finished first.
+pub async fn list_job_records(
+    pool: &Pool,
+    kind: Option<JobKind>,
+    state: Option<JobState>,
+    limit: usize,
+) -> Result<Vec<JobRecord>> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {RECORD_COLUMNS} FROM job_records \
+                 WHERE ($1::text IS NULL OR kind = $1) AND ($2::text IS NULL OR state = $2) \
+                 ORDER BY finished_at DESC NULLS LAST LIMIT $3"
+            ),
+            &[
+                &kind.map(|k| k.as_str()),
+                &state.map(|s| s.as_str()),
+                &(limit as i64),
+            ],
+        )
+        .await?;
+    rows.iter().map(record_from_row).collect()
+}
+
+fn record_from_row(row: &tokio_postgres::Row) -> Result<JobRecord> {
     let kind: String = row.get(1);
     let state: String = row.get(2);
-    Ok(Some(JobRecord {
+    Ok(JobRecord {
         id: row.get(0),
         kind: kind.parse::<JobKind>().map_err(corrupt)?,
         state: state.parse::<JobState>().map_err(corrupt)?,
@@ -203,7 +234,7 @@ pub async fn job_record(pool: &Pool, id: uuid::Uuid) -> Result<Option<JobRecord>
         run_at_ms: None,
         request_id: None,
         history: serde_json::from_value(row.get(13))?,
-    }))
+    })
 }
 
 fn corrupt(e: impl std::fmt::Display) -> Error {

@@ -336,6 +336,27 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// Every state.
+    pub const ALL: [JobState; 8] = [
+        JobState::Pending,
+        JobState::Scheduled,
+        JobState::Running,
+        JobState::Retrying,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Dead,
+        JobState::Cancelled,
+    ];
+
+    /// Whether listings read jobs in this state from their Postgres records
+    /// (Redis keeps no index of them, or forgets them after retention).
+    pub fn is_finished_record(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+
     /// The stored name of this state.
     pub fn as_str(self) -> &'static str {
         match self {

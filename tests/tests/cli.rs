@@ -3,6 +3,7 @@
 use std::process::Command;
 
 use hopper_tests::{TestEnv, binary};
+use serde_json::json;
 
 fn hopper(env: &TestEnv, args: &[&str]) -> std::process::Output {
     Command::new(binary("hopper"))
@@ -215,4 +216,80 @@ async fn dead_letters_cancel_documents_and_search_from_the_terminal() {
         "{text}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn jobs_list_by_queue_and_state() {
+    let mut env = TestEnv::new(&[]);
+    env.start_api().await;
+    env.start_worker("echo", &[]);
+    // Three pending noop jobs (no noop worker), one scheduled echo, one
+    // succeeded echo (its record in Postgres).
+    let pending = env
+        .submit_batch("noop", &[json!({}), json!({}), json!({})])
+        .await;
+    let (s, b) = env
+        .post(
+            "/v1/jobs/echo?delay_ms=600000",
+            &json!({"message": "later"}),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let scheduled = b["id"].as_str().unwrap().to_owned();
+    let (_, b) = env.post("/v1/jobs/echo", &json!({"message": "now"})).await;
+    let done = b["id"].as_str().unwrap().to_owned();
+    env.wait_final(&done, std::time::Duration::from_secs(20))
+        .await;
+
+    let out = hopper(
+        &env,
+        &["jobs", "list", "--queue", "noop", "--state", "pending"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.starts_with("ID"), "{text}");
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    // Claim order: the first submitted is the next to run.
+    assert!(rows[0].starts_with(&pending[0]), "{text}");
+    assert!(rows.iter().all(|r| r.contains(" pending ")), "{text}");
+
+    let out = hopper(
+        &env,
+        &[
+            "jobs",
+            "list",
+            "--state",
+            "succeeded",
+            "--json",
+            "--limit",
+            "5",
+        ],
+    );
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = v["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![done.as_str()], "{v}");
+
+    // Without filters: every job of every queue, five in all.
+    let out = hopper(&env, &["jobs", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let all = v["jobs"].as_array().unwrap();
+    assert_eq!(all.len(), 5, "{v}");
+    assert!(
+        all.iter()
+            .any(|j| j["id"] == scheduled.as_str() && j["state"] == "scheduled")
+    );
+
+    // A bad state: non-zero exit and one line naming the problem.
+    let out = hopper(&env, &["jobs", "list", "--state", "sleeping"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("unknown job state `sleeping`"), "{err}");
 }

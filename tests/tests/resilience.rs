@@ -4,12 +4,9 @@
 //! a Redis restart loses nothing, and random SIGKILLs under load leave
 //! exactly one record per job.
 
-use std::{
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use hopper_tests::{TestEnv, free_port};
+use hopper_tests::{PrivateRedis, TestEnv};
 use serde_json::{Value, json};
 
 const FAST_LEASE: [(&str, &str); 2] = [("HOPPER_HEARTBEAT_MS", "200"), ("HOPPER_LEASE_MS", "1000")];
@@ -150,66 +147,10 @@ async fn a_graceful_stop_under_load_finishes_running_jobs_and_repeats_none() {
     }
 }
 
-/// A private redis-server with an append-only file, so a restart keeps data.
-struct PrivateRedis {
-    port: u16,
-    dir: std::path::PathBuf,
-    child: std::process::Child,
-}
-
-impl PrivateRedis {
-    fn start(port: u16, dir: std::path::PathBuf) -> Self {
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/setup)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "private redis did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { port, dir, child }
-    }
-
-    fn restart(&mut self, down_for: Duration) {
-        let _ = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "shutdown"])
-            .status();
-        let _ = self.child.wait();
-        std::thread::sleep(down_for);
-        *self = Self::start(self.port, self.dir.clone());
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test]
 async fn a_redis_restart_mid_run_loses_no_job() {
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!("hopper-redis-{port}"));
-    let mut redis = PrivateRedis::start(port, dir);
-    let url = format!("redis://127.0.0.1:{port}");
+    let mut redis = PrivateRedis::start();
+    let url = redis.url();
     let mut env = TestEnv::new(&[("REDIS_URL", url.as_str()), FAST_LEASE[0], FAST_LEASE[1]]);
     env.start_api().await;
     env.start_worker("echo", &[]);

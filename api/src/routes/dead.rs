@@ -9,7 +9,10 @@
 
 use axum::{
     Json,
-    extract::{Path, Query, State, rejection::JsonRejection},
+    extract::{
+        Path, Query, State,
+        rejection::{JsonRejection, QueryRejection},
+    },
     http::StatusCode,
 };
 use serde::Deserialize;
@@ -46,18 +49,12 @@ pub struct Selection {
 pub async fn list(
     State(state): State<AppState>,
     Path(kind): Path<String>,
-    page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+    page: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let kind = parse_kind(&kind)?;
-    let Query(page) =
-        page.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let Query(page) = page?;
     if !(1..=500).contains(&page.limit) {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_query",
-            "limit must be between 1 and 500",
-        )
-        .field(Some("limit".into())));
+        return Err(ApiError::out_of_range("limit", 1, 500));
     }
     let dead = state
         .queue

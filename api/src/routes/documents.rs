@@ -10,7 +10,7 @@ use std::{convert::Infallible, time::Duration};
 use axum::{
     Json,
     body::Bytes,
-    extract::{FromRequest, Multipart, Path, Query, Request, State},
+    extract::{FromRequest, Multipart, Path, Query, Request, State, rejection::QueryRejection},
     http::{StatusCode, header::CONTENT_TYPE},
     response::{
         IntoResponse,
@@ -274,10 +274,9 @@ fn default_limit() -> i64 {
 /// `GET /v1/documents`: newest first, with chunk counts.
 pub async fn list(
     State(state): State<AppState>,
-    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) =
-        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let Query(q) = q?;
     if !(1..=500).contains(&q.limit) || q.offset < 0 {
         return Err(unprocessable(
             "invalid_query",

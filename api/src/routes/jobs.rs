@@ -6,17 +6,24 @@
 //! job instead of adding a second. `POST /v1/jobs/{kind}/batch` takes a JSON
 //! array of argument objects (all validated before any is queued).
 //! `GET /v1/jobs/{id}` reads Redis first, then the Postgres record.
+//! `GET /v1/jobs` lists jobs by queue and state.
 
 use std::time::Duration;
 
 use axum::{
     Json,
-    extract::{Path, Query, State, rejection::JsonRejection},
+    extract::{
+        Path, Query, State,
+        rejection::{JsonRejection, QueryRejection},
+    },
     http::{HeaderMap, StatusCode},
     response::IntoResponse,
 };
 use hopper_queue::{Priority, PushOptions};
-use hopper_shared::{db, jobs::JobKind};
+use hopper_shared::{
+    db,
+    jobs::{JobKind, JobState},
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -46,20 +53,14 @@ pub fn parse_kind(kind: &str) -> Result<JobKind, ApiError> {
 }
 
 fn options(
-    q: Result<Query<SubmitQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<SubmitQuery>, QueryRejection>,
     headers: &HeaderMap,
 ) -> Result<PushOptions, ApiError> {
-    let Query(q) =
-        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let Query(q) = q?;
     if let Some(m) = q.max_attempts
         && !(1..=100).contains(&m)
     {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_query",
-            "max_attempts must be between 1 and 100",
-        )
-        .field(Some("max_attempts".into())));
+        return Err(ApiError::out_of_range("max_attempts", 1, 100));
     }
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
@@ -116,7 +117,7 @@ fn validate(kind: JobKind, args: &Value, index: Option<usize>) -> Result<(), Api
 pub async fn submit(
     State(state): State<AppState>,
     Path(kind): Path<String>,
-    query: Result<Query<SubmitQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<SubmitQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -146,7 +147,7 @@ pub async fn submit(
 pub async fn submit_batch(
     State(state): State<AppState>,
     Path(kind): Path<String>,
-    query: Result<Query<SubmitQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<SubmitQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Json<Vec<Value>>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -217,4 +218,84 @@ pub async fn show(
         Some(job) => Ok(Json(job)),
         None => Err(ApiError::not_found(format!("no job {id}"))),
     }
+}
+
+/// Filters of `GET /v1/jobs`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// One queue (kind); every queue when absent.
+    queue: Option<String>,
+    /// One state; every state when absent.
+    state: Option<String>,
+    /// Most jobs returned (1–500, default 50).
+    limit: Option<usize>,
+}
+
+/// Most jobs one listing returns.
+pub const MAX_LIST: usize = 500;
+
+/// `GET /v1/jobs?queue=&state=&limit=`: jobs in a queue and state. Waiting,
+/// running and dead jobs come from Redis (in claim order, or newest first
+/// for dead letters); finished ones (`succeeded`, `cancelled`, `failed`)
+/// from their Postgres records, most recently finished first. Without a
+/// state, both, most recent activity first.
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=MAX_LIST).contains(&limit) {
+        return Err(ApiError::out_of_range("limit", 1, MAX_LIST));
+    }
+    let kinds = match q.queue.as_deref() {
+        Some(k) => vec![parse_kind(k)?],
+        None => JobKind::ALL.to_vec(),
+    };
+    let wanted = q
+        .state
+        .as_deref()
+        .map(|s| {
+            s.parse::<JobState>().map_err(|e| {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", e)
+                    .field(Some("state".into()))
+                    .known(JobState::ALL.iter().map(|s| s.as_str()).collect())
+            })
+        })
+        .transpose()?;
+    let from_redis = match wanted {
+        Some(s) if s.is_finished_record() => Vec::new(),
+        Some(s) => vec![s],
+        None => vec![
+            JobState::Running,
+            JobState::Pending,
+            JobState::Scheduled,
+            JobState::Retrying,
+            JobState::Dead,
+        ],
+    };
+    let mut jobs = Vec::new();
+    for kind in &kinds {
+        for s in &from_redis {
+            jobs.extend(state.queue.list_jobs(*kind, *s, limit).await?);
+        }
+    }
+    if wanted.is_none_or(|s| s.is_finished_record()) {
+        let kind = (kinds.len() == 1).then(|| kinds[0]);
+        let finished = db::list_job_records(&state.pool, kind, wanted, limit).await?;
+        // A dead letter has a record too; Redis' copy (listed above) wins.
+        jobs.extend(finished.into_iter().filter(|j| j.state != JobState::Dead));
+    }
+    if wanted.is_none() || kinds.len() > 1 {
+        jobs.sort_by_key(|j| {
+            std::cmp::Reverse(
+                j.finished_at_ms
+                    .or(j.started_at_ms)
+                    .unwrap_or(j.enqueued_at_ms),
+            )
+        });
+    }
+    jobs.truncate(limit);
+    Ok(Json(json!({ "jobs": jobs, "limit": limit })))
 }

@@ -18,6 +18,7 @@ use crate::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         // `{key}` is a kind for POST and a job id for GET (one path shape).
+        .route("/v1/jobs", get(jobs::list))
         .route("/v1/jobs/{key}", post(jobs::submit).get(jobs::show))
         .route("/v1/jobs/{key}/batch", post(jobs::submit_batch))
         .route("/v1/jobs/{key}/cancel", post(jobs::cancel))
@@ -32,12 +33,15 @@ pub fn router() -> Router<AppState> {
         .route("/v1/documents/{id}/events", get(documents::events))
         .route("/v1/search", post(search::search))
         .route("/v1/queues", get(queues::list))
+        .route("/v1/queues/history", get(queues::history))
         .route("/v1/workers", get(queues::workers))
         .route("/v1/queues/{kind}/dead", get(dead::list))
         .route("/v1/queues/{kind}/dead/{action}", post(dead::act))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
+        .route("/dashboard", get(crate::dashboard::page))
+        .route("/dashboard/{asset}", get(crate::dashboard::asset))
         .fallback(|| async {
             crate::error::ApiError::not_found("no such route; see README.md for the API")
         })

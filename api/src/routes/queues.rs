@@ -1,8 +1,13 @@
 //! `GET /v1/queues`: depth of every queue, from the queue's own Lua;
-//! `GET /v1/workers`: the workers of every queue and what they run.
+//! `GET /v1/workers`: the workers of every queue and what they run;
+//! `GET /v1/queues/history`: depth and outcomes over time, for the dashboard.
 
-use axum::{Json, extract::State};
+use axum::{
+    Json,
+    extract::{Query, State, rejection::QueryRejection},
+};
 use hopper_shared::jobs::JobKind;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{AppState, error::ApiError};
@@ -23,4 +28,51 @@ pub async fn workers(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
         workers.extend(state.queue.workers(kind).await?);
     }
     Ok(Json(json!({ "workers": workers })))
+}
+
+/// Window of `GET /v1/queues/history`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Minutes back (1–60, default 30).
+    minutes: Option<i64>,
+}
+
+/// `GET /v1/queues/history?minutes=`: each queue's depth over the window
+/// (this API replica's samples, every 2 s) and its outcomes per minute (from
+/// Redis' counters, shared by every replica).
+pub async fn history(
+    State(state): State<AppState>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query?;
+    let minutes = q.minutes.unwrap_or(30);
+    if !(1..=60).contains(&minutes) {
+        return Err(ApiError::out_of_range("minutes", 1, 60));
+    }
+    let mut outcomes = serde_json::Map::new();
+    for kind in JobKind::ALL {
+        outcomes.insert(
+            kind.as_str().into(),
+            json!(state.queue.outcomes(kind, minutes).await?),
+        );
+    }
+    let samples: Vec<Value> = state
+        .history
+        .since(minutes * 60_000)
+        .into_iter()
+        .map(|s| {
+            let queues: serde_json::Map<String, Value> = s
+                .queues
+                .iter()
+                .map(|(k, d)| (k.as_str().to_owned(), json!(d)))
+                .collect();
+            json!({ "at_ms": s.at_ms, "queues": queues })
+        })
+        .collect();
+    Ok(Json(json!({
+        "every_ms": crate::history::SAMPLE_EVERY.as_millis() as u64,
+        "samples": samples,
+        "outcomes": outcomes,
+    })))
 }

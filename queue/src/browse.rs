@@ -1,0 +1,207 @@
+//! Browsing a queue: the jobs in a given state, and what the queue did minute
+//! by minute. Read-only; used by `GET /v1/jobs`, `hopper jobs list` and the
+//! dashboard.
+//!
+//! Each state is read from the structure that indexes it (pending lists,
+//! the scheduled set, workers' in-flight sets, the dead and done sets), a
+//! page at a time, and each id's hash is read in one pipelined round trip.
+//! A listing never scans more than [`MAX_SCAN`] ids, so its cost is bounded
+//! whatever the queue's length. Jobs whose hash no longer matches the state
+//! asked for (a cancelled job still in a pending list, say) are skipped.
+
+use hopper_shared::jobs::{JobKind, JobRecord, JobState};
+use serde::Serialize;
+
+use crate::{
+    Priority, QueueClient, QueueError,
+    client::{parse_id, record_from_hash},
+    now_ms,
+};
+
+/// Most ids one listing examines.
+pub const MAX_SCAN: usize = 5_000;
+/// Ids read per round trip.
+const PAGE: usize = 200;
+
+/// Outcomes of one queue in one minute.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MinuteOutcomes {
+    /// Unix ms at the start of the minute.
+    pub minute_ms: i64,
+    /// Jobs that succeeded.
+    pub succeeded: u64,
+    /// Failed attempts (retried or not).
+    pub failed: u64,
+    /// Failed attempts scheduled for a retry.
+    pub retried: u64,
+    /// Jobs dead-lettered.
+    pub dead: u64,
+}
+
+/// Where the ids of a state are kept, and in which order they are listed.
+enum Source {
+    /// A Redis list read from its tail (the next to be claimed first).
+    ListTail(String),
+    /// A sorted set, lowest score first.
+    ZsetAsc(String),
+    /// A sorted set, highest score first.
+    ZsetDesc(String),
+}
+
+impl QueueClient {
+    /// Up to `limit` jobs of `kind` in `state`, in the order they will run
+    /// (pending, scheduled, retrying), newest first (dead, succeeded), or
+    /// by id (running). States Redis keeps no index of (`cancelled`,
+    /// `failed`) list nothing: their records are in Postgres.
+    pub async fn list_jobs(
+        &self,
+        kind: JobKind,
+        state: JobState,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, QueueError> {
+        let keys = self.keys(kind);
+        let sources = match state {
+            JobState::Pending => vec![
+                Source::ListTail(keys.pending(Priority::High)),
+                Source::ListTail(keys.pending(Priority::Normal)),
+            ],
+            JobState::Scheduled | JobState::Retrying => vec![Source::ZsetAsc(keys.scheduled())],
+            JobState::Dead => vec![Source::ZsetDesc(keys.dead())],
+            JobState::Succeeded => vec![Source::ZsetDesc(keys.done())],
+            JobState::Running => return self.running_jobs(kind, limit).await,
+            JobState::Cancelled | JobState::Failed => return Ok(Vec::new()),
+        };
+        let mut found = Vec::new();
+        let mut scanned = 0;
+        for source in sources {
+            let mut offset = 0;
+            while found.len() < limit && scanned < MAX_SCAN {
+                let ids = self.page(&source, offset).await?;
+                if ids.is_empty() {
+                    break;
+                }
+                offset += ids.len();
+                scanned += ids.len();
+                found.extend(
+                    self.records(kind, &ids)
+                        .await?
+                        .into_iter()
+                        .filter(|j| j.state == state),
+                );
+            }
+        }
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    /// Jobs held by the queue's registered workers, sorted by id.
+    async fn running_jobs(
+        &self,
+        kind: JobKind,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, QueueError> {
+        let mut ids: Vec<String> = Vec::new();
+        for worker in self.workers(kind).await? {
+            ids.extend(worker.running);
+        }
+        ids.sort();
+        ids.truncate(limit.min(MAX_SCAN));
+        let mut jobs = self.records(kind, &ids).await?;
+        jobs.retain(|j| j.state == JobState::Running);
+        Ok(jobs)
+    }
+
+    async fn page(&self, source: &Source, offset: usize) -> Result<Vec<String>, QueueError> {
+        let (start, stop) = (offset as i64, (offset + PAGE) as i64 - 1);
+        let mut conn = self.conn.clone();
+        Ok(match source {
+            Source::ListTail(key) => {
+                // Index -1 is the next id a claim takes.
+                let mut ids: Vec<String> = redis::cmd("LRANGE")
+                    .arg(key)
+                    .arg(-stop - 1)
+                    .arg(-start - 1)
+                    .query_async(&mut conn)
+                    .await?;
+                ids.reverse();
+                ids
+            }
+            Source::ZsetAsc(key) => {
+                redis::cmd("ZRANGE")
+                    .arg(key)
+                    .arg(start)
+                    .arg(stop)
+                    .query_async(&mut conn)
+                    .await?
+            }
+            Source::ZsetDesc(key) => {
+                redis::cmd("ZREVRANGE")
+                    .arg(key)
+                    .arg(start)
+                    .arg(stop)
+                    .query_async(&mut conn)
+                    .await?
+            }
+        })
+    }
+
+    /// The hashes of `ids`, in order, in one round trip; ids Redis has
+    /// forgotten are left out.
+    async fn records(&self, kind: JobKind, ids: &[String]) -> Result<Vec<JobRecord>, QueueError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = self.keys(kind);
+        let mut pipe = redis::pipe();
+        let mut parsed = Vec::with_capacity(ids.len());
+        for id in ids {
+            let id = parse_id(id)?;
+            pipe.cmd("HGETALL").arg(keys.job(&id));
+            parsed.push(id);
+        }
+        let hashes: Vec<std::collections::HashMap<String, String>> =
+            pipe.query_async(&mut self.conn.clone()).await?;
+        parsed
+            .into_iter()
+            .zip(hashes)
+            .filter(|(_, h)| !h.is_empty())
+            .map(|(id, h)| record_from_hash(kind, id, &h))
+            .collect()
+    }
+
+    /// Outcome counts of `kind` for each of the last `minutes` minutes
+    /// (the current one last). Counters are kept two hours.
+    pub async fn outcomes(
+        &self,
+        kind: JobKind,
+        minutes: i64,
+    ) -> Result<Vec<MinuteOutcomes>, QueueError> {
+        let keys = self.keys(kind);
+        let now = now_ms();
+        let last = now / 60_000;
+        let first = last - minutes.clamp(1, 120) + 1;
+        let mut pipe = redis::pipe();
+        for m in first..=last {
+            pipe.cmd("HMGET")
+                .arg(keys.stats_minute(m * 60_000))
+                .arg("succeeded")
+                .arg("failed")
+                .arg("retried")
+                .arg("dead");
+        }
+        let rows: Vec<Vec<Option<u64>>> = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok((first..=last)
+            .zip(rows)
+            .map(|(m, r)| {
+                let at = |i: usize| r.get(i).copied().flatten().unwrap_or(0);
+                MinuteOutcomes {
+                    minute_ms: m * 60_000,
+                    succeeded: at(0),
+                    failed: at(1),
+                    retried: at(2),
+                    dead: at(3),
+                }
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,125 @@
+// Drives Hopper's /dashboard in Debian's headless Chromium with playwright-core.
+// Run by tests/tests/dashboard.rs against a live API and echo worker:
+//   HOPPER_URL=http://127.0.0.1:PORT SCREENSHOT=path node dashboard.test.mjs
+// It loads the page, sees a queue's depth change after jobs are submitted,
+// retries a dead job with the page's button, follows the job to its timeline,
+// and saves a screenshot. Any step that fails, any page error or console
+// error (a CSP violation included) fails the run with exit 1.
+import { chromium } from 'playwright-core';
+
+const base = process.env.HOPPER_URL;
+const screenshot = process.env.SCREENSHOT || 'dashboard.png';
+const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
+if (!base) throw new Error('HOPPER_URL is not set');
+
+const step = (what) => console.log(`[dashboard] ${what}`);
+
+async function api(path, options = {}) {
+  const res = await fetch(base + path, {
+    method: options.method || 'GET',
+    headers: { 'content-type': 'application/json' },
+    body: options.body === undefined ? undefined : JSON.stringify(options.body),
+  });
+  const body = await res.json();
+  if (!res.ok) throw new Error(`${path}: ${res.status} ${JSON.stringify(body)}`);
+  return body;
+}
+
+async function until(what, check, ms = 20000) {
+  const end = Date.now() + ms;
+  let last;
+  while (Date.now() < end) {
+    last = await check();
+    if (last) return last;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+const browser = await chromium.launch({
+  executablePath,
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--disable-dev-shm-usage'],
+});
+const problems = [];
+let page;
+try {
+  page = await browser.newPage({ viewport: { width: 1400, height: 1800 } });
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('console', (m) => { if (m.type() === 'error') problems.push(`console error: ${m.text()}`); });
+  page.on('dialog', (d) => d.accept());
+
+  step('load /dashboard');
+  const res = await page.goto(`${base}/dashboard`);
+  if (res.status() !== 200) throw new Error(`/dashboard answered ${res.status()}`);
+  const csp = res.headers()['content-security-policy'] || '';
+  if (!csp.includes("script-src 'self'")) throw new Error(`no CSP on the page: ${csp}`);
+  const pending = page.locator('#queues tr[data-queue="noop"] [data-field="pending"]');
+  const before = Number(await pending.textContent());
+  if (before !== 0) throw new Error(`noop pending is ${before} in a fresh namespace`);
+
+  step('submit 25 noop jobs (no worker runs that queue) and watch the depth change');
+  await api('/v1/jobs/noop/batch', { method: 'POST', body: Array.from({ length: 25 }, () => ({})) });
+  await page.waitForFunction(() =>
+    document.querySelector('#queues tr[data-queue="noop"] [data-field="pending"]').textContent === '25',
+  null, { timeout: 15000 });
+  await page.waitForFunction(() => {
+    const legend = document.querySelector('[data-legend="noop"]');
+    return legend && legend.textContent.endsWith(' 25');
+  }, null, { timeout: 15000 });
+  const line = await page.locator('#depth-chart polyline[data-series="noop"]').getAttribute('points');
+  if (!line || line.split(' ').length < 2) throw new Error(`no depth line for noop: ${line}`);
+
+  step('make a dead job and retry it from the dead-letter table');
+  const { id } = await api('/v1/jobs/echo?max_attempts=1', { method: 'POST', body: { message: 'from the dashboard test', fail: 'boom' } });
+  await until('the job to die', async () => (await api(`/v1/jobs/${id}`)).state === 'dead');
+  await page.selectOption('#dead-queue', 'echo');
+  const retry = page.locator(`#dead button[data-action="retry"][data-id="${id}"]`);
+  await retry.waitFor({ timeout: 15000 });
+  await retry.click();
+  await page.waitForFunction(() => document.querySelector('#toast').textContent.startsWith('retried 1 dead job'), null, { timeout: 10000 });
+  // The retried job ran again (and failed again: its arguments say so).
+  const rerun = await until('the retried job to run again', async () => {
+    const job = await api(`/v1/jobs/${id}`);
+    return job.history.length === 2 && job.state === 'dead' ? job : null;
+  });
+  if (rerun.history[1].outcome !== 'dead' || rerun.history[1].error !== 'boom') {
+    throw new Error(`second run not recorded: ${JSON.stringify(rerun.history)}`);
+  }
+
+  step('open the job and read its timeline');
+  await page.locator(`#dead a[data-job="${id}"]`).first().click();
+  await page.waitForFunction((jobId) => {
+    const d = document.querySelector('#job-detail');
+    return d && !d.hidden && d.dataset.job === jobId && document.querySelectorAll('#job-timeline li[data-attempt]').length === 2;
+  }, id, { timeout: 10000 });
+  const timeline = await page.locator('#job-timeline').innerText();
+  for (const want of ['enqueued', 'attempt 1', 'retried from the dead letters', 'boom', 'dead']) {
+    if (!timeline.includes(want)) throw new Error(`timeline lacks "${want}":\n${timeline}`);
+  }
+
+  step('the jobs table lists the pending noop jobs');
+  await page.selectOption('#jobs-queue', 'noop');
+  await page.selectOption('#jobs-state', 'pending');
+  await page.waitForFunction(() => document.querySelectorAll('#jobs tr[data-job-row]').length === 25, null, { timeout: 10000 });
+
+  step('workers table shows the echo worker');
+  await page.locator('#workers tr[data-worker] >> text=echo').first().waitFor({ timeout: 10000 });
+  const health = await page.locator('#health').textContent();
+  if (health !== 'ready') throw new Error(`health badge says ${health}`);
+
+  if (problems.length) throw new Error(problems.join('\n'));
+  step('ok');
+} catch (e) {
+  console.error(`[dashboard] FAILED: ${e.stack || e}`);
+  if (problems.length) console.error(problems.join('\n'));
+  process.exitCode = 1;
+} finally {
+  if (page) {
+    await page.screenshot({ path: screenshot, fullPage: true }).catch((e) => console.error(`screenshot: ${e}`));
+    step(`screenshot: ${screenshot}`);
+  }
+  await browser.close();
+}
