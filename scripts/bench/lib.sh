@@ -1,0 +1,46 @@
+# scripts/bench/lib.sh - what the service benchmarks (queue, ingest, scale) share: release
+# binaries, a key prefix and Postgres schema of their own (bench-<id>), an API port, a log dir,
+# and a cleanup that stops every process started, deletes the keys and drops the schema.
+# Source it after `cd` to the repo root and `. scripts/env.sh`; then start_api, start_worker.
+# shellcheck shell=bash
+
+say() { echo "[bench] $*" >&2; }
+now_us() { echo "${EPOCHREALTIME/[.,]/}"; }
+
+say "building release binaries"
+cargo build --release --quiet -p hopper-api -p hopper-worker -p hopper-bench
+BIN=$ROOT/target/release
+ID=$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')
+export HOPPER_KEY_PREFIX="bench-$ID" HOPPER_DB_SCHEMA="bench_$ID" RUST_LOG=warn
+PORT=$((20000 + 0x$ID % 20000))
+export HOPPER_API_ADDR="127.0.0.1:$PORT"
+API="http://$HOPPER_API_ADDR"
+LOGS=$(mktemp -d)
+PIDS=()
+
+bench_cleanup() {
+  local rc=$?
+  [ "$rc" = 0 ] || { echo "[bench] FAILED; last log lines:" >&2; tail -n 20 "$LOGS"/*.log >&2 || true; }
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  "$BIN/hopper-bench" clean >/dev/null 2>&1 || true
+  scripts/pg psql -d hopper -c "DROP SCHEMA IF EXISTS bench_$ID CASCADE" >/dev/null 2>&1 || true
+  rm -rf "$LOGS"
+}
+trap bench_cleanup EXIT
+
+# start_api: the API on $API, waited for until ready.
+start_api() {
+  "$BIN/hopper-api" 2>"$LOGS/api.log" & PIDS+=($!)
+  for _ in $(seq 200); do curl -fs "$API/health/ready" >/dev/null 2>&1 && return; sleep 0.05; done
+  cat "$LOGS/api.log" >&2; exit 1
+}
+# start_noop_worker CONCURRENCY: one worker process on the noop queue; sets WPID.
+start_noop_worker() {
+  HOPPER_QUEUE_NOOP_CONCURRENCY=$1 "$BIN/hopper-worker" --queues noop --device cpu \
+    2>>"$LOGS/worker.log" & WPID=$!; PIDS+=("$WPID")
+}
+stop() { kill -TERM "$@" 2>/dev/null || true; wait "$@" 2>/dev/null || true; }
+# field KEY: KEY of the JSON object on the last line of stdin.
+field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])['$1'])"; }
+bench() { "$BIN/hopper-bench" "$@"; }
