@@ -119,6 +119,10 @@ where
             shared.running.insert(&ctx);
             let kind = ctx.kind.as_str();
             metrics::counter!(m::JOBS_STARTED, "kind" => kind).increment(1);
+            if ctx.attempt == 1 {
+                let waited = (ctx.started_at_ms - ctx.enqueued_at_ms).max(0) as f64 / 1000.0;
+                metrics::histogram!(m::JOB_QUEUE_WAIT_SECONDS, "kind" => kind).record(waited);
+            }
             let started = Instant::now();
             // The soft limit fires the job's token from within this future
             // (no task per attempt); the hard limit abandons the attempt.

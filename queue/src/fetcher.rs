@@ -226,9 +226,15 @@ pub(crate) async fn heartbeat_loop(
     stop: CancellationToken,
 ) {
     loop {
-        if let Err(e) = client.heartbeat(kind, &worker).await {
-            tracing::warn!(queue = %kind, "heartbeat failed: {e}");
-        }
+        let outcome = match client.heartbeat(kind, &worker).await {
+            Ok(()) => "ok",
+            Err(e) => {
+                tracing::warn!(queue = %kind, "heartbeat failed: {e}");
+                "failed"
+            }
+        };
+        metrics::counter!(hopper_shared::metrics::WORKER_HEARTBEATS, "queue" => kind.as_str(), "outcome" => outcome)
+            .increment(1);
         match client.cancel_requests(kind).await {
             Ok(ids) if !ids.is_empty() => {
                 let n = running.cancel(&ids);

@@ -34,6 +34,47 @@ pub const HTTP_REQUESTS: &str = "hopper_http_requests_total";
 /// Seconds spent serving HTTP requests, labelled by `method` and `route`.
 pub const HTTP_REQUEST_SECONDS: &str = "hopper_http_request_seconds";
 
+/// Seconds from submission to a job's first start (its delay included),
+/// labelled by `kind`.
+pub const JOB_QUEUE_WAIT_SECONDS: &str = "hopper_job_queue_wait_seconds";
+/// Heartbeats a worker sent, labelled by `queue` and `outcome` (`ok`, `failed`).
+pub const WORKER_HEARTBEATS: &str = "hopper_worker_heartbeats_total";
+/// Texts per forward pass of the embedding engine, labelled by `device`.
+pub const EMBED_BATCH_SIZE: &str = "hopper_embed_batch_size";
+/// Tokens per forward pass (padding included), labelled by `device`.
+pub const EMBED_BATCH_TOKENS: &str = "hopper_embed_batch_tokens";
+/// Forward passes, labelled by `model`.
+pub const EMBED_FORWARD_PASSES: &str = "hopper_embed_forward_passes_total";
+/// Texts embedded by the model (cache hits excluded), labelled by `model`;
+/// its rate is embeddings per second.
+pub const EMBED_TEXTS: &str = "hopper_embed_texts_total";
+/// Real (unpadded) tokens embedded, labelled by `model`.
+pub const EMBED_TOKENS: &str = "hopper_embed_tokens_total";
+/// Tokens computed including padding, labelled by `model`.
+pub const EMBED_PADDED_TOKENS: &str = "hopper_embed_padded_tokens_total";
+/// Texts cut at the model's maximum length, labelled by `model`.
+pub const EMBED_TRUNCATED_TEXTS: &str = "hopper_embed_truncated_texts_total";
+/// Largest batch so far, labelled by `model`.
+pub const EMBED_MAX_BATCH_SIZE: &str = "hopper_embed_max_batch_size";
+/// Whole seconds spent in forward passes, labelled by `model`.
+pub const EMBED_FORWARD_SECONDS: &str = "hopper_embed_forward_seconds_total";
+/// Embedding-cache hits, in texts.
+pub const EMBED_CACHE_HITS: &str = "hopper_embed_cache_hits_total";
+/// Embedding-cache misses, in texts.
+pub const EMBED_CACHE_MISSES: &str = "hopper_embed_cache_misses_total";
+/// GPU memory in use on the worker's CUDA device (all processes), labelled by
+/// `device`; only on CUDA.
+pub const GPU_MEMORY_USED_BYTES: &str = "hopper_gpu_memory_used_bytes";
+/// The CUDA device's total memory, labelled by `device`; only on CUDA.
+pub const GPU_MEMORY_TOTAL_BYTES: &str = "hopper_gpu_memory_total_bytes";
+
+/// Buckets of [`EMBED_BATCH_SIZE`].
+pub const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+/// Buckets of [`EMBED_BATCH_TOKENS`].
+pub const BATCH_TOKENS_BUCKETS: &[f64] = &[
+    64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0, 32768.0,
+];
+
 /// Histogram buckets (seconds) of every `*_seconds` metric, so dashboards can
 /// compute any percentile with `histogram_quantile`.
 pub const SECONDS_BUCKETS: &[f64] = &[
@@ -50,6 +91,18 @@ pub fn install_exporter() -> metrics_exporter_prometheus::PrometheusHandle {
         .get_or_init(|| {
             PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(EMBED_BATCH_SIZE.into()),
+                        BATCH_SIZE_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(EMBED_BATCH_TOKENS.into()),
+                        BATCH_TOKENS_BUCKETS,
+                    )
+                })
                 .expect("non-empty buckets")
                 .install_recorder()
                 .expect("no other metrics recorder is installed")

@@ -48,6 +48,28 @@ async fn embed_jobs_return_vectors_report_truncation_and_hit_the_cache() {
         )
         .await;
     assert!(passes >= 1.0);
+    // Per-pass histograms: as many observations as passes, 3 texts in all.
+    let sizes = env
+        .metric(
+            &metrics_url,
+            "hopper_embed_batch_size_count{device=\"cpu\"}",
+        )
+        .await;
+    assert_eq!(sizes, passes);
+    let texts_in_passes = env
+        .metric(&metrics_url, "hopper_embed_batch_size_sum{device=\"cpu\"}")
+        .await;
+    assert_eq!(texts_in_passes, 3.0);
+    let tokens = env
+        .metric(
+            &metrics_url,
+            "hopper_embed_batch_tokens_sum{device=\"cpu\"}",
+        )
+        .await;
+    assert!(
+        tokens >= 256.0,
+        "the long text alone fills 256 tokens: {tokens}"
+    );
 
     // The same texts again: all from the cache, no forward pass.
     let (_, b) = env.post("/v1/jobs/embed", &json!({ "texts": texts })).await;

@@ -308,6 +308,18 @@ async fn a_worker_serves_its_own_metrics_and_readiness() {
         "{text}"
     );
     assert!(text.contains("hopper_job_run_seconds"), "{text}");
+    let waits =
+        hopper_tests::metric_value(&text, "hopper_job_queue_wait_seconds_count{kind=\"echo\"}");
+    assert_eq!(waits, Some(1.0), "{text}");
+    let beats = hopper_tests::metric_value(
+        &text,
+        "hopper_worker_heartbeats_total{queue=\"echo\",outcome=\"ok\"}",
+    );
+    assert!(beats.is_some_and(|b| b >= 1.0), "{text}");
+    assert!(
+        !text.contains("hopper_gpu_memory"),
+        "no GPU series on CPU: {text}"
+    );
 }
 
 #[tokio::test]

@@ -63,6 +63,52 @@ pub fn resolve(choice: DeviceChoice) -> anyhow::Result<Device> {
     }
 }
 
+/// Memory of CUDA device `index`, as the CUDA runtime reports it:
+/// `(used, total)` bytes, for every process on the GPU. `None` when the CUDA
+/// runtime's symbols are not loaded or it reports an error (no GPU).
+///
+/// The runtime (`libcudart`) is already in the process: libtorch needs it, so
+/// its symbols are looked up in the global namespace rather than linked.
+pub fn cuda_memory(index: usize) -> Option<(u64, u64)> {
+    type SetDevice = unsafe extern "C" fn(i32) -> i32;
+    type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
+    let lookup = |name: &str| {
+        let name = CString::new(name).expect("no NUL");
+        // SAFETY: dlsym on the global namespace with a valid C string.
+        let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+        (!sym.is_null()).then_some(sym)
+    };
+    let set_device = lookup("cudaSetDevice")?;
+    let mem_get_info = lookup("cudaMemGetInfo")?;
+    // SAFETY: the symbols are the CUDA runtime's, with these C signatures
+    // (cudaError_t is an int; 0 is success). cudaSetDevice only changes the
+    // calling thread's current device.
+    unsafe {
+        let set_device: SetDevice = std::mem::transmute(set_device);
+        let mem_get_info: MemGetInfo = std::mem::transmute(mem_get_info);
+        if set_device(i32::try_from(index).ok()?) != 0 {
+            return None;
+        }
+        let (mut free, mut total) = (0usize, 0usize);
+        if mem_get_info(&mut free, &mut total) != 0 {
+            return None;
+        }
+        Some(((total - free.min(total)) as u64, total as u64))
+    }
+}
+
+/// Sets the GPU memory gauges of `device` (nothing on CPU).
+pub fn export_gpu_memory(device: Device) {
+    let Device::Cuda(index) = device else { return };
+    if let Some((used, total)) = cuda_memory(index) {
+        let label = format!("cuda{index}");
+        metrics::gauge!(hopper_shared::metrics::GPU_MEMORY_USED_BYTES, "device" => label.clone())
+            .set(used as f64);
+        metrics::gauge!(hopper_shared::metrics::GPU_MEMORY_TOTAL_BYTES, "device" => label)
+            .set(total as f64);
+    }
+}
+
 /// A one-line description of the torch runtime on `device`, checked by
 /// running a small computation there.
 pub fn describe(device: Device) -> anyhow::Result<String> {
@@ -78,6 +124,17 @@ pub fn describe(device: Device) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gpu_memory_is_absent_without_a_gpu_and_never_fails() {
+        // On a CPU machine the runtime is loaded (libtorch_cpu needs it) but
+        // reports no device: no numbers, no crash. On a GPU it reports both.
+        match cuda_memory(0) {
+            None => assert!(!tch::Cuda::is_available()),
+            Some((used, total)) => assert!(used <= total && total > 0),
+        }
+        export_gpu_memory(Device::Cpu);
+    }
 
     #[test]
     fn device_choices_parse() {

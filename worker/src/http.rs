@@ -19,6 +19,8 @@ pub struct Health {
     pub pool: Pool,
     /// The torch device, as described at start-up.
     pub device: Arc<str>,
+    /// The torch device, for its GPU memory gauges.
+    pub torch_device: tch::Device,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
 }
@@ -28,7 +30,10 @@ pub fn router(health: Health) -> Router {
     Router::new()
         .route(
             "/metrics",
-            get(|State(h): State<Health>| async move { h.metrics.render() }),
+            get(|State(h): State<Health>| async move {
+                crate::device::export_gpu_memory(h.torch_device);
+                h.metrics.render()
+            }),
         )
         .route(
             "/health/live",

@@ -79,6 +79,7 @@ pub async fn run(
             queue: client.clone(),
             pool: pool.clone(),
             device: opts.device_description.clone().into(),
+            torch_device: opts.device,
             metrics: hopper_shared::metrics::install_exporter(),
         };
         let listener = tokio::net::TcpListener::bind(addr)

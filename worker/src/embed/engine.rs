@@ -22,6 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use hopper_shared::metrics as m;
 use tch::Device;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
@@ -171,6 +172,10 @@ impl Engine {
             pending: HashMap::new(),
             counters: counters.clone(),
             options: options.clone(),
+            device_label: match device {
+                Device::Cuda(n) => format!("cuda{n}"),
+                _ => "cpu".to_owned(),
+            },
         };
         let name = match device {
             Device::Cuda(n) => format!("embed-cuda{n}"),
@@ -360,6 +365,8 @@ struct InferenceLoop {
     pending: HashMap<u64, Pending>,
     counters: Arc<Counters>,
     options: BatchOptions,
+    /// `cpu` or `cudaN`, the `device` label of the batch histograms.
+    device_label: String,
 }
 
 impl InferenceLoop {
@@ -481,6 +488,11 @@ impl InferenceLoop {
                 let micros = started.elapsed().as_micros() as u64;
                 self.counters
                     .record_batch(batch.len(), real, padded, micros);
+                let device = self.device_label.clone();
+                metrics::histogram!(m::EMBED_BATCH_SIZE, "device" => device.clone())
+                    .record(batch.len() as f64);
+                metrics::histogram!(m::EMBED_BATCH_TOKENS, "device" => device)
+                    .record(padded as f64);
                 for (item, v) in batch.into_iter().zip(vectors) {
                     self.deliver(item, v);
                 }

@@ -9,6 +9,7 @@ use hopper_queue::{JobContext, Permanent, PushOptions, QueueClient};
 use hopper_shared::{
     documents::{self, FanIn},
     jobs::{ChunkBatch, EmbedArgs, IngestArgs, JobKind, SummarizeArgs},
+    metrics as m,
 };
 use serde_json::{Value, json};
 
@@ -57,8 +58,8 @@ impl Pipeline {
             vec![None; texts.len()]
         });
         let misses: Vec<usize> = (0..texts.len()).filter(|&i| cached[i].is_none()).collect();
-        metrics::counter!(EMBED_CACHE_HITS).increment((texts.len() - misses.len()) as u64);
-        metrics::counter!(EMBED_CACHE_MISSES).increment(misses.len() as u64);
+        metrics::counter!(m::EMBED_CACHE_HITS).increment((texts.len() - misses.len()) as u64);
+        metrics::counter!(m::EMBED_CACHE_MISSES).increment(misses.len() as u64);
         let mut out = EmbedOutput {
             vectors: Vec::new(),
             truncated: 0,
@@ -90,28 +91,18 @@ impl Pipeline {
     }
 }
 
-/// Embedding-cache hits, in texts.
-pub const EMBED_CACHE_HITS: &str = "hopper_embed_cache_hits_total";
-/// Embedding-cache misses, in texts.
-pub const EMBED_CACHE_MISSES: &str = "hopper_embed_cache_misses_total";
-
 /// Publishes the inference loop's counters as metrics.
 fn export_stats(embedder: &Embedder) {
     let s = embedder.stats();
     let model = embedder.name().to_owned();
-    metrics::counter!("hopper_embed_forward_passes_total", "model" => model.clone())
-        .absolute(s.forward_passes);
-    metrics::counter!("hopper_embed_texts_total", "model" => model.clone())
-        .absolute(s.texts_embedded);
-    metrics::counter!("hopper_embed_tokens_total", "model" => model.clone())
-        .absolute(s.tokens_real);
-    metrics::counter!("hopper_embed_padded_tokens_total", "model" => model.clone())
-        .absolute(s.tokens_padded);
-    metrics::counter!("hopper_embed_truncated_texts_total", "model" => model.clone())
+    metrics::counter!(m::EMBED_FORWARD_PASSES, "model" => model.clone()).absolute(s.forward_passes);
+    metrics::counter!(m::EMBED_TEXTS, "model" => model.clone()).absolute(s.texts_embedded);
+    metrics::counter!(m::EMBED_TOKENS, "model" => model.clone()).absolute(s.tokens_real);
+    metrics::counter!(m::EMBED_PADDED_TOKENS, "model" => model.clone()).absolute(s.tokens_padded);
+    metrics::counter!(m::EMBED_TRUNCATED_TEXTS, "model" => model.clone())
         .absolute(s.truncated_texts);
-    metrics::gauge!("hopper_embed_max_batch_size", "model" => model.clone())
-        .set(s.max_batch_size as f64);
-    metrics::counter!("hopper_embed_forward_seconds_total", "model" => model)
+    metrics::gauge!(m::EMBED_MAX_BATCH_SIZE, "model" => model.clone()).set(s.max_batch_size as f64);
+    metrics::counter!(m::EMBED_FORWARD_SECONDS, "model" => model)
         .absolute(s.forward_seconds as u64);
 }
 
