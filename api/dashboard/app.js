@@ -40,9 +40,15 @@ function svg(tag, attrs = {}) {
   return e;
 }
 
+/** The API key entered in this tab (none in open mode). */
+function apiKey() {
+  return sessionStorage.getItem('hopper-api-key') || '';
+}
+
 /** Calls the API; throws an Error carrying the JSON error's detail. */
 async function api(path, options = {}) {
   const headers = { accept: 'application/json' };
+  if (apiKey()) headers.authorization = `Bearer ${apiKey()}`;
   if (options.body !== undefined) headers['content-type'] = 'application/json';
   const res = await fetch(path, {
     method: options.method || 'GET',
@@ -53,6 +59,7 @@ async function api(path, options = {}) {
   try { body = await res.json(); } catch { body = null; }
   if (!res.ok) {
     const why = body && body.detail ? body.detail : `${res.status} ${res.statusText}`;
+    if (res.status === 401) toast(`${why}: enter an API key above`, true);
     throw new Error(why);
   }
   return body;
@@ -416,6 +423,14 @@ function start() {
   $('#dead-retry-all').addEventListener('click', () => deadAction('retry', { all: true }));
   $('#dead-purge-all').addEventListener('click', () => {
     if (confirm(`Purge every dead letter of ${view.deadQueue}?`)) deadAction('purge', { all: true });
+  });
+  $('#key-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const key = $('#api-key').value.trim();
+    if (key) sessionStorage.setItem('hopper-api-key', key);
+    else sessionStorage.removeItem('hopper-api-key');
+    $('#api-key').value = '';
+    toast(key ? 'API key set for this tab' : 'API key cleared');
   });
   $('#job-form').addEventListener('submit', (e) => {
     e.preventDefault();

@@ -129,7 +129,12 @@ impl From<serde_json::Error> for ApiError {
 
 impl From<hopper_shared::Error> for ApiError {
     fn from(e: hopper_shared::Error) -> Self {
-        Self::unavailable(e)
+        match e {
+            hopper_shared::Error::Invalid(why) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", why)
+            }
+            e => Self::unavailable(e),
+        }
     }
 }
 

@@ -11,9 +11,11 @@
 //! Prometheus exporter. [`app`] assembles the router with tower-http's
 //! middleware; [`serve`] checks the services, migrates and listens.
 
+pub mod auth;
 pub mod dashboard;
 pub mod error;
 pub mod history;
+pub mod limits;
 pub mod routes;
 pub mod state;
 pub mod telemetry;
@@ -21,10 +23,10 @@ pub mod telemetry;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::{Router, http::HeaderName};
+use axum::{Router, error_handling::HandleErrorLayer, http::HeaderName};
 use hopper_queue::QueueClient;
 use hopper_shared::{Config, db};
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
 use tower_http::{
     limit::RequestBodyLimitLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
@@ -38,14 +40,52 @@ pub use state::AppState;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The router with every route and middleware.
+///
+/// From the outside in: request id, trace span, security headers, CORS,
+/// the JSON shape of errors made below the handlers, the cap on requests in
+/// flight, the body limit and the request timeout; then, for `/v1` only,
+/// the global and per-caller rate limits and authentication.
 pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let max_body = state.config.max_upload_bytes;
-    routes::router()
+    let settings = state.config.api.clone();
+    let mut v1 = routes::v1().layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::authenticate,
+    ));
+    if let Some(per_caller) = limits::per_caller(&settings) {
+        v1 = v1.layer(per_caller);
+    }
+    if let Some(global) = limits::global(&settings) {
+        v1 = v1.layer(global);
+    }
+    let router = v1
+        .merge(routes::public())
+        .fallback(routes::fallback)
         // One body limit for every route (tower-http's, answering 413), not
         // axum's per-extractor 2 MB default.
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(telemetry::track_http))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(limits::overloaded))
+                .load_shed()
+                // One semaphore for every route (the per-route
+                // `concurrency_limit` would give each route its own).
+                .layer(GlobalConcurrencyLimitLayer::new(
+                    settings.max_concurrent_requests,
+                ))
+                .layer(RequestBodyLimitLayer::new(max_body))
+                .layer(TimeoutLayer::with_status_code(
+                    axum::http::StatusCode::REQUEST_TIMEOUT,
+                    REQUEST_TIMEOUT,
+                )),
+        )
+        .layer(axum::middleware::map_response(
+            move |res: axum::response::Response| async move { error::ensure_json(res, max_body) },
+        ))
+        .layer(limits::cors(&settings));
+    limits::with_security_headers(router)
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
@@ -59,16 +99,8 @@ pub fn app(state: AppState) -> Router {
                         tracing::info_span!("http", method = %req.method(), uri = %req.uri(), request_id = %id)
                     },
                 ))
-                .layer(PropagateRequestIdLayer::new(request_id))
-                .layer(RequestBodyLimitLayer::new(max_body))
-                .layer(TimeoutLayer::with_status_code(
-                    axum::http::StatusCode::REQUEST_TIMEOUT,
-                    REQUEST_TIMEOUT,
-                )),
+                .layer(PropagateRequestIdLayer::new(request_id)),
         )
-        .layer(axum::middleware::map_response(
-            move |res: axum::response::Response| async move { error::ensure_json(res, max_body) },
-        ))
         .with_state(state)
 }
 
@@ -89,6 +121,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if !applied.is_empty() {
         tracing::info!(?applied, "migrations applied");
     }
+    if config.api.auth == hopper_shared::config::AuthMode::Open {
+        tracing::warn!(
+            "OPEN MODE (HOPPER_AUTH=open): no API keys are checked; every caller is tenant \
+             `default` with every scope. For local development only."
+        );
+    }
     let metrics = hopper_shared::metrics::install_exporter();
     let state = AppState::new(config.clone(), queue, pool, metrics);
     state.history.spawn_sampler(state.queue.clone());
@@ -96,9 +134,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.api_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "hopper-api listening");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     Ok(())
 }
 

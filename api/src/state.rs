@@ -8,7 +8,7 @@ use hopper_queue::QueueClient;
 use hopper_shared::Config;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::history::DepthHistory;
+use crate::{auth::KeyCache, history::DepthHistory};
 
 /// Shared state of the API.
 #[derive(Clone)]
@@ -23,6 +23,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Recent queue depth, for the dashboard.
     pub history: DepthHistory,
+    /// API keys looked up recently.
+    pub keys: KeyCache,
 }
 
 impl AppState {
@@ -34,6 +36,7 @@ impl AppState {
             pool,
             metrics,
             history: DepthHistory::default(),
+            keys: KeyCache::default(),
         }
     }
 }

@@ -13,12 +13,22 @@ pub struct Api {
 }
 
 impl Api {
-    /// A client of the API at `base`.
-    pub fn new(base: &str) -> Self {
-        Self {
-            base: base.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::new(),
+    /// A client of the API at `base`, sending `key` (if any) as a bearer
+    /// token on every request.
+    pub fn new(base: &str, key: Option<&str>) -> anyhow::Result<Self> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = key {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+                .context("the API key holds characters a header cannot carry")?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
         }
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()?,
+        })
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {

@@ -28,6 +28,9 @@ struct Cli {
         default_value = "http://127.0.0.1:8080"
     )]
     api: String,
+    /// API key (`hop_…`), sent as a bearer token.
+    #[arg(long, global = true, env = "HOPPER_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -95,6 +98,39 @@ enum Command {
     },
     /// Apply database migrations (DATABASE_URL, HOPPER_DB_SCHEMA).
     Migrate,
+    /// API keys, straight against Postgres (DATABASE_URL, HOPPER_DB_SCHEMA):
+    /// for operators, and for the first admin key.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key; it is printed once and never stored.
+    Create {
+        /// The tenant whose data the key reaches.
+        #[arg(long)]
+        tenant: String,
+        /// Comma-separated: submit, read, admin.
+        #[arg(long, default_value = "submit,read")]
+        scopes: String,
+        /// A label.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List keys (without secrets).
+    List {
+        /// Only this tenant's.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a key by id or prefix.
+    Revoke {
+        /// The key's id or prefix.
+        key: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,7 +225,7 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let api = Api::new(&cli.api);
+    let api = Api::new(&cli.api, cli.api_key.as_deref())?;
     match cli.command {
         Command::Submit {
             kind,
@@ -281,6 +317,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let r = api.get("/v1/workers").await?;
             output::print(cli.json, &r, || output::workers(&r))
         }
+        Command::Keys { command } => keys(cli.json, command).await,
         Command::Migrate => {
             let config = hopper_shared::Config::from_env()?;
             let pool = hopper_shared::db::pool(&config, 1)?;
@@ -295,6 +332,48 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let v = serde_json::json!({ "schema": config.db_schema, "applied": applied });
             output::print(cli.json, &v, || {
                 format!("schema {}: applied {:?}\n", config.db_schema, applied)
+            })
+        }
+    }
+}
+
+async fn keys(json: bool, command: KeysCommand) -> anyhow::Result<()> {
+    use hopper_shared::keys;
+    let config = hopper_shared::Config::from_env()?;
+    let pool = hopper_shared::db::pool(&config, 1)?;
+    hopper_shared::db::migrate(&pool, &config.db_schema).await?;
+    match command {
+        KeysCommand::Create {
+            tenant,
+            scopes,
+            name,
+        } => {
+            let scopes = keys::parse_scopes(&scopes).map_err(anyhow::Error::msg)?;
+            let (info, key) = keys::create(&pool, &tenant, &name, &scopes).await?;
+            let v = serde_json::json!({ "key": key, "info": info });
+            output::print(json, &v, || {
+                format!(
+                    "{key}\n(tenant {}, scopes {}; shown once: store it now)\n",
+                    info.tenant,
+                    scopes
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            })
+        }
+        KeysCommand::List { tenant } => {
+            let list = keys::list(&pool, tenant.as_deref()).await?;
+            let v = serde_json::json!({ "keys": list });
+            output::print(json, &v, || output::keys(&v))
+        }
+        KeysCommand::Revoke { key } => {
+            if !keys::revoke(&pool, &key, None).await? {
+                bail!("no live key `{key}`");
+            }
+            output::print(json, &serde_json::json!({ "revoked": key }), || {
+                format!("revoked {key}\n")
             })
         }
     }

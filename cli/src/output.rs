@@ -129,6 +129,36 @@ fn human_ms(ms: i64) -> String {
     }
 }
 
+/// API keys as a table.
+pub fn keys(v: &Value) -> String {
+    let mut s = format!(
+        "{:<10} {:<16} {:<20} {:<18} {}\n",
+        "PREFIX", "TENANT", "SCOPES", "STATE", "NAME"
+    );
+    for k in v["keys"].as_array().into_iter().flatten() {
+        let scopes: Vec<&str> = k["scopes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let _ = writeln!(
+            s,
+            "{:<10} {:<16} {:<20} {:<18} {}",
+            k["prefix"].as_str().unwrap_or("?"),
+            k["tenant"].as_str().unwrap_or("?"),
+            scopes.join(","),
+            if k["revoked_at_ms"].is_null() {
+                "live"
+            } else {
+                "revoked"
+            },
+            k["name"].as_str().unwrap_or("")
+        );
+    }
+    s
+}
+
 /// Queue stats as a table.
 pub fn queues(v: &Value) -> String {
     let mut s = format!(

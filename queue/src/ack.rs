@@ -300,6 +300,7 @@ async fn final_record(
         request_id: ctx.request_id.clone(),
         run_at_ms: None,
         history,
+        tenant: ctx.tenant.to_string(),
     }
 }
 

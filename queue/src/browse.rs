@@ -49,16 +49,31 @@ enum Source {
 }
 
 impl QueueClient {
-    /// Up to `limit` jobs of `kind` in `state`, in the order they will run
-    /// (pending, scheduled, retrying), newest first (dead, succeeded), or
-    /// by id (running). States Redis keeps no index of (`cancelled`,
-    /// `failed`) list nothing: their records are in Postgres.
+    /// Up to `limit` jobs of `kind` in `state` (of `tenant`, when given),
+    /// in the order they will run (pending, scheduled, retrying), newest
+    /// first (dead, succeeded), or by id (running). States Redis keeps no
+    /// index of (`cancelled`, `failed`) list nothing: their records are in
+    /// Postgres.
     pub async fn list_jobs(
         &self,
         kind: JobKind,
         state: JobState,
+        tenant: Option<&str>,
         limit: usize,
     ) -> Result<Vec<JobRecord>, QueueError> {
+        self.list_jobs_from(kind, state, tenant, 0, limit).await
+    }
+
+    /// [`QueueClient::list_jobs`], skipping the first `skip` matches.
+    pub async fn list_jobs_from(
+        &self,
+        kind: JobKind,
+        state: JobState,
+        tenant: Option<&str>,
+        skip: usize,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, QueueError> {
+        let wanted = |j: &JobRecord| j.state == state && tenant.is_none_or(|t| j.tenant == t);
         let keys = self.keys(kind);
         let sources = match state {
             JobState::Pending => vec![
@@ -68,30 +83,28 @@ impl QueueClient {
             JobState::Scheduled | JobState::Retrying => vec![Source::ZsetAsc(keys.scheduled())],
             JobState::Dead => vec![Source::ZsetDesc(keys.dead())],
             JobState::Succeeded => vec![Source::ZsetDesc(keys.done())],
-            JobState::Running => return self.running_jobs(kind, limit).await,
+            JobState::Running => {
+                let mut jobs = self.running_jobs(kind, MAX_SCAN).await?;
+                jobs.retain(|j| wanted(j));
+                return Ok(jobs.into_iter().skip(skip).take(limit).collect());
+            }
             JobState::Cancelled | JobState::Failed => return Ok(Vec::new()),
         };
         let mut found = Vec::new();
         let mut scanned = 0;
         for source in sources {
             let mut offset = 0;
-            while found.len() < limit && scanned < MAX_SCAN {
+            while found.len() < skip + limit && scanned < MAX_SCAN {
                 let ids = self.page(&source, offset).await?;
                 if ids.is_empty() {
                     break;
                 }
                 offset += ids.len();
                 scanned += ids.len();
-                found.extend(
-                    self.records(kind, &ids)
-                        .await?
-                        .into_iter()
-                        .filter(|j| j.state == state),
-                );
+                found.extend(self.records(kind, &ids).await?.into_iter().filter(wanted));
             }
         }
-        found.truncate(limit);
-        Ok(found)
+        Ok(found.into_iter().skip(skip).take(limit).collect())
     }
 
     /// Jobs held by the queue's registered workers, sorted by id.

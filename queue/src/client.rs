@@ -54,6 +54,8 @@ pub struct Claimed {
     pub priority: crate::Priority,
     /// The id of the HTTP request that submitted it.
     pub request_id: Option<String>,
+    /// The tenant it belongs to.
+    pub tenant: String,
 }
 
 /// A successful attempt, as acknowledged.
@@ -320,6 +322,10 @@ impl QueueClient {
                 opts.priority.as_str().to_owned(),
                 WAKE_CAP.to_string(),
                 opts.request_id.clone().unwrap_or_default(),
+                opts.tenant
+                    .as_deref()
+                    .unwrap_or(hopper_shared::jobs::DEFAULT_TENANT)
+                    .to_owned(),
             ],
         ))
     }
@@ -544,14 +550,40 @@ impl QueueClient {
         ids.iter().map(|s| parse_id(s)).collect()
     }
 
-    /// A page of dead letters, newest first.
+    /// A page of dead letters, newest first; of one tenant when given (then
+    /// `total` counts that tenant's among the newest
+    /// [`crate::browse::MAX_SCAN`] dead letters of the queue).
     pub async fn dead_letters(
         &self,
         kind: JobKind,
+        tenant: Option<&str>,
         offset: usize,
         limit: usize,
     ) -> Result<DeadPage, QueueError> {
         let keys = self.keys(kind);
+        if let Some(tenant) = tenant {
+            let ids: Vec<String> = redis::cmd("ZREVRANGE")
+                .arg(keys.dead())
+                .arg(0)
+                .arg(crate::browse::MAX_SCAN as i64 - 1)
+                .query_async(&mut self.conn.clone())
+                .await?;
+            let ids = ids
+                .iter()
+                .map(|s| parse_id(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            let owned = self.owned(kind, tenant, &ids).await?;
+            let mut jobs = Vec::new();
+            for id in owned.iter().skip(offset).take(limit) {
+                if let Some(job) = self.job(kind, *id).await? {
+                    jobs.push(job);
+                }
+            }
+            return Ok(DeadPage {
+                total: owned.len() as u64,
+                jobs,
+            });
+        }
         let (ids, total): (Vec<String>, u64) = redis::pipe()
             .cmd("ZREVRANGE")
             .arg(keys.dead())
@@ -581,15 +613,22 @@ impl QueueClient {
         self.dead_action(kind, "purge", ids).await
     }
 
-    /// Retries (`retry`) or purges (`purge`) every dead letter of `kind`,
-    /// 500 per script call so no call is long.
-    pub async fn all_dead(&self, kind: JobKind, action: &str) -> Result<usize, QueueError> {
+    /// Retries (`retry`) or purges (`purge`) every dead letter of `kind`
+    /// (of `tenant`, when given), 500 per script call so no call is long.
+    pub async fn all_dead(
+        &self,
+        kind: JobKind,
+        action: &str,
+        tenant: Option<&str>,
+    ) -> Result<usize, QueueError> {
         let mut total = 0;
+        // Dead letters of other tenants stay; step over them.
+        let mut skipped = 0;
         loop {
             let ids: Vec<String> = redis::cmd("ZRANGE")
                 .arg(self.keys(kind).dead())
-                .arg(0)
-                .arg(499)
+                .arg(skipped)
+                .arg(skipped + 499)
                 .query_async(&mut self.conn.clone())
                 .await?;
             if ids.is_empty() {
@@ -599,8 +638,37 @@ impl QueueClient {
                 .iter()
                 .map(|s| parse_id(s))
                 .collect::<Result<Vec<_>, _>>()?;
-            total += self.dead_action(kind, action, &ids).await?;
+            let owned = match tenant {
+                Some(t) => self.owned(kind, t, &ids).await?,
+                None => ids.clone(),
+            };
+            skipped += ids.len() - owned.len();
+            total += self.dead_action(kind, action, &owned).await?;
         }
+    }
+
+    /// Those of `ids` whose job in `kind`'s queue belongs to `tenant`.
+    pub async fn owned(
+        &self,
+        kind: JobKind,
+        tenant: &str,
+        ids: &[Uuid],
+    ) -> Result<Vec<Uuid>, QueueError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = self.keys(kind);
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HGET").arg(keys.job(id)).arg("tenant");
+        }
+        let tenants: Vec<Option<String>> = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(ids
+            .iter()
+            .zip(tenants)
+            .filter(|(_, t)| t.as_deref().unwrap_or(hopper_shared::jobs::DEFAULT_TENANT) == tenant)
+            .map(|(id, _)| *id)
+            .collect())
     }
 
     async fn dead_action(
@@ -730,9 +798,9 @@ fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, QueueError> {
     };
     let (first, rest) = raw.split_first().ok_or_else(|| corrupt("empty reply"))?;
     let next_due = int(first)?;
-    let mut jobs = Vec::with_capacity(rest.len() / 7);
-    for c in rest.chunks(7) {
-        let [id, args, attempt, max, enq, priority, request_id] = c else {
+    let mut jobs = Vec::with_capacity(rest.len() / 8);
+    for c in rest.chunks(8) {
+        let [id, args, attempt, max, enq, priority, request_id, tenant] = c else {
             return Err(corrupt("truncated reply"));
         };
         jobs.push(Claimed {
@@ -747,6 +815,7 @@ fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, QueueError> {
                 crate::Priority::Normal
             },
             request_id: Some(text(request_id)?).filter(|r| !r.is_empty()),
+            tenant: text(tenant)?,
         });
     }
     Ok(ClaimBatch {
@@ -792,6 +861,10 @@ pub(crate) fn record_from_hash(
         priority: f.get("priority").cloned(),
         request_id: f.get("request_id").cloned(),
         run_at_ms: int("run_at").filter(|&t| t > 0),
+        tenant: f
+            .get("tenant")
+            .cloned()
+            .unwrap_or_else(|| hopper_shared::jobs::DEFAULT_TENANT.to_owned()),
         history: match f.get("history") {
             // cjson encodes an empty table as an object.
             Some(h) if h != "{}" => {

@@ -161,6 +161,7 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
             args_json: job.args.into(),
             priority: job.priority,
             request_id: job.request_id,
+            tenant: job.tenant.into(),
             cancel: CancellationToken::new(),
             cancel_requested: Default::default(),
         };

@@ -51,6 +51,10 @@ pub struct PushOptions {
     /// The id of the HTTP request that submits it, carried into the job's
     /// log lines.
     pub request_id: Option<String>,
+    /// The tenant it belongs to; [`DEFAULT_TENANT`] when `None`.
+    ///
+    /// [`DEFAULT_TENANT`]: hopper_shared::jobs::DEFAULT_TENANT
+    pub tenant: Option<String>,
 }
 
 /// A worker process' identity on one or more queues: host, pid and a random
@@ -108,6 +112,8 @@ pub struct JobContext {
     pub args_json: Arc<str>,
     /// Its priority.
     pub priority: Priority,
+    /// The tenant it belongs to; jobs it fans out belong to the same one.
+    pub tenant: Arc<str>,
     /// The id of the HTTP request that submitted it.
     pub request_id: Option<String>,
     /// Fires at the soft time limit and on cooperative cancellation; a

@@ -29,6 +29,38 @@ pub enum LogFormat {
     Json,
 }
 
+/// How the API authenticates callers (`HOPPER_AUTH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// `Authorization: Bearer hop_…` on every `/v1` request (the default).
+    Keys,
+    /// No keys: every caller is tenant `default` with every scope. For local
+    /// development only; the API says so loudly at start-up.
+    Open,
+}
+
+/// The API's protections (`HOPPER_AUTH`, `HOPPER_RATE_*`, …).
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Keys or open mode.
+    pub auth: AuthMode,
+    /// Sustained requests per second per API key (or per client address in
+    /// open mode) (`HOPPER_RATE_PER_KEY`, default 200; 0 turns it off).
+    pub rate_per_key: u32,
+    /// Sustained requests per second over all callers (`HOPPER_RATE_GLOBAL`,
+    /// default 5,000; 0 turns it off).
+    pub rate_global: u32,
+    /// Requests served at once; more are refused with 503
+    /// (`HOPPER_MAX_CONCURRENT_REQUESTS`, default 1,024).
+    pub max_concurrent_requests: usize,
+    /// Unfinished jobs one tenant may have queued; more are refused with 429
+    /// (`HOPPER_MAX_PENDING_PER_TENANT`, default 100,000).
+    pub max_pending_per_tenant: u64,
+    /// Origins allowed by CORS (`HOPPER_CORS_ORIGINS`, comma-separated; none
+    /// by default).
+    pub cors_origins: Vec<String>,
+}
+
 /// Settings shared by the API, the workers and the CLI.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -63,6 +95,8 @@ pub struct Config {
     /// An OpenAI-compatible chat endpoint for summaries; extractive
     /// summaries when unset.
     pub summary_llm: Option<LlmConfig>,
+    /// The API's authentication and limits.
+    pub api: ApiSettings,
 }
 
 /// An OpenAI-compatible chat-completions endpoint (`HOPPER_SUMMARY_LLM_*`).
@@ -251,6 +285,42 @@ impl Config {
             }
         };
 
+        let auth = match env.string("HOPPER_AUTH", "keys").as_str() {
+            "keys" => AuthMode::Keys,
+            "open" => AuthMode::Open,
+            other => {
+                env.problem("HOPPER_AUTH", other, "must be `keys` or `open`");
+                AuthMode::Keys
+            }
+        };
+        let cors_origins: Vec<String> = env
+            .string("HOPPER_CORS_ORIGINS", "")
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(str::to_owned)
+            .collect();
+        for origin in &cors_origins {
+            if !origin.starts_with("http://") && !origin.starts_with("https://") {
+                env.problem(
+                    "HOPPER_CORS_ORIGINS",
+                    origin,
+                    "must list http(s) origins such as https://app.example.com",
+                );
+            }
+        }
+        let api = ApiSettings {
+            auth,
+            rate_per_key: env.parse("HOPPER_RATE_PER_KEY", 200),
+            rate_global: env.parse("HOPPER_RATE_GLOBAL", 5_000),
+            max_concurrent_requests: env.parse("HOPPER_MAX_CONCURRENT_REQUESTS", 1_024),
+            max_pending_per_tenant: env.parse("HOPPER_MAX_PENDING_PER_TENANT", 100_000),
+            cors_origins,
+        };
+        if api.max_concurrent_requests == 0 {
+            env.problem("HOPPER_MAX_CONCURRENT_REQUESTS", "0", "must be at least 1");
+        }
+
         if !problems.is_empty() {
             return Err(Error::Config(problems));
         }
@@ -268,6 +338,7 @@ impl Config {
             shutdown_grace,
             queues,
             summary_llm,
+            api,
         })
     }
 

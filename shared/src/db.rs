@@ -122,6 +122,7 @@ pub async fn upsert_job_records(pool: &Pool, jobs: &[JobRecord]) -> Result<()> {
     let started = col(&|j| j.started_at_ms.map(|v| v as f64));
     let finished = col(&|j| j.finished_at_ms.map(|v| v as f64));
     let priorities: Vec<Option<&str>> = unique.iter().map(|j| j.priority.as_deref()).collect();
+    let tenants: Vec<&str> = unique.iter().map(|j| j.tenant.as_str()).collect();
     let histories = unique
         .iter()
         .map(|j| serde_json::to_value(&j.history))
@@ -130,15 +131,16 @@ pub async fn upsert_job_records(pool: &Pool, jobs: &[JobRecord]) -> Result<()> {
     let stmt = client
         .prepare_cached(
             "INSERT INTO job_records (id, kind, state, attempts, max_attempts, args, result, \
-                 error, worker, enqueued_at, started_at, finished_at, priority, history) \
+                 error, worker, enqueued_at, started_at, finished_at, priority, history, \
+                 tenant) \
              SELECT id, kind, state, attempts, max_attempts, args, result, error, worker, \
                  to_timestamp(enq / 1000), to_timestamp(st / 1000), to_timestamp(fin / 1000), \
-                 priority, history \
+                 priority, history, tenant \
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::int4[], \
                  $6::jsonb[], $7::jsonb[], $8::text[], $9::text[], $10::float8[], \
-                 $11::float8[], $12::float8[], $13::text[], $14::jsonb[]) \
+                 $11::float8[], $12::float8[], $13::text[], $14::jsonb[], $15::text[]) \
                  AS t(id, kind, state, attempts, max_attempts, args, result, error, worker, \
-                      enq, st, fin, priority, history) \
+                      enq, st, fin, priority, history, tenant) \
              ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, \
                  attempts = EXCLUDED.attempts, result = EXCLUDED.result, \
                  error = EXCLUDED.error, worker = EXCLUDED.worker, \
@@ -164,6 +166,7 @@ pub async fn upsert_job_records(pool: &Pool, jobs: &[JobRecord]) -> Result<()> {
                 &finished,
                 &priorities,
                 &histories,
+                &tenants,
             ],
         )
         .await?;
@@ -174,7 +177,7 @@ pub async fn upsert_job_records(pool: &Pool, jobs: &[JobRecord]) -> Result<()> {
 const RECORD_COLUMNS: &str = "id, kind, state, attempts, max_attempts, args, result, error, worker, \
      (extract(epoch FROM enqueued_at) * 1000)::int8, \
      (extract(epoch FROM started_at) * 1000)::int8, \
-     (extract(epoch FROM finished_at) * 1000)::int8, priority, history";
+     (extract(epoch FROM finished_at) * 1000)::int8, priority, history, tenant";
 
 /// Reads a job's stored record, if it has one.
 pub async fn job_record(pool: &Pool, id: uuid::Uuid) -> Result<Option<JobRecord>> {
@@ -188,10 +191,11 @@ pub async fn job_record(pool: &Pool, id: uuid::Uuid) -> Result<Option<JobRecord>
     row.map(|r| record_from_row(&r)).transpose()
 }
 
-/// The newest `limit` finished-job records, optionally of one kind and one
-/// state, most recently finished first.
+/// The newest `limit` finished-job records of `tenant`, optionally of one
+/// kind and one state, most recently finished first.
 pub async fn list_job_records(
     pool: &Pool,
+    tenant: &str,
     kind: Option<JobKind>,
     state: Option<JobState>,
     limit: usize,
@@ -201,13 +205,15 @@ pub async fn list_job_records(
         .query(
             &format!(
                 "SELECT {RECORD_COLUMNS} FROM job_records \
-                 WHERE ($1::text IS NULL OR kind = $1) AND ($2::text IS NULL OR state = $2) \
+                 WHERE tenant = $4 AND ($1::text IS NULL OR kind = $1) \
+                 AND ($2::text IS NULL OR state = $2) \
                  ORDER BY finished_at DESC NULLS LAST LIMIT $3"
             ),
             &[
                 &kind.map(|k| k.as_str()),
                 &state.map(|s| s.as_str()),
                 &(limit as i64),
+                &tenant,
             ],
         )
         .await?;
@@ -234,6 +240,7 @@ fn record_from_row(row: &tokio_postgres::Row) -> Result<JobRecord> {
         run_at_ms: None,
         request_id: None,
         history: serde_json::from_value(row.get(13))?,
+        tenant: row.get(14),
     })
 }
 

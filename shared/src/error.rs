@@ -21,6 +21,9 @@ pub enum Error {
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migration(#[from] refinery::Error),
+    /// An argument was refused (a bad tenant name, say).
+    #[error("{0}")]
+    Invalid(String),
     /// A payload could not be encoded or decoded.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),

@@ -433,6 +433,16 @@ pub struct JobRecord {
     /// Every finished attempt, oldest first (the last 20).
     #[serde(default)]
     pub history: Vec<AttemptRecord>,
+    /// The tenant that submitted it (the API key's); only that tenant sees it.
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
+}
+
+/// The tenant of everything submitted without an API key (open mode).
+pub const DEFAULT_TENANT: &str = "default";
+
+fn default_tenant() -> String {
+    DEFAULT_TENANT.to_owned()
 }
 
 /// One finished attempt of a job.

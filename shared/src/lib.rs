@@ -14,6 +14,7 @@ pub mod documents;
 pub mod error;
 pub mod health;
 pub mod jobs;
+pub mod keys;
 pub mod metrics;
 pub mod telemetry;
 

@@ -86,6 +86,7 @@ pub struct TestEnv {
     children: Vec<Child>,
     logs: Vec<PathBuf>,
     http: reqwest::Client,
+    key: Option<String>,
 }
 
 impl TestEnv {
@@ -96,6 +97,8 @@ impl TestEnv {
             ("REDIS_URL", redis_url()),
             ("DATABASE_URL", database_url()),
             ("HOPPER_KEY_PREFIX", format!("t-{id}")),
+            // Open mode unless a test asks for keys (tests/tests/auth.rs).
+            ("HOPPER_AUTH", "open".into()),
             ("HOPPER_DB_SCHEMA", format!("t_{id}")),
             ("RUST_LOG", "info,tokio_postgres=warn".into()),
         ]
@@ -112,6 +115,7 @@ impl TestEnv {
             children: Vec::new(),
             logs: Vec::new(),
             http: reqwest::Client::new(),
+            key: None,
         }
     }
 
@@ -229,8 +233,34 @@ impl TestEnv {
         self.request(self.http.get(self.url(path))).await
     }
 
+    /// Sends the API key set by [`TestEnv::use_key`] (if any) on the
+    /// requests of [`TestEnv::get`], [`TestEnv::post`], [`TestEnv::delete`]
+    /// and [`TestEnv::request`] from now on.
+    pub fn use_key(&mut self, key: Option<&str>) {
+        self.key = key.map(str::to_owned);
+    }
+
+    /// Creates an API key straight in this environment's schema (the API
+    /// must have started, so the tables exist).
+    pub async fn create_key(&self, tenant: &str, scopes: &str) -> String {
+        let scopes = hopper_shared::keys::parse_scopes(scopes).expect("scopes");
+        let (_, key) = hopper_shared::keys::create(&self.pool(), tenant, "test", &scopes)
+            .await
+            .expect("create key");
+        key
+    }
+
+    /// `DELETE {api}{path}`; returns status and JSON.
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.request(self.http.delete(self.url(path))).await
+    }
+
     /// Sends a prepared request; returns status and JSON (Null if none).
     pub async fn request(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        let req = match &self.key {
+            Some(k) => req.bearer_auth(k),
+            None => req,
+        };
         let res = req.send().await.expect("request");
         let status = res.status().as_u16();
         let body = res.json().await.unwrap_or(Value::Null);

@@ -19,7 +19,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::{AppState, error::ApiError, routes::jobs::parse_kind};
+use crate::{AppState, auth::Caller, error::ApiError, routes::jobs::parse_kind};
+use hopper_shared::keys::Scope;
 
 /// Paging of the dead-letter list.
 #[derive(Debug, Deserialize)]
@@ -48,9 +49,11 @@ pub struct Selection {
 /// `GET /v1/queues/{kind}/dead`.
 pub async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     Path(kind): Path<String>,
     page: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Read)?;
     let kind = parse_kind(&kind)?;
     let Query(page) = page?;
     if !(1..=500).contains(&page.limit) {
@@ -58,7 +61,7 @@ pub async fn list(
     }
     let dead = state
         .queue
-        .dead_letters(kind, page.offset, page.limit)
+        .dead_letters(kind, Some(&caller.tenant), page.offset, page.limit)
         .await?;
     Ok(Json(json!({
         "queue": kind,
@@ -72,6 +75,7 @@ pub async fn list(
 /// `POST /v1/queues/{kind}/dead/{action}` (`retry` or `purge`).
 pub async fn act(
     State(state): State<AppState>,
+    caller: Caller,
     Path((kind, action)): Path<(String, String)>,
     body: Result<Json<Selection>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -81,6 +85,12 @@ pub async fn act(
             "no dead-letter action `{action}` (retry, purge)"
         )));
     }
+    // Retrying puts work back; purging forgets it for good.
+    caller.require(if action == "purge" {
+        Scope::Admin
+    } else {
+        Scope::Submit
+    })?;
     let Json(sel) = body?;
     // Exactly one of the two: `all`, or some ids.
     if sel.all != sel.ids.is_empty() {
@@ -91,9 +101,17 @@ pub async fn act(
         ));
     }
     let n = match (sel.all, action.as_str()) {
-        (true, a) => state.queue.all_dead(kind, a).await?,
-        (false, "retry") => state.queue.retry_dead(kind, &sel.ids).await?,
-        (false, _) => state.queue.purge_dead(kind, &sel.ids).await?,
+        (true, a) => state.queue.all_dead(kind, a, Some(&caller.tenant)).await?,
+        (false, a) => {
+            // Ids of other tenants count as not dead here: nothing of theirs
+            // is touched or revealed.
+            let owned = state.queue.owned(kind, &caller.tenant, &sel.ids).await?;
+            if a == "retry" {
+                state.queue.retry_dead(kind, &owned).await?
+            } else {
+                state.queue.purge_dead(kind, &owned).await?
+            }
+        }
     };
     tracing::info!(queue = %kind, %action, count = n, "dead letters {action}");
     Ok(Json(json!({ "queue": kind, "action": action, "count": n })))

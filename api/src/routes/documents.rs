@@ -27,10 +27,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::{AppState, error::ApiError};
-
-/// Tenant of every document until API keys arrive.
-pub const DEFAULT_TENANT: &str = "default";
+use crate::{AppState, auth::Caller, error::ApiError};
+use hopper_shared::keys::Scope;
 
 /// Content types accepted for documents.
 pub const SUPPORTED: &[&str] = &[
@@ -132,7 +130,7 @@ fn check_body(ct: &str, body: &[u8]) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn from_multipart(mut form: Multipart) -> Result<NewDocument, ApiError> {
+async fn from_multipart(mut form: Multipart, tenant: &str) -> Result<NewDocument, ApiError> {
     let bad = |e: axum::extract::multipart::MultipartError| {
         ApiError::new(e.status(), "invalid_multipart", e.body_text())
     };
@@ -178,7 +176,7 @@ async fn from_multipart(mut form: Multipart) -> Result<NewDocument, ApiError> {
     let name = name.unwrap_or_else(|| "document".into());
     let ct = content_type(declared.as_deref(), &name)?;
     Ok(NewDocument {
-        tenant: DEFAULT_TENANT.into(),
+        tenant: tenant.into(),
         name,
         document_set: set,
         content_type: ct,
@@ -188,7 +186,7 @@ async fn from_multipart(mut form: Multipart) -> Result<NewDocument, ApiError> {
     })
 }
 
-fn from_json(up: JsonUpload) -> Result<NewDocument, ApiError> {
+fn from_json(up: JsonUpload, tenant: &str) -> Result<NewDocument, ApiError> {
     let ct = content_type(up.content_type.as_deref(), &up.name)?;
     if ct == "application/pdf" {
         return Err(unprocessable(
@@ -198,7 +196,7 @@ fn from_json(up: JsonUpload) -> Result<NewDocument, ApiError> {
         ));
     }
     Ok(NewDocument {
-        tenant: DEFAULT_TENANT.into(),
+        tenant: tenant.into(),
         name: up.name,
         document_set: up.document_set,
         content_type: ct,
@@ -215,8 +213,10 @@ fn from_json(up: JsonUpload) -> Result<NewDocument, ApiError> {
 /// `metadata`, `options`) or JSON (`name`, `text`, ...).
 pub async fn upload(
     State(state): State<AppState>,
+    caller: Caller,
     req: Request,
 ) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Scope::Submit)?;
     let request_id = crate::routes::jobs::request_id(req.headers());
     let ct = req
         .headers()
@@ -228,10 +228,10 @@ pub async fn upload(
         let form = Multipart::from_request(req, &state)
             .await
             .map_err(|e| ApiError::new(e.status(), "invalid_multipart", e.body_text()))?;
-        from_multipart(form).await?
+        from_multipart(form, &caller.tenant).await?
     } else {
         let Json(up) = Json::<JsonUpload>::from_request(req, &state).await?;
-        from_json(up)?
+        from_json(up, &caller.tenant)?
     };
     if !doc.metadata.is_object() {
         return Err(unprocessable(
@@ -245,6 +245,7 @@ pub async fn upload(
     let args = serde_json::to_value(IngestArgs { document_id: id })?;
     let opts = PushOptions {
         request_id,
+        tenant: Some(caller.tenant.to_string()),
         ..Default::default()
     };
     let job = state.queue.push(JobKind::Ingest, &args, &opts).await?;
@@ -274,8 +275,10 @@ fn default_limit() -> i64 {
 /// `GET /v1/documents`: newest first, with chunk counts.
 pub async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Read)?;
     let Query(q) = q?;
     if !(1..=500).contains(&q.limit) || q.offset < 0 {
         return Err(unprocessable(
@@ -286,7 +289,7 @@ pub async fn list(
     }
     let (total, docs) = documents::list(
         &state.pool,
-        DEFAULT_TENANT,
+        &caller.tenant,
         q.document_set.as_deref(),
         q.offset,
         q.limit,
@@ -319,10 +322,12 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 /// `GET /v1/documents/{id}`.
 pub async fn show(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Read)?;
     let id = parse_id(&id)?;
-    match documents::get(&state.pool, DEFAULT_TENANT, id).await? {
+    match documents::get(&state.pool, &caller.tenant, id).await? {
         Some(d) => Ok(Json(serde_json::to_value(d)?)),
         None => Err(ApiError::not_found(format!("no document {id}"))),
     }
@@ -331,10 +336,12 @@ pub async fn show(
 /// `DELETE /v1/documents/{id}`: the document, its chunks and vectors.
 pub async fn delete(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Scope::Submit)?;
     let id = parse_id(&id)?;
-    if documents::delete(&state.pool, DEFAULT_TENANT, id).await? {
+    if documents::delete(&state.pool, &caller.tenant, id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!("no document {id}")))
@@ -345,24 +352,27 @@ pub async fn delete(
 /// or progress changes, ending after `ready` or `failed`.
 pub async fn events(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    caller.require(Scope::Read)?;
     let id = parse_id(&id)?;
-    if documents::get(&state.pool, DEFAULT_TENANT, id)
+    if documents::get(&state.pool, &caller.tenant, id)
         .await?
         .is_none()
     {
         return Err(ApiError::not_found(format!("no document {id}")));
     }
     let pool = state.pool.clone();
+    let tenant = caller.tenant.clone();
     let stream = futures::stream::unfold((None::<String>, false), move |(last, done)| {
-        let pool = pool.clone();
+        let (pool, tenant) = (pool.clone(), tenant.clone());
         async move {
             if done {
                 return None;
             }
             loop {
-                let doc = match documents::get(&pool, DEFAULT_TENANT, id).await {
+                let doc = match documents::get(&pool, &tenant, id).await {
                     Ok(Some(d)) => d,
                     Ok(None) => {
                         let ev = Event::default().event("deleted").data(id.to_string());

@@ -23,12 +23,13 @@ use hopper_queue::{Priority, PushOptions};
 use hopper_shared::{
     db,
     jobs::{JobKind, JobState},
+    keys::Scope,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::{AppState, error::ApiError};
+use crate::{AppState, auth::Caller, error::ApiError};
 
 /// Most jobs one batch request may carry.
 pub const MAX_BATCH: usize = 10_000;
@@ -55,6 +56,7 @@ pub fn parse_kind(kind: &str) -> Result<JobKind, ApiError> {
 fn options(
     q: Result<Query<SubmitQuery>, QueryRejection>,
     headers: &HeaderMap,
+    caller: &Caller,
 ) -> Result<PushOptions, ApiError> {
     let Query(q) = q?;
     if let Some(m) = q.max_attempts
@@ -83,8 +85,10 @@ fn options(
         max_attempts: q.max_attempts,
         delay: q.delay_ms.map(Duration::from_millis),
         priority: q.priority.unwrap_or_default(),
-        idempotency_key,
+        // Keys are per tenant: one tenant's key never returns another's job.
+        idempotency_key: idempotency_key.map(|k| format!("{}:{k}", caller.tenant)),
         request_id: request_id(headers),
+        tenant: Some(caller.tenant.to_string()),
     })
 }
 
@@ -116,13 +120,15 @@ fn validate(kind: JobKind, args: &Value, index: Option<usize>) -> Result<(), Api
 /// `POST /v1/jobs/{kind}`: validates and enqueues one job; 202 with its id.
 pub async fn submit(
     State(state): State<AppState>,
+    caller: Caller,
     Path(kind): Path<String>,
     query: Result<Query<SubmitQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Scope::Submit)?;
     let kind = parse_kind(&kind)?;
-    let opts = options(query, &headers)?;
+    let opts = options(query, &headers, &caller)?;
     let Json(args) = body?;
     validate(kind, &args, None)?;
     let pushed = state.queue.push(kind, &args, &opts).await?;
@@ -146,13 +152,15 @@ pub async fn submit(
 /// validated first; then all are queued in one pipelined round trip.
 pub async fn submit_batch(
     State(state): State<AppState>,
+    caller: Caller,
     Path(kind): Path<String>,
     query: Result<Query<SubmitQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Json<Vec<Value>>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Scope::Submit)?;
     let kind = parse_kind(&kind)?;
-    let opts = options(query, &headers)?;
+    let opts = options(query, &headers, &caller)?;
     if opts.idempotency_key.is_some() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -196,9 +204,19 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 /// handler's cancellation token fires within a heartbeat.
 pub async fn cancel(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Scope::Submit)?;
     let id = parse_id(&id)?;
+    let owned = state
+        .queue
+        .find_job(id)
+        .await?
+        .is_some_and(|j| caller.owns(&j.tenant));
+    if !owned {
+        return Err(ApiError::not_found(format!("no job {id} in the queues")));
+    }
     match state.queue.cancel(id).await? {
         Some((kind, s)) => Ok(Json(json!({ "id": id, "kind": kind, "state": s }))),
         None => Err(ApiError::not_found(format!("no job {id} in the queues"))),
@@ -208,13 +226,16 @@ pub async fn cancel(
 /// `GET /v1/jobs/{id}`: the job's state, attempts, timings and result.
 pub async fn show(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Scope::Read)?;
     let id = parse_id(&id)?;
-    if let Some(job) = state.queue.find_job(id).await? {
-        return Ok(Json(job));
-    }
-    match db::job_record(&state.pool, id).await? {
+    let job = match state.queue.find_job(id).await? {
+        Some(job) => Some(job),
+        None => db::job_record(&state.pool, id).await?,
+    };
+    match job.filter(|j| caller.owns(&j.tenant)) {
         Some(job) => Ok(Json(job)),
         None => Err(ApiError::not_found(format!("no job {id}"))),
     }
@@ -242,8 +263,10 @@ pub const MAX_LIST: usize = 500;
 /// state, both, most recent activity first.
 pub async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Read)?;
     let Query(q) = query?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=MAX_LIST).contains(&limit) {
@@ -278,12 +301,18 @@ pub async fn list(
     let mut jobs = Vec::new();
     for kind in &kinds {
         for s in &from_redis {
-            jobs.extend(state.queue.list_jobs(*kind, *s, limit).await?);
+            jobs.extend(
+                state
+                    .queue
+                    .list_jobs(*kind, *s, Some(&caller.tenant), limit)
+                    .await?,
+            );
         }
     }
     if wanted.is_none_or(|s| s.is_finished_record()) {
         let kind = (kinds.len() == 1).then(|| kinds[0]);
-        let finished = db::list_job_records(&state.pool, kind, wanted, limit).await?;
+        let finished =
+            db::list_job_records(&state.pool, &caller.tenant, kind, wanted, limit).await?;
         // A dead letter has a record too; Redis' copy (listed above) wins.
         jobs.extend(finished.into_iter().filter(|j| j.state != JobState::Dead));
     }

@@ -4,21 +4,22 @@ pub mod dead;
 pub mod documents;
 pub mod health;
 pub mod jobs;
+pub mod keys;
 pub mod queues;
 pub mod search;
 
 use axum::{
     Router,
-    routing::{get, post},
+    routing::{delete, get, post},
 };
 
 use crate::AppState;
 
-/// Every route, without middleware or state.
-pub fn router() -> Router<AppState> {
+/// The `/v1` routes: every one needs a caller (an API key, or open mode).
+pub fn v1() -> Router<AppState> {
     Router::new()
-        // `{key}` is a kind for POST and a job id for GET (one path shape).
         .route("/v1/jobs", get(jobs::list))
+        // `{key}` is a kind for POST and a job id for GET (one path shape).
         .route("/v1/jobs/{key}", post(jobs::submit).get(jobs::show))
         .route("/v1/jobs/{key}/batch", post(jobs::submit_batch))
         .route("/v1/jobs/{key}/cancel", post(jobs::cancel))
@@ -37,12 +38,22 @@ pub fn router() -> Router<AppState> {
         .route("/v1/workers", get(queues::workers))
         .route("/v1/queues/{kind}/dead", get(dead::list))
         .route("/v1/queues/{kind}/dead/{action}", post(dead::act))
+        .route("/v1/keys", get(keys::list).post(keys::create))
+        .route("/v1/keys/{id}", delete(keys::revoke))
+}
+
+/// Routes anyone may call: health, metrics, the dashboard's page and assets
+/// (its data comes from `/v1`), the OpenAPI document.
+pub fn public() -> Router<AppState> {
+    Router::new()
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
         .route("/dashboard", get(crate::dashboard::page))
         .route("/dashboard/{asset}", get(crate::dashboard::asset))
-        .fallback(|| async {
-            crate::error::ApiError::not_found("no such route; see README.md for the API")
-        })
+}
+
+/// 404 naming the problem, for any other path.
+pub async fn fallback() -> crate::error::ApiError {
+    crate::error::ApiError::not_found("no such route; see README.md for the API")
 }

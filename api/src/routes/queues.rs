@@ -10,10 +10,12 @@ use hopper_shared::jobs::JobKind;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{AppState, error::ApiError};
+use crate::{AppState, auth::Caller, error::ApiError};
+use hopper_shared::keys::Scope;
 
 /// Stats of every queue.
-pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Read)?;
     let mut queues = Vec::with_capacity(JobKind::ALL.len());
     for kind in JobKind::ALL {
         queues.push(state.queue.stats(kind).await?);
@@ -22,7 +24,12 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError
 }
 
 /// Workers of every queue, with heartbeat age and the jobs they hold.
-pub async fn workers(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn workers(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    // Workers hold the jobs of every tenant.
+    caller.require(Scope::Admin)?;
     let mut workers = Vec::new();
     for kind in JobKind::ALL {
         workers.extend(state.queue.workers(kind).await?);
@@ -43,8 +50,10 @@ pub struct HistoryQuery {
 /// Redis' counters, shared by every replica).
 pub async fn history(
     State(state): State<AppState>,
+    caller: Caller,
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Read)?;
     let Query(q) = query?;
     let minutes = q.minutes.unwrap_or(30);
     if !(1..=60).contains(&minutes) {

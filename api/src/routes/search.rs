@@ -15,7 +15,8 @@ use hopper_shared::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{AppState, error::ApiError, routes::documents::DEFAULT_TENANT};
+use crate::{AppState, auth::Caller, error::ApiError};
+use hopper_shared::keys::Scope;
 
 /// How long a search waits for its query vector.
 const EMBED_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,8 +44,10 @@ fn default_k() -> i64 {
 /// `POST /v1/search`.
 pub async fn search(
     State(state): State<AppState>,
+    caller: Caller,
     body: Result<Json<SearchRequest>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Read)?;
     let Json(req) = body?;
     let bad = |field: &str, detail: &str| {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_search", detail)
@@ -67,6 +70,7 @@ pub async fn search(
     let opts = PushOptions {
         priority: Priority::High,
         max_attempts: Some(2),
+        tenant: Some(caller.tenant.to_string()),
         ..Default::default()
     };
     let job = state.queue.push(JobKind::Embed, &args, &opts).await?;
@@ -74,7 +78,7 @@ pub async fn search(
     let embed_ms = started.elapsed().as_secs_f64() * 1e3;
     let hits = documents::search(
         &state.pool,
-        DEFAULT_TENANT,
+        &caller.tenant,
         &vector,
         req.k,
         req.document_set.as_deref(),

@@ -122,7 +122,7 @@ pub async fn ingest(
     p: Data<Pipeline>,
 ) -> Result<Value, BoxDynError> {
     let doc = args.document_id;
-    match ingest_inner(&p, doc, job.request_id.clone()).await {
+    match ingest_inner(&p, doc, &job).await {
         Ok(v) => Ok(v),
         Err(e) => {
             if e.downcast_ref::<Permanent>().is_some() {
@@ -138,7 +138,7 @@ pub async fn ingest(
 async fn ingest_inner(
     p: &Pipeline,
     doc: uuid::Uuid,
-    request_id: Option<String>,
+    job: &JobContext,
 ) -> Result<Value, BoxDynError> {
     let Some(src) = documents::start_ingest(&p.pool, doc).await? else {
         return Ok(json!({ "skipped": "the document was deleted" }));
@@ -177,7 +177,8 @@ async fn ingest_inner(
         // crash enqueues nothing twice.
         let push = PushOptions {
             idempotency_key: Some(format!("doc:{doc}:v{}:embed:{n}", src.version)),
-            request_id: request_id.clone(),
+            request_id: job.request_id.clone(),
+            tenant: Some(job.tenant.to_string()),
             ..Default::default()
         };
         p.queue
@@ -238,6 +239,7 @@ pub async fn embed(
             let push = PushOptions {
                 idempotency_key: Some(format!("doc:{doc}:v{}:summarize", batch.version)),
                 request_id: job.request_id.clone(),
+                tenant: Some(job.tenant.to_string()),
                 ..Default::default()
             };
             p.queue

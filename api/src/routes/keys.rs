@@ -1,0 +1,88 @@
+//! API keys of the caller's tenant (admin scope).
+//!
+//! `GET /v1/keys` lists them (never their secrets); `POST /v1/keys` with
+//! `{"name", "scopes": ["submit", "read"]}` creates one in the caller's
+//! tenant and returns the full key once; `DELETE /v1/keys/{id-or-prefix}`
+//! revokes one. Keys of other tenants are invisible (404). Operators create
+//! keys for any tenant with `hopper keys create` against Postgres.
+
+use axum::{
+    Json,
+    extract::{Path, State, rejection::JsonRejection},
+    http::StatusCode,
+};
+use hopper_shared::keys::{self, Scope};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{AppState, auth::Caller, error::ApiError};
+
+/// Body of `POST /v1/keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    /// A label.
+    #[serde(default)]
+    name: String,
+    /// What the key may do.
+    scopes: Vec<Scope>,
+}
+
+/// `GET /v1/keys`.
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Admin)?;
+    let keys = keys::list(&state.pool, Some(&caller.tenant)).await?;
+    Ok(Json(json!({ "keys": keys })))
+}
+
+/// `POST /v1/keys`: 201 with the key, shown this once.
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<NewKey>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(Scope::Admin)?;
+    let Json(new) = body?;
+    if new.scopes.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_args",
+            "a key needs at least one scope (submit, read, admin)",
+        )
+        .field(Some("scopes".into())));
+    }
+    if new.name.len() > 200 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_args",
+            "name is at most 200 bytes",
+        )
+        .field(Some("name".into())));
+    }
+    let (info, key) = keys::create(&state.pool, &caller.tenant, &new.name, &new.scopes).await?;
+    tracing::info!(tenant = %info.tenant, prefix = %info.prefix, "API key created");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "key": key, "info": info })),
+    ))
+}
+
+/// `DELETE /v1/keys/{id-or-prefix}`.
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Admin)?;
+    if !keys::revoke(&state.pool, &id, Some(&caller.tenant)).await? {
+        return Err(ApiError::not_found(format!("no live key `{id}`")));
+    }
+    // The cache is keyed by prefix; drop whatever this id named.
+    for k in keys::list(&state.pool, Some(&caller.tenant)).await? {
+        if k.prefix == id || k.id.to_string() == id {
+            state.keys.forget(&k.prefix);
+        }
+    }
+    tracing::info!(tenant = %caller.tenant, key = %id, "API key revoked");
+    Ok(Json(json!({ "revoked": id })))
+}
