@@ -25,6 +25,9 @@ pub struct ApiError {
     /// Known values, when the problem is an unknown one.
     #[serde(skip_serializing_if = "Option::is_none")]
     known: Option<Vec<&'static str>>,
+    /// Seconds to send as `Retry-After` (429 and 503 answers).
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -36,6 +39,7 @@ impl ApiError {
             detail: detail.into(),
             field: None,
             known: None,
+            retry_after: None,
         }
     }
 
@@ -89,9 +93,14 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = (self.status, Json(&self)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        let retry = match (self.retry_after, self.status) {
+            (Some(s), _) => Some(s),
+            (None, StatusCode::SERVICE_UNAVAILABLE) => Some(5),
+            _ => None,
+        };
+        if let Some(s) = retry {
             res.headers_mut()
-                .insert("retry-after", axum::http::HeaderValue::from_static("5"));
+                .insert("retry-after", axum::http::HeaderValue::from(s));
         }
         res
     }

@@ -1,7 +1,7 @@
 -- ack.lua: jobs succeeded (their effects are already committed in Postgres).
 -- Acknowledges a batch of one worker's jobs in one call.
 -- KEYS[1] worker's in-flight set  KEYS[2] done zset  KEYS[3] stats hash
--- KEYS[4] cancel-request set
+-- KEYS[4] cancel-request set  KEYS[5] unfinished jobs per tenant (hash)
 -- ARGV: 1 now ms, 2 retention cutoff ms, 3 job key prefix, 4 stats ttl s, 5 worker id,
 --       then (id, result json, attempt, started_at ms) quadruples
 -- The history is read back only for jobs past their first attempt.
@@ -23,6 +23,8 @@ for i = 6, #ARGV, 4 do
     redis.call('HSET', key, 'state', 'succeeded', 'finished_at', now, 'result', ARGV[i + 1],
       'history', cjson.encode(history))
     redis.call('ZADD', KEYS[2], now, id)
+    local tenant = redis.call('HGET', key, 'tenant') or 'default'
+    if redis.call('HINCRBY', KEYS[5], tenant, -1) < 0 then redis.call('HSET', KEYS[5], tenant, 0) end
     acked = acked + 1
   end
 end

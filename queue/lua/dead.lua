@@ -1,5 +1,6 @@
 -- dead.lua: act on dead letters. ARGV[2] = 'retry' or 'purge'.
 -- KEYS[1] dead zset  KEYS[2] pending:high  KEYS[3] pending  KEYS[4] wake list
+-- KEYS[5] unfinished jobs per tenant (hash): a retried job counts again
 -- ARGV: 1 job key prefix, 2 action, 3.. ids
 -- retry: back to the front of its queue with a fresh attempt budget (history kept).
 -- purge: the job is forgotten by Redis (its Postgres record stays).
@@ -19,6 +20,7 @@ for i = 3, #ARGV do
         redis.call('RPUSH', KEYS[3], id)
       end
       redis.call('LPUSH', KEYS[4], '1')
+      redis.call('HINCRBY', KEYS[5], redis.call('HGET', key, 'tenant') or 'default', 1)
     else
       redis.call('DEL', key)
     end

@@ -1,6 +1,7 @@
 -- fail.lua: an attempt ended without success; schedule its retry or finish the job.
 -- KEYS[1] job hash  KEYS[2] worker's in-flight set  KEYS[3] scheduled zset
 -- KEYS[4] dead zset KEYS[5] stats hash  KEYS[6] wake list  KEYS[7] cancel-request set
+-- KEYS[8] unfinished jobs per tenant (hash)
 -- ARGV: 1 id, 2 now ms, 3 error, 4 retry at ms (-1: final), 5 final state ('dead' or
 --       'cancelled'), 6 dead reason, 7 stats ttl s
 -- Appends the attempt to the job's history (last 20 kept).
@@ -28,6 +29,10 @@ else
   redis.call('HSET', KEYS[1], 'state', 'dead', 'finished_at', now, 'dead_reason', ARGV[6])
   redis.call('ZADD', KEYS[4], now, ARGV[1])
   redis.call('HINCRBY', KEYS[5], 'dead', 1)
+end
+if retry_at < 0 then
+  local tenant = redis.call('HGET', KEYS[1], 'tenant') or 'default'
+  if redis.call('HINCRBY', KEYS[8], tenant, -1) < 0 then redis.call('HSET', KEYS[8], tenant, 0) end
 end
 redis.call('HINCRBY', KEYS[5], 'failed', 1)
 redis.call('EXPIRE', KEYS[5], tonumber(ARGV[7]))

@@ -1,6 +1,7 @@
 -- push.lua: enqueue one job, atomically.
 -- KEYS[1] job hash   KEYS[2] pending list (of its priority)   KEYS[3] scheduled zset
 -- KEYS[4] wake list  KEYS[5] idempotency key (used only when ARGV[8] == '1')
+-- KEYS[6] unfinished jobs per tenant (hash)
 -- ARGV: 1 id, 2 args json, 3 kind, 4 max_attempts, 5 now ms, 6 run_at ms,
 --       7 idempotency ttl s, 8 has idempotency key, 9 priority, 10 wake cap,
 --       11 request id of the submission ('' when none), 12 tenant
@@ -27,4 +28,5 @@ end
 -- once (or, for a scheduled job, recomputes how long to sleep).
 redis.call('LPUSH', KEYS[4], '1')
 redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[10]) - 1)
+redis.call('HINCRBY', KEYS[6], ARGV[12], 1)
 return {ARGV[1], 1}

@@ -1,6 +1,6 @@
 -- recover.lua: re-queue the jobs of workers whose lease expired.
 -- KEYS[1] workers zset (worker -> last heartbeat ms)  KEYS[2] pending:high  KEYS[3] pending
--- KEYS[4] dead zset  KEYS[5] wake list
+-- KEYS[4] dead zset  KEYS[5] wake list  KEYS[6] unfinished jobs per tenant (hash)
 -- ARGV: 1 queue key tag ('{p:q}'), 2 now ms, 3 lease ms, 4 max workers per call
 -- A crash counts as an attempt (the claim counted it): a job that kills its
 -- worker every time reaches the dead letters after max_attempts.
@@ -26,6 +26,8 @@ for _, w in ipairs(gone) do
         redis.call('HSET', key, 'state', 'dead', 'error', err, 'finished_at', now,
           'dead_reason', 'worker_lost')
         redis.call('ZADD', KEYS[4], now, id)
+        local tenant = redis.call('HGET', key, 'tenant') or 'default'
+        if redis.call('HINCRBY', KEYS[6], tenant, -1) < 0 then redis.call('HSET', KEYS[6], tenant, 0) end
         dead[#dead + 1] = id
       else
         redis.call('HSET', key, 'state', 'pending', 'error', err)

@@ -309,6 +309,7 @@ impl QueueClient {
                 keys.scheduled(),
                 keys.wake(),
                 keys.idempotency(idem.unwrap_or("")),
+                keys.tenant_load(),
             ],
             vec![
                 id.to_string(),
@@ -355,6 +356,19 @@ impl QueueClient {
             }
         }
         Ok(None)
+    }
+
+    /// Unfinished jobs (waiting, running, retrying) of `tenant` over every
+    /// queue, as the per-tenant cap counts them.
+    pub async fn tenant_load(&self, tenant: &str) -> Result<u64, QueueError> {
+        let mut pipe = redis::pipe();
+        for kind in JobKind::ALL {
+            pipe.cmd("HGET")
+                .arg(self.keys(kind).tenant_load())
+                .arg(tenant);
+        }
+        let counts: Vec<Option<i64>> = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(counts.into_iter().flatten().map(|n| n.max(0) as u64).sum())
     }
 
     /// Depth of `kind`'s queue.
@@ -467,6 +481,7 @@ impl QueueClient {
             .key(keys.done())
             .key(keys.stats_minute(now))
             .key(keys.cancel_requests())
+            .key(keys.tenant_load())
             .arg(now)
             .arg(cutoff)
             .arg(keys.job_prefix())
@@ -507,6 +522,7 @@ impl QueueClient {
             .key(keys.stats_minute(now))
             .key(keys.wake())
             .key(keys.cancel_requests())
+            .key(keys.tenant_load())
             .arg(id.to_string())
             .arg(now)
             .arg(error)
@@ -534,6 +550,7 @@ impl QueueClient {
             .key(keys.scheduled())
             .key(keys.cancel_requests())
             .key(keys.done())
+            .key(keys.tenant_load())
             .arg(id.to_string())
             .arg(now_ms())
             .invoke_async(&mut self.conn.clone())
@@ -686,6 +703,7 @@ impl QueueClient {
             .key(keys.pending(crate::Priority::High))
             .key(keys.pending(crate::Priority::Normal))
             .key(keys.wake())
+            .key(keys.tenant_load())
             .arg(keys.job_prefix())
             .arg(action);
         for id in ids {
@@ -717,6 +735,7 @@ impl QueueClient {
             .key(keys.pending(crate::Priority::Normal))
             .key(keys.dead())
             .key(keys.wake())
+            .key(keys.tenant_load())
             .arg(keys.tag())
             .arg(now_ms())
             .arg(lease.as_millis() as i64)

@@ -11,6 +11,7 @@
 //! {<prefix>:<queue>}:dead             ZSET  dead-lettered ids, scored by time (ms)
 //! {<prefix>:<queue>}:done             ZSET  succeeded ids by finish time, for retention
 //! {<prefix>:<queue>}:cancel           SET   running ids whose cancellation was asked for
+//! {<prefix>:<queue>}:tenants          HASH  tenant -> unfinished jobs (the per-tenant cap)
 //! {<prefix>:<queue>}:idem:<key>       STRING  idempotency key -> job id (with a TTL)
 //! {<prefix>:<queue>}:stats:<minute>   HASH  succeeded / failed / retried / dead counts
 //! ```
@@ -92,6 +93,11 @@ impl QueueKeys {
         format!("{}:done", self.tag)
     }
 
+    /// Unfinished jobs (waiting, running or retrying) per tenant.
+    pub fn tenant_load(&self) -> String {
+        format!("{}:tenants", self.tag)
+    }
+
     /// Running jobs whose cancellation was requested.
     pub fn cancel_requests(&self) -> String {
         format!("{}:cancel", self.tag)
@@ -135,6 +141,7 @@ mod tests {
             k.done(),
             k.idempotency("x"),
             k.cancel_requests(),
+            k.tenant_load(),
             k.stats_minute(0),
         ] {
             assert!(key.starts_with("{t1:embed}:"), "{key}");

@@ -388,3 +388,56 @@ async fn cors_and_security_headers() {
     let res = queues_as(&env, &a, &[("origin", "https://evil.example")]).await;
     assert!(res.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn a_tenant_over_its_cap_of_unfinished_jobs_gets_429() {
+    let (mut env, a, _, b) = keyed(&[("HOPPER_MAX_PENDING_PER_TENANT", "3")], "echo").await;
+    env.use_key(Some(&a));
+    // Three noop jobs wait (no noop worker): the cap is reached.
+    let waiting = env
+        .submit_batch("noop", &[json!({}), json!({}), json!({})])
+        .await;
+    let res = env
+        .http()
+        .post(env.url("/v1/jobs/echo"))
+        .bearer_auth(&a)
+        .json(&json!({"message": "one too many"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    assert_eq!(res.headers()["retry-after"], "5");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "tenant_queue_full", "{body}");
+    let (s, _) = env.post("/v1/jobs/noop/batch", &json!([{}])).await;
+    assert_eq!(s, 429, "a batch counts too");
+
+    // Another tenant is not affected.
+    env.use_key(Some(&b));
+    let (s, _) = env.post("/v1/jobs/echo", &json!({"message": "b"})).await;
+    assert_eq!(s, 202);
+
+    // Finished jobs free their slots: cancel one, run one to the end.
+    env.use_key(Some(&a));
+    let (s, _) = env
+        .post(&format!("/v1/jobs/{}/cancel", waiting[0]), &json!({}))
+        .await;
+    assert_eq!(s, 200);
+    let id = submit_echo(&mut env, &a, json!({"message": "fits"}), "").await;
+    assert_eq!(
+        env.wait_final(&id, Duration::from_secs(20)).await["state"],
+        "succeeded"
+    );
+    let dead = submit_echo(
+        &mut env,
+        &a,
+        json!({"message": "x", "fail": "no"}),
+        "?max_attempts=1",
+    )
+    .await;
+    assert_eq!(
+        env.wait_final(&dead, Duration::from_secs(20)).await["state"],
+        "dead"
+    );
+    submit_echo(&mut env, &a, json!({"message": "still fits"}), "").await;
+}

@@ -241,6 +241,7 @@ pub async fn upload(
         ));
     }
     check_body(&doc.content_type, &doc.body)?;
+    crate::routes::jobs::ensure_room(&state, &caller, 1).await?;
     let id = documents::insert(&state.pool, &doc).await?;
     let args = serde_json::to_value(IngestArgs { document_id: id })?;
     let opts = PushOptions {
