@@ -6,7 +6,7 @@
 
 const POLL_MS = 2000;
 const WINDOW_MINUTES = 30;
-const COLORS = { echo: '#4e79a7', noop: '#f28e2b', ingest: '#59a14f', embed: '#e15759', summarize: '#b07aa1' };
+const COLORS = { echo: '#4e79a7', noop: '#f28e2b', ingest: '#59a14f', embed: '#e15759', summarize: '#b07aa1', webhook: '#76b7b2' };
 const STATES = ['pending', 'scheduled', 'running', 'retrying', 'succeeded', 'failed', 'dead', 'cancelled'];
 const SVG_NS = 'http://www.w3.org/2000/svg';
 

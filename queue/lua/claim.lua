@@ -34,7 +34,7 @@ for _, list in ipairs({KEYS[1], KEYS[2]}) do
       redis.call('HSET', key, 'state', 'running', 'started_at', now, 'worker', worker)
       redis.call('SADD', KEYS[4], id)
       local f = redis.call('HMGET', key, 'args', 'max_attempts', 'enqueued_at', 'priority',
-        'request_id', 'tenant')
+        'request_id', 'tenant', 'callback')
       out[#out + 1] = id
       out[#out + 1] = f[1]
       out[#out + 1] = attempts
@@ -43,6 +43,7 @@ for _, list in ipairs({KEYS[1], KEYS[2]}) do
       out[#out + 1] = f[4] or 'normal'
       out[#out + 1] = f[5] or ''
       out[#out + 1] = f[6] or 'default'
+      out[#out + 1] = f[7] or ''
       claimed = claimed + 1
     end
   end

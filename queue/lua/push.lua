@@ -4,7 +4,8 @@
 -- KEYS[6] unfinished jobs per tenant (hash)
 -- ARGV: 1 id, 2 args json, 3 kind, 4 max_attempts, 5 now ms, 6 run_at ms,
 --       7 idempotency ttl s, 8 has idempotency key, 9 priority, 10 wake cap,
---       11 request id of the submission ('' when none), 12 tenant
+--       11 request id of the submission ('' when none), 12 tenant,
+--       13 completion callback URL ('' when none)
 -- Returns {id, created}: the existing job's id and 0 when the key was seen.
 if ARGV[8] == '1' then
   local existing = redis.call('GET', KEYS[5])
@@ -19,6 +20,7 @@ redis.call('HSET', KEYS[1], 'id', ARGV[1], 'args', ARGV[2], 'kind', ARGV[3],
   'max_attempts', ARGV[4], 'attempts', 0, 'enqueued_at', ARGV[5], 'state', state,
   'priority', ARGV[9], 'run_at', run_at, 'tenant', ARGV[12])
 if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'request_id', ARGV[11]) end
+if ARGV[13] ~= '' then redis.call('HSET', KEYS[1], 'callback', ARGV[13]) end
 if state == 'scheduled' then
   redis.call('ZADD', KEYS[3], run_at, ARGV[1])
 else

@@ -215,6 +215,7 @@ async fn finish(shared: &AckShared, ctx: &JobContext, outcome: Outcome) {
         && let Some(records) = &shared.records
     {
         let record = final_record(shared, ctx, state, now, result.clone(), error.clone()).await;
+        let callback = record.callback_url.is_some().then(|| record.clone());
         if let Err(e) = records.submit(record).await {
             // Not acknowledged: run it again later; its effects are idempotent.
             tracing::error!(job = %ctx.id, "record not stored, the job will run again: {e}");
@@ -234,6 +235,14 @@ async fn finish(shared: &AckShared, ctx: &JobContext, outcome: Outcome) {
                 tracing::error!(job = %ctx.id, "could not reschedule; the lease will: {e}");
             }
             return;
+        }
+        // The callback is queued before Redis lets go of the job: a crash
+        // here re-runs it, and the webhook's idempotency key keeps it single.
+        if let Some(record) = callback {
+            let queued = until_recorded("webhook", || shared.client.push_webhook(&record)).await;
+            if let Err(e) = queued {
+                tracing::error!(job = %ctx.id, "completion callback not queued: {e}");
+            }
         }
     }
     let written = match (&result, &error, next) {
@@ -301,6 +310,7 @@ async fn final_record(
         run_at_ms: None,
         history,
         tenant: ctx.tenant.to_string(),
+        callback_url: ctx.callback_url.clone(),
     }
 }
 

@@ -56,6 +56,8 @@ pub struct Claimed {
     pub request_id: Option<String>,
     /// The tenant it belongs to.
     pub tenant: String,
+    /// Its completion callback, if any.
+    pub callback_url: Option<String>,
 }
 
 /// A successful attempt, as acknowledged.
@@ -327,6 +329,7 @@ impl QueueClient {
                     .as_deref()
                     .unwrap_or(hopper_shared::jobs::DEFAULT_TENANT)
                     .to_owned(),
+                opts.callback_url.clone().unwrap_or_default(),
             ],
         ))
     }
@@ -369,6 +372,34 @@ impl QueueClient {
         }
         let counts: Vec<Option<i64>> = pipe.query_async(&mut self.conn.clone()).await?;
         Ok(counts.into_iter().flatten().map(|n| n.max(0) as u64).sum())
+    }
+
+    /// Queues the signed completion callback of a finished job, if it asked
+    /// for one. Keyed by job, final state and attempt count, so a re-run
+    /// after a crash queues it once.
+    pub async fn push_webhook(&self, job: &JobRecord) -> Result<(), QueueError> {
+        let Some(url) = &job.callback_url else {
+            return Ok(());
+        };
+        let mut public = job.clone();
+        public.callback_url = None;
+        let args = serde_json::json!({
+            "url": url,
+            "event": "job.finished",
+            "body": { "event": "job.finished", "job": public },
+        });
+        let opts = PushOptions {
+            idempotency_key: Some(format!(
+                "webhook:{}:{}:{}",
+                job.id,
+                job.state.as_str(),
+                job.history.len()
+            )),
+            tenant: Some(job.tenant.clone()),
+            request_id: job.request_id.clone(),
+            ..Default::default()
+        };
+        self.push(JobKind::Webhook, &args, &opts).await.map(|_| ())
     }
 
     /// Depth of `kind`'s queue.
@@ -817,9 +848,20 @@ fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, QueueError> {
     };
     let (first, rest) = raw.split_first().ok_or_else(|| corrupt("empty reply"))?;
     let next_due = int(first)?;
-    let mut jobs = Vec::with_capacity(rest.len() / 8);
-    for c in rest.chunks(8) {
-        let [id, args, attempt, max, enq, priority, request_id, tenant] = c else {
+    let mut jobs = Vec::with_capacity(rest.len() / 9);
+    for c in rest.chunks(9) {
+        let [
+            id,
+            args,
+            attempt,
+            max,
+            enq,
+            priority,
+            request_id,
+            tenant,
+            callback,
+        ] = c
+        else {
             return Err(corrupt("truncated reply"));
         };
         jobs.push(Claimed {
@@ -835,6 +877,7 @@ fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, QueueError> {
             },
             request_id: Some(text(request_id)?).filter(|r| !r.is_empty()),
             tenant: text(tenant)?,
+            callback_url: Some(text(callback)?).filter(|c| !c.is_empty()),
         });
     }
     Ok(ClaimBatch {
@@ -880,6 +923,7 @@ pub(crate) fn record_from_hash(
         priority: f.get("priority").cloned(),
         request_id: f.get("request_id").cloned(),
         run_at_ms: int("run_at").filter(|&t| t > 0),
+        callback_url: f.get("callback").cloned(),
         tenant: f
             .get("tenant")
             .cloned()

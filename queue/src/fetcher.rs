@@ -162,6 +162,7 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
             priority: job.priority,
             request_id: job.request_id,
             tenant: job.tenant.into(),
+            callback_url: job.callback_url,
             cancel: CancellationToken::new(),
             cancel_requested: Default::default(),
         };
@@ -255,7 +256,10 @@ pub(crate) async fn heartbeat_loop(
                     .increment(1);
                     let Some(pool) = &pool else { continue };
                     let stored = match client.job(kind, id).await {
-                        Ok(Some(rec)) => persist_record(pool, &rec).await,
+                        Ok(Some(rec)) => match persist_record(pool, &rec).await {
+                            Ok(()) => client.push_webhook(&rec).await,
+                            Err(e) => Err(e),
+                        },
                         Ok(None) => Ok(()),
                         Err(e) => Err(e),
                     };

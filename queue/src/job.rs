@@ -51,6 +51,9 @@ pub struct PushOptions {
     /// The id of the HTTP request that submits it, carried into the job's
     /// log lines.
     pub request_id: Option<String>,
+    /// Where a signed completion callback goes (already checked against the
+    /// webhook allow-list by the submitter).
+    pub callback_url: Option<String>,
     /// The tenant it belongs to; [`DEFAULT_TENANT`] when `None`.
     ///
     /// [`DEFAULT_TENANT`]: hopper_shared::jobs::DEFAULT_TENANT
@@ -114,6 +117,8 @@ pub struct JobContext {
     pub priority: Priority,
     /// The tenant it belongs to; jobs it fans out belong to the same one.
     pub tenant: Arc<str>,
+    /// Where its completion callback goes, if anywhere.
+    pub callback_url: Option<String>,
     /// The id of the HTTP request that submitted it.
     pub request_id: Option<String>,
     /// Fires at the soft time limit and on cooperative cancellation; a

@@ -61,8 +61,9 @@ pub struct ApiSettings {
     pub cors_origins: Vec<String>,
 }
 
-/// Settings shared by the API, the workers and the CLI.
-#[derive(Debug, Clone)]
+/// Settings shared by the API, the workers and the CLI. Its `Debug` hides
+/// the passwords in the service URLs (secrets are never logged).
+#[derive(Clone)]
 pub struct Config {
     /// Redis connection URL (`REDIS_URL`).
     pub redis_url: String,
@@ -97,6 +98,8 @@ pub struct Config {
     pub summary_llm: Option<LlmConfig>,
     /// The API's authentication and limits.
     pub api: ApiSettings,
+    /// Completion callbacks: signing secret and allowed destinations.
+    pub webhook: crate::webhook::WebhookConfig,
 }
 
 /// An OpenAI-compatible chat-completions endpoint (`HOPPER_SUMMARY_LLM_*`).
@@ -120,6 +123,28 @@ impl std::fmt::Debug for LlmConfig {
             .field("model", &self.model)
             .field("api_key", &self.api_key.as_ref().map(|_| "***"))
             .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("database_url", &redact_url(&self.database_url))
+            .field("db_schema", &self.db_schema)
+            .field("key_prefix", &self.key_prefix)
+            .field("api_addr", &self.api_addr)
+            .field("max_upload_bytes", &self.max_upload_bytes)
+            .field("worker_metrics_addr", &self.worker_metrics_addr)
+            .field("log_format", &self.log_format)
+            .field("heartbeat", &self.heartbeat)
+            .field("lease", &self.lease)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("queues", &self.queues)
+            .field("summary_llm", &self.summary_llm)
+            .field("api", &self.api)
+            .field("webhook", &self.webhook)
             .finish()
     }
 }
@@ -321,6 +346,52 @@ impl Config {
             env.problem("HOPPER_MAX_CONCURRENT_REQUESTS", "0", "must be at least 1");
         }
 
+        // Empty means unset (compose passes `${HOPPER_WEBHOOK_SECRET:-}`).
+        let nonempty = |k: &str| get(k).filter(|v| !v.is_empty());
+        let webhook_secret = match (
+            nonempty("HOPPER_WEBHOOK_SECRET"),
+            nonempty("HOPPER_WEBHOOK_SECRET_FILE"),
+        ) {
+            (Some(s), _) => Some(s),
+            (None, Some(path)) => match std::fs::read_to_string(&path) {
+                Ok(s) => Some(s.trim().to_owned()),
+                Err(e) => {
+                    env.problem(
+                        "HOPPER_WEBHOOK_SECRET_FILE",
+                        &path,
+                        &format!("cannot be read: {e}"),
+                    );
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        if webhook_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            env.problem(
+                "HOPPER_WEBHOOK_SECRET",
+                "***",
+                "must be at least 16 characters",
+            );
+        }
+        let webhook = crate::webhook::WebhookConfig {
+            secret: webhook_secret,
+            allow_hosts: env
+                .string("HOPPER_WEBHOOK_ALLOW_HOSTS", "")
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(str::to_ascii_lowercase)
+                .collect(),
+            allow_private: match env.string("HOPPER_WEBHOOK_ALLOW_PRIVATE", "0").as_str() {
+                "1" | "true" => true,
+                "0" | "false" => false,
+                other => {
+                    env.problem("HOPPER_WEBHOOK_ALLOW_PRIVATE", other, "must be 0 or 1");
+                    false
+                }
+            },
+        };
+
         if !problems.is_empty() {
             return Err(Error::Config(problems));
         }
@@ -339,6 +410,7 @@ impl Config {
             queues,
             summary_llm,
             api,
+            webhook,
         })
     }
 
@@ -425,6 +497,22 @@ mod tests {
             "postgresql://u:***@h:5/db"
         );
         assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+    }
+
+    #[test]
+    fn the_debug_form_of_a_config_holds_no_secret() {
+        let c = load(&[
+            ("DATABASE_URL", "postgresql://u:pg-secret@h:5/db"),
+            ("REDIS_URL", "redis://:redis-secret@h:6379"),
+            ("HOPPER_SUMMARY_LLM_URL", "https://llm.example"),
+            ("HOPPER_SUMMARY_LLM_MODEL", "m"),
+            ("HOPPER_SUMMARY_LLM_KEY", "llm-secret"),
+        ])
+        .unwrap();
+        let shown = format!("{c:?}");
+        for secret in ["pg-secret", "redis-secret", "llm-secret"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
     }
 
     #[test]

@@ -241,6 +241,7 @@ fn record_from_row(row: &tokio_postgres::Row) -> Result<JobRecord> {
         request_id: None,
         history: serde_json::from_value(row.get(13))?,
         tenant: row.get(14),
+        callback_url: None,
     })
 }
 

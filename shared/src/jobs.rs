@@ -23,16 +23,20 @@ pub enum JobKind {
     Embed,
     /// Summarise an embedded document.
     Summarize,
+    /// Deliver a signed completion callback (made by Hopper, never
+    /// submitted by clients).
+    Webhook,
 }
 
 impl JobKind {
     /// Every kind, in a stable order.
-    pub const ALL: [JobKind; 5] = [
+    pub const ALL: [JobKind; 6] = [
         JobKind::Echo,
         JobKind::Noop,
         JobKind::Ingest,
         JobKind::Embed,
         JobKind::Summarize,
+        JobKind::Webhook,
     ];
 
     /// The queue name of this kind.
@@ -43,7 +47,14 @@ impl JobKind {
             JobKind::Ingest => "ingest",
             JobKind::Embed => "embed",
             JobKind::Summarize => "summarize",
+            JobKind::Webhook => "webhook",
         }
+    }
+
+    /// Whether only Hopper itself queues this kind (clients may not: a
+    /// client-made webhook job would be a signed request to anywhere).
+    pub fn is_internal(self) -> bool {
+        matches!(self, JobKind::Webhook)
     }
 
     /// The names of every kind, for error messages.
@@ -70,6 +81,7 @@ impl JobKind {
                 parsed.check()
             }
             JobKind::Summarize => check::<SummarizeArgs>(args),
+            JobKind::Webhook => check::<WebhookArgs>(args),
         }
     }
 
@@ -99,6 +111,16 @@ impl JobKind {
             },
             JobKind::Summarize => QueueSettings {
                 concurrency: 4,
+                ..base
+            },
+            // Receivers go down for minutes: 8 tries over about 20 minutes.
+            JobKind::Webhook => QueueSettings {
+                concurrency: 16,
+                max_attempts: 8,
+                backoff_base: Duration::from_secs(5),
+                backoff_max: Duration::from_secs(600),
+                soft_time_limit: Duration::from_secs(15),
+                hard_time_limit: Duration::from_secs(20),
                 ..base
             },
         }
@@ -208,6 +230,18 @@ pub struct EchoArgs {
     /// worker runs with `HOPPER_ALLOW_CRASH_JOBS=1`.
     #[serde(default)]
     pub crash: bool,
+}
+
+/// Arguments of a `webhook` job: one signed `POST` of `body` to `url`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookArgs {
+    /// Where to deliver (checked against the allow-list again at delivery).
+    pub url: String,
+    /// `job.finished`.
+    pub event: String,
+    /// The JSON body, sent as is.
+    pub body: serde_json::Value,
 }
 
 /// Arguments of the diagnostic `noop` kind (benchmarks). Its effect is one
@@ -436,6 +470,9 @@ pub struct JobRecord {
     /// The tenant that submitted it (the API key's); only that tenant sees it.
     #[serde(default = "default_tenant")]
     pub tenant: String,
+    /// Where a signed completion callback goes when it finishes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
 }
 
 /// The tenant of everything submitted without an API key (open mode).

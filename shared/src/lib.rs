@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod keys;
 pub mod metrics;
 pub mod telemetry;
+pub mod webhook;
 
 pub use config::Config;
 pub use error::{Error, Result};

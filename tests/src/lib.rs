@@ -6,8 +6,10 @@
 //! `hopper-worker` binaries (built once per test process) and removes its
 //! keys, schema and processes when dropped.
 
+pub mod private_postgres;
 pub mod private_redis;
 
+pub use private_postgres::PrivatePostgres;
 pub use private_redis::PrivateRedis;
 
 use std::{

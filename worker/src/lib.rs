@@ -14,6 +14,7 @@ pub mod embed;
 pub mod handlers;
 pub mod http;
 pub mod pipeline;
+pub mod webhook;
 
 use std::future::Future;
 
@@ -150,6 +151,13 @@ pub async fn run(
                     .backend(queue.backend())
                     .data(pipeline.clone())
                     .build(pipeline::handlers::summarize);
+                running.spawn(async move { (kind, w.run_until(signal).await) });
+            }
+            JobKind::Webhook => {
+                let w = WorkerBuilder::new(name)
+                    .backend(queue.backend())
+                    .data(webhook::Deliverer::new(config.webhook.clone()))
+                    .build(webhook::deliver);
                 running.spawn(async move { (kind, w.run_until(signal).await) });
             }
         }

@@ -44,6 +44,8 @@ pub struct SubmitQuery {
     priority: Option<Priority>,
     /// Attempts allowed (1–100); the queue's setting by default.
     max_attempts: Option<u32>,
+    /// Where to `POST` the signed result when the job finishes.
+    callback_url: Option<String>,
 }
 
 /// Parses a kind from a path; 404 naming the known kinds otherwise.
@@ -53,12 +55,41 @@ pub fn parse_kind(kind: &str) -> Result<JobKind, ApiError> {
     })
 }
 
+/// A kind clients may submit: 422 for Hopper's internal ones.
+fn submittable(kind: &str) -> Result<JobKind, ApiError> {
+    let kind = parse_kind(kind)?;
+    if kind.is_internal() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "internal_kind",
+            format!("{kind} jobs are queued by Hopper itself (use callback_url on a job)"),
+        ));
+    }
+    Ok(kind)
+}
+
 fn options(
+    state: &AppState,
     q: Result<Query<SubmitQuery>, QueryRejection>,
     headers: &HeaderMap,
     caller: &Caller,
 ) -> Result<PushOptions, ApiError> {
     let Query(q) = q?;
+    let callback_url = q
+        .callback_url
+        .as_deref()
+        .map(|u| {
+            state
+                .config
+                .webhook
+                .check_url(u)
+                .map(String::from)
+                .map_err(|why| {
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_callback", why)
+                        .field(Some("callback_url".into()))
+                })
+        })
+        .transpose()?;
     if let Some(m) = q.max_attempts
         && !(1..=100).contains(&m)
     {
@@ -89,6 +120,7 @@ fn options(
         idempotency_key: idempotency_key.map(|k| format!("{}:{k}", caller.tenant)),
         request_id: request_id(headers),
         tenant: Some(caller.tenant.to_string()),
+        callback_url,
     })
 }
 
@@ -148,8 +180,8 @@ pub async fn submit(
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Scope::Submit)?;
-    let kind = parse_kind(&kind)?;
-    let opts = options(query, &headers, &caller)?;
+    let kind = submittable(&kind)?;
+    let opts = options(&state, query, &headers, &caller)?;
     let Json(args) = body?;
     validate(kind, &args, None)?;
     ensure_room(&state, &caller, 1).await?;
@@ -181,8 +213,8 @@ pub async fn submit_batch(
     body: Result<Json<Vec<Value>>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Scope::Submit)?;
-    let kind = parse_kind(&kind)?;
-    let opts = options(query, &headers, &caller)?;
+    let kind = submittable(&kind)?;
+    let opts = options(&state, query, &headers, &caller)?;
     if opts.idempotency_key.is_some() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -241,7 +273,15 @@ pub async fn cancel(
         return Err(ApiError::not_found(format!("no job {id} in the queues")));
     }
     match state.queue.cancel(id).await? {
-        Some((kind, s)) => Ok(Json(json!({ "id": id, "kind": kind, "state": s }))),
+        Some((kind, s)) => {
+            // A waiting job finished here: its callback goes now.
+            if s == "cancelled"
+                && let Some(job) = state.queue.job(kind, id).await?
+            {
+                state.queue.push_webhook(&job).await?;
+            }
+            Ok(Json(json!({ "id": id, "kind": kind, "state": s })))
+        }
         None => Err(ApiError::not_found(format!("no job {id} in the queues"))),
     }
 }

