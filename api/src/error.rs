@@ -69,6 +69,33 @@ impl ApiError {
         .field(Some(field.into()))
     }
 
+    /// 422 when a string bound for Postgres holds a NUL character (which
+    /// `text` and `jsonb` cannot store).
+    pub fn no_nul(field: &str, value: &str) -> Result<(), Self> {
+        if value.contains('\0') {
+            return Err(Self::nul(field));
+        }
+        Ok(())
+    }
+
+    /// [`ApiError::no_nul`] for every string (and key) of a JSON value.
+    pub fn no_nul_json(field: &str, value: &serde_json::Value) -> Result<(), Self> {
+        match hopper_shared::jobs::nul_path(value, String::new()) {
+            Some(at) if at == "." => Err(Self::nul(field)),
+            Some(at) => Err(Self::nul(&format!("{field}.{at}"))),
+            None => Ok(()),
+        }
+    }
+
+    fn nul(field: &str) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_text",
+            format!("`{field}` may not contain NUL (\\u0000)"),
+        )
+        .field(Some(field.into()))
+    }
+
     /// 404 for an unknown resource.
     pub fn not_found(what: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", what)

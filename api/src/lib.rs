@@ -16,6 +16,7 @@ pub mod dashboard;
 pub mod error;
 pub mod history;
 pub mod limits;
+pub mod openapi;
 pub mod routes;
 pub mod state;
 pub mod telemetry;

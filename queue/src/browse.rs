@@ -25,6 +25,7 @@ const PAGE: usize = 200;
 
 /// Outcomes of one queue in one minute.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MinuteOutcomes {
     /// Unix ms at the start of the minute.
     pub minute_ms: i64,

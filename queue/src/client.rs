@@ -93,6 +93,7 @@ pub struct Pushed {
 
 /// Depth of one queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueueStats {
     /// The queue.
     pub queue: JobKind,
@@ -123,6 +124,7 @@ pub struct QueueStats {
 
 /// A worker on one queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkerInfo {
     /// Its id (host-pid-random).
     pub worker: String,

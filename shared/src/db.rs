@@ -12,7 +12,7 @@ use tokio_postgres::NoTls;
 use crate::{
     Config, Error, Result,
     config::is_identifier,
-    jobs::{JobKind, JobRecord, JobState},
+    jobs::{JobKind, JobRecord, JobState, strip_nul},
 };
 
 mod embedded {
@@ -113,10 +113,17 @@ pub async fn upsert_job_records(pool: &Pool, jobs: &[JobRecord]) -> Result<()> {
     let states: Vec<&str> = unique.iter().map(|j| j.state.as_str()).collect();
     let attempts: Vec<i32> = unique.iter().map(|j| j.attempts as i32).collect();
     let max_attempts: Vec<i32> = unique.iter().map(|j| j.max_attempts as i32).collect();
-    let args: Vec<&serde_json::Value> = unique.iter().map(|j| &j.args).collect();
-    let results: Vec<Option<&serde_json::Value>> =
-        unique.iter().map(|j| j.result.as_ref()).collect();
-    let errors: Vec<Option<&str>> = unique.iter().map(|j| j.error.as_deref()).collect();
+    // Postgres cannot store NUL in jsonb or text: a result or error holding
+    // one must not keep its job from ever being recorded.
+    let args: Vec<serde_json::Value> = unique.iter().map(|j| strip_nul(&j.args)).collect();
+    let results: Vec<Option<serde_json::Value>> = unique
+        .iter()
+        .map(|j| j.result.as_ref().map(strip_nul))
+        .collect();
+    let errors: Vec<Option<String>> = unique
+        .iter()
+        .map(|j| j.error.as_ref().map(|e| e.replace('\0', "")))
+        .collect();
     let workers: Vec<Option<&str>> = unique.iter().map(|j| j.worker.as_deref()).collect();
     let enqueued = col(&|j| Some(j.enqueued_at_ms as f64));
     let started = col(&|j| j.started_at_ms.map(|v| v as f64));

@@ -32,6 +32,7 @@ pub mod status {
 /// Per-document pipeline options.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DocumentOptions {
     /// Write a summary once embedded (default true).
     #[serde(default = "yes")]
@@ -72,6 +73,7 @@ pub struct NewDocument {
 
 /// What a client sees of a document.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DocumentView {
     /// Its id.
     pub id: Uuid,
@@ -477,6 +479,7 @@ pub async fn store_summary(pool: &Pool, id: Uuid, summary: &str) -> Result<()> {
 
 /// A search hit.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Hit {
     /// The chunk.
     pub chunk_id: Uuid,

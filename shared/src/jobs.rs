@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 /// The kinds of job Hopper runs. Each one is a queue of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum JobKind {
     /// Diagnostic kind: returns its message; can sleep or fail on request.
     Echo,
@@ -66,6 +67,12 @@ impl JobKind {
     ///
     /// The error names the offending field.
     pub fn validate(self, args: &serde_json::Value) -> Result<(), InvalidArgs> {
+        if let Some(path) = nul_path(args, String::new()) {
+            return Err(InvalidArgs {
+                field: Some(path),
+                message: "strings may not contain NUL (\\u0000): Postgres cannot store it".into(),
+            });
+        }
         fn check<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<(), InvalidArgs> {
             serde_path_to_error::deserialize::<_, T>(v)
                 .map(|_| ())
@@ -130,6 +137,55 @@ impl JobKind {
 impl fmt::Display for JobKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The path of the first string (value or key) in `v` holding a NUL
+/// character, which Postgres' `text` and `jsonb` cannot store.
+pub fn nul_path(v: &serde_json::Value, at: String) -> Option<String> {
+    use serde_json::Value;
+    let here = || {
+        if at.is_empty() {
+            ".".to_owned()
+        } else {
+            at.clone()
+        }
+    };
+    match v {
+        Value::String(s) if s.contains('\0') => Some(here()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| nul_path(x, format!("{at}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, x)| {
+            let path = if at.is_empty() {
+                k.clone()
+            } else {
+                format!("{at}.{k}")
+            };
+            if k.contains('\0') {
+                Some(path)
+            } else {
+                nul_path(x, path)
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// `v` with every NUL character removed from its strings and keys (for
+/// values that must reach Postgres whatever they hold, such as results).
+pub fn strip_nul(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) if s.contains('\0') => Value::String(s.replace('\0', "")),
+        Value::Array(items) => Value::Array(items.iter().map(strip_nul).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, x)| (k.replace('\0', ""), strip_nul(x)))
+                .collect(),
+        ),
+        other => other.clone(),
     }
 }
 
@@ -350,6 +406,7 @@ pub struct SummarizeArgs {
 /// Postgres.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum JobState {
     /// Waiting in its queue.
     Pending,
@@ -430,6 +487,7 @@ impl fmt::Display for JobState {
 
 /// What a client sees of a job: its state, attempts, timings and result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobRecord {
     /// The job's id.
     pub id: uuid::Uuid,
@@ -484,6 +542,7 @@ fn default_tenant() -> String {
 
 /// One finished attempt of a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AttemptRecord {
     /// Attempt number, from 1.
     pub attempt: u32,

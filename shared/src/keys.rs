@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Scope {
     /// Submit and cancel jobs, upload and delete documents, retry dead letters.
     Submit,
@@ -85,6 +86,7 @@ pub fn valid_tenant(tenant: &str) -> bool {
 
 /// A stored key, without its secret.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyInfo {
     /// Row id.
     pub id: uuid::Uuid,

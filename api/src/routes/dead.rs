@@ -23,12 +23,16 @@ use crate::{AppState, auth::Caller, error::ApiError, routes::jobs::parse_kind};
 use hopper_shared::keys::Scope;
 
 /// Paging of the dead-letter list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct Page {
+    /// Dead letters to skip.
     #[serde(default)]
     offset: usize,
+    /// Page size (1–500, default 50).
     #[serde(default = "default_limit")]
+    #[param(minimum = 1, maximum = 500)]
     limit: usize,
 }
 
@@ -37,7 +41,7 @@ fn default_limit() -> usize {
 }
 
 /// Which dead letters an action applies to.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Selection {
     #[serde(default)]
@@ -47,6 +51,10 @@ pub struct Selection {
 }
 
 /// `GET /v1/queues/{kind}/dead`.
+#[utoipa::path(get, path = "/v1/queues/{kind}/dead", tag = "dead letters",
+    params(("kind" = hopper_shared::jobs::JobKind, Path, description = "The queue"), Page),
+    responses((status = 200, body = crate::openapi::DeadList), (status = 404, description = "Unknown queue", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Bad paging", body = crate::openapi::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -73,6 +81,11 @@ pub async fn list(
 }
 
 /// `POST /v1/queues/{kind}/dead/{action}` (`retry` or `purge`).
+#[utoipa::path(post, path = "/v1/queues/{kind}/dead/{action}", tag = "dead letters",
+    params(("kind" = hopper_shared::jobs::JobKind, Path, description = "The queue"), ("action" = crate::openapi::DeadActionName, Path, description = "What to do")),
+    request_body = Selection,
+    responses((status = 200, body = crate::openapi::DeadAction), (status = 404, description = "Unknown queue or action", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody), (status = 422, description = "Give ids or all", body = crate::openapi::ErrorBody)))]
 pub async fn act(
     State(state): State<AppState>,
     caller: Caller,

@@ -211,6 +211,13 @@ fn from_json(up: JsonUpload, tenant: &str) -> Result<NewDocument, ApiError> {
 
 /// `POST /v1/documents`: multipart (`file`, `name`, `document_set`,
 /// `metadata`, `options`) or JSON (`name`, `text`, ...).
+#[utoipa::path(post, path = "/v1/documents", tag = "documents",
+    request_body(content(
+        (crate::openapi::JsonUploadDoc = "application/json"),
+        (Object = "multipart/form-data")
+    ), description = "JSON text, or a multipart form with `file`, `name`, `document_set`, `metadata`, `options`"),
+    responses((status = 202, body = crate::openapi::Uploaded), (status = 415, description = "Unsupported type", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Empty, unreadable or malformed", body = crate::openapi::ErrorBody)))]
 pub async fn upload(
     State(state): State<AppState>,
     caller: Caller,
@@ -241,6 +248,10 @@ pub async fn upload(
         ));
     }
     check_body(&doc.content_type, &doc.body)?;
+    ApiError::no_nul("name", &doc.name)?;
+    ApiError::no_nul("document_set", doc.document_set.as_deref().unwrap_or(""))?;
+    ApiError::no_nul_json("metadata", &doc.metadata)?;
+    ApiError::no_nul_json("options", &serde_json::to_value(&doc.options)?)?;
     crate::routes::jobs::ensure_room(&state, &caller, 1).await?;
     let id = documents::insert(&state.pool, &doc).await?;
     let args = serde_json::to_value(IngestArgs { document_id: id })?;
@@ -258,14 +269,20 @@ pub async fn upload(
 }
 
 /// Paging and filtering of the document list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Only this document set.
     #[serde(default)]
     document_set: Option<String>,
+    /// Documents to skip.
     #[serde(default)]
+    #[param(minimum = 0)]
     offset: i64,
+    /// Page size (1–500, default 50).
     #[serde(default = "default_limit")]
+    #[param(minimum = 1, maximum = 500)]
     limit: i64,
 }
 
@@ -274,6 +291,8 @@ fn default_limit() -> i64 {
 }
 
 /// `GET /v1/documents`: newest first, with chunk counts.
+#[utoipa::path(get, path = "/v1/documents", tag = "documents", params(ListQuery),
+    responses((status = 200, body = crate::openapi::DocumentList), (status = 422, description = "Bad paging", body = crate::openapi::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -281,6 +300,7 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
     let Query(q) = q?;
+    ApiError::no_nul("document_set", q.document_set.as_deref().unwrap_or(""))?;
     if !(1..=500).contains(&q.limit) || q.offset < 0 {
         return Err(unprocessable(
             "invalid_query",
@@ -321,6 +341,9 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 }
 
 /// `GET /v1/documents/{id}`.
+#[utoipa::path(get, path = "/v1/documents/{id}", tag = "documents",
+    params(("id" = uuid::Uuid, Path, description = "The document id")),
+    responses((status = 200, body = hopper_shared::documents::DocumentView), (status = 404, description = "No such document of this tenant", body = crate::openapi::ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
@@ -335,6 +358,9 @@ pub async fn show(
 }
 
 /// `DELETE /v1/documents/{id}`: the document, its chunks and vectors.
+#[utoipa::path(delete, path = "/v1/documents/{id}", tag = "documents",
+    params(("id" = uuid::Uuid, Path, description = "The document id")),
+    responses((status = 204, description = "Deleted with its chunks"), (status = 404, description = "No such document of this tenant", body = crate::openapi::ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -351,6 +377,10 @@ pub async fn delete(
 
 /// `GET /v1/documents/{id}/events`: a `progress` event whenever the status
 /// or progress changes, ending after `ready` or `failed`.
+#[utoipa::path(get, path = "/v1/documents/{id}/events", tag = "documents",
+    params(("id" = uuid::Uuid, Path, description = "The document id")),
+    responses((status = 200, description = "Server-sent `progress` events until ready or failed", content_type = "text/event-stream", body = String),
+        (status = 404, description = "No such document of this tenant", body = crate::openapi::ErrorBody)))]
 pub async fn events(
     State(state): State<AppState>,
     caller: Caller,

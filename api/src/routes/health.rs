@@ -11,11 +11,15 @@ use serde_json::json;
 use crate::AppState;
 
 /// `GET /health/live`.
+#[utoipa::path(get, path = "/health/live", tag = "health",
+    responses((status = 200, description = "The process is up", body = Object)))]
 pub async fn live() -> impl IntoResponse {
     Json(json!({ "status": "live" }))
 }
 
 /// `GET /health/ready`.
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    responses((status = 200, body = crate::openapi::Readiness), (status = 503, body = crate::openapi::Readiness)))]
 pub async fn ready(State(mut state): State<AppState>) -> impl IntoResponse {
     let redis = state.queue.ping().await.map_err(|e| e.to_string());
     let postgres = db::ping(&state.pool).await.map_err(|e| e.to_string());

@@ -35,14 +35,17 @@ use crate::{AppState, auth::Caller, error::ApiError};
 pub const MAX_BATCH: usize = 10_000;
 
 /// Submission options, from the query string.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitQuery {
     /// Run no earlier than this many milliseconds from now.
     delay_ms: Option<u64>,
     /// `high` or `normal` (default).
+    #[param(value_type = Option<String>)]
     priority: Option<Priority>,
     /// Attempts allowed (1–100); the queue's setting by default.
+    #[param(minimum = 1, maximum = 100)]
     max_attempts: Option<u32>,
     /// Where to `POST` the signed result when the job finishes.
     callback_url: Option<String>,
@@ -171,6 +174,13 @@ fn validate(kind: JobKind, args: &Value, index: Option<usize>) -> Result<(), Api
 }
 
 /// `POST /v1/jobs/{kind}`: validates and enqueues one job; 202 with its id.
+#[utoipa::path(post, path = "/v1/jobs/{key}", tag = "jobs",
+    params(("key" = JobKind, Path, description = "The job kind (`webhook` is Hopper's own: 422)"), SubmitQuery,
+        ("Idempotency-Key" = Option<String>, Header, description = "Resubmitting with the same key returns the first job")),
+    request_body(content = Object, description = "The job's arguments (each kind has its own)"),
+    responses((status = 202, body = crate::openapi::Submitted), (status = 200, description = "The idempotency key was seen: the first job", body = crate::openapi::Submitted),
+        (status = 404, description = "Unknown kind", body = crate::openapi::ErrorBody), (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Arguments or options refused", body = crate::openapi::ErrorBody)))]
 pub async fn submit(
     State(state): State<AppState>,
     caller: Caller,
@@ -204,6 +214,11 @@ pub async fn submit(
 
 /// `POST /v1/jobs/{kind}/batch`: a JSON array of argument objects. All are
 /// validated first; then all are queued in one pipelined round trip.
+#[utoipa::path(post, path = "/v1/jobs/{key}/batch", tag = "jobs",
+    params(("key" = JobKind, Path, description = "The job kind"), SubmitQuery),
+    request_body(content = Vec<Object>, description = "1 to 10,000 argument objects"),
+    responses((status = 202, body = crate::openapi::BatchSubmitted), (status = 404, description = "Unknown kind", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody), (status = 422, description = "A job's arguments refused", body = crate::openapi::ErrorBody)))]
 pub async fn submit_batch(
     State(state): State<AppState>,
     caller: Caller,
@@ -257,6 +272,9 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 /// `POST /v1/jobs/{id}/cancel`: a waiting job is cancelled at once
 /// (`cancelled`); a running one is asked to stop (`cancelling`) and its
 /// handler's cancellation token fires within a heartbeat.
+#[utoipa::path(post, path = "/v1/jobs/{key}/cancel", tag = "jobs",
+    params(("key" = uuid::Uuid, Path, description = "The job id")),
+    responses((status = 200, body = crate::openapi::Cancelled), (status = 404, description = "No such job of this tenant", body = crate::openapi::ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -287,6 +305,9 @@ pub async fn cancel(
 }
 
 /// `GET /v1/jobs/{id}`: the job's state, attempts, timings and result.
+#[utoipa::path(get, path = "/v1/jobs/{key}", tag = "jobs",
+    params(("key" = uuid::Uuid, Path, description = "The job id")),
+    responses((status = 200, body = hopper_shared::jobs::JobRecord), (status = 404, description = "No such job of this tenant", body = crate::openapi::ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
@@ -305,14 +326,18 @@ pub async fn show(
 }
 
 /// Filters of `GET /v1/jobs`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// One queue (kind); every queue when absent.
+    #[param(value_type = Option<JobKind>)]
     queue: Option<String>,
     /// One state; every state when absent.
+    #[param(value_type = Option<JobState>)]
     state: Option<String>,
     /// Most jobs returned (1–500, default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
 }
 
@@ -324,6 +349,9 @@ pub const MAX_LIST: usize = 500;
 /// for dead letters); finished ones (`succeeded`, `cancelled`, `failed`)
 /// from their Postgres records, most recently finished first. Without a
 /// state, both, most recent activity first.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListQuery),
+    responses((status = 200, body = crate::openapi::JobList), (status = 404, description = "Unknown queue", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Bad limit or state", body = crate::openapi::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::{AppState, auth::Caller, error::ApiError};
 
 /// Body of `POST /v1/keys`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
     /// A label.
@@ -29,6 +29,8 @@ pub struct NewKey {
 }
 
 /// `GET /v1/keys`.
+#[utoipa::path(get, path = "/v1/keys", tag = "keys",
+    responses((status = 200, body = crate::openapi::KeyList)))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Admin)?;
     let keys = keys::list(&state.pool, Some(&caller.tenant)).await?;
@@ -36,6 +38,9 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
 }
 
 /// `POST /v1/keys`: 201 with the key, shown this once.
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = NewKey,
+    responses((status = 201, body = crate::openapi::NewKeyShown), (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Bad scopes or name", body = crate::openapi::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -51,6 +56,7 @@ pub async fn create(
         )
         .field(Some("scopes".into())));
     }
+    ApiError::no_nul("name", &new.name)?;
     if new.name.len() > 200 {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -68,6 +74,9 @@ pub async fn create(
 }
 
 /// `DELETE /v1/keys/{id-or-prefix}`.
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys",
+    params(("id" = String, Path, description = "The key's id or prefix")),
+    responses((status = 200, description = "Revoked", body = Object), (status = 404, description = "No live key of this tenant", body = crate::openapi::ErrorBody)))]
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,

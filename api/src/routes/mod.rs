@@ -51,6 +51,7 @@ pub fn public() -> Router<AppState> {
         .route("/metrics", get(health::metrics))
         .route("/dashboard", get(crate::dashboard::page))
         .route("/dashboard/{asset}", get(crate::dashboard::asset))
+        .route("/openapi.json", get(crate::openapi::document))
 }
 
 /// 404 naming the problem, for any other path.

@@ -14,6 +14,8 @@ use crate::{AppState, auth::Caller, error::ApiError};
 use hopper_shared::keys::Scope;
 
 /// Stats of every queue.
+#[utoipa::path(get, path = "/v1/queues", tag = "queues",
+    responses((status = 200, body = crate::openapi::QueueList)))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
     let mut queues = Vec::with_capacity(JobKind::ALL.len());
@@ -24,6 +26,8 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
 }
 
 /// Workers of every queue, with heartbeat age and the jobs they hold.
+#[utoipa::path(get, path = "/v1/workers", tag = "queues",
+    responses((status = 200, body = crate::openapi::WorkerList)))]
 pub async fn workers(
     State(state): State<AppState>,
     caller: Caller,
@@ -38,16 +42,20 @@ pub async fn workers(
 }
 
 /// Window of `GET /v1/queues/history`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// Minutes back (1–60, default 30).
+    #[param(minimum = 1, maximum = 60)]
     minutes: Option<i64>,
 }
 
 /// `GET /v1/queues/history?minutes=`: each queue's depth over the window
 /// (this API replica's samples, every 2 s) and its outcomes per minute (from
 /// Redis' counters, shared by every replica).
+#[utoipa::path(get, path = "/v1/queues/history", tag = "queues", params(HistoryQuery),
+    responses((status = 200, body = crate::openapi::History), (status = 422, description = "Bad window", body = crate::openapi::ErrorBody)))]
 pub async fn history(
     State(state): State<AppState>,
     caller: Caller,

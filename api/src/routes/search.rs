@@ -22,17 +22,24 @@ use hopper_shared::keys::Scope;
 const EMBED_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A search request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
+    /// What to look for (1–10,000 characters).
+    #[schema(min_length = 1, max_length = 10000)]
     query: String,
+    /// Hits wanted (1–100, default 10).
     #[serde(default = "default_k")]
+    #[schema(minimum = 1, maximum = 100)]
     k: i64,
+    /// Only this document set.
     #[serde(default)]
     document_set: Option<String>,
     /// Documents whose metadata contains this object.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     filter: Option<Value>,
+    /// Embedding model; the worker's default when absent.
     #[serde(default)]
     model: Option<String>,
 }
@@ -42,6 +49,10 @@ fn default_k() -> i64 {
 }
 
 /// `POST /v1/search`.
+#[utoipa::path(post, path = "/v1/search", tag = "search", request_body = SearchRequest,
+    responses((status = 200, body = crate::openapi::SearchResult), (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Bad query, k or filter; or the query could not be embedded", body = crate::openapi::ErrorBody),
+        (status = 504, description = "No embed worker answered in time", body = crate::openapi::ErrorBody)))]
 pub async fn search(
     State(state): State<AppState>,
     caller: Caller,
@@ -58,6 +69,10 @@ pub async fn search(
     }
     if !(1..=100).contains(&req.k) {
         return Err(bad("k", "k must be between 1 and 100"));
+    }
+    ApiError::no_nul("document_set", req.document_set.as_deref().unwrap_or(""))?;
+    if let Some(f) = &req.filter {
+        ApiError::no_nul_json("filter", f)?;
     }
     if req.filter.as_ref().is_some_and(|f| !f.is_object()) {
         return Err(bad(

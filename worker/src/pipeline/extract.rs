@@ -40,6 +40,12 @@ pub fn extract(content_type: &str, body: &[u8]) -> Result<String, ExtractError> 
         "application/pdf" => pdf(body)?,
         other => return Err(ExtractError::Unsupported(other.to_owned())),
     };
+    // Postgres text cannot hold NUL; it carries no meaning in prose anyway.
+    let text = if text.contains('\0') {
+        text.replace('\0', "")
+    } else {
+        text
+    };
     if text.trim().is_empty() {
         return Err(if content_type == "application/pdf" {
             ExtractError::NoTextLayer

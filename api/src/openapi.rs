@@ -1,0 +1,341 @@
+//! The OpenAPI document, generated from the handlers' `#[utoipa::path]`
+//! annotations and the types' `ToSchema` derives, served at `/openapi.json`.
+//!
+//! Errors every `/v1` route can answer (401 without a valid key, 408, 413,
+//! 429 rate limits, 503 when a backing service is down or too many requests
+//! are in flight) are added to each operation by [`CommonResponses`], with
+//! the bearer-key security requirement. `tests/tests/fuzz.rs` runs
+//! schemathesis against this document: a drift between it and the handlers
+//! fails CI.
+
+use axum::{Json, response::IntoResponse};
+use hopper_queue::{MinuteOutcomes, QueueStats, WorkerInfo};
+use hopper_shared::{
+    documents::{DocumentOptions, DocumentView, Hit},
+    jobs::{AttemptRecord, JobKind, JobRecord, JobState},
+    keys::{KeyInfo, Scope},
+};
+use serde::Serialize;
+use utoipa::{
+    Modify, OpenApi, ToSchema,
+    openapi::{
+        RefOr, Response, ResponseBuilder,
+        security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme},
+    },
+};
+
+use crate::routes;
+
+/// Every error answer: a machine-readable code, a sentence, and the field
+/// or the known values when they help.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable code: `invalid_args`, `unknown_kind`, `unauthorized`, `rate_limited`, …
+    pub error: String,
+    /// What went wrong, for people.
+    pub detail: String,
+    /// The offending field, when there is one.
+    #[schema(nullable = false)]
+    pub field: Option<String>,
+    /// Known values, when an unknown one was given.
+    #[schema(nullable = false)]
+    pub known: Option<Vec<String>>,
+}
+
+/// A submitted job.
+#[derive(Serialize, ToSchema)]
+pub struct Submitted {
+    /// The job's id (the first job's, for a repeated idempotency key).
+    pub id: uuid::Uuid,
+    /// Its kind.
+    pub kind: JobKind,
+    /// False when an idempotency key matched an earlier submission.
+    pub created: bool,
+}
+
+/// A submitted batch.
+#[derive(Serialize, ToSchema)]
+pub struct BatchSubmitted {
+    /// The kind of every job.
+    pub kind: JobKind,
+    /// Their ids, in order.
+    pub ids: Vec<uuid::Uuid>,
+}
+
+/// The state of a job after a cancel request.
+#[derive(Serialize, ToSchema)]
+pub struct Cancelled {
+    /// The job.
+    pub id: uuid::Uuid,
+    /// Its kind.
+    pub kind: JobKind,
+    /// `cancelled`, `cancelling`, or the final state it already had.
+    pub state: String,
+}
+
+/// A job listing.
+#[derive(Serialize, ToSchema)]
+pub struct JobList {
+    /// The jobs.
+    pub jobs: Vec<JobRecord>,
+    /// The limit applied.
+    pub limit: usize,
+}
+
+/// Every queue's depth.
+#[derive(Serialize, ToSchema)]
+pub struct QueueList {
+    /// One entry per queue.
+    pub queues: Vec<QueueStats>,
+}
+
+/// Workers of every queue.
+#[derive(Serialize, ToSchema)]
+pub struct WorkerList {
+    /// One entry per worker and queue.
+    pub workers: Vec<WorkerInfo>,
+}
+
+/// Depth over time and outcomes per minute.
+#[derive(Serialize, ToSchema)]
+pub struct History {
+    /// Sampling interval of `samples`.
+    pub every_ms: u64,
+    /// `{at_ms, queues: {name: {pending, scheduled, running, dead}}}`, oldest first.
+    pub samples: Vec<serde_json::Value>,
+    /// Per queue name, one entry per minute.
+    #[schema(value_type = Object)]
+    pub outcomes: std::collections::BTreeMap<String, Vec<MinuteOutcomes>>,
+}
+
+/// A page of dead letters.
+#[derive(Serialize, ToSchema)]
+pub struct DeadList {
+    /// The queue.
+    pub queue: JobKind,
+    /// The caller's dead letters in it.
+    pub total: u64,
+    /// Paging.
+    pub offset: usize,
+    /// Paging.
+    pub limit: usize,
+    /// This page, newest first.
+    pub jobs: Vec<JobRecord>,
+}
+
+/// A dead-letter action.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum DeadActionName {
+    /// Back to the queue with a fresh attempt budget.
+    Retry,
+    /// Forget it (its Postgres record stays); admin scope.
+    Purge,
+}
+
+/// What a dead-letter action did.
+#[derive(Serialize, ToSchema)]
+pub struct DeadAction {
+    /// The queue.
+    pub queue: JobKind,
+    /// `retry` or `purge`.
+    pub action: String,
+    /// How many dead letters it applied to.
+    pub count: u64,
+}
+
+/// An uploaded document.
+#[derive(Serialize, ToSchema)]
+pub struct Uploaded {
+    /// The document.
+    pub document_id: uuid::Uuid,
+    /// Its ingest job.
+    pub job_id: uuid::Uuid,
+    /// `queued`.
+    pub status: String,
+}
+
+/// A page of documents.
+#[derive(Serialize, ToSchema)]
+pub struct DocumentList {
+    /// Documents of the caller's tenant (in the set, when given).
+    pub total: i64,
+    /// Paging.
+    pub offset: i64,
+    /// Paging.
+    pub limit: i64,
+    /// Newest first, each with its `chunk_count`.
+    pub documents: Vec<serde_json::Value>,
+}
+
+/// A JSON document upload (multipart takes a `file` part instead).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct JsonUploadDoc {
+    /// A name for it.
+    name: String,
+    /// The text itself.
+    text: String,
+    /// `text/plain` (default), `text/markdown` or `text/html`.
+    content_type: Option<String>,
+    /// A set to search within.
+    document_set: Option<String>,
+    /// A JSON object, matched by search filters.
+    metadata: Option<serde_json::Value>,
+    /// Chunking and embedding options.
+    options: Option<DocumentOptions>,
+}
+
+/// Search results.
+#[derive(Serialize, ToSchema)]
+pub struct SearchResult {
+    /// The query.
+    pub query: String,
+    /// Hits asked for.
+    pub k: i64,
+    /// The model (and version) that embedded the query.
+    pub model: String,
+    /// Time to embed the query.
+    pub embed_ms: f64,
+    /// Total time.
+    pub took_ms: f64,
+    /// Nearest chunks first.
+    pub hits: Vec<Hit>,
+}
+
+/// The tenant's keys.
+#[derive(Serialize, ToSchema)]
+pub struct KeyList {
+    /// Newest first, without secrets.
+    pub keys: Vec<KeyInfo>,
+}
+
+/// A new key, shown once.
+#[derive(Serialize, ToSchema)]
+pub struct NewKeyShown {
+    /// The full key (`hop_…`): store it now.
+    pub key: String,
+    /// Its public facts.
+    pub info: KeyInfo,
+}
+
+/// A readiness report.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `unready`.
+    pub status: String,
+    /// Per component: `{ok, error?, detail?}`.
+    #[schema(value_type = Object)]
+    pub components: serde_json::Value,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Hopper",
+        description = "Background jobs for ML document pipelines: submit jobs and documents, \
+                       read their state, search, and operate the queues.",
+        license(name = "Apache-2.0")
+    ),
+    paths(
+        routes::jobs::list,
+        routes::jobs::submit,
+        routes::jobs::show,
+        routes::jobs::submit_batch,
+        routes::jobs::cancel,
+        routes::documents::upload,
+        routes::documents::list,
+        routes::documents::show,
+        routes::documents::delete,
+        routes::documents::events,
+        routes::search::search,
+        routes::queues::list,
+        routes::queues::history,
+        routes::queues::workers,
+        routes::dead::list,
+        routes::dead::act,
+        routes::keys::list,
+        routes::keys::create,
+        routes::keys::revoke,
+        routes::health::live,
+        routes::health::ready,
+    ),
+    components(schemas(
+        ErrorBody, JobKind, JobState, JobRecord, AttemptRecord, Scope, KeyInfo, QueueStats,
+        WorkerInfo, MinuteOutcomes, DocumentView, DocumentOptions, Hit, DeadActionName
+    )),
+    modifiers(&CommonResponses),
+)]
+pub struct ApiDoc;
+
+/// Adds the answers every `/v1` operation can give, and the bearer key.
+pub struct CommonResponses;
+
+fn error_response(description: &str) -> RefOr<Response> {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            utoipa::openapi::ContentBuilder::new()
+                .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("hop_<prefix>_<secret>")
+                    .build(),
+            ),
+        );
+        let common = [
+            ("400", "Malformed request (query, JSON or path)"),
+            ("401", "No valid API key"),
+            ("403", "The key lacks the scope this needs"),
+            ("408", "The request took longer than 30 s"),
+            ("413", "The body is over HOPPER_MAX_UPLOAD_BYTES"),
+            (
+                "429",
+                "Rate limited, or the tenant's queue is full (see Retry-After)",
+            ),
+            (
+                "503",
+                "A backing service is unavailable or too many requests are in flight (see Retry-After)",
+            ),
+        ];
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            for op in [item.get.as_mut(), item.post.as_mut(), item.delete.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                for (code, description) in common {
+                    op.responses
+                        .responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| error_response(description));
+                }
+                op.security = Some(vec![SecurityRequirement::new(
+                    "api_key",
+                    Vec::<String>::new(),
+                )]);
+            }
+        }
+    }
+}
+
+/// `GET /openapi.json`.
+pub async fn document() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
+}
