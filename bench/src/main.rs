@@ -1,9 +1,11 @@
-//! `hopper-bench`: the load generators behind `scripts/bench/queue`.
+//! `hopper-bench`: the load generators behind `scripts/bench/{queue,scale,ingest,soak}`.
 //!
 //! Each subcommand does one measurement against a running Redis (and API,
 //! where named) under the key prefix of `HOPPER_KEY_PREFIX`, and prints one
 //! JSON object on its last line. The script starts and stops the processes;
 //! this binary only drives load and reads the results.
+
+mod soak;
 
 use std::{
     sync::{
@@ -91,6 +93,23 @@ enum Command {
         #[arg(long, default_value_t = 900)]
         timeout_s: u64,
     },
+    /// Drains a backlog of the soak mix; reports the jobs/s it sustained.
+    SoakCalibrate {
+        #[arg(long)]
+        api: String,
+        #[arg(long, default_value_t = 150)]
+        units: usize,
+    },
+    /// Submits the soak mix at `rate` jobs/s for `seconds`, then checks that
+    /// nothing was lost.
+    Soak {
+        #[arg(long)]
+        api: String,
+        #[arg(long)]
+        rate: f64,
+        #[arg(long, default_value_t = 1800)]
+        seconds: u64,
+    },
     /// Deletes every key under the prefix.
     Clean,
 }
@@ -128,6 +147,8 @@ async fn main() -> anyhow::Result<()> {
             queries,
             timeout_s,
         } => ingest(&api, docs, doc_kb, queries, timeout_s).await?,
+        Command::SoakCalibrate { api, units } => soak::calibrate(&config, &api, units).await?,
+        Command::Soak { api, rate, seconds } => soak::run(&config, &api, rate, seconds).await?,
         Command::Clean => json!({ "deleted": clean(&config).await? }),
     };
     println!("{out}");
