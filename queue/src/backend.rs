@@ -45,8 +45,15 @@ pub struct Lease {
     pub lease: Duration,
 }
 
+/// How many more jobs the worker can take now, beyond its free slots (what
+/// the embed engine's queue of texts has room for, say). The claim loop
+/// claims at most that many, and polls it every
+/// [`crate::fetcher::ADMISSION_POLL`] while it answers 0.
+pub type Admission = Arc<dyn Fn() -> usize + Send + Sync>;
+
 /// A queue of one job kind, as an apalis backend.
 pub struct RedisBackend<Args> {
+    admission: Option<Admission>,
     client: QueueClient,
     kind: JobKind,
     worker: WorkerId,
@@ -85,6 +92,7 @@ impl<Args: DeserializeOwned + Send + 'static> RedisBackend<Args> {
         let settings = client.settings(kind);
         let (tx, rx) = mpsc::channel(settings.concurrency.max(1));
         Self {
+            admission: None,
             slots: Arc::new(Semaphore::new(settings.concurrency)),
             running: Arc::default(),
             client,
@@ -102,6 +110,13 @@ impl<Args: DeserializeOwned + Send + 'static> RedisBackend<Args> {
         }
     }
 
+    /// Claims only while `admission` says there is room (backpressure from
+    /// whatever the handlers feed, beyond the queue's concurrency).
+    pub fn with_admission(mut self, admission: Admission) -> Self {
+        self.admission = Some(admission);
+        self
+    }
+
     /// Starts the claim loop and the heartbeat (once).
     fn start(&mut self) {
         let Some(tx) = self.tx.take() else { return };
@@ -110,6 +125,7 @@ impl<Args: DeserializeOwned + Send + 'static> RedisBackend<Args> {
             keys: self.client.keys(self.kind),
             worker: self.worker.clone(),
             slots: self.slots.clone(),
+            admission: self.admission.clone(),
             batch: self.settings.concurrency.clamp(1, 256),
             tx,
             stop: self.stop.clone(),

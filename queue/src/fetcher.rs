@@ -33,6 +33,8 @@ const MAX_BLOCK: Duration = Duration::from_secs(1);
 /// How many times a saturated worker yields (letting finished jobs give
 /// their slots back) before it claims.
 const SATURATED_YIELDS: usize = 16;
+/// How often a claim loop held back by its admission gate looks again.
+pub const ADMISSION_POLL: Duration = Duration::from_millis(5);
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -43,6 +45,7 @@ pub(crate) struct Fetcher<Args> {
     pub keys: QueueKeys,
     pub worker: WorkerId,
     pub slots: Arc<Semaphore>,
+    pub admission: Option<crate::backend::Admission>,
     pub batch: usize,
     pub tx: mpsc::Sender<Task<Args>>,
     pub stop: CancellationToken,
@@ -60,6 +63,22 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
                 _ = self.stop.cancelled() => return,
             };
             let Ok(first) = first else { return };
+            // Backpressure beyond the slots: wait (holding this one slot)
+            // until the handlers' own queue has room, and claim no more
+            // than it has room for.
+            let mut admitted = usize::MAX;
+            if let Some(room) = &self.admission {
+                loop {
+                    admitted = room();
+                    if admitted > 0 {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(ADMISSION_POLL) => {}
+                        _ = self.stop.cancelled() => return,
+                    }
+                }
+            }
             first.forget();
             // Saturated (nearly every slot busy): let a few more jobs finish
             // so the claim is a batch, not a trickle of one-job round trips.
@@ -72,7 +91,7 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
                 tokio::task::yield_now().await;
             }
             let mut want = 1;
-            while want < self.batch {
+            while want < self.batch.min(admitted) {
                 match self.slots.try_acquire() {
                     Ok(p) => {
                         p.forget();
@@ -115,6 +134,11 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
                 if !self.hand_over(job).await {
                     return;
                 }
+            }
+            if self.admission.is_some() {
+                // Let the handlers just started take their room before the
+                // gate is asked again.
+                tokio::time::sleep(ADMISSION_POLL).await;
             }
         }
     }

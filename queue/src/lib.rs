@@ -35,7 +35,7 @@ pub mod keys;
 pub mod retry;
 mod scripts;
 
-pub use backend::{Lease, RedisBackend};
+pub use backend::{Admission, Lease, RedisBackend};
 pub use browse::MinuteOutcomes;
 pub use client::{AfterFailure, DeadPage, QueueClient, QueueStats, WorkerInfo};
 pub use error::QueueError;

@@ -112,3 +112,43 @@ async fn embed_jobs_return_vectors_report_truncation_and_hit_the_cache() {
     let (s, e) = env.post("/v1/jobs/embed", &json!({ "texts": [] })).await;
     assert_eq!((s, e["field"].clone()), (422, json!("texts")), "{e}");
 }
+
+#[tokio::test]
+async fn the_embed_queue_claims_only_while_the_engine_has_room() {
+    // An engine that holds 64 texts: two 32-text jobs fill it.
+    let mut env = TestEnv::new(&[("HOPPER_QUEUE_EMBED_CONCURRENCY", "64")]);
+    env.start_api().await;
+    env.start_worker("embed", &[("HOPPER_EMBED_QUEUE_TEXTS", "64")]);
+    let batch: Vec<serde_json::Value> = (0..24)
+        .map(|j| {
+            let texts: Vec<String> = (0..32)
+                .map(|i| {
+                    format!("Backpressure sentence {i} of job {j}, long enough to take a moment.")
+                })
+                .collect();
+            json!({ "texts": texts })
+        })
+        .collect();
+    let ids = env.submit_batch("embed", &batch).await;
+    let mut most_running = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, q) = env.queue("embed").await;
+        most_running = most_running.max(q["running"].as_u64().unwrap());
+        if q["pending"] == 0 && q["running"] == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not drained: {q}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Without the gate all 24 would be claimed at once (64 slots). With it:
+    // the two jobs the engine holds, plus the few between their claim and
+    // their texts reaching the engine, or between their last vector and
+    // their ack (still `running` in Redis).
+    assert!(most_running <= 8, "{most_running} jobs claimed at once");
+    for id in &ids {
+        let job = env.wait_final(id, Duration::from_secs(30)).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+        assert_eq!(job["result"]["count"], 32);
+    }
+}

@@ -16,7 +16,7 @@ pub mod http;
 pub mod pipeline;
 pub mod webhook;
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
 use anyhow::{Context, bail};
 use apalis_core::worker::builder::WorkerBuilder;
@@ -41,7 +41,14 @@ pub struct WorkerOptions {
     /// Embedding models (the first is the default); also the tokenizer used
     /// to chunk documents.
     pub models: Vec<embed::ModelSpec>,
+    /// The embedding engine's bound on unanswered texts (its default when
+    /// `None`); the embed queue claims only while it has room.
+    pub embed_queue_texts: Option<usize>,
 }
+
+/// Room (in texts) the embed queue counts per job when it asks the engine
+/// how many jobs it may claim: one document batch's worth.
+pub const EMBED_CLAIM_ROOM: usize = 32;
 
 /// Runs workers until `shutdown` resolves, then drains them.
 pub async fn run(
@@ -140,8 +147,16 @@ pub async fn run(
                 running.spawn(async move { (kind, w.run_until(signal).await) });
             }
             JobKind::Embed => {
+                // Backpressure: claim only while the engine has room, so
+                // jobs wait in Redis (for any worker), not in this process.
+                let backend = match pipeline.models.clone() {
+                    Some(models) => queue.backend().with_admission(Arc::new(move || {
+                        models.available_capacity() / EMBED_CLAIM_ROOM
+                    })),
+                    None => queue.backend(),
+                };
                 let w = WorkerBuilder::new(name)
-                    .backend(queue.backend())
+                    .backend(backend)
                     .data(pipeline.clone())
                     .build(pipeline::handlers::embed);
                 running.spawn(async move { (kind, w.run_until(signal).await) });
@@ -218,8 +233,12 @@ async fn pipeline_for(
             bail!("the embed queue needs at least one model (--model / HOPPER_MODEL_DIR)");
         }
         let (specs, device, precision) = (opts.models.clone(), opts.device, opts.precision);
+        let queue_texts = opts.embed_queue_texts;
         let registry = tokio::task::spawn_blocking(move || {
-            let batch = embed::BatchOptions::for_device(device);
+            let mut batch = embed::BatchOptions::for_device(device);
+            if let Some(texts) = queue_texts {
+                batch.queue_capacity = texts.max(EMBED_CLAIM_ROOM);
+            }
             embed::ModelRegistry::load_with(&specs, device, precision, &batch)
         })
         .await??;

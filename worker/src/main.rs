@@ -27,6 +27,10 @@ struct Args {
     /// the default (and its tokenizer chunks documents).
     #[arg(long = "model", env = "HOPPER_MODEL_DIR", value_delimiter = ',')]
     models: Vec<ModelSpec>,
+    /// Texts the embedding engine holds unanswered at most; the embed queue
+    /// claims new jobs only while it has room (default 4096).
+    #[arg(long, env = "HOPPER_EMBED_QUEUE_TEXTS")]
+    embed_queue_texts: Option<usize>,
 }
 
 #[tokio::main]
@@ -62,6 +66,7 @@ async fn start(args: Args) -> anyhow::Result<()> {
             .precision
             .unwrap_or_else(|| Precision::default_for(device)),
         models: args.models,
+        embed_queue_texts: args.embed_queue_texts,
     };
     hopper_worker::run(config, opts, shutdown).await
 }
