@@ -3,7 +3,7 @@
 
 Hopper POSTs a JSON body with these headers:
 
-    Hopper-Event: job.finished
+    Hopper-Event: job.finished (body {"event", "job"}) or document.finished (body {"event", "document"})
     Hopper-Delivery: <delivery id; the same id on every retry of one delivery>
     Hopper-Timestamp: <unix seconds>
     Hopper-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<raw body>")>
@@ -75,7 +75,9 @@ def main() -> None:
             log.write(json.dumps({"verified": True, "duplicate": duplicate, "delivery": delivery,
                                   "event": self.headers.get("hopper-event"),
                                   "job": event.get("job", {}).get("id"),
-                                  "state": event.get("job", {}).get("state")}) + "\n")
+                                  "state": event.get("job", {}).get("state"),
+                                  "document": event.get("document", {}).get("id"),
+                                  "status": event.get("document", {}).get("status")}) + "\n")
             self.send_response(204)
             self.end_headers()
 

@@ -385,20 +385,31 @@ impl QueueClient {
         };
         let mut public = job.clone();
         public.callback_url = None;
-        let args = serde_json::json!({
-            "url": url,
-            "event": "job.finished",
-            "body": { "event": "job.finished", "job": public },
-        });
+        let key = format!(
+            "webhook:{}:{}:{}",
+            job.id,
+            job.state.as_str(),
+            job.history.len()
+        );
+        let body = serde_json::json!({ "event": "job.finished", "job": public });
+        self.push_callback(url, "job.finished", body, &job.tenant, key)
+            .await
+    }
+
+    /// Queues one signed callback of `event` with `body` to `url` (already
+    /// checked against the webhook rules), once per idempotency `key`.
+    pub async fn push_callback(
+        &self,
+        url: &str,
+        event: &str,
+        body: serde_json::Value,
+        tenant: &str,
+        key: String,
+    ) -> Result<(), QueueError> {
+        let args = serde_json::json!({ "url": url, "event": event, "body": body });
         let opts = PushOptions {
-            idempotency_key: Some(format!(
-                "webhook:{}:{}:{}",
-                job.id,
-                job.state.as_str(),
-                job.history.len()
-            )),
-            tenant: Some(job.tenant.clone()),
-            request_id: job.request_id.clone(),
+            idempotency_key: Some(key),
+            tenant: Some(tenant.to_owned()),
             ..Default::default()
         };
         self.push(JobKind::Webhook, &args, &opts).await.map(|_| ())

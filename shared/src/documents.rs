@@ -46,6 +46,9 @@ pub struct DocumentOptions {
     /// Overlap between chunks in tokens (default 20).
     #[serde(default)]
     pub chunk_overlap: Option<usize>,
+    /// Where to `POST` the signed document when it is ready or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
 }
 
 fn yes() -> bool {
@@ -328,6 +331,26 @@ pub async fn store_chunks(
 /// The id of chunk `ordinal` of a document version (UUIDv5, deterministic).
 pub fn chunk_id(document: Uuid, version: i32, ordinal: usize) -> Uuid {
     Uuid::new_v5(&document, format!("v{version}/chunk/{ordinal}").as_bytes())
+}
+
+/// A finished (ready or failed) document that asked for a completion
+/// callback: its tenant, the callback URL and the document.
+pub async fn finished_callback(
+    pool: &Pool,
+    id: Uuid,
+) -> Result<Option<(String, String, DocumentView)>> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT {VIEW_COLUMNS}, tenant, options->>'callback_url' FROM documents \
+                 WHERE id = $1 AND status IN ('ready', 'failed') \
+                   AND options->>'callback_url' IS NOT NULL"
+            ),
+            &[&id],
+        )
+        .await?;
+    Ok(row.map(|r| (r.get(16), r.get(17), view(&r))))
 }
 
 /// Marks a document failed with `error` (nothing is left half-done: the

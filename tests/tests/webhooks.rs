@@ -245,3 +245,48 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn a_document_with_a_callback_is_reported_when_ready() {
+    let receiver = Receiver::start(0);
+    let mut env = webhook_env(&[("HOPPER_WEBHOOK_ALLOW_PRIVATE", "1")]);
+    env.start_api().await;
+    env.start_worker("ingest,embed,summarize,webhook", &[]);
+    let (s, up) = env
+        .post(
+            "/v1/documents",
+            &json!({
+                "name": "notes.txt",
+                "text": "Webhooks tell a client that its document is searchable. No polling needed.",
+                "options": {"callback_url": receiver.url()},
+            }),
+        )
+        .await;
+    assert_eq!(s, 202, "{up}");
+    let doc = up["document_id"].as_str().unwrap();
+    let got = receiver.wait_for(1).await;
+    assert_eq!(got[0]["event"], "document.finished", "{got:?}");
+    assert_eq!(got[0]["document"], doc);
+    assert_eq!(got[0]["status"], "ready");
+
+    let (s, b) = env
+        .post(
+            "/v1/documents",
+            &json!({"name": "x.txt", "text": "x", "options": {"callback_url": "http://10.0.0.1/"}}),
+        )
+        .await;
+    assert_eq!(s, 202, "private allowed in this env: {b}");
+    let mut strict = webhook_env(&[]);
+    strict.start_api().await;
+    let (s, b) = strict
+        .post(
+            "/v1/documents",
+            &json!({"name": "x.txt", "text": "x", "options": {"callback_url": "http://10.0.0.1/"}}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["field"].as_str()),
+        (422, Some("options.callback_url")),
+        "{b}"
+    );
+}

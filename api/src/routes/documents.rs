@@ -252,6 +252,12 @@ pub async fn upload(
     ApiError::no_nul("document_set", doc.document_set.as_deref().unwrap_or(""))?;
     ApiError::no_nul_json("metadata", &doc.metadata)?;
     ApiError::no_nul_json("options", &serde_json::to_value(&doc.options)?)?;
+    if let Some(url) = &doc.options.callback_url {
+        state.config.webhook.check_url(url).map_err(|why| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_callback", why)
+                .field(Some("options.callback_url".into()))
+        })?;
+    }
     crate::routes::jobs::ensure_room(&state, &caller, 1).await?;
     let id = documents::insert(&state.pool, &doc).await?;
     let args = serde_json::to_value(IngestArgs { document_id: id })?;

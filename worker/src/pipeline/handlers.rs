@@ -110,7 +110,38 @@ fn export_stats(embedder: &Embedder) {
 /// document never hangs in a running state after its jobs gave up.
 async fn give_up_if_last(p: &Pipeline, job: &JobContext, doc: uuid::Uuid, error: &str) {
     if job.attempt >= job.max_attempts {
-        let _ = documents::fail(&p.pool, doc, error).await;
+        fail_document(p, doc, error).await;
+    }
+}
+
+/// Marks the document failed and sends its callback.
+async fn fail_document(p: &Pipeline, doc: uuid::Uuid, error: &str) {
+    if documents::fail(&p.pool, doc, error).await.is_ok() {
+        notify_finished(p, doc).await;
+    }
+}
+
+/// Queues the `document.finished` callback of a document that is now ready
+/// or failed, if it asked for one (once per document version and status).
+async fn notify_finished(p: &Pipeline, doc: uuid::Uuid) {
+    let found = match documents::finished_callback(&p.pool, doc).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(document = %doc, "cannot read the document's callback: {e}");
+            return;
+        }
+    };
+    let Some((tenant, url, view)) = found else {
+        return;
+    };
+    let key = format!("webhook:doc:{doc}:v{}:{}", view.version, view.status);
+    let body = json!({ "event": "document.finished", "document": view });
+    if let Err(e) = p
+        .queue
+        .push_callback(&url, "document.finished", body, &tenant, key)
+        .await
+    {
+        tracing::warn!(document = %doc, "document callback not queued: {e}");
     }
 }
 
@@ -126,7 +157,7 @@ pub async fn ingest(
         Ok(v) => Ok(v),
         Err(e) => {
             if e.downcast_ref::<Permanent>().is_some() {
-                let _ = documents::fail(&p.pool, doc, &e.to_string()).await;
+                fail_document(&p, doc, &e.to_string()).await;
             } else {
                 give_up_if_last(&p, &job, doc, &e.to_string()).await;
             }
@@ -235,6 +266,9 @@ pub async fn embed(
             out.truncated as i32,
         )
         .await?;
+        if fan_in == FanIn::Ready {
+            notify_finished(&p, doc).await;
+        }
         if fan_in == FanIn::Summarize {
             let push = PushOptions {
                 idempotency_key: Some(format!("doc:{doc}:v{}:summarize", batch.version)),
@@ -296,6 +330,7 @@ pub async fn summarize(
             },
         };
         documents::store_summary(&p.pool, doc, &summary).await?;
+        notify_finished(&p, doc).await;
         Ok::<_, BoxDynError>(json!({ "document_id": doc, "chars": summary.len() }))
     }
     .await;
