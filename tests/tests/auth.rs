@@ -81,7 +81,6 @@ async fn requests_need_a_valid_key_and_the_right_scope() {
     let (s, b) = env.post("/v1/jobs/echo", &json!({"message": "x"})).await;
     assert_eq!((s, b["error"].as_str()), (403, Some("forbidden")), "{b}");
     assert!(b["detail"].as_str().unwrap().contains("`submit`"), "{b}");
-    assert_eq!(env.get("/v1/workers").await.0, 403);
     let (s, _) = env
         .post("/v1/queues/echo/dead/purge", &json!({"all": true}))
         .await;
@@ -126,6 +125,35 @@ async fn jobs_of_one_tenant_are_invisible_to_another() {
     assert!(ids(&list, "jobs").is_empty(), "{list}");
     let (_, list) = env.get("/v1/jobs?state=succeeded").await;
     assert!(ids(&list, "jobs").is_empty(), "{list}");
+    // Workers list only the caller's running jobs.
+    let slow = submit_echo(
+        &mut env,
+        &a,
+        json!({"message": "slow", "sleep_ms": 3000}),
+        "",
+    )
+    .await;
+    env.use_key(Some(&b));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        env.use_key(Some(&a));
+        let (_, w) = env.get("/v1/workers").await;
+        if w.to_string().contains(&slow) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never saw its job running: {w}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.use_key(Some(&b));
+    let (s, w) = env.get("/v1/workers").await;
+    assert_eq!(s, 200);
+    assert!(
+        !w.to_string().contains(&slow),
+        "B sees A's running job: {w}"
+    );
 
     // The same idempotency key in two tenants makes two jobs.
     let mut ids_by_tenant = Vec::new();

@@ -32,11 +32,16 @@ pub async fn workers(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
-    // Workers hold the jobs of every tenant.
-    caller.require(Scope::Admin)?;
+    caller.require(Scope::Read)?;
     let mut workers = Vec::new();
     for kind in JobKind::ALL {
-        workers.extend(state.queue.workers(kind).await?);
+        for mut w in state.queue.workers(kind).await? {
+            // Workers run every tenant's jobs: show the caller's only.
+            let ids: Vec<uuid::Uuid> = w.running.iter().filter_map(|s| s.parse().ok()).collect();
+            let mine = state.queue.owned(kind, &caller.tenant, &ids).await?;
+            w.running = mine.iter().map(|id| id.to_string()).collect();
+            workers.push(w);
+        }
     }
     Ok(Json(json!({ "workers": workers })))
 }
