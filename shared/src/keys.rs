@@ -27,7 +27,7 @@ pub enum Scope {
     Submit,
     /// Read jobs, documents, search, queue depth.
     Read,
-    /// Purge dead letters, see workers, manage the tenant's keys.
+    /// Purge dead letters, manage the tenant's keys.
     Admin,
 }
 

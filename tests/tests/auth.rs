@@ -133,7 +133,6 @@ async fn jobs_of_one_tenant_are_invisible_to_another() {
         "",
     )
     .await;
-    env.use_key(Some(&b));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         env.use_key(Some(&a));
