@@ -61,6 +61,9 @@ enum Command {
         /// Idempotency key: resubmitting with it returns the first job.
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// POST the signed, finished job to this URL (completion webhook).
+        #[arg(long)]
+        callback_url: Option<String>,
     },
     /// Inspect jobs.
     Jobs {
@@ -235,6 +238,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             delay_ms,
             priority,
             idempotency_key,
+            callback_url,
         } => {
             let body = read_args(&args)?;
             let mut query = Vec::new();
@@ -243,6 +247,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(p) = priority {
                 query.push(("priority", p));
+            }
+            if let Some(u) = callback_url {
+                query.push(("callback_url", u));
             }
             let created = api
                 .submit(&kind, &body, &query, idempotency_key.as_deref())

@@ -293,3 +293,26 @@ async fn jobs_list_by_queue_and_state() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("unknown job state `sleeping`"), "{err}");
 }
+
+#[tokio::test]
+async fn submit_passes_a_callback_url_and_reports_its_refusal() {
+    let mut env = TestEnv::new(&[]);
+    env.start_api().await;
+    let out = hopper(
+        &env,
+        &[
+            "submit",
+            "echo",
+            r#"{"message":"x"}"#,
+            "--callback-url",
+            "https://hooks.example.com/h",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("HOPPER_WEBHOOK_SECRET") && err.contains("callback_url"),
+        "{err}"
+    );
+}
