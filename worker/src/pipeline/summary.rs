@@ -6,6 +6,8 @@
 const MAX_SENTENCES: usize = 3;
 /// At most this many characters.
 const MAX_CHARS: usize = 800;
+/// Fewer words than this before a full stop do not make a sentence.
+const MIN_SENTENCE_WORDS: usize = 2;
 /// A sentence longer than this is cut at a word boundary.
 const MAX_SENTENCE_CHARS: usize = 300;
 
@@ -70,19 +72,37 @@ fn first_sentence(text: &str) -> Option<String> {
     let pick = if prose.is_empty() { &lines } else { &prose };
     let flat: String = pick
         .iter()
-        .map(|l| l.trim_start_matches('#').trim())
+        .map(|l| strip_list_marker(l.trim_start_matches('#').trim()))
         .collect::<Vec<_>>()
-        .join(" ");
+        .join(" ")
+        .replace("**", "");
+    // A sentence ends at . ! ? followed by a space, once it has a few words
+    // (so a one-word label such as "Submit." is not a sentence).
     let end = flat
         .char_indices()
         .find(|&(i, c)| {
             matches!(c, '.' | '!' | '?' | '。')
                 && flat[i + c.len_utf8()..].starts_with(|n: char| n.is_whitespace())
+                && (c == '。' || flat[..i].split_whitespace().count() >= MIN_SENTENCE_WORDS)
         })
         .map(|(i, c)| i + c.len_utf8())
         .unwrap_or(flat.len());
     let s = flat[..end].trim();
     (!s.is_empty()).then(|| cap(s, MAX_SENTENCE_CHARS))
+}
+
+/// A line without its list marker (`1.`, `2)`, `-`, `*`, `+`).
+fn strip_list_marker(line: &str) -> &str {
+    let digits = line.len() - line.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    let marker = if digits > 0 {
+        line[digits..].strip_prefix(['.', ')'])
+    } else {
+        line.strip_prefix(['-', '*', '+'])
+    };
+    match marker {
+        Some(rest) if rest.starts_with(' ') => rest.trim_start(),
+        _ => line,
+    }
 }
 
 /// Whether a line reads as text: mostly letters, digits and spaces.
@@ -142,6 +162,21 @@ mod tests {
             s.chars().count() <= MAX_SENTENCE_CHARS + 1 && s.ends_with('…'),
             "{s}"
         );
+    }
+
+    #[test]
+    fn list_markers_and_short_fragments_do_not_end_a_sentence() {
+        let text =
+            "## Crates\n\n1. **Submit.** The API validates the job and queues it. Then more.";
+        let chunks = vec![(text.to_string(), vec![1.0])];
+        assert_eq!(
+            extractive(&chunks),
+            "Submit. The API validates the job and queues it."
+        );
+        assert_eq!(strip_list_marker("- item"), "item");
+        assert_eq!(strip_list_marker("12) twelve"), "twelve");
+        assert_eq!(strip_list_marker("-5 degrees"), "-5 degrees");
+        assert_eq!(strip_list_marker("2026 was"), "2026 was");
     }
 
     #[test]
