@@ -73,6 +73,21 @@ pub struct Cancelled {
     pub state: String,
 }
 
+/// The stored vectors of a large embed job.
+#[derive(Serialize, ToSchema)]
+pub struct StoredVectorsDoc {
+    /// The job.
+    pub id: uuid::Uuid,
+    /// Model version that made them.
+    pub model: String,
+    /// Floats per vector.
+    pub dim: usize,
+    /// How many.
+    pub count: usize,
+    /// In the order of the job's texts.
+    pub vectors: Vec<Vec<f32>>,
+}
+
 /// A job listing.
 #[derive(Serialize, ToSchema)]
 pub struct JobList {
@@ -244,6 +259,7 @@ pub struct Readiness {
         routes::jobs::show,
         routes::jobs::submit_batch,
         routes::jobs::cancel,
+        routes::jobs::vectors,
         routes::documents::upload,
         routes::documents::list,
         routes::documents::show,

@@ -11,6 +11,7 @@
 pub mod config;
 pub mod db;
 pub mod documents;
+pub mod embeddings;
 pub mod error;
 pub mod health;
 pub mod jobs;

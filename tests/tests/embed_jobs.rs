@@ -152,3 +152,50 @@ async fn the_embed_queue_claims_only_while_the_engine_has_room() {
         assert_eq!(job["result"]["count"], 32);
     }
 }
+
+#[tokio::test]
+async fn large_embed_results_are_stored_and_served_by_reference() {
+    let mut env = TestEnv::new(&[]);
+    env.start_api().await;
+    env.start_worker("embed", &[]);
+    let texts: Vec<String> = (0..100)
+        .map(|i| format!("Stored vector number {i}, too many to inline."))
+        .collect();
+    let (s, b) = env.post("/v1/jobs/embed", &json!({ "texts": texts })).await;
+    assert_eq!(s, 202, "{b}");
+    let id = b["id"].as_str().unwrap().to_owned();
+    let job = env.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let r = &job["result"];
+    assert!(r.get("vectors").is_none(), "not inline: {r}");
+    assert_eq!(r["count"], 100);
+    let url = r["vectors_url"].as_str().unwrap();
+    assert_eq!(url, format!("/v1/jobs/{id}/vectors"));
+    let (s, v) = env.get(url).await;
+    assert_eq!(s, 200, "{v}");
+    let vectors = v["vectors"].as_array().unwrap();
+    assert_eq!((vectors.len(), v["dim"].as_u64()), (100, Some(384)));
+
+    // The same first text inline gives the same vector.
+    let (_, b) = env
+        .post("/v1/jobs/embed", &json!({ "texts": [texts[0].clone()] }))
+        .await;
+    let small = env
+        .wait_final(b["id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    let inline = small["result"]["vectors"][0].as_array().unwrap();
+    let stored = vectors[0].as_array().unwrap();
+    let dot: f64 = inline
+        .iter()
+        .zip(stored)
+        .map(|(a, b)| a.as_f64().unwrap() * b.as_f64().unwrap())
+        .sum();
+    assert!(dot > 0.9999, "cosine {dot}");
+    let (s, _) = env
+        .get(&format!(
+            "/v1/jobs/{}/vectors",
+            small["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(s, 404, "small results are inline only");
+}

@@ -325,6 +325,33 @@ pub async fn show(
     }
 }
 
+/// `GET /v1/jobs/{id}/vectors`: the vectors of an `embed` job too large to
+/// return inline (its result names this URL).
+#[utoipa::path(get, path = "/v1/jobs/{key}/vectors", tag = "jobs",
+    params(("key" = uuid::Uuid, Path, description = "The embed job's id")),
+    responses((status = 200, body = crate::openapi::StoredVectorsDoc),
+        (status = 404, description = "No stored vectors of this tenant's job", body = crate::openapi::ErrorBody)))]
+pub async fn vectors(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Read)?;
+    let id = parse_id(&id)?;
+    match hopper_shared::embeddings::load(&state.pool, id, &caller.tenant).await? {
+        Some(v) => Ok(Json(json!({
+            "id": id,
+            "model": v.model,
+            "dim": v.dim,
+            "count": v.vectors.len(),
+            "vectors": v.vectors,
+        }))),
+        None => Err(ApiError::not_found(format!(
+            "no stored vectors of job {id}"
+        ))),
+    }
+}
+
 /// Filters of `GET /v1/jobs`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

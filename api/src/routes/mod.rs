@@ -23,6 +23,7 @@ pub fn v1() -> Router<AppState> {
         .route("/v1/jobs/{key}", post(jobs::submit).get(jobs::show))
         .route("/v1/jobs/{key}/batch", post(jobs::submit_batch))
         .route("/v1/jobs/{key}/cancel", post(jobs::cancel))
+        .route("/v1/jobs/{key}/vectors", get(jobs::vectors))
         .route(
             "/v1/documents",
             post(documents::upload).get(documents::list),

@@ -8,6 +8,7 @@ use deadpool_postgres::Pool;
 use hopper_queue::{JobContext, Permanent, PushOptions, QueueClient};
 use hopper_shared::{
     documents::{self, FanIn},
+    embeddings::{self, INLINE_VECTORS},
     jobs::{ChunkBatch, EmbedArgs, IngestArgs, JobKind, SummarizeArgs},
     metrics as m,
 };
@@ -239,12 +240,31 @@ pub async fn embed(
             .embed_cached(&embedder, args.texts)
             .await
             .map_err(permanent_if_model)?;
+        if n <= INLINE_VECTORS {
+            return Ok(json!({
+                "model": out.model_version,
+                "dim": embedder.dim(),
+                "count": n,
+                "truncated": out.truncated,
+                "vectors": out.vectors,
+            }));
+        }
+        // Large results live in Postgres, not in Redis and the job record.
+        embeddings::store(
+            &p.pool,
+            job.id,
+            &job.tenant,
+            &out.model_version,
+            embedder.dim(),
+            &out.vectors,
+        )
+        .await?;
         return Ok(json!({
             "model": out.model_version,
             "dim": embedder.dim(),
             "count": n,
             "truncated": out.truncated,
-            "vectors": out.vectors,
+            "vectors_url": format!("/v1/jobs/{}/vectors", job.id),
         }));
     };
     let doc = batch.document_id;

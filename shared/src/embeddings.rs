@@ -1,0 +1,83 @@
+//! Vectors of large `embed` jobs, kept in Postgres (`embed_results`) rather
+//! than inline in the job's result: a job over [`INLINE_VECTORS`] texts
+//! returns a `vectors_url` instead, served by `GET /v1/jobs/{id}/vectors`.
+//! Stored as f32 little-endian bytes; written by an idempotent upsert (a
+//! re-run of the job replaces its own row).
+
+use deadpool_postgres::Pool;
+use uuid::Uuid;
+
+use crate::error::Result;
+
+/// Texts up to which an embed job returns its vectors inline.
+pub const INLINE_VECTORS: usize = 64;
+
+/// A stored result: its model, dimension and vectors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredVectors {
+    /// Model version that made them.
+    pub model: String,
+    /// Floats per vector.
+    pub dim: usize,
+    /// The vectors, in the job's order.
+    pub vectors: Vec<Vec<f32>>,
+}
+
+/// Stores (or replaces) the vectors of job `id`.
+pub async fn store(
+    pool: &Pool,
+    id: Uuid,
+    tenant: &str,
+    model: &str,
+    dim: usize,
+    vectors: &[Vec<f32>],
+) -> Result<()> {
+    let mut bytes = Vec::with_capacity(vectors.len() * dim * 4);
+    for v in vectors {
+        for x in v {
+            bytes.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    let client = pool.get().await?;
+    client
+        .execute(
+            "INSERT INTO embed_results (job_id, tenant, model, dim, count, vectors) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (job_id) DO UPDATE SET model = EXCLUDED.model, dim = EXCLUDED.dim, \
+                 count = EXCLUDED.count, vectors = EXCLUDED.vectors",
+            &[
+                &id,
+                &tenant,
+                &model,
+                &(dim as i32),
+                &(vectors.len() as i32),
+                &bytes,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The vectors of job `id`, if it belongs to `tenant` and stored any.
+pub async fn load(pool: &Pool, id: Uuid, tenant: &str) -> Result<Option<StoredVectors>> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT model, dim, vectors FROM embed_results WHERE job_id = $1 AND tenant = $2",
+            &[&id, &tenant],
+        )
+        .await?;
+    Ok(row.map(|r| {
+        let dim = r.get::<_, i32>(1).max(1) as usize;
+        let bytes: Vec<u8> = r.get(2);
+        let floats: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        StoredVectors {
+            model: r.get(0),
+            dim,
+            vectors: floats.chunks(dim).map(<[f32]>::to_vec).collect(),
+        }
+    }))
+}
