@@ -180,7 +180,16 @@ async fn markdown_html_and_pdf_become_searchable() {
             Some("queued"),
             "{statuses:?}"
         );
-        assert!(statuses.len() >= 3, "progress was streamed: {statuses:?}");
+        // Small documents can go from queued to ready between two polls of
+        // the stream (100 ms), so intermediate statuses are not guaranteed.
+        assert!(statuses.len() >= 2, "progress was streamed: {statuses:?}");
+        // Whatever was seen, it was seen in pipeline order.
+        let order = ["queued", "ingesting", "embedding", "summarizing", "ready"];
+        let ranks: Vec<usize> = statuses
+            .iter()
+            .map(|s| order.iter().position(|o| o == s).expect("a known status"))
+            .collect();
+        assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "{statuses:?}");
     }
 
     let cases = [
