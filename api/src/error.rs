@@ -153,7 +153,20 @@ impl From<QueryRejection> for ApiError {
 
 impl From<hopper_queue::QueueError> for ApiError {
     fn from(e: hopper_queue::QueueError) -> Self {
-        Self::unavailable(e)
+        match e {
+            hopper_queue::QueueError::TenantFull { .. } => {
+                let mut full = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "tenant_queue_full",
+                    format!(
+                        "{e} (HOPPER_MAX_PENDING_PER_TENANT): nothing was queued; retry when some have finished"
+                    ),
+                );
+                full.retry_after = Some(5);
+                full
+            }
+            e => Self::unavailable(e),
+        }
     }
 }
 

@@ -5,8 +5,15 @@
 -- ARGV: 1 id, 2 args json, 3 kind, 4 max_attempts, 5 now ms, 6 run_at ms,
 --       7 idempotency ttl s, 8 has idempotency key, 9 priority, 10 wake cap,
 --       11 request id of the submission ('' when none), 12 tenant,
---       13 completion callback URL ('' when none)
--- Returns {id, created}: the existing job's id and 0 when the key was seen.
+--       13 completion callback URL ('' when none), 14 the tenant's cap of unfinished jobs in
+--       this queue (0: none)
+-- Returns {id, created}: the existing job's id and 0 when the key was seen; {'', -load} when
+-- the tenant is at its cap (nothing is written).
+local cap = tonumber(ARGV[14])
+if cap > 0 then
+  local load = tonumber(redis.call('HGET', KEYS[6], ARGV[12]) or '0')
+  if load >= cap then return {'', -load} end
+end
 if ARGV[8] == '1' then
   local existing = redis.call('GET', KEYS[5])
   if existing then return {existing, 0} end

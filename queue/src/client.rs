@@ -258,6 +258,16 @@ impl QueueClient {
             inv.arg(a);
         }
         let (id, created): (String, i64) = inv.invoke_async(&mut self.conn.clone()).await?;
+        if created < 0 {
+            return Err(QueueError::TenantFull {
+                tenant: opts
+                    .tenant
+                    .clone()
+                    .unwrap_or_else(|| hopper_shared::jobs::DEFAULT_TENANT.into()),
+                queue: kind.as_str().into(),
+                load: created.unsigned_abs(),
+            });
+        }
         Ok(Pushed {
             id: parse_id(&id)?,
             created: created == 1,
@@ -265,15 +275,37 @@ impl QueueClient {
     }
 
     /// Enqueues many jobs of one kind in one pipelined round trip (no
-    /// idempotency keys). Returns their ids in order.
+    /// idempotency keys). Returns their ids in order. A cap
+    /// (`max_unfinished`) is checked once for the whole batch, before
+    /// anything is queued: all are accepted or none.
     pub async fn push_many(
         &self,
         kind: JobKind,
         batch: &[serde_json::Value],
         opts: &PushOptions,
     ) -> Result<Vec<Uuid>, QueueError> {
+        if let Some(cap) = opts.max_unfinished {
+            let tenant = opts
+                .tenant
+                .as_deref()
+                .unwrap_or(hopper_shared::jobs::DEFAULT_TENANT);
+            let load: Option<u64> = redis::cmd("HGET")
+                .arg(self.keys(kind).tenant_load())
+                .arg(tenant)
+                .query_async(&mut self.conn.clone())
+                .await?;
+            let load = load.unwrap_or(0);
+            if load + batch.len() as u64 > cap {
+                return Err(QueueError::TenantFull {
+                    tenant: tenant.into(),
+                    queue: kind.as_str().into(),
+                    load,
+                });
+            }
+        }
         let opts = PushOptions {
             idempotency_key: None,
+            max_unfinished: None,
             ..opts.clone()
         };
         let mut conn = self.conn.clone();
@@ -332,6 +364,7 @@ impl QueueClient {
                     .unwrap_or(hopper_shared::jobs::DEFAULT_TENANT)
                     .to_owned(),
                 opts.callback_url.clone().unwrap_or_default(),
+                opts.max_unfinished.unwrap_or(0).to_string(),
             ],
         ))
     }
@@ -361,19 +394,6 @@ impl QueueClient {
             }
         }
         Ok(None)
-    }
-
-    /// Unfinished jobs (waiting, running, retrying) of `tenant` over every
-    /// queue, as the per-tenant cap counts them.
-    pub async fn tenant_load(&self, tenant: &str) -> Result<u64, QueueError> {
-        let mut pipe = redis::pipe();
-        for kind in JobKind::ALL {
-            pipe.cmd("HGET")
-                .arg(self.keys(kind).tenant_load())
-                .arg(tenant);
-        }
-        let counts: Vec<Option<i64>> = pipe.query_async(&mut self.conn.clone()).await?;
-        Ok(counts.into_iter().flatten().map(|n| n.max(0) as u64).sum())
     }
 
     /// Queues the signed completion callback of a finished job, if it asked

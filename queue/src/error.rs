@@ -17,6 +17,16 @@ pub enum QueueError {
     /// A payload could not be encoded.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
+    /// The tenant already has `load` unfinished jobs in this queue, its cap.
+    #[error("tenant `{tenant}` has {load} unfinished {queue} jobs, its cap")]
+    TenantFull {
+        /// The tenant.
+        tenant: String,
+        /// The queue.
+        queue: String,
+        /// Its unfinished jobs there.
+        load: u64,
+    },
     /// Writing a job record to Postgres failed.
     #[error(transparent)]
     Store(#[from] hopper_shared::Error),

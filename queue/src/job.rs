@@ -54,6 +54,10 @@ pub struct PushOptions {
     /// Where a signed completion callback goes (already checked against the
     /// webhook allow-list by the submitter).
     pub callback_url: Option<String>,
+    /// Refuse the job ([`crate::QueueError::TenantFull`]) when its tenant
+    /// already has this many unfinished jobs in the queue; no cap when
+    /// `None` (jobs Hopper makes itself are never refused).
+    pub max_unfinished: Option<u64>,
     /// The tenant it belongs to; [`DEFAULT_TENANT`] when `None`.
     ///
     /// [`DEFAULT_TENANT`]: hopper_shared::jobs::DEFAULT_TENANT

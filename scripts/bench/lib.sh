@@ -1,6 +1,7 @@
 # scripts/bench/lib.sh - what the service benchmarks (queue, ingest, scale) share: release
 # binaries, a key prefix and Postgres schema of their own (bench-<id>), an API port, a log dir,
-# and a cleanup that stops every process started, deletes the keys and drops the schema.
+# open mode without rate limits, and a cleanup that stops every process started, deletes the keys
+# and drops the schema.
 # Source it after `cd` to the repo root and `. scripts/env.sh`; then start_api, start_worker.
 # shellcheck shell=bash
 
@@ -12,6 +13,9 @@ cargo build --release --quiet -p hopper-api -p hopper-worker -p hopper-bench
 BIN=$ROOT/target/release
 ID=$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')
 export HOPPER_KEY_PREFIX="bench-$ID" HOPPER_DB_SCHEMA="bench_$ID" RUST_LOG=warn
+# Benchmarks measure Hopper, not its guards: no API keys, no rate limits (the defaults would
+# answer 401 and then 429 long before the queue is the bottleneck).
+export HOPPER_AUTH=open HOPPER_RATE_PER_KEY=0 HOPPER_RATE_GLOBAL=0
 PORT=$((20000 + 0x$ID % 20000))
 export HOPPER_API_ADDR="127.0.0.1:$PORT"
 API="http://$HOPPER_API_ADDR"

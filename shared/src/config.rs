@@ -53,8 +53,8 @@ pub struct ApiSettings {
     /// Requests served at once; more are refused with 503
     /// (`HOPPER_MAX_CONCURRENT_REQUESTS`, default 1,024).
     pub max_concurrent_requests: usize,
-    /// Unfinished jobs one tenant may have queued; more are refused with 429
-    /// (`HOPPER_MAX_PENDING_PER_TENANT`, default 100,000).
+    /// Unfinished jobs one tenant may have in each queue; more are refused
+    /// with 429 (`HOPPER_MAX_PENDING_PER_TENANT`, default 100,000).
     pub max_pending_per_tenant: u64,
     /// Origins allowed by CORS (`HOPPER_CORS_ORIGINS`, comma-separated; none
     /// by default).

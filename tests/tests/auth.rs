@@ -418,17 +418,18 @@ async fn cors_and_security_headers() {
 
 #[tokio::test]
 async fn a_tenant_over_its_cap_of_unfinished_jobs_gets_429() {
+    // The cap counts a tenant's unfinished jobs in each queue.
     let (mut env, a, _, b) = keyed(&[("HOPPER_MAX_PENDING_PER_TENANT", "3")], "echo").await;
     env.use_key(Some(&a));
-    // Three noop jobs wait (no noop worker): the cap is reached.
+    // Three noop jobs wait (no noop worker): the noop cap is reached.
     let waiting = env
         .submit_batch("noop", &[json!({}), json!({}), json!({})])
         .await;
     let res = env
         .http()
-        .post(env.url("/v1/jobs/echo"))
+        .post(env.url("/v1/jobs/noop"))
         .bearer_auth(&a)
-        .json(&json!({"message": "one too many"}))
+        .json(&json!({}))
         .send()
         .await
         .unwrap();
@@ -437,22 +438,32 @@ async fn a_tenant_over_its_cap_of_unfinished_jobs_gets_429() {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"], "tenant_queue_full", "{body}");
     let (s, _) = env.post("/v1/jobs/noop/batch", &json!([{}])).await;
-    assert_eq!(s, 429, "a batch counts too");
+    assert_eq!(s, 429, "a batch is refused whole");
+    let (_, q) = env.queue("noop").await;
+    assert_eq!(
+        q["pending"], 3,
+        "nothing of the refused submissions was queued: {q}"
+    );
 
-    // Another tenant is not affected.
+    // Another tenant, or another queue, is not affected.
     env.use_key(Some(&b));
-    let (s, _) = env.post("/v1/jobs/echo", &json!({"message": "b"})).await;
+    let (s, _) = env.post("/v1/jobs/noop", &json!({})).await;
     assert_eq!(s, 202);
-
-    // Finished jobs free their slots: cancel one, run one to the end.
     env.use_key(Some(&a));
+    let fits = submit_echo(&mut env, &a, json!({"message": "fits"}), "").await;
+
+    // A cancelled job frees its slot.
     let (s, _) = env
         .post(&format!("/v1/jobs/{}/cancel", waiting[0]), &json!({}))
         .await;
     assert_eq!(s, 200);
-    let id = submit_echo(&mut env, &a, json!({"message": "fits"}), "").await;
+    let (s, _) = env.post("/v1/jobs/noop", &json!({})).await;
+    assert_eq!(s, 202, "room again after a cancel");
+
+    // Succeeded and dead jobs free theirs: after one of each, three more
+    // unfinished echo jobs fit, a fourth does not.
     assert_eq!(
-        env.wait_final(&id, Duration::from_secs(20)).await["state"],
+        env.wait_final(&fits, Duration::from_secs(20)).await["state"],
         "succeeded"
     );
     let dead = submit_echo(
@@ -466,5 +477,17 @@ async fn a_tenant_over_its_cap_of_unfinished_jobs_gets_429() {
         env.wait_final(&dead, Duration::from_secs(20)).await["state"],
         "dead"
     );
-    submit_echo(&mut env, &a, json!({"message": "still fits"}), "").await;
+    for _ in 0..3 {
+        submit_echo(
+            &mut env,
+            &a,
+            json!({"message": "later"}),
+            "?delay_ms=600000",
+        )
+        .await;
+    }
+    let (s, b) = env
+        .post("/v1/jobs/echo?delay_ms=600000", &json!({"message": "over"}))
+        .await;
+    assert_eq!(s, 429, "{b}");
 }

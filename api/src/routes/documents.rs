@@ -258,12 +258,12 @@ pub async fn upload(
                 .field(Some("options.callback_url".into()))
         })?;
     }
-    crate::routes::jobs::ensure_room(&state, &caller, 1).await?;
     let id = documents::insert(&state.pool, &doc).await?;
     let args = serde_json::to_value(IngestArgs { document_id: id })?;
     let opts = PushOptions {
         request_id,
         tenant: Some(caller.tenant.to_string()),
+        max_unfinished: Some(state.config.api.max_pending_per_tenant),
         ..Default::default()
     };
     let job = state.queue.push(JobKind::Ingest, &args, &opts).await?;

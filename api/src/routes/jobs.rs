@@ -124,28 +124,8 @@ fn options(
         request_id: request_id(headers),
         tenant: Some(caller.tenant.to_string()),
         callback_url,
+        max_unfinished: Some(state.config.api.max_pending_per_tenant),
     })
-}
-
-/// 429 when `adding` more jobs would take the caller's tenant over its cap
-/// of unfinished jobs (`HOPPER_MAX_PENDING_PER_TENANT`).
-pub async fn ensure_room(state: &AppState, caller: &Caller, adding: usize) -> Result<(), ApiError> {
-    let cap = state.config.api.max_pending_per_tenant;
-    let load = state.queue.tenant_load(&caller.tenant).await?;
-    if load + adding as u64 > cap {
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "tenant_queue_full",
-            format!(
-                "tenant `{}` has {load} unfinished jobs; the cap is {cap} \
-                 (HOPPER_MAX_PENDING_PER_TENANT): retry when some have finished",
-                caller.tenant
-            ),
-        );
-        e.retry_after = Some(5);
-        return Err(e);
-    }
-    Ok(())
 }
 
 /// The request's id (set by the request-id middleware), for the jobs it
@@ -194,7 +174,6 @@ pub async fn submit(
     let opts = options(&state, query, &headers, &caller)?;
     let Json(args) = body?;
     validate(kind, &args, None)?;
-    ensure_room(&state, &caller, 1).await?;
     let pushed = state.queue.push(kind, &args, &opts).await?;
     if pushed.created {
         metrics::counter!(hopper_shared::metrics::JOBS_SUBMITTED, "kind" => kind.as_str())
@@ -248,7 +227,6 @@ pub async fn submit_batch(
     for (i, args) in batch.iter().enumerate() {
         validate(kind, args, Some(i))?;
     }
-    ensure_room(&state, &caller, batch.len()).await?;
     let ids = state.queue.push_many(kind, &batch, &opts).await?;
     metrics::counter!(hopper_shared::metrics::JOBS_SUBMITTED, "kind" => kind.as_str())
         .increment(ids.len() as u64);
