@@ -69,6 +69,19 @@ impl ApiError {
         .field(Some(field.into()))
     }
 
+    /// Parses a path id as a UUID; 400 naming what it should have been
+    /// (`job`, `document`) otherwise.
+    pub fn parse_uuid(id: &str, what: &str) -> Result<uuid::Uuid, Self> {
+        uuid::Uuid::parse_str(id).map_err(|_| {
+            Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_id",
+                format!("`{id}` is not a {what} id (a UUID)"),
+            )
+            .field(Some("id".into()))
+        })
+    }
+
     /// 422 when a string bound for Postgres holds a NUL character (which
     /// `text` and `jsonb` cannot store).
     pub fn no_nul(field: &str, value: &str) -> Result<(), Self> {

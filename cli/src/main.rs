@@ -376,7 +376,7 @@ async fn keys(json: bool, command: KeysCommand) -> anyhow::Result<()> {
             output::print(json, &v, || output::keys(&v))
         }
         KeysCommand::Revoke { key } => {
-            if !keys::revoke(&pool, &key, None).await? {
+            if keys::revoke(&pool, &key, None).await?.is_none() {
                 bail!("no live key `{key}`");
             }
             output::print(json, &serde_json::json!({ "revoked": key }), || {

@@ -282,24 +282,7 @@ impl Config {
                         "is required with HOPPER_SUMMARY_LLM_URL",
                     );
                 }
-                let api_key = match (
-                    get("HOPPER_SUMMARY_LLM_KEY"),
-                    get("HOPPER_SUMMARY_LLM_KEY_FILE"),
-                ) {
-                    (Some(k), _) => Some(k),
-                    (None, Some(path)) => match std::fs::read_to_string(&path) {
-                        Ok(k) => Some(k.trim().to_owned()),
-                        Err(e) => {
-                            env.problem(
-                                "HOPPER_SUMMARY_LLM_KEY_FILE",
-                                &path,
-                                &format!("cannot be read: {e}"),
-                            );
-                            None
-                        }
-                    },
-                    (None, None) => None,
-                };
+                let api_key = env.secret("HOPPER_SUMMARY_LLM_KEY");
                 let timeout = env.millis("HOPPER_SUMMARY_LLM_TIMEOUT_MS", Duration::from_secs(30));
                 Some(LlmConfig {
                     base_url: base_url.trim_end_matches('/').to_owned(),
@@ -346,26 +329,7 @@ impl Config {
             env.problem("HOPPER_MAX_CONCURRENT_REQUESTS", "0", "must be at least 1");
         }
 
-        // Empty means unset (compose passes `${HOPPER_WEBHOOK_SECRET:-}`).
-        let nonempty = |k: &str| get(k).filter(|v| !v.is_empty());
-        let webhook_secret = match (
-            nonempty("HOPPER_WEBHOOK_SECRET"),
-            nonempty("HOPPER_WEBHOOK_SECRET_FILE"),
-        ) {
-            (Some(s), _) => Some(s),
-            (None, Some(path)) => match std::fs::read_to_string(&path) {
-                Ok(s) => Some(s.trim().to_owned()),
-                Err(e) => {
-                    env.problem(
-                        "HOPPER_WEBHOOK_SECRET_FILE",
-                        &path,
-                        &format!("cannot be read: {e}"),
-                    );
-                    None
-                }
-            },
-            (None, None) => None,
-        };
+        let webhook_secret = env.secret("HOPPER_WEBHOOK_SECRET");
         if webhook_secret.as_ref().is_some_and(|s| s.len() < 16) {
             env.problem(
                 "HOPPER_WEBHOOK_SECRET",
@@ -469,6 +433,24 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
 
     fn millis(&mut self, var: &str, default: Duration) -> Duration {
         Duration::from_millis(self.parse(var, default.as_millis() as u64))
+    }
+
+    /// A secret from `var`, or from the file named by `var_FILE` (trimmed).
+    /// Empty means unset (compose passes `${VAR:-}`).
+    fn secret(&mut self, var: &str) -> Option<String> {
+        let file_var = format!("{var}_FILE");
+        let nonempty = |k: &str| (self.get)(k).filter(|v| !v.is_empty());
+        match (nonempty(var), nonempty(&file_var)) {
+            (Some(s), _) => Some(s),
+            (None, Some(path)) => match std::fs::read_to_string(&path) {
+                Ok(s) => Some(s.trim().to_owned()),
+                Err(e) => {
+                    self.problem(&file_var, &path, &format!("cannot be read: {e}"));
+                    None
+                }
+            },
+            (None, None) => None,
+        }
     }
 }
 

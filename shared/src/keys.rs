@@ -225,20 +225,25 @@ pub async fn list(pool: &Pool, tenant: Option<&str>) -> Result<Vec<KeyInfo>> {
     rows.iter().map(|r| from_row(r).map(|k| k.info)).collect()
 }
 
-/// Revokes the key with this id or prefix (of `tenant`, when given). Returns
-/// whether a live key was revoked.
-pub async fn revoke(pool: &Pool, id_or_prefix: &str, tenant: Option<&str>) -> Result<bool> {
+/// Revokes the key with this id or prefix (of `tenant`, when given).
+/// Returns the revoked key's prefix, `None` when no live key matched.
+pub async fn revoke(
+    pool: &Pool,
+    id_or_prefix: &str,
+    tenant: Option<&str>,
+) -> Result<Option<String>> {
     let id = uuid::Uuid::parse_str(id_or_prefix).ok();
     let client = pool.get().await?;
-    let n = client
-        .execute(
+    let row = client
+        .query_opt(
             "UPDATE api_keys SET revoked_at = now() \
              WHERE (id = $1 OR prefix = $2) AND ($3::text IS NULL OR tenant = $3) \
-               AND revoked_at IS NULL",
+               AND revoked_at IS NULL \
+             RETURNING prefix",
             &[&id, &id_or_prefix, &tenant],
         )
         .await?;
-    Ok(n > 0)
+    Ok(row.map(|r| r.get(0)))
 }
 
 #[cfg(test)]

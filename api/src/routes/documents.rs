@@ -336,14 +336,7 @@ pub async fn list(
 }
 
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_id",
-            format!("`{id}` is not a document id (a UUID)"),
-        )
-        .field(Some("id".into()))
-    })
+    ApiError::parse_uuid(id, "document")
 }
 
 /// `GET /v1/documents/{id}`.

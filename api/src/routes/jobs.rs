@@ -237,14 +237,7 @@ pub async fn submit_batch(
 }
 
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_id",
-            format!("`{id}` is not a job id (a UUID)"),
-        )
-        .field(Some("id".into()))
-    })
+    ApiError::parse_uuid(id, "job")
 }
 
 /// `POST /v1/jobs/{id}/cancel`: a waiting job is cancelled at once

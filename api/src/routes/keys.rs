@@ -83,15 +83,11 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Admin)?;
-    if !keys::revoke(&state.pool, &id, Some(&caller.tenant)).await? {
+    let Some(prefix) = keys::revoke(&state.pool, &id, Some(&caller.tenant)).await? else {
         return Err(ApiError::not_found(format!("no live key `{id}`")));
-    }
-    // The cache is keyed by prefix; drop whatever this id named.
-    for k in keys::list(&state.pool, Some(&caller.tenant)).await? {
-        if k.prefix == id || k.id.to_string() == id {
-            state.keys.forget(&k.prefix);
-        }
-    }
+    };
+    // The cache is keyed by prefix: the key stops working at once here.
+    state.keys.forget(&prefix);
     tracing::info!(tenant = %caller.tenant, key = %id, "API key revoked");
     Ok(Json(json!({ "revoked": id })))
 }
