@@ -99,7 +99,8 @@ def report(results: str, vdir: str) -> None:
     runs = [json.loads(line) for line in open(results) if line.strip()]
     by = {}
     for r in runs:
-        key = "st" if r["engine"] == "sentence-transformers" else "hopper_" + r["precision"]
+        label = r.get("label") or r.get("precision")
+        key = "st" if r["engine"] == "sentence-transformers" else "hopper_" + label
         by.setdefault(key, []).append(r)
     med = lambda key, field: statistics.median(r[field] for r in by[key])  # noqa: E731
     ref = np.fromfile(f"{vdir}/st.f32", dtype=np.float32)
@@ -108,16 +109,18 @@ def report(results: str, vdir: str) -> None:
     refn = ref / np.linalg.norm(ref, axis=1, keepdims=True)
     st_sps = med("st", "sps")
     out = {"st_sps": round(st_sps, 1), "st_rss_mb": round(med("st", "peak_rss_mb"), 1)}
-    print(f"{'engine':<28}{'sent/s':>9}{'tok/s':>10}{'ratio':>7}{'peak RSS MB':>13}"
+    print(f"{'engine':<34}{'sent/s':>9}{'tok/s':>10}{'ratio':>7}{'peak RSS MB':>13}"
           f"{'min cos':>11}{'mean cos':>11}{'runs':>6}")
     tokens_per_sentence = None
-    for key in [k for k in ("hopper_fp32", "hopper_bf16", "hopper_fp16") if k in by]:
+    first = ("hopper_fp32", "hopper_bf16", "hopper_fp16")
+    keys = [k for k in first if k in by] + sorted(k for k in by if k.startswith("hopper_") and k not in first)
+    for key in keys:
         v = np.fromfile(f"{vdir}/{key}.f32", dtype=np.float32).reshape(-1, dim)
         cos = np.sum((v / np.linalg.norm(v, axis=1, keepdims=True)) * refn, axis=1)
         sps = med(key, "sps")
         tps = med(key, "tokens_per_s")
         tokens_per_sentence = tps / sps
-        p = key.split("_")[1]
+        p = key[len("hopper_"):]
         out[f"hopper_{p}_sps"] = round(sps, 1)
         out[f"hopper_{p}_tokens_per_s"] = round(tps, 0)
         out[f"ratio_{p}"] = round(sps / st_sps, 3)
@@ -126,16 +129,20 @@ def report(results: str, vdir: str) -> None:
         out[f"hopper_{p}_rss_mb"] = round(med(key, "peak_rss_mb"), 1)
         out[f"hopper_{p}_padding_overhead"] = round(med(key, "padding_overhead"), 4)
         out[f"hopper_{p}_forward_passes"] = med(key, "forward_passes")
-        print(f"{'hopper ' + p + ' (' + by[key][0]['device'] + ')':<28}{sps:>9.1f}{tps:>10.0f}"
+        out[f"hopper_{p}_streams"] = by[key][0].get("streams")
+        out[f"hopper_{p}_linear"] = by[key][0].get("linear")
+        print(f"{'hopper ' + p + ' (' + by[key][0]['device'] + ')':<34}{sps:>9.1f}{tps:>10.0f}"
               f"{sps / st_sps:>6.2f}x{med(key, 'peak_rss_mb'):>13.0f}{cos.min():>11.6f}"
               f"{cos.mean():>11.6f}{len(by[key]):>6}")
     st_tps = st_sps * (tokens_per_sentence or 0)
-    print(f"{'sentence-transformers (' + by['st'][0]['device'] + ')':<28}{st_sps:>9.1f}{st_tps:>10.0f}"
+    print(f"{'sentence-transformers (' + by['st'][0]['device'] + ')':<34}{st_sps:>9.1f}{st_tps:>10.0f}"
           f"{1:>6.2f}x{med('st', 'peak_rss_mb'):>13.0f}{'(ref)':>11}{'':>11}{len(by['st']):>6}")
     print(f"sentence-transformers RSS right after `import torch`: "
           f"{med('st', 'rss_after_import_torch_mb'):.0f} MB (torch {by['st'][0]['torch']}, "
           f"PyPI's CUDA build); sentences={by['st'][0]['sentences']}, "
           f"threads={by['st'][0]['threads']}")
+    if "hopper_fp32_aten_1stream_sps" in out and "hopper_fp32_sps" in out:
+        out["fp32_vs_aten_1stream"] = round(out["hopper_fp32_sps"] / out["hopper_fp32_aten_1stream_sps"], 3)
     out["hopper_rss_mb"] = out.get("hopper_fp32_rss_mb", out.get("hopper_fp16_rss_mb"))
     out["rss_ratio"] = round(out["hopper_rss_mb"] / out["st_rss_mb"], 3)
     out["st_tokens_per_s"] = round(st_tps, 0)

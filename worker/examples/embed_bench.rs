@@ -9,6 +9,7 @@
 //! ```text
 //! embed_bench --model-dir DIR --input sentences.json [--precision fp32|bf16|fp16]
 //!             [--device cpu|cuda|cuda:N|auto] [--threads 2] [--out vectors.f32]
+//!             [--streams N] [--linear auto|aten|onednn] [--label NAME]
 //!             [--max-tokens N] [--max-batch N] [--repeat N]
 //! ```
 
@@ -18,7 +19,7 @@ use anyhow::Context;
 use clap::Parser;
 use hopper_worker::{
     device::{self, DeviceChoice},
-    embed::{BatchOptions, ModelRegistry, ModelSpec, Precision},
+    embed::{BatchOptions, LinearKernels, ModelRegistry, ModelSpec, Precision},
 };
 
 #[derive(Parser)]
@@ -35,9 +36,16 @@ struct Args {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
-    /// Torch intra-op threads.
+    /// Torch intra-op threads in all.
     #[arg(long)]
     threads: Option<usize>,
+    /// Forward passes at once, the threads split between them (default:
+    /// the engine's choice).
+    #[arg(long)]
+    streams: Option<usize>,
+    /// The linear layers' kernels.
+    #[arg(long, default_value = "auto")]
+    linear: LinearKernels,
     /// Where to write the vectors (raw little-endian f32, row-major).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -53,14 +61,23 @@ struct Args {
     /// Timed runs over the whole input; the best is reported.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
+    /// A name for this configuration in the output (default: the precision).
+    #[arg(long)]
+    label: Option<String>,
 }
 
+/// The process's peak resident set (VmHWM), in MB.
 fn peak_rss_mb() -> f64 {
+    status_mb("VmHWM:")
+}
+
+/// A `/proc/self/status` field given in kB, in MB.
+fn status_mb(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
@@ -68,6 +85,8 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: the first thing main does; no other thread exists yet.
+    unsafe { hopper_worker::embed::onednn::bound_primitive_cache() };
     let args = Args::parse();
     let device = device::resolve(args.device)?;
     let precision = args.precision.unwrap_or(Precision::default_for(device));
@@ -78,6 +97,8 @@ fn main() -> anyhow::Result<()> {
     let defaults = BatchOptions::for_device(device);
     let options = BatchOptions {
         threads: args.threads,
+        streams: args.streams,
+        kernels: args.linear,
         max_tokens_per_batch: args.max_tokens.unwrap_or(defaults.max_tokens_per_batch),
         max_batch_size: args.max_batch.unwrap_or(defaults.max_batch_size),
         max_padding: args.max_padding.unwrap_or(defaults.max_padding),
@@ -94,6 +115,7 @@ fn main() -> anyhow::Result<()> {
     )?;
     let load_s = t0.elapsed().as_secs_f64();
     let rss_after_load = peak_rss_mb();
+    let rss_now_after_load = status_mb("VmRSS:");
     let model = registry.resolve(None)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -125,7 +147,11 @@ fn main() -> anyhow::Result<()> {
         "engine": "hopper",
         "device": format!("{device:?}"),
         "precision": precision.as_str(),
-        "threads": tch::get_num_threads(),
+        "label": args.label.as_deref().unwrap_or(precision.as_str()),
+        "threads": args.threads,
+        "streams": model.streams(),
+        "threads_per_stream": tch::get_num_threads(),
+        "linear": registry_kernels(&registry),
         "sentences": texts.len(),
         "seconds": best,
         "sps": n / best,
@@ -139,8 +165,14 @@ fn main() -> anyhow::Result<()> {
         "dim": model.dim(),
         "peak_rss_mb": peak_rss_mb(),
         "peak_rss_after_load_mb": rss_after_load,
+        "rss_after_load_mb": rss_now_after_load,
         "rss_torch_init_mb": rss_torch,
     });
     println!("{line}");
     Ok(())
+}
+
+/// The kernels the default model's linear layers ended up with.
+fn registry_kernels(registry: &ModelRegistry) -> &'static str {
+    registry.default_model().kernels().as_str()
 }

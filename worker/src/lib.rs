@@ -44,6 +44,13 @@ pub struct WorkerOptions {
     /// The embedding engine's bound on unanswered texts (its default when
     /// `None`); the embed queue claims only while it has room.
     pub embed_queue_texts: Option<usize>,
+    /// Torch intra-op threads for embedding, in all (torch's default when
+    /// `None`).
+    pub embed_threads: Option<usize>,
+    /// Forward passes at once (the engine's choice when `None`).
+    pub embed_streams: Option<usize>,
+    /// The embedding models' linear-layer kernels.
+    pub embed_linear: embed::LinearKernels,
 }
 
 /// Room (in texts) the embed queue counts per job when it asks the engine
@@ -234,15 +241,27 @@ async fn pipeline_for(
         }
         let (specs, device, precision) = (opts.models.clone(), opts.device, opts.precision);
         let queue_texts = opts.embed_queue_texts;
+        let (threads, streams, kernels) =
+            (opts.embed_threads, opts.embed_streams, opts.embed_linear);
         let registry = tokio::task::spawn_blocking(move || {
             let mut batch = embed::BatchOptions::for_device(device);
             if let Some(texts) = queue_texts {
                 batch.queue_capacity = texts.max(EMBED_CLAIM_ROOM);
             }
+            batch.threads = threads;
+            batch.streams = streams;
+            batch.kernels = kernels;
             embed::ModelRegistry::load_with(&specs, device, precision, &batch)
         })
         .await??;
-        tracing::info!(models = ?registry.versions(), ?precision, "embedding models loaded");
+        let model = registry.default_model();
+        tracing::info!(
+            models = ?registry.versions(),
+            ?precision,
+            streams = model.streams(),
+            kernels = %model.kernels(),
+            "embedding models loaded"
+        );
         Some(std::sync::Arc::new(registry))
     } else {
         None

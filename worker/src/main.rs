@@ -6,7 +6,7 @@ use hopper_shared::{Config, jobs::JobKind, telemetry};
 use hopper_worker::{
     WorkerOptions,
     device::{self, DeviceChoice},
-    embed::{ModelSpec, Precision},
+    embed::{LinearKernels, ModelSpec, Precision},
 };
 
 /// Runs Hopper jobs from Redis queues, acknowledging each only after its
@@ -31,12 +31,29 @@ struct Args {
     /// claims new jobs only while it has room (default 4096).
     #[arg(long, env = "HOPPER_EMBED_QUEUE_TEXTS")]
     embed_queue_texts: Option<usize>,
+    /// Torch intra-op threads for embedding, in all (default: one per core).
+    #[arg(long, env = "HOPPER_EMBED_THREADS")]
+    embed_threads: Option<usize>,
+    /// Forward passes run at once, the threads split between them (default:
+    /// one on CUDA; on a CPU one per thread, at most 4).
+    #[arg(long, env = "HOPPER_EMBED_STREAMS")]
+    embed_streams: Option<usize>,
+    /// Linear-layer kernels: auto (oneDNN with packed weights on CPU), aten
+    /// or onednn.
+    #[arg(long, env = "HOPPER_EMBED_LINEAR", default_value = "auto")]
+    embed_linear: LinearKernels,
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // SAFETY: the first thing main does; no other thread exists yet.
+    unsafe { hopper_worker::embed::onednn::bound_primitive_cache() };
     let args = Args::parse();
-    if let Err(e) = start(args).await {
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(start(args)));
+    if let Err(e) = result {
         eprintln!("hopper-worker: {e:#}");
         std::process::exit(1);
     }
@@ -67,6 +84,9 @@ async fn start(args: Args) -> anyhow::Result<()> {
             .unwrap_or_else(|| Precision::default_for(device)),
         models: args.models,
         embed_queue_texts: args.embed_queue_texts,
+        embed_threads: args.embed_threads,
+        embed_streams: args.embed_streams,
+        embed_linear: args.embed_linear,
     };
     hopper_worker::run(config, opts, shutdown).await
 }

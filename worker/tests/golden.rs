@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use hopper_worker::embed::{
-    BatchOptions, EmbedError, ModelRegistry, ModelSpec, Precision, TextTokenizer,
+    BatchOptions, EmbedError, LinearKernels, ModelRegistry, ModelSpec, Precision, TextTokenizer,
 };
 use serde::Deserialize;
 use tch::Device;
@@ -50,8 +50,19 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 }
 
 fn load(precision: Precision) -> ModelRegistry {
+    load_with(precision, LinearKernels::Auto, None)
+}
+
+/// Two threads, split into `streams` (the engine's choice for `None`).
+fn load_with(
+    precision: Precision,
+    kernels: LinearKernels,
+    streams: Option<usize>,
+) -> ModelRegistry {
     let options = BatchOptions {
         threads: Some(2),
+        streams,
+        kernels,
         ..BatchOptions::default()
     };
     ModelRegistry::load_with(
@@ -64,10 +75,15 @@ fn load(precision: Precision) -> ModelRegistry {
 }
 
 /// Embeds the golden texts; returns the minimum cosine to the reference.
-async fn min_cosine(precision: Precision) -> f64 {
+async fn min_cosine(registry: ModelRegistry) -> f64 {
     let g = golden();
-    let registry = load(precision);
     let model = registry.get("all-MiniLM-L6-v2").unwrap();
+    let precision = model.precision();
+    let setup = format!(
+        "{precision} {} × {} stream(s)",
+        model.kernels(),
+        model.streams()
+    );
     let out = model.embed(g.texts.clone()).await.unwrap();
     assert_eq!(out.vectors.len(), g.texts.len());
     assert_eq!(
@@ -84,27 +100,38 @@ async fn min_cosine(precision: Precision) -> f64 {
         assert_eq!(v.len(), 384);
         let c = cosine(v, r);
         eprintln!(
-            "{precision} text {i:2}: cos {c:.7} {:?}",
+            "{setup} text {i:2}: cos {c:.7} {:?}",
             g.texts[i].chars().take(30).collect::<String>()
         );
         min = min.min(c);
     }
-    eprintln!(
-        "{precision}: min cosine {min:.7} over {} texts",
-        g.texts.len()
-    );
+    eprintln!("{setup}: min cosine {min:.7} over {} texts", g.texts.len());
     min
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fp32_matches_sentence_transformers() {
-    let min = min_cosine(Precision::Fp32).await;
+    // The default: oneDNN's packed GEMMs, two single-threaded streams.
+    let registry = load_with(Precision::Fp32, LinearKernels::Auto, None);
+    let model = registry.default_model();
+    assert_eq!(model.kernels(), LinearKernels::OneDnn);
+    assert_eq!(model.streams(), 2);
+    let min = min_cosine(registry).await;
     assert!(min >= 0.9999, "fp32 min cosine {min}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fp32_on_aten_kernels_matches_sentence_transformers() {
+    let registry = load_with(Precision::Fp32, LinearKernels::Aten, Some(1));
+    assert_eq!(registry.default_model().kernels(), LinearKernels::Aten);
+    assert_eq!(registry.default_model().streams(), 1);
+    let min = min_cosine(registry).await;
+    assert!(min >= 0.9999, "fp32 (aten, one stream) min cosine {min}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bf16_stays_close_to_sentence_transformers() {
-    let min = min_cosine(Precision::Bf16).await;
+    let min = min_cosine(load(Precision::Bf16)).await;
     assert!(min >= 0.999, "bf16 min cosine {min}");
 }
 

@@ -1,10 +1,21 @@
-//! The [`Embedder`] API and the one inference thread per device behind it.
+//! The [`Embedder`] API and the one inference loop per device behind it.
 //!
 //! A caller's texts are tokenised on a blocking-pool thread (so tokenising
 //! overlaps the running forward pass), then sent over a channel to the
-//! device's inference thread. That thread pools the texts of every caller,
-//! forms length-sorted, token-budgeted batches ([`super::batcher`]), runs
-//! them, and answers each caller with exactly its own vectors, in order.
+//! device's inference loop. That thread pools the texts of every caller,
+//! forms length-sorted, token-budgeted batches ([`super::batcher`]), hands
+//! each to a free *stream* — a thread that runs forward passes — and answers
+//! each caller with exactly its own vectors, in order.
+//!
+//! Streams: a GPU has one. A CPU has several (by default one per intra-op
+//! thread, at most [`MAX_AUTO_STREAMS`], the threads split between them):
+//! on 2 cores two single-threaded passes side by side beat one pass on two
+//! threads (no fork/join per operator, and the attention kernel does not
+//! scale with threads; measured by `scripts/bench/embed --streams`). All
+//! streams read the same weights.
+//!
+//! Memory: streams return freed activation memory to the OS when glibc
+//! holds more than 256 MB of it, and the loop returns all of it when idle.
 //!
 //! Backpressure: at most [`BatchOptions::queue_capacity`] texts are accepted
 //! and unanswered at once (a semaphore counted in texts; a larger call is cut
@@ -29,7 +40,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use super::{
     EmbedError,
     batcher::{Item, Pool},
-    model::{Encoder, Precision},
+    model::{Encoder, LinearKernels, Precision},
     stats::{Counters, EmbedStats},
     tokenize::{TextTokenizer, Tokens},
 };
@@ -37,7 +48,19 @@ use super::{
 /// Texts one request carries at most; larger calls are cut into chunks.
 const CHUNK_TEXTS: usize = 256;
 
-/// How the inference thread batches.
+/// CPU streams chosen automatically at most (more threads are split
+/// between them).
+pub const MAX_AUTO_STREAMS: usize = 4;
+
+/// Free memory the allocator may keep after a forward pass; above it the
+/// stream hands it back to the OS. Batch shapes vary, so freed activations
+/// fragment glibc's arenas. A safety net, set above what 1,024-token batches
+/// leave free on 2 streams: trimming after every pass (a 64 MB bound) cut the
+/// peak from ~600 to ~420 MB but cost ~10 % of throughput, since the next
+/// pass faults its pages back in.
+const TRIM_ABOVE_BYTES: usize = 256 << 20;
+
+/// How the engine runs: batching, streams, threads and kernels.
 #[derive(Debug, Clone)]
 pub struct BatchOptions {
     /// Padded tokens per forward pass at most (batch size × longest text).
@@ -54,8 +77,16 @@ pub struct BatchOptions {
     pub max_wait: Duration,
     /// Texts accepted and unanswered at most (the backpressure bound).
     pub queue_capacity: usize,
-    /// Torch intra-op threads; `None` keeps torch's default (one per core).
+    /// Torch intra-op threads in all; `None` keeps torch's default (one
+    /// per core).
     pub threads: Option<usize>,
+    /// Forward passes that run at once, each on `threads / streams`
+    /// threads; `None`: one on CUDA, on a CPU one per thread up to
+    /// [`MAX_AUTO_STREAMS`].
+    pub streams: Option<usize>,
+    /// The linear layers' kernels (oneDNN with packed weights on CPU by
+    /// default).
+    pub kernels: LinearKernels,
     /// Run one small forward pass per model at load time.
     pub warmup: bool,
 }
@@ -64,21 +95,24 @@ impl Default for BatchOptions {
     /// The CPU defaults (see [`BatchOptions::for_device`]).
     fn default() -> Self {
         Self {
-            max_tokens_per_batch: 2048,
+            max_tokens_per_batch: 1024,
             max_batch_size: 64,
             max_padding: 0.25,
             max_wait: Duration::from_millis(5),
             queue_capacity: 4096,
             threads: None,
+            streams: None,
+            kernels: LinearKernels::Auto,
             warmup: true,
         }
     }
 }
 
 impl BatchOptions {
-    /// Defaults tuned for `device`: on a CPU, ~2k-token batches (measured
-    /// fastest here: they stay in cache, and padding is wasted work); on a
-    /// GPU, large batches to fill it.
+    /// Defaults tuned for `device`: on a CPU, 1,024-token batches per
+    /// (single-threaded) stream — as fast here as 2,048 on two streams and
+    /// ~100 MB lighter (`scripts/bench/embed --max-tokens`), padding being
+    /// wasted work; on a GPU, large batches to fill it.
     pub fn for_device(device: Device) -> Self {
         match device {
             Device::Cpu => Self::default(),
@@ -118,7 +152,23 @@ impl BatchOptions {
         if self.threads == Some(0) {
             return bad("threads must be at least 1".into());
         }
+        if self.streams == Some(0) {
+            return bad("streams must be at least 1".into());
+        }
         Ok(())
+    }
+
+    /// `(streams, threads per stream)` on `device`, given torch's default
+    /// thread count: the threads are split evenly between the streams, at
+    /// least one each; a GPU has one stream.
+    pub fn layout(&self, device: Device, default_threads: usize) -> (usize, usize) {
+        let threads = self.threads.unwrap_or(default_threads).max(1);
+        let streams = match (device, self.streams) {
+            (Device::Cpu, Some(n)) => n.clamp(1, threads),
+            (Device::Cpu, None) => threads.min(MAX_AUTO_STREAMS),
+            _ => 1,
+        };
+        (streams, (threads / streams).max(1))
     }
 }
 
@@ -144,49 +194,105 @@ struct Request {
     permit: OwnedSemaphorePermit,
 }
 
-/// The inference thread of one device, as its callers see it.
+/// A batch on its way to a stream.
+struct Batch {
+    model: usize,
+    items: Vec<Item>,
+}
+
+/// A batch a stream has run.
+struct Done {
+    stream: usize,
+    batch: Batch,
+    result: Result<Vec<Vec<f32>>, EmbedError>,
+    micros: u64,
+}
+
+/// What the inference loop waits for.
+enum Event {
+    /// A caller's texts.
+    Request(Request),
+    /// A stream finished a batch and is free again.
+    Done(Done),
+    /// The engine is gone: no caller is left.
+    Stop,
+}
+
+/// The inference loop of one device, as its callers see it.
 pub(crate) struct Engine {
-    tx: mpsc::Sender<Request>,
+    tx: mpsc::Sender<Event>,
     sem: Arc<Semaphore>,
     counters: Arc<Counters>,
     capacity: usize,
     next_id: AtomicU64,
     device: Device,
     precision: Precision,
+    kernels: LinearKernels,
+    streams: usize,
 }
 
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Event::Stop);
+    }
+}
+
+/// The encoders, shared read-only by every stream of a device.
+struct SharedEncoders(Vec<Encoder>);
+
+// SAFETY: a forward pass only reads the weights (every in-place operation is
+// on its own activations), and libtorch tensors may be read from several
+// threads at once; autograd is off in every stream thread.
+unsafe impl Sync for SharedEncoders {}
+
 impl Engine {
-    /// Starts the inference thread, which owns `encoders` (all on one device).
+    /// Starts the inference loop and `streams` stream threads (each on
+    /// `threads_per_stream` intra-op threads) for `encoders`, all on one
+    /// device.
     pub(crate) fn start(
         encoders: Vec<Encoder>,
         device: Device,
         precision: Precision,
         options: &BatchOptions,
+        (streams, threads_per_stream): (usize, usize),
     ) -> Result<Self, EmbedError> {
         let (tx, rx) = mpsc::channel();
         let counters = Arc::new(Counters::default());
+        let label = match device {
+            Device::Cuda(n) => format!("cuda{n}"),
+            _ => "cpu".to_owned(),
+        };
+        let models = encoders.len();
+        let kernels = encoders
+            .first()
+            .map_or(LinearKernels::Aten, Encoder::kernels);
+        let encoders = Arc::new(SharedEncoders(encoders));
+        let spawn_err =
+            |e: std::io::Error| EmbedError::Inference(format!("cannot start a thread: {e}"));
+        let mut stream_tx = Vec::with_capacity(streams);
+        for index in 0..streams {
+            let (batch_tx, batch_rx) = mpsc::channel();
+            let (encoders, events) = (encoders.clone(), tx.clone());
+            std::thread::Builder::new()
+                .name(format!("embed-{label}-{index}"))
+                .spawn(move || run_stream(index, &encoders, batch_rx, events, threads_per_stream))
+                .map_err(spawn_err)?;
+            stream_tx.push(batch_tx);
+        }
         let mut worker = InferenceLoop {
             rx,
-            pools: encoders.iter().map(|_| Pool::default()).collect(),
-            encoders,
+            pools: (0..models).map(|_| Pool::default()).collect(),
             pending: HashMap::new(),
+            free: (0..streams).rev().collect(),
+            streams: stream_tx,
             counters: counters.clone(),
             options: options.clone(),
-            device_label: match device {
-                Device::Cuda(n) => format!("cuda{n}"),
-                _ => "cpu".to_owned(),
-            },
-        };
-        let name = match device {
-            Device::Cuda(n) => format!("embed-cuda{n}"),
-            _ => "embed-cpu".to_string(),
+            device_label: label.clone(),
         };
         std::thread::Builder::new()
-            .name(name)
+            .name(format!("embed-{label}"))
             .spawn(move || worker.run())
-            .map_err(|e| {
-                EmbedError::Inference(format!("cannot start the inference thread: {e}"))
-            })?;
+            .map_err(spawn_err)?;
         Ok(Self {
             tx,
             sem: Arc::new(Semaphore::new(options.queue_capacity)),
@@ -195,6 +301,8 @@ impl Engine {
             next_id: AtomicU64::new(0),
             device,
             precision,
+            kernels,
+            streams,
         })
     }
 
@@ -213,6 +321,14 @@ impl Engine {
 
     pub(crate) fn precision(&self) -> Precision {
         self.precision
+    }
+
+    pub(crate) fn streams(&self) -> usize {
+        self.streams
+    }
+
+    pub(crate) fn kernels(&self) -> LinearKernels {
+        self.kernels
     }
 }
 
@@ -301,7 +417,7 @@ impl Embedder {
         };
         self.engine
             .tx
-            .send(request)
+            .send(Event::Request(request))
             .map_err(|_| EmbedError::EngineStopped)?;
         let vectors = rx.await.map_err(|_| EmbedError::EngineStopped)??;
         Ok((vectors, truncated))
@@ -347,6 +463,16 @@ impl Embedder {
     pub fn stats(&self) -> EmbedStats {
         self.engine.stats()
     }
+
+    /// Forward passes the device runs at once.
+    pub fn streams(&self) -> usize {
+        self.engine.streams()
+    }
+
+    /// The linear layers' kernels (`aten` or `onednn`).
+    pub fn kernels(&self) -> LinearKernels {
+        self.engine.kernels()
+    }
 }
 
 /// A request being served: its vectors so far.
@@ -357,49 +483,103 @@ struct Pending {
     _permit: OwnedSemaphorePermit,
 }
 
-/// The state of the inference thread.
+/// The state of the inference loop.
 struct InferenceLoop {
-    rx: mpsc::Receiver<Request>,
-    encoders: Vec<Encoder>,
+    rx: mpsc::Receiver<Event>,
     pools: Vec<Pool>,
     pending: HashMap<u64, Pending>,
+    /// Streams without a batch (popped from the back).
+    free: Vec<usize>,
+    /// Each stream's batch channel.
+    streams: Vec<mpsc::Sender<Batch>>,
     counters: Arc<Counters>,
     options: BatchOptions,
     /// `cpu` or `cudaN`, the `device` label of the batch histograms.
     device_label: String,
 }
 
+/// A stream: runs the batches it is sent, reports each back as an event.
+fn run_stream(
+    index: usize,
+    encoders: &SharedEncoders,
+    batches: mpsc::Receiver<Batch>,
+    events: mpsc::Sender<Event>,
+    threads: usize,
+) {
+    let _no_grad = tch::no_grad_guard();
+    // Per thread: OpenMP, MKL and oneDNN size their teams from the caller's.
+    tch::set_num_threads(threads as i32);
+    while let Ok(batch) = batches.recv() {
+        let started = Instant::now();
+        let result = match encoders.0.get(batch.model) {
+            Some(encoder) => {
+                let refs: Vec<&Tokens> = batch.items.iter().map(|i| &i.tokens).collect();
+                std::panic::catch_unwind(AssertUnwindSafe(|| encoder.embed(&refs))).unwrap_or_else(
+                    |_| Err(EmbedError::Inference("the forward pass panicked".into())),
+                )
+            }
+            None => Err(EmbedError::Inference(format!("no model #{}", batch.model))),
+        };
+        release_free_memory_above(TRIM_ABOVE_BYTES);
+        let done = Done {
+            stream: index,
+            batch,
+            result,
+            micros: started.elapsed().as_micros() as u64,
+        };
+        if events.send(Event::Done(done)).is_err() {
+            return;
+        }
+    }
+}
+
 impl InferenceLoop {
     fn run(&mut self) {
-        let _no_grad = tch::no_grad_guard();
-        if let Some(n) = self.options.threads {
-            tch::set_num_threads(n as i32);
-        }
         loop {
-            if self.pending.is_empty() {
-                // Idle: hand freed activation memory back to the OS (glibc
-                // keeps it in its arenas otherwise), block for work, then
-                // give others `max_wait` to join.
+            let idle = self.pending.is_empty();
+            if idle && self.free.len() == self.streams.len() {
+                // Hand freed activation memory back to the OS (glibc keeps
+                // it in its arenas otherwise).
                 release_free_memory();
-                match self.rx.recv() {
-                    Ok(r) => self.admit(r),
-                    Err(_) => return,
+            }
+            if self.free.is_empty() || self.waiting_tokens() == 0 {
+                let Ok(event) = self.rx.recv() else { return };
+                if !self.handle(event) {
+                    return;
                 }
-                let deadline = Instant::now() + self.options.max_wait;
-                while self.waiting_tokens() < self.options.max_tokens_per_batch {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match self.rx.recv_timeout(left) {
-                        Ok(r) => self.admit(r),
-                        Err(_) => break,
+                if idle && !self.pending.is_empty() {
+                    // The first work after a quiet spell: give others
+                    // `max_wait` to join its pass.
+                    let deadline = Instant::now() + self.options.max_wait;
+                    while self.waiting_tokens() < self.options.max_tokens_per_batch {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        let Ok(event) = self.rx.recv_timeout(left) else {
+                            break;
+                        };
+                        if !self.handle(event) {
+                            return;
+                        }
                     }
                 }
             }
-            while let Ok(r) = self.rx.try_recv() {
-                self.admit(r);
+            while let Ok(event) = self.rx.try_recv() {
+                if !self.handle(event) {
+                    return;
+                }
             }
             self.drop_cancelled();
-            self.run_one_batch();
+            self.start_batches();
         }
+    }
+
+    /// Takes in one event; false on [`Event::Stop`].
+    fn handle(&mut self, event: Event) -> bool {
+        match event {
+            Event::Request(r) => self.admit(r),
+            Event::Done(done) => self.finish(done),
+            Event::Stop => return false,
+        }
+        true
     }
 
     fn waiting_tokens(&self) -> usize {
@@ -459,49 +639,58 @@ impl InferenceLoop {
         }
     }
 
-    /// Runs the batch of the model whose pool holds the oldest request.
-    fn run_one_batch(&mut self) {
-        let Some(model) = (0..self.pools.len())
-            .filter_map(|m| self.pools[m].oldest().map(|o| (o, m)))
-            .min()
-            .map(|(_, m)| m)
-        else {
-            return;
-        };
-        let batch = self.pools[model].next_batch(
-            self.options.max_tokens_per_batch,
-            self.options.max_batch_size,
-            self.options.max_padding,
-        );
-        if batch.is_empty() {
-            return;
+    /// Gives every free stream a batch while texts wait: each time the
+    /// batch of the model whose pool holds the oldest request.
+    fn start_batches(&mut self) {
+        while let Some(&stream) = self.free.last() {
+            let Some(model) = (0..self.pools.len())
+                .filter_map(|m| self.pools[m].oldest().map(|o| (o, m)))
+                .min()
+                .map(|(_, m)| m)
+            else {
+                return;
+            };
+            let items = self.pools[model].next_batch(
+                self.options.max_tokens_per_batch,
+                self.options.max_batch_size,
+                self.options.max_padding,
+            );
+            if items.is_empty() {
+                return;
+            }
+            self.free.pop();
+            if let Err(mpsc::SendError(batch)) = self.streams[stream].send(Batch { model, items }) {
+                // The stream's thread is gone; it stays out of `free`.
+                self.fail(batch.items, "an inference stream stopped");
+            }
         }
-        let refs: Vec<&Tokens> = batch.iter().map(|i| &i.tokens).collect();
-        let real: usize = refs.iter().map(|t| t.len()).sum();
-        let padded = refs.len() * refs.iter().map(|t| t.len()).max().unwrap_or(0);
-        let encoder = &self.encoders[model];
-        let started = Instant::now();
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| encoder.embed(&refs)))
-            .unwrap_or_else(|_| Err(EmbedError::Inference("the forward pass panicked".into())));
-        match result {
-            Ok(vectors) if vectors.len() == batch.len() => {
-                let micros = started.elapsed().as_micros() as u64;
+    }
+
+    /// Takes back a stream's batch: records it and answers its callers.
+    fn finish(&mut self, done: Done) {
+        self.free.push(done.stream);
+        let items = done.batch.items;
+        match done.result {
+            Ok(vectors) if vectors.len() == items.len() => {
+                let real: usize = items.iter().map(|i| i.tokens.len()).sum();
+                let longest = items.iter().map(|i| i.tokens.len()).max().unwrap_or(0);
+                let padded = items.len() * longest;
                 self.counters
-                    .record_batch(batch.len(), real, padded, micros);
+                    .record_batch(items.len(), real, padded, done.micros);
                 let device = self.device_label.clone();
                 metrics::histogram!(m::EMBED_BATCH_SIZE, "device" => device.clone())
-                    .record(batch.len() as f64);
+                    .record(items.len() as f64);
                 metrics::histogram!(m::EMBED_BATCH_TOKENS, "device" => device)
                     .record(padded as f64);
-                for (item, v) in batch.into_iter().zip(vectors) {
+                for (item, v) in items.into_iter().zip(vectors) {
                     self.deliver(item, v);
                 }
             }
             Ok(_) => self.fail(
-                batch,
+                items,
                 "the forward pass returned the wrong number of vectors",
             ),
-            Err(e) => self.fail(batch, &e.to_string()),
+            Err(e) => self.fail(items, &e.to_string()),
         }
     }
 
@@ -547,11 +736,65 @@ impl InferenceLoop {
     }
 }
 
+/// [`release_free_memory`] when the malloc arenas hold more than `limit`
+/// bytes of free chunks.
+fn release_free_memory_above(limit: usize) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads glibc's own bookkeeping.
+        let free = unsafe { libc::mallinfo2() }.fordblks;
+        if free > limit {
+            release_free_memory();
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = limit;
+}
+
 /// Returns the free pages of every malloc arena to the OS.
 fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks glibc's own arenas; no pointers are passed.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(threads: Option<usize>, streams: Option<usize>) -> BatchOptions {
+        BatchOptions {
+            threads,
+            streams,
+            ..BatchOptions::default()
+        }
+    }
+
+    #[test]
+    fn cpu_threads_are_split_between_streams() {
+        let cpu = Device::Cpu;
+        // Automatic: one stream per thread, at most MAX_AUTO_STREAMS.
+        assert_eq!(with(None, None).layout(cpu, 2), (2, 1));
+        assert_eq!(with(None, None).layout(cpu, 1), (1, 1));
+        assert_eq!(with(Some(16), None).layout(cpu, 2), (4, 4));
+        assert_eq!(with(Some(6), None).layout(cpu, 2), (4, 1));
+        // Asked for: never more streams than threads.
+        assert_eq!(with(Some(8), Some(2)).layout(cpu, 2), (2, 4));
+        assert_eq!(with(Some(2), Some(8)).layout(cpu, 2), (2, 1));
+        assert_eq!(with(None, Some(1)).layout(cpu, 2), (1, 2));
+    }
+
+    #[test]
+    fn a_gpu_has_one_stream() {
+        assert_eq!(with(None, Some(4)).layout(Device::Cuda(0), 16), (1, 16));
+        assert_eq!(with(Some(2), None).layout(Device::Cuda(1), 16), (1, 2));
+    }
+
+    #[test]
+    fn zero_streams_is_refused() {
+        assert!(with(None, Some(0)).validate(256).is_err());
+        assert!(with(None, Some(1)).validate(256).is_ok());
     }
 }

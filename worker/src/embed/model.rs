@@ -7,7 +7,9 @@
 //! in fp32) → optional L2 normalisation. Sizes all come from the
 //! [`ModelConfig`]; weights from `model.safetensors`, with or without a
 //! `bert.` prefix. Everything runs without autograd; weights and
-//! activations use the chosen [`Precision`].
+//! activations use the chosen [`Precision`]. On CPU the linear layers run
+//! oneDNN's GEMMs on weights packed at load time, GELU fused
+//! ([`LinearKernels`], [`super::onednn`]); elsewhere ATen's `linear`.
 
 use std::{collections::HashMap, fmt, path::PathBuf, str::FromStr};
 
@@ -16,6 +18,7 @@ use tch::{Device, Kind, TchError, Tensor};
 use super::{
     EmbedError,
     config::{Activation, ModelConfig, Pooling},
+    onednn::{self, PostOp},
     tokenize::Tokens,
 };
 
@@ -87,14 +90,104 @@ impl FromStr for Precision {
     }
 }
 
+/// Which GEMM kernels the encoder's linear layers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LinearKernels {
+    /// oneDNN with packed weights where available (CPU), else ATen.
+    #[default]
+    Auto,
+    /// ATen's `linear` (an MKL sgemm for fp32 on CPU; cuBLAS on CUDA).
+    Aten,
+    /// oneDNN with packed weights ([`super::onednn`]); CPU only.
+    OneDnn,
+}
+
+impl LinearKernels {
+    /// Short name: `auto`, `aten`, `onednn`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinearKernels::Auto => "auto",
+            LinearKernels::Aten => "aten",
+            LinearKernels::OneDnn => "onednn",
+        }
+    }
+
+    /// Whether the layers of a model on `device` are packed for oneDNN.
+    fn packs(self, device: Device) -> Result<bool, EmbedError> {
+        let cpu = device == Device::Cpu;
+        match self {
+            LinearKernels::Aten => Ok(false),
+            LinearKernels::Auto => Ok(cpu && onednn::available()),
+            LinearKernels::OneDnn if cpu && onednn::available() => Ok(true),
+            LinearKernels::OneDnn => Err(EmbedError::BadOptions(format!(
+                "oneDNN linear kernels need the CPU and a libtorch built with oneDNN \
+                 (device {device:?}, available: {})",
+                onednn::available()
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for LinearKernels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for LinearKernels {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(LinearKernels::Auto),
+            "aten" => Ok(LinearKernels::Aten),
+            "onednn" | "mkldnn" => Ok(LinearKernels::OneDnn),
+            _ => Err(format!("`{s}` is not auto, aten or onednn")),
+        }
+    }
+}
+
+/// A weight matrix as ATen stores it, or packed for oneDNN.
+enum Weight {
+    Dense(Tensor),
+    Packed(Tensor),
+}
+
 struct Linear {
-    w: Tensor,
+    w: Weight,
     b: Tensor,
 }
 
 impl Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
-        x.f_linear(&self.w, Some(&self.b))
+    /// Packs the weight for oneDNN when `pack`.
+    fn new(w: Tensor, b: Tensor, pack: bool) -> Result<Self, TchError> {
+        let w = if pack {
+            Weight::Packed(onednn::pack_weight(&w)?)
+        } else {
+            Weight::Dense(w)
+        };
+        Ok(Self { w, b })
+    }
+
+    /// `post(x · Wᵀ + b)` over the last dimension of `x`.
+    fn forward(&self, x: &Tensor, post: PostOp) -> Result<Tensor, TchError> {
+        match &self.w {
+            Weight::Dense(w) => {
+                let y = x.f_linear(w, Some(&self.b))?;
+                match post {
+                    PostOp::None => Ok(y),
+                    PostOp::Gelu => y.f_gelu("none"),
+                    PostOp::GeluTanh => y.f_gelu("tanh"),
+                    PostOp::Relu => y.f_relu(),
+                }
+            }
+            Weight::Packed(w) => {
+                let mut shape = x.size();
+                let inner = shape.pop().unwrap_or(1);
+                let y = onednn::linear(&x.f_reshape([-1, inner])?, w, &self.b, post)?;
+                shape.push(y.size().last().copied().unwrap_or(0));
+                y.f_view(shape.as_slice())
+            }
+        }
     }
 }
 
@@ -104,6 +197,7 @@ struct Norm {
 }
 
 struct Layer {
+    /// Query, key and value projections in one GEMM.
     qkv: Linear,
     attn_out: Linear,
     attn_norm: Norm,
@@ -117,6 +211,7 @@ pub struct Encoder {
     cfg: ModelConfig,
     device: Device,
     precision: Precision,
+    kernels: LinearKernels,
     word: Tensor,
     position: Tensor,
     token_type: Tensor,
@@ -196,17 +291,18 @@ impl Weights {
         Ok(t.f_to_kind(kind)?.f_to_device(self.device)?)
     }
 
+    /// The `[out, in]` weight and `[out]` bias of `prefix`.
     fn linear(
         &mut self,
         prefix: &str,
         out: i64,
         inp: i64,
         kind: Kind,
-    ) -> Result<Linear, EmbedError> {
-        Ok(Linear {
-            w: self.take(&format!("{prefix}.weight"), &[out, inp], kind)?,
-            b: self.take(&format!("{prefix}.bias"), &[out], kind)?,
-        })
+    ) -> Result<(Tensor, Tensor), EmbedError> {
+        Ok((
+            self.take(&format!("{prefix}.weight"), &[out, inp], kind)?,
+            self.take(&format!("{prefix}.bias"), &[out], kind)?,
+        ))
     }
 
     fn norm(&mut self, prefix: &str, h: i64, kind: Kind) -> Result<Norm, EmbedError> {
@@ -218,13 +314,30 @@ impl Weights {
 }
 
 impl Encoder {
-    /// Loads `model.safetensors` of `cfg.dir` onto `device` in `precision`.
+    /// Loads `model.safetensors` of `cfg.dir` onto `device` in `precision`,
+    /// with the best linear kernels for the device.
     pub fn load(
         cfg: &ModelConfig,
         device: Device,
         precision: Precision,
     ) -> Result<Self, EmbedError> {
+        Self::load_with(cfg, device, precision, LinearKernels::Auto)
+    }
+
+    /// [`Self::load`] with the linear layers' kernels chosen.
+    pub fn load_with(
+        cfg: &ModelConfig,
+        device: Device,
+        precision: Precision,
+        kernels: LinearKernels,
+    ) -> Result<Self, EmbedError> {
         precision.check(device)?;
+        let pack = kernels.packs(device)?;
+        let kernels = if pack {
+            LinearKernels::OneDnn
+        } else {
+            LinearKernels::Aten
+        };
         let kind = precision.kind();
         let h = cfg.hidden_size;
         let mut w = Weights::read(cfg.dir.join("model.safetensors"), device)?;
@@ -249,24 +362,29 @@ impl Encoder {
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let p = format!("encoder.layer.{i}");
-            let q = w.linear(&format!("{p}.attention.self.query"), h, h, kind)?;
-            let k = w.linear(&format!("{p}.attention.self.key"), h, h, kind)?;
-            let v = w.linear(&format!("{p}.attention.self.value"), h, h, kind)?;
-            let qkv = Linear {
-                w: Tensor::f_cat(&[&q.w, &k.w, &v.w], 0)?,
-                b: Tensor::f_cat(&[&q.b, &k.b, &v.b], 0)?,
-            };
+            let (qw, qb) = w.linear(&format!("{p}.attention.self.query"), h, h, kind)?;
+            let (kw, kb) = w.linear(&format!("{p}.attention.self.key"), h, h, kind)?;
+            let (vw, vb) = w.linear(&format!("{p}.attention.self.value"), h, h, kind)?;
+            let qkv = Linear::new(
+                Tensor::f_cat(&[&qw, &kw, &vw], 0)?,
+                Tensor::f_cat(&[&qb, &kb, &vb], 0)?,
+                pack,
+            )?;
+            let (ow, ob) = w.linear(&format!("{p}.attention.output.dense"), h, h, kind)?;
+            let (iw, ib) = w.linear(
+                &format!("{p}.intermediate.dense"),
+                cfg.intermediate_size,
+                h,
+                kind,
+            )?;
+            let (fw, fb) =
+                w.linear(&format!("{p}.output.dense"), h, cfg.intermediate_size, kind)?;
             layers.push(Layer {
                 qkv,
-                attn_out: w.linear(&format!("{p}.attention.output.dense"), h, h, kind)?,
+                attn_out: Linear::new(ow, ob, pack)?,
                 attn_norm: w.norm(&format!("{p}.attention.output.LayerNorm"), h, kind)?,
-                ffn_in: w.linear(
-                    &format!("{p}.intermediate.dense"),
-                    cfg.intermediate_size,
-                    h,
-                    kind,
-                )?,
-                ffn_out: w.linear(&format!("{p}.output.dense"), h, cfg.intermediate_size, kind)?,
+                ffn_in: Linear::new(iw, ib, pack)?,
+                ffn_out: Linear::new(fw, fb, pack)?,
                 ffn_norm: w.norm(&format!("{p}.output.LayerNorm"), h, kind)?,
             });
         }
@@ -274,6 +392,7 @@ impl Encoder {
             cfg: cfg.clone(),
             device,
             precision,
+            kernels,
             word,
             position,
             token_type,
@@ -300,6 +419,11 @@ impl Encoder {
     /// The precision of weights and activations.
     pub fn precision(&self) -> Precision {
         self.precision
+    }
+
+    /// The linear layers' kernels: `Aten` or `OneDnn` (never `Auto`).
+    pub fn kernels(&self) -> LinearKernels {
+        self.kernels
     }
 
     /// Embeds one batch of tokenised texts, padded here to the longest:
@@ -387,7 +511,7 @@ impl Encoder {
         for layer in &self.layers {
             let qkv = layer
                 .qkv
-                .forward(&x)?
+                .forward(&x, PostOp::None)?
                 .f_view([b, l, 3, heads, hd])?
                 .f_permute([2, 0, 3, 1, 4])?;
             let (q, k, v) = (qkv.f_get(0)?, qkv.f_get(1)?, qkv.f_get(2)?);
@@ -403,7 +527,7 @@ impl Encoder {
             )?
             .f_transpose(1, 2)?
             .f_reshape([b, l, h])?;
-            let a = layer.attn_out.forward(&ctx)?.f_add_(&x)?;
+            let a = layer.attn_out.forward(&ctx, PostOp::None)?.f_add_(&x)?;
             x = a.f_layer_norm(
                 [h],
                 Some(&layer.attn_norm.w),
@@ -411,13 +535,13 @@ impl Encoder {
                 eps,
                 true,
             )?;
-            let f = layer.ffn_in.forward(&x)?;
-            let f = match self.cfg.hidden_act {
-                Activation::Gelu => f.f_gelu("none")?,
-                Activation::GeluTanh => f.f_gelu("tanh")?,
-                Activation::Relu => f.f_relu()?,
+            let act = match self.cfg.hidden_act {
+                Activation::Gelu => PostOp::Gelu,
+                Activation::GeluTanh => PostOp::GeluTanh,
+                Activation::Relu => PostOp::Relu,
             };
-            let f = layer.ffn_out.forward(&f)?.f_add_(&x)?;
+            let f = layer.ffn_in.forward(&x, act)?;
+            let f = layer.ffn_out.forward(&f, PostOp::None)?.f_add_(&x)?;
             x = f.f_layer_norm(
                 [h],
                 Some(&layer.ffn_norm.w),
@@ -452,5 +576,34 @@ impl Encoder {
             .f_sqrt()?
             .f_clamp_min(1e-12)?;
         pooled.f_div(&norm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_names_parse() {
+        for k in [
+            LinearKernels::Auto,
+            LinearKernels::Aten,
+            LinearKernels::OneDnn,
+        ] {
+            assert_eq!(k.as_str().parse::<LinearKernels>(), Ok(k));
+        }
+        assert_eq!("mkldnn".parse::<LinearKernels>(), Ok(LinearKernels::OneDnn));
+        assert!("mkl".parse::<LinearKernels>().is_err());
+    }
+
+    #[test]
+    fn onednn_kernels_are_for_the_cpu() {
+        assert!(LinearKernels::Aten.packs(Device::Cpu).is_ok_and(|p| !p));
+        assert!(LinearKernels::Auto.packs(Device::Cuda(0)).is_ok_and(|p| !p));
+        assert!(LinearKernels::OneDnn.packs(Device::Cuda(0)).is_err());
+        assert_eq!(
+            LinearKernels::OneDnn.packs(Device::Cpu).is_ok(),
+            onednn::available()
+        );
     }
 }

@@ -102,12 +102,14 @@ impl ModelRegistry {
             return Err(EmbedError::NoModels);
         }
         precision.check(device)?;
-        if let Some(n) = options.threads {
-            if n == 0 {
-                return Err(EmbedError::BadOptions("threads must be at least 1".into()));
-            }
-            tch::set_num_threads(n as i32);
+        if options.threads == Some(0) || options.streams == Some(0) {
+            return Err(EmbedError::BadOptions(
+                "threads and streams must be at least 1".into(),
+            ));
         }
+        let layout = options.layout(device, torch_default_threads());
+        // Loading and the warm-up run on this thread with a stream's threads.
+        tch::set_num_threads(layout.1 as i32);
         let mut entries = Vec::with_capacity(specs.len());
         let mut encoders = Vec::with_capacity(specs.len());
         for (index, spec) in specs.iter().enumerate() {
@@ -118,7 +120,7 @@ impl ModelRegistry {
             options.validate(cfg.max_seq_length)?;
             let tokenizer = TextTokenizer::load(&spec.dir, cfg.max_seq_length)?;
             let hash = weights_version(&spec.dir.join("model.safetensors"))?;
-            let encoder = Encoder::load(&cfg, device, precision)?;
+            let encoder = Encoder::load_with(&cfg, device, precision, options.kernels)?;
             if options.warmup {
                 let probe = tokenizer.encode(&["warm-up"])?;
                 encoder.embed(&probe.iter().collect::<Vec<_>>())?;
@@ -133,7 +135,7 @@ impl ModelRegistry {
             });
             encoders.push(encoder);
         }
-        let engine = Arc::new(Engine::start(encoders, device, precision, options)?);
+        let engine = Arc::new(Engine::start(encoders, device, precision, options, layout)?);
         let models = entries
             .into_iter()
             .map(|m| Embedder {
@@ -192,6 +194,13 @@ impl ModelRegistry {
     pub fn stats(&self) -> EmbedStats {
         self.default_model().stats()
     }
+}
+
+/// Torch's own intra-op thread count (one per core, or `OMP_NUM_THREADS`),
+/// read before any registry changes it.
+fn torch_default_threads() -> usize {
+    static DEFAULT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *DEFAULT.get_or_init(|| tch::get_num_threads().max(1) as usize)
 }
 
 /// The first [`VERSION_HEX_LEN`] hex digits of the file's sha256.
