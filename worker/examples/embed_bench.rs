@@ -151,7 +151,7 @@ fn main() -> anyhow::Result<()> {
         "threads": args.threads,
         "streams": model.streams(),
         "threads_per_stream": tch::get_num_threads(),
-        "linear": registry_kernels(&registry),
+        "linear": model.kernels().as_str(),
         "sentences": texts.len(),
         "seconds": best,
         "sps": n / best,
@@ -170,9 +170,4 @@ fn main() -> anyhow::Result<()> {
     });
     println!("{line}");
     Ok(())
-}
-
-/// The kernels the default model's linear layers ended up with.
-fn registry_kernels(registry: &ModelRegistry) -> &'static str {
-    registry.default_model().kernels().as_str()
 }

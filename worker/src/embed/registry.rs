@@ -102,11 +102,9 @@ impl ModelRegistry {
             return Err(EmbedError::NoModels);
         }
         precision.check(device)?;
-        if options.threads == Some(0) || options.streams == Some(0) {
-            return Err(EmbedError::BadOptions(
-                "threads and streams must be at least 1".into(),
-            ));
-        }
+        // Each model's length is checked against the budget below; the
+        // rest before anything is set from the options.
+        options.validate(0)?;
         let layout = options.layout(device, torch_default_threads());
         // Loading and the warm-up run on this thread with a stream's threads.
         tch::set_num_threads(layout.1 as i32);
