@@ -2,18 +2,18 @@
 -- gets a cancel request its worker sees at its next heartbeat (cooperative).
 -- KEYS[1] job hash  KEYS[2] scheduled zset  KEYS[3] cancel-request set  KEYS[4] done zset
 -- KEYS[5] unfinished jobs per tenant (hash)
--- ARGV: 1 id, 2 now ms
+-- ARGV: 1 id
 -- Returns the job's state after the call ('cancelled', 'cancelling', or a final
 -- state it already had), or '' when there is no such job.
 local st = redis.call('HGET', KEYS[1], 'state')
+local now = now_ms()
 if not st then return '' end
 if st == 'pending' or st == 'scheduled' or st == 'retrying' then
   -- A pending id stays in its list; claims skip ids that are not pending.
   redis.call('ZREM', KEYS[2], ARGV[1])
-  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', ARGV[2])
-  redis.call('ZADD', KEYS[4], tonumber(ARGV[2]), ARGV[1])
-  local tenant = redis.call('HGET', KEYS[1], 'tenant') or 'default'
-  if redis.call('HINCRBY', KEYS[5], tenant, -1) < 0 then redis.call('HSET', KEYS[5], tenant, 0) end
+  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', now)
+  redis.call('ZADD', KEYS[4], now, ARGV[1])
+  tenant_done(KEYS[5], KEYS[1])
   return 'cancelled'
 end
 if st == 'running' then

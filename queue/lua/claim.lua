@@ -1,13 +1,22 @@
 -- claim.lua: promote due scheduled jobs, then claim up to n jobs for a worker.
 -- KEYS[1] pending:high  KEYS[2] pending  KEYS[3] scheduled  KEYS[4] worker's in-flight set
--- KEYS[5] wake list
--- ARGV: 1 job key prefix ('{p:q}:job:'), 2 n, 3 now ms, 4 worker id, 5 promote limit
--- Returns {next_due_ms or -1, id, args, attempts, max_attempts, enqueued_at, priority,
---          request_id, ...}.
--- Every claimed job is in the worker's in-flight set, marked running, with its
--- attempt counted, before the script returns: nothing is in limbo.
-local prefix, n, now, worker = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local due = redis.call('ZRANGE', KEYS[3], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[5]))
+-- KEYS[5] wake list  KEYS[6] workers zset  KEYS[7] high-priority streak counter
+-- ARGV: 1 job key prefix ('{p:q}:job:'), 2 n, 3 worker id, 4 promote limit, 5 lease ms,
+--       6 high-priority burst (after this many high claims in a row one normal job goes
+--       first; 0: high always first)
+-- Returns {-2} when the worker is not registered or its lease ran out (it was, or is about
+-- to be, presumed dead: it must register afresh), else {next due in ms or -1, then for each
+-- job: id, args, attempt, max_attempts, enqueued_at, priority, request_id, tenant, callback,
+-- lease}.
+-- Every claimed job is in the worker's in-flight set, marked running, with its attempt and
+-- its claim number (the lease token that fences its ack) counted before the script
+-- returns: nothing is in limbo.
+local prefix, n, worker = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local burst = tonumber(ARGV[6])
+local now = now_ms()
+local beat = redis.call('ZSCORE', KEYS[6], worker)
+if not beat or tonumber(beat) < now - tonumber(ARGV[5]) then return {-2} end
+local due = redis.call('ZRANGE', KEYS[3], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[4]))
 for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[3], id)
   local key = prefix .. id
@@ -21,34 +30,47 @@ for _, id in ipairs(due) do
     end
   end
 end
-local out = {-1}
-local claimed = 0
-for _, list in ipairs({KEYS[1], KEYS[2]}) do
-  while claimed < n do
+-- Pops the next id from `list` whose job is still pending (cancelled, purged or finished
+-- ids are dropped on the way).
+local function next_pending(list)
+  while true do
     local id = redis.call('RPOP', list)
-    if not id then break end
-    local key = prefix .. id
-    -- Skip ids whose job was cancelled, purged or already finished.
-    if redis.call('HGET', key, 'state') == 'pending' then
-      local attempts = redis.call('HINCRBY', key, 'attempts', 1)
-      redis.call('HSET', key, 'state', 'running', 'started_at', now, 'worker', worker)
-      redis.call('SADD', KEYS[4], id)
-      local f = redis.call('HMGET', key, 'args', 'max_attempts', 'enqueued_at', 'priority',
-        'request_id', 'tenant', 'callback')
-      out[#out + 1] = id
-      out[#out + 1] = f[1]
-      out[#out + 1] = attempts
-      out[#out + 1] = f[2]
-      out[#out + 1] = f[3]
-      out[#out + 1] = f[4] or 'normal'
-      out[#out + 1] = f[5] or ''
-      out[#out + 1] = f[6] or 'default'
-      out[#out + 1] = f[7] or ''
-      claimed = claimed + 1
-    end
+    if not id then return nil end
+    if redis.call('HGET', prefix .. id, 'state') == 'pending' then return id end
   end
 end
+local out = {-1}
+local claimed = 0
+local streak = tonumber(redis.call('GET', KEYS[7]) or '0')
+local streak0 = streak
+while claimed < n do
+  local first, second = KEYS[1], KEYS[2]
+  if burst > 0 and streak >= burst then first, second = KEYS[2], KEYS[1] end
+  local id, from = next_pending(first), first
+  if not id then id, from = next_pending(second), second end
+  if not id then break end
+  if from == KEYS[1] then streak = streak + 1 else streak = 0 end
+  local key = prefix .. id
+  local attempts = redis.call('HINCRBY', key, 'attempts', 1)
+  local lease = redis.call('HINCRBY', key, 'lease', 1)
+  redis.call('HSET', key, 'state', 'running', 'started_at', now, 'worker', worker)
+  redis.call('SADD', KEYS[4], id)
+  local f = redis.call('HMGET', key, 'args', 'max_attempts', 'enqueued_at', 'priority',
+    'request_id', 'tenant', 'callback')
+  out[#out + 1] = id
+  out[#out + 1] = f[1]
+  out[#out + 1] = attempts
+  out[#out + 1] = f[2]
+  out[#out + 1] = f[3]
+  out[#out + 1] = f[4] or 'normal'
+  out[#out + 1] = f[5] or ''
+  out[#out + 1] = f[6] or 'default'
+  out[#out + 1] = f[7] or ''
+  out[#out + 1] = lease
+  claimed = claimed + 1
+end
+if streak ~= streak0 then redis.call('SET', KEYS[7], streak) end
 if claimed > 0 then redis.call('LPOP', KEYS[5], claimed) end
 local nxt = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-if nxt[2] then out[1] = tonumber(nxt[2]) end
+if nxt[2] then out[1] = math.max(tonumber(nxt[2]) - now, 0) end
 return out

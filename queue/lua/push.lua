@@ -2,7 +2,7 @@
 -- KEYS[1] job hash   KEYS[2] pending list (of its priority)   KEYS[3] scheduled zset
 -- KEYS[4] wake list  KEYS[5] idempotency key (used only when ARGV[8] == '1')
 -- KEYS[6] unfinished jobs per tenant (hash)
--- ARGV: 1 id, 2 args json, 3 kind, 4 max_attempts, 5 now ms, 6 run_at ms,
+-- ARGV: 1 id, 2 args json, 3 kind, 4 max_attempts, 5 (unused), 6 delay ms (0: now),
 --       7 idempotency ttl s, 8 has idempotency key, 9 priority, 10 wake cap,
 --       11 request id of the submission ('' when none), 12 tenant,
 --       13 completion callback URL ('' when none), 14 the tenant's cap of unfinished jobs in
@@ -19,12 +19,15 @@ if ARGV[8] == '1' then
   if existing then return {existing, 0} end
   redis.call('SET', KEYS[5], ARGV[1], 'EX', tonumber(ARGV[7]))
 end
-local now = tonumber(ARGV[5])
-local run_at = tonumber(ARGV[6])
+local now = now_ms()
+local run_at = 0
 local state = 'pending'
-if run_at > now then state = 'scheduled' end
+if tonumber(ARGV[6]) > 0 then
+  state = 'scheduled'
+  run_at = now + tonumber(ARGV[6])
+end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'args', ARGV[2], 'kind', ARGV[3],
-  'max_attempts', ARGV[4], 'attempts', 0, 'enqueued_at', ARGV[5], 'state', state,
+  'max_attempts', ARGV[4], 'attempts', 0, 'enqueued_at', now, 'state', state,
   'priority', ARGV[9], 'run_at', run_at, 'tenant', ARGV[12])
 if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'request_id', ARGV[11]) end
 if ARGV[13] ~= '' then redis.call('HSET', KEYS[1], 'callback', ARGV[13]) end

@@ -1,10 +1,10 @@
 -- stats.lua: depth and recent outcomes of one queue, from its own keys.
 -- KEYS[1] pending:high KEYS[2] pending KEYS[3] scheduled KEYS[4] dead KEYS[5] workers
--- ARGV: 1 queue key tag, 2 job key prefix, 3 now ms, 4 window minutes
+-- ARGV: 1 queue key tag, 2 job key prefix, 3 (unused), 4 window minutes
 -- Returns {pending, scheduled, running, dead, workers, oldest_pending_age_ms or -1,
 --          succeeded, failed, retried, dead_lettered} (the last four over the window).
 -- Cost is O(workers + window), never O(queue length).
-local now = tonumber(ARGV[3])
+local now = now_ms()
 local pending = redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2])
 local running = 0
 local workers = redis.call('ZRANGE', KEYS[5], 0, -1)
@@ -15,7 +15,7 @@ local oldest = -1
 for _, list in ipairs({KEYS[1], KEYS[2]}) do
   local id = redis.call('LINDEX', list, -1)
   if id then
-    local at = tonumber(redis.call('HGET', ARGV[2] .. id, 'enqueued_at') or ARGV[3])
+    local at = tonumber(redis.call('HGET', ARGV[2] .. id, 'enqueued_at') or now)
     local age = now - at
     if age > oldest then oldest = age end
   end

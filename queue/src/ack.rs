@@ -12,6 +12,15 @@
 //! 3. on failure, schedules a retry (exponential backoff with jitter) or,
 //!    after the last attempt, writes the dead record and dead-letters it;
 //! 4. frees the worker's slot, so the claim loop may claim one more job.
+//!
+//! Every write is fenced by the attempt's lease token: the record is written
+//! only while the attempt still holds the job (checked per batch), the ack,
+//! fail or release only if it holds it at that moment (inside the script),
+//! and Postgres never replaces a record with one of an earlier claim. An
+//! attempt that lost its lease (its worker was frozen past the lease and the
+//! job was recovered) has its outcome dropped, logged and counted
+//! (`hopper_job_lease_lost_total`). What such an attempt did outside Hopper
+//! still happened: handlers write idempotently, keyed by job id.
 
 use std::{
     any::Any,
@@ -41,6 +50,10 @@ use crate::{
     client::Ack, job::Running, now_ms, retry::retry_delay,
 };
 
+/// Answer of a fenced write: true when done, false when the attempt had
+/// lost its lease (nothing was written).
+type Fenced = bool;
+
 /// Attempts at writing a record or an acknowledgement before giving up.
 const WRITE_TRIES: u32 = 5;
 
@@ -54,9 +67,9 @@ pub(crate) struct AckShared {
     pub client: QueueClient,
     pub settings: QueueSettings,
     /// Group commit of finished-job records into Postgres (none: no store).
-    pub records: Option<GroupCommit<JobRecord>>,
+    pub records: Option<GroupCommit<JobRecord, Fenced>>,
     /// Group commit of this worker's acks into Redis.
-    pub acks: GroupCommit<Ack>,
+    pub acks: GroupCommit<Ack, Fenced>,
     pub slots: Arc<Semaphore>,
     pub running: Arc<Running>,
 }
@@ -180,8 +193,11 @@ async fn finish(shared: &AckShared, ctx: &JobContext, outcome: Outcome) {
         Some(_) if permanent => Some(AfterFailure::Dead("permanent")),
         Some(_) if ctx.attempt < ctx.max_attempts => {
             let s = &shared.settings;
-            let delay = retry_delay(ctx.attempt, s.backoff_base, s.backoff_max);
-            Some(AfterFailure::RetryAt(now + delay.as_millis() as i64))
+            Some(AfterFailure::RetryIn(retry_delay(
+                ctx.attempt,
+                s.backoff_base,
+                s.backoff_max,
+            )))
         }
         Some(_) => Some(AfterFailure::Dead("attempts")),
     };
@@ -191,7 +207,7 @@ async fn finish(shared: &AckShared, ctx: &JobContext, outcome: Outcome) {
             metrics::counter!(m::JOBS_FAILED, "kind" => kind).increment(1);
             tracing::warn!(job = %ctx.id, queue = kind, attempt = ctx.attempt, error = %e, "attempt failed");
             match next {
-                Some(AfterFailure::RetryAt(_)) => {
+                Some(AfterFailure::RetryIn(_)) => {
                     metrics::counter!(m::JOBS_RETRIED, "kind" => kind).increment(1)
                 }
                 Some(AfterFailure::Dead(reason)) => {
@@ -216,25 +232,33 @@ async fn finish(shared: &AckShared, ctx: &JobContext, outcome: Outcome) {
     {
         let record = final_record(shared, ctx, state, now, result.clone(), error.clone()).await;
         let callback = record.callback_url.is_some().then(|| record.clone());
-        if let Err(e) = records.submit(record).await {
-            // Not acknowledged: run it again later; its effects are idempotent.
-            tracing::error!(job = %ctx.id, "record not stored, the job will run again: {e}");
-            let at = now + shared.settings.backoff_base.as_millis() as i64;
-            let msg = format!("result not stored: {e}");
-            let again = shared
-                .client
-                .fail(
-                    ctx.kind,
-                    &ctx.worker,
-                    ctx.id,
-                    &msg,
-                    AfterFailure::RetryAt(at),
-                )
-                .await;
-            if let Err(e) = again {
-                tracing::error!(job = %ctx.id, "could not reschedule; the lease will: {e}");
+        match records.submit(record).await {
+            Ok(true) => {}
+            Ok(false) => return lease_lost(ctx),
+            Err(e) => {
+                // Not acknowledged: run it again later; its effects are idempotent.
+                tracing::error!(job = %ctx.id, "record not stored, the job will run again: {e}");
+                let msg = format!("result not stored: {e}");
+                let again = shared
+                    .client
+                    .fail(
+                        ctx.kind,
+                        &ctx.worker,
+                        ctx.id,
+                        ctx.lease,
+                        &msg,
+                        AfterFailure::RetryIn(shared.settings.backoff_base),
+                    )
+                    .await;
+                match again {
+                    Ok(true) => {}
+                    Ok(false) => lease_lost(ctx),
+                    Err(e) => {
+                        tracing::error!(job = %ctx.id, "could not reschedule; the rescuer will: {e}")
+                    }
+                }
+                return;
             }
-            return;
         }
         // The callback is queued before Redis lets go of the job: a crash
         // here re-runs it, and the webhook's idempotency key keeps it single.
@@ -250,22 +274,36 @@ async fn finish(shared: &AckShared, ctx: &JobContext, outcome: Outcome) {
             let ack = Ack {
                 id: ctx.id,
                 result: serde_json::to_string(value).unwrap_or_else(|_| "null".into()),
-                attempt: ctx.attempt,
-                started_at_ms: ctx.started_at_ms,
+                worker: ctx.worker.clone(),
+                lease: ctx.lease,
             };
             shared.acks.submit(ack).await
         }
         (_, Some(e), Some(next)) => until_recorded("fail", || {
-            shared.client.fail(ctx.kind, &ctx.worker, ctx.id, e, next)
+            shared
+                .client
+                .fail(ctx.kind, &ctx.worker, ctx.id, ctx.lease, e, next)
         })
         .await
-        .map(|_| ())
         .map_err(|e| e.to_string()),
         _ => unreachable!("an outcome is a result or an error"),
     };
-    if let Err(e) = written {
-        tracing::error!(job = %ctx.id, "could not record the outcome in Redis; the lease will re-run it: {e}");
+    match written {
+        Ok(true) => {}
+        Ok(false) => lease_lost(ctx),
+        Err(e) => tracing::error!(job = %ctx.id,
+            "could not record the outcome in Redis; the rescuer will release it: {e}"),
     }
+}
+
+/// The attempt's lease was lost: its job was recovered while it ran (this
+/// worker was presumed dead) and may have run again elsewhere. Its outcome
+/// was dropped; say so once and count it.
+fn lease_lost(ctx: &JobContext) {
+    tracing::warn!(job = %ctx.id, queue = ctx.kind.as_str(), attempt = ctx.attempt,
+        lease = ctx.lease, worker = %ctx.worker,
+        "lease lost: the job was recovered while this attempt ran; its outcome is dropped");
+    metrics::counter!(m::JOB_LEASE_LOST, "queue" => ctx.kind.as_str()).increment(1);
 }
 
 /// The Postgres record of a job that just finished, its history included
@@ -311,6 +349,7 @@ async fn final_record(
         history,
         tenant: ctx.tenant.to_string(),
         callback_url: ctx.callback_url.clone(),
+        lease: ctx.lease,
     }
 }
 
@@ -320,31 +359,27 @@ impl AckShared {
     pub fn start(
         client: QueueClient,
         kind: JobKind,
-        worker: WorkerId,
         settings: QueueSettings,
         pool: Option<Pool>,
         slots: Arc<Semaphore>,
         running: Arc<Running>,
     ) -> Self {
         let records = pool.map(|pool| {
+            let client = client.clone();
             GroupCommit::spawn(256, move |batch: Vec<JobRecord>| {
-                let pool = pool.clone();
-                async move {
-                    with_retries("store records", || db::upsert_job_records(&pool, &batch))
-                        .await
-                        .map_err(|e| e.to_string())
-                }
+                let (pool, client) = (pool.clone(), client.clone());
+                async move { store_held_records(&client, kind, &pool, batch).await }
             })
         });
         let acks = {
             let client = client.clone();
             GroupCommit::spawn(256, move |batch: Vec<Ack>| {
-                let (client, worker) = (client.clone(), worker.clone());
+                let client = client.clone();
                 async move {
-                    until_recorded("ack", || client.ack_many(kind, &worker, &batch))
+                    let lost = until_recorded("ack", || client.ack_many(kind, &batch))
                         .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| e.to_string())?;
+                    Ok(batch.iter().map(|a| !lost.contains(&a.id)).collect())
                 }
             })
         };
@@ -357,6 +392,41 @@ impl AckShared {
             running,
         }
     }
+}
+
+/// Writes the records of the attempts in `batch` that still hold their
+/// jobs (one fence check in Redis, one statement in Postgres); answers
+/// which did.
+async fn store_held_records(
+    client: &QueueClient,
+    kind: JobKind,
+    pool: &Pool,
+    batch: Vec<JobRecord>,
+) -> Result<Vec<Fenced>, String> {
+    let workers: Vec<WorkerId> = batch
+        .iter()
+        .map(|r| WorkerId::from_raw(r.worker.as_deref().unwrap_or_default()))
+        .collect();
+    let attempts: Vec<_> = batch
+        .iter()
+        .zip(&workers)
+        .map(|(r, w)| (r.id, w, r.lease))
+        .collect();
+    let held = until_recorded("lease check", || client.still_held(kind, &attempts))
+        .await
+        .map_err(|e| e.to_string())?;
+    let keep: Vec<JobRecord> = batch
+        .into_iter()
+        .zip(&held)
+        .filter(|(_, h)| **h)
+        .map(|(r, _)| r)
+        .collect();
+    if !keep.is_empty() {
+        with_retries("store records", || db::upsert_job_records(pool, &keep))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(held)
 }
 
 /// Writes a job's record to Postgres.

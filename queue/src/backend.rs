@@ -1,11 +1,17 @@
 //! [`RedisBackend`]: the apalis [`Backend`] a Hopper worker pulls jobs from.
 //!
-//! On its first poll it starts the claim loop ([`crate::fetcher`]) and the
-//! heartbeat; claimed, decoded jobs arrive through a channel bounded by the
-//! queue's concurrency. Its middleware is the late-acknowledgement layer
-//! ([`crate::ack::AckLayer`]). On close it stops claiming, gives back jobs
-//! that were claimed but never started (their attempt uncounted) and
-//! deregisters the worker, so a restart under any name starts clean.
+//! On its first poll it registers the worker and starts the claim loop
+//! ([`crate::fetcher`]), the heartbeat ([`crate::heartbeat`]) and the
+//! rescuer ([`crate::rescuer`]), each a task of its own; claimed, decoded
+//! jobs arrive through a channel bounded by the queue's concurrency. Its
+//! middleware is the late-acknowledgement layer ([`crate::ack::AckLayer`]).
+//!
+//! Shutdown, through a [`ShutdownHandle`] taken before the worker runs:
+//! claiming stops at once (nothing is claimed during the drain) while the
+//! heartbeat goes on; after the grace period the running jobs' cancellation
+//! tokens fire. On close the loops stop, jobs that were claimed but never
+//! started go back uncounted, and the worker deregisters, handing back
+//! whatever it still holds in the same script.
 
 use std::{
     marker::PhantomData,
@@ -32,8 +38,11 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     JobContext, QueueClient, QueueError, WorkerId,
     ack::{AckLayer, AckShared},
-    fetcher::{Fetcher, heartbeat_loop},
+    fetcher::Fetcher,
+    heartbeat::heartbeat_loop,
     job::Running,
+    registration::Registration,
+    rescuer::rescuer_loop,
 };
 
 /// Timing of a worker's lease on its jobs.
@@ -56,7 +65,7 @@ pub struct RedisBackend<Args> {
     admission: Option<Admission>,
     client: QueueClient,
     kind: JobKind,
-    worker: WorkerId,
+    registration: Arc<Registration>,
     settings: QueueSettings,
     lease: Lease,
     pool: Option<Pool>,
@@ -65,6 +74,8 @@ pub struct RedisBackend<Args> {
     rx: Option<mpsc::Receiver<Task<Args>>>,
     tx: Option<mpsc::Sender<Task<Args>>>,
     stop: CancellationToken,
+    /// Fires at shutdown (or with `stop`): the claim loop ends.
+    claim_stop: CancellationToken,
     loops: Vec<JoinHandle<()>>,
     closing: Option<BoxFuture<'static, Result<(), QueueError>>>,
     _args: PhantomData<Args>,
@@ -74,7 +85,7 @@ impl<Args> std::fmt::Debug for RedisBackend<Args> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBackend")
             .field("kind", &self.kind)
-            .field("worker", &self.worker)
+            .field("worker", &self.registration.id())
             .finish()
     }
 }
@@ -91,19 +102,27 @@ impl<Args: DeserializeOwned + Send + 'static> RedisBackend<Args> {
     ) -> Self {
         let settings = client.settings(kind);
         let (tx, rx) = mpsc::channel(settings.concurrency.max(1));
+        let running: Arc<Running> = Arc::default();
+        let stop = CancellationToken::new();
         Self {
             admission: None,
             slots: Arc::new(Semaphore::new(settings.concurrency)),
-            running: Arc::default(),
+            registration: Arc::new(Registration::new(
+                client.clone(),
+                kind,
+                worker,
+                running.clone(),
+            )),
+            running,
             client,
             kind,
-            worker,
             settings,
             lease,
             pool,
             rx: Some(rx),
             tx: Some(tx),
-            stop: CancellationToken::new(),
+            claim_stop: stop.child_token(),
+            stop,
             loops: Vec::new(),
             closing: None,
             _args: PhantomData,
@@ -117,39 +136,64 @@ impl<Args: DeserializeOwned + Send + 'static> RedisBackend<Args> {
         self
     }
 
-    /// Starts the claim loop and the heartbeat (once).
+    /// A handle for the process' shutdown sequence (take it before the
+    /// backend goes into a worker).
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            claim_stop: self.claim_stop.clone(),
+            running: self.running.clone(),
+            registration: self.registration.clone(),
+            client: self.client.clone(),
+            kind: self.kind,
+        }
+    }
+
+    /// Registers, then starts the claim loop, the heartbeat and the rescuer
+    /// (once).
     fn start(&mut self) {
         let Some(tx) = self.tx.take() else { return };
         let fetcher = Fetcher {
             client: self.client.clone(),
             keys: self.client.keys(self.kind),
-            worker: self.worker.clone(),
+            registration: self.registration.clone(),
+            running: self.running.clone(),
+            lease: self.lease.lease,
             slots: self.slots.clone(),
             admission: self.admission.clone(),
             batch: self.settings.concurrency.clamp(1, 256),
             tx,
-            stop: self.stop.clone(),
+            stop: self.claim_stop.clone(),
         };
         let heartbeat = heartbeat_loop(
             self.client.clone(),
             self.kind,
-            self.worker.clone(),
+            self.registration.clone(),
+            self.lease.heartbeat,
+            self.running.clone(),
+            self.stop.clone(),
+        );
+        let rescuer = rescuer_loop(
+            self.client.clone(),
+            self.kind,
+            self.registration.clone(),
             self.lease.heartbeat,
             self.lease.lease,
             self.pool.clone(),
             self.running.clone(),
             self.stop.clone(),
         );
-        let client = self.client.clone();
-        let (kind, worker) = (self.kind, self.worker.clone());
-        // Register before the first claim, so recovery can see our jobs.
+        let (registration, kind) = (self.registration.clone(), self.kind);
+        // Register before the first claim, so recovery can see our jobs (a
+        // failure here is no harm: claims are refused until the heartbeat
+        // gets through).
         self.loops.push(tokio::spawn(async move {
-            if let Err(e) = client.heartbeat(kind, &worker).await {
-                tracing::warn!(queue = %kind, "first heartbeat failed: {e}");
+            if let Err(e) = registration.register().await {
+                tracing::warn!(queue = %kind, "registering the worker failed: {e}");
             }
             fetcher.run().await;
         }));
         self.loops.push(tokio::spawn(heartbeat));
+        self.loops.push(tokio::spawn(rescuer));
     }
 
     /// The closing sequence: stop the loops, give back unstarted jobs,
@@ -159,7 +203,7 @@ impl<Args: DeserializeOwned + Send + 'static> RedisBackend<Args> {
         let loops = std::mem::take(&mut self.loops);
         let rx = self.rx.take();
         let client = self.client.clone();
-        let (kind, worker) = (self.kind, self.worker.clone());
+        let (kind, registration) = (self.kind, self.registration.clone());
         async move {
             for l in loops {
                 let _ = l.await;
@@ -168,16 +212,17 @@ impl<Args: DeserializeOwned + Send + 'static> RedisBackend<Args> {
             if let Some(mut rx) = rx {
                 while let Ok(task) = rx.try_recv() {
                     if let Some(ctx) = task.data().get::<JobContext>() {
-                        unstarted.push(ctx.id);
+                        unstarted.push((ctx.id, ctx.lease));
                     }
                 }
             }
+            let worker = registration.id();
             let n = client.release(kind, &worker, &unstarted, true).await?;
             if n > 0 {
                 tracing::info!(queue = %kind, "gave back {n} unstarted job(s)");
             }
-            client.deregister(kind, &worker).await?;
-            tracing::info!(queue = %kind, %worker, "worker deregistered");
+            let held = client.deregister(kind, &worker, "worker stopped").await?;
+            tracing::info!(queue = %kind, %worker, held, "worker deregistered");
             Ok(())
         }
         .boxed()
@@ -236,7 +281,6 @@ impl<Args: DeserializeOwned + Send + 'static> BackendConfig for RedisBackend<Arg
             inner: Arc::new(AckShared::start(
                 self.client.clone(),
                 self.kind,
-                self.worker.clone(),
                 self.settings.clone(),
                 self.pool.clone(),
                 self.slots.clone(),
@@ -249,5 +293,38 @@ impl<Args: DeserializeOwned + Send + 'static> BackendConfig for RedisBackend<Arg
 impl<Args> Drop for RedisBackend<Args> {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+/// What a stopping process does to one backend, step by step (see
+/// `hopper_worker::run`): stop claiming, let jobs run out their grace,
+/// stop them, give back the rest.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    claim_stop: CancellationToken,
+    running: Arc<Running>,
+    registration: Arc<Registration>,
+    client: QueueClient,
+    kind: JobKind,
+}
+
+impl ShutdownHandle {
+    /// The claim loop ends now; the heartbeat goes on while jobs drain.
+    pub fn stop_claiming(&self) {
+        self.claim_stop.cancel();
+    }
+
+    /// Fires the cancellation token of every running job (the grace period
+    /// is over). Returns how many.
+    pub fn stop_running(&self) -> usize {
+        self.running.stop_all(None)
+    }
+
+    /// Deregisters, handing back whatever the worker still holds, in one
+    /// script. Returns how many jobs went back.
+    pub async fn give_back(&self, why: &str) -> Result<usize, QueueError> {
+        self.client
+            .deregister(self.kind, &self.registration.id(), why)
+            .await
     }
 }

@@ -15,7 +15,6 @@ use serde::Serialize;
 use crate::{
     Priority, QueueClient, QueueError,
     client::{parse_id, record_from_hash},
-    now_ms,
 };
 
 /// Most ids one listing examines.
@@ -191,7 +190,7 @@ impl QueueClient {
         minutes: i64,
     ) -> Result<Vec<MinuteOutcomes>, QueueError> {
         let keys = self.keys(kind);
-        let now = now_ms();
+        let now = self.redis_now_ms();
         let last = now / 60_000;
         let first = last - minutes.clamp(1, 120) + 1;
         let mut pipe = redis::pipe();

@@ -6,7 +6,14 @@
 //! clone; blocking claims use a dedicated connection of their own (see
 //! [`crate::fetcher`]).
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
 
 use hopper_shared::{
     Config,
@@ -58,6 +65,9 @@ pub struct Claimed {
     pub tenant: String,
     /// Its completion callback, if any.
     pub callback_url: Option<String>,
+    /// The claim's lease token (the job's claim number): only an attempt
+    /// holding it may acknowledge, fail or release the job.
+    pub lease: u64,
 }
 
 /// A successful attempt, as acknowledged.
@@ -67,10 +77,10 @@ pub struct Ack {
     pub id: Uuid,
     /// Its result, as JSON text.
     pub result: String,
-    /// The attempt that succeeded.
-    pub attempt: u32,
-    /// Unix ms: that attempt started.
-    pub started_at_ms: i64,
+    /// The worker id it was claimed under.
+    pub worker: WorkerId,
+    /// The claim's lease token.
+    pub lease: u64,
 }
 
 /// Result of a claim: the jobs, and when the next scheduled job is due.
@@ -78,8 +88,8 @@ pub struct Ack {
 pub struct ClaimBatch {
     /// Claimed jobs, now in the worker's in-flight set.
     pub jobs: Vec<Claimed>,
-    /// Unix ms at which the earliest scheduled job falls due.
-    pub next_due_ms: Option<i64>,
+    /// How long until the earliest scheduled job falls due (Redis' clock).
+    pub next_due_in: Option<Duration>,
 }
 
 /// The outcome of a submission.
@@ -148,8 +158,8 @@ pub struct DeadPage {
 /// What follows an attempt that did not succeed.
 #[derive(Debug, Clone, Copy)]
 pub enum AfterFailure<'a> {
-    /// Run again at this Unix ms.
-    RetryAt(i64),
+    /// Run again after this long (on Redis' clock).
+    RetryIn(Duration),
     /// Dead-letter it, for this reason (`attempts`, `poison`, …).
     Dead(&'a str),
     /// Its cancellation was asked for: finish it as cancelled.
@@ -163,6 +173,10 @@ pub struct QueueClient {
     pub(crate) conn: ConnectionManager,
     prefix: Arc<str>,
     settings: Arc<HashMap<JobKind, QueueSettings>>,
+    /// Redis' clock minus ours, in ms (see [`QueueClient::sync_clock`]).
+    clock_offset: Arc<AtomicI64>,
+    /// High-priority claims in a row before a normal job goes first.
+    high_burst: u32,
 }
 
 impl std::fmt::Debug for QueueClient {
@@ -190,9 +204,34 @@ impl QueueClient {
             conn,
             prefix: config.key_prefix.as_str().into(),
             settings: Arc::new(config.queues.clone().into_iter().collect()),
+            clock_offset: Arc::default(),
+            high_burst: config.high_priority_burst,
         };
         this.ping().await?;
+        this.sync_clock().await?;
         Ok(this)
+    }
+
+    /// Measures Redis' clock against ours (`TIME`, half the round trip
+    /// allowed for). Every time that matters is taken inside the scripts;
+    /// this estimate only picks keys named by time (per-minute counters)
+    /// and shows ages, so a worker with a wrong clock still files its
+    /// counts under Redis' minute.
+    pub async fn sync_clock(&self) -> Result<(), QueueError> {
+        let before = now_ms();
+        let (secs, micros): (i64, i64) = redis::cmd("TIME")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let after = now_ms();
+        let redis_ms = secs * 1000 + micros / 1000;
+        self.clock_offset
+            .store(redis_ms - (before + after) / 2, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Unix ms on Redis' clock, as last measured by [`Self::sync_clock`].
+    pub fn redis_now_ms(&self) -> i64 {
+        now_ms() + self.clock_offset.load(Ordering::Relaxed)
     }
 
     /// Checks that Redis answers.
@@ -332,8 +371,9 @@ impl QueueClient {
     ) -> Result<(Vec<String>, Vec<String>), QueueError> {
         let keys = self.keys(kind);
         let id = Uuid::now_v7();
-        let now = now_ms();
-        let run_at = opts.delay.map_or(0, |d| now + d.as_millis() as i64);
+        let delay_ms = opts
+            .delay
+            .map_or(0, |d| d.as_millis().min(i64::MAX as u128) as i64);
         let max_attempts = opts
             .max_attempts
             .unwrap_or_else(|| self.settings(kind).max_attempts);
@@ -352,8 +392,8 @@ impl QueueClient {
                 serde_json::to_string(args)?,
                 kind.as_str().to_owned(),
                 max_attempts.to_string(),
-                now.to_string(),
-                run_at.to_string(),
+                String::new(),
+                delay_ms.to_string(),
                 IDEMPOTENCY_TTL.as_secs().to_string(),
                 if idem.is_some() { "1" } else { "0" }.to_owned(),
                 opts.priority.as_str().to_owned(),
@@ -447,7 +487,7 @@ impl QueueClient {
             .key(keys.workers())
             .arg(keys.tag())
             .arg(keys.job_prefix())
-            .arg(now_ms())
+            .arg("")
             .arg(RECENT_MINUTES)
             .invoke_async(&mut self.conn.clone())
             .await?;
@@ -489,7 +529,7 @@ impl QueueClient {
         } else {
             pipe.query_async(&mut self.conn.clone()).await?
         };
-        let now = now_ms();
+        let now = self.redis_now_ms();
         Ok(beats
             .into_iter()
             .zip(held)
@@ -505,13 +545,18 @@ impl QueueClient {
             .collect())
     }
 
-    /// Claims up to `n` jobs for `worker` (never blocks).
+    /// Claims up to `n` jobs for `worker` (never blocks) on `conn`.
+    /// [`QueueError::Evicted`] when `worker` is not registered or its last
+    /// heartbeat is older than `lease`: it must renew or register afresh.
     pub async fn claim(
+        &self,
         conn: &mut MultiplexedConnection,
-        keys: &QueueKeys,
+        kind: JobKind,
         worker: &WorkerId,
         n: usize,
+        lease: Duration,
     ) -> Result<ClaimBatch, QueueError> {
+        let keys = self.keys(kind);
         let raw: Vec<redis::Value> = SCRIPTS
             .claim
             .key(keys.pending(crate::Priority::High))
@@ -519,61 +564,94 @@ impl QueueClient {
             .key(keys.scheduled())
             .key(keys.inflight(worker))
             .key(keys.wake())
+            .key(keys.workers())
+            .key(keys.high_streak())
             .arg(keys.job_prefix())
             .arg(n)
-            .arg(now_ms())
             .arg(worker.as_str())
             .arg(PROMOTE_LIMIT)
+            .arg(lease.as_millis() as i64)
+            .arg(self.high_burst)
             .invoke_async(conn)
             .await?;
-        parse_claim(&raw)
+        parse_claim(&raw).map_err(|e| match e {
+            ClaimError::Evicted => QueueError::Evicted {
+                worker: worker.to_string(),
+                queue: kind.as_str().into(),
+            },
+            ClaimError::Queue(e) => e,
+        })
     }
 
-    /// Records the success of many of `worker`'s jobs in one call. Returns
-    /// how many were still known to Redis.
-    pub async fn ack_many(
+    /// Records the success of many jobs in one call per worker id among
+    /// them. Fenced: a job is acknowledged only while its attempt still
+    /// holds it (see `ack.lua`). Returns the ids whose lease was lost.
+    pub async fn ack_many(&self, kind: JobKind, acks: &[Ack]) -> Result<Vec<Uuid>, QueueError> {
+        let keys = self.keys(kind);
+        let retention = self.settings(kind).retention.as_millis() as i64;
+        let mut lost = Vec::new();
+        let mut workers: Vec<&WorkerId> = acks.iter().map(|a| &a.worker).collect();
+        workers.dedup();
+        workers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        workers.dedup();
+        for worker in workers {
+            let mut inv = SCRIPTS.ack.prepare_invoke();
+            inv.key(keys.inflight(worker))
+                .key(keys.done())
+                .key(keys.stats_minute(self.redis_now_ms()))
+                .key(keys.cancel_requests())
+                .key(keys.tenant_load())
+                .arg(retention)
+                .arg(keys.job_prefix())
+                .arg(STATS_TTL_S)
+                .arg(worker.as_str());
+            for a in acks.iter().filter(|a| &a.worker == worker) {
+                inv.arg(a.id.to_string()).arg(&a.result).arg(a.lease);
+            }
+            let ids: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
+            for id in ids {
+                lost.push(parse_id(&id)?);
+            }
+        }
+        Ok(lost)
+    }
+
+    /// Which of these attempts (job, the worker id it was claimed under,
+    /// lease) still hold their jobs; in order.
+    pub async fn still_held(
         &self,
         kind: JobKind,
-        worker: &WorkerId,
-        acks: &[Ack],
-    ) -> Result<usize, QueueError> {
-        let keys = self.keys(kind);
-        let now = now_ms();
-        let cutoff = now - self.settings(kind).retention.as_millis() as i64;
-        let mut inv = SCRIPTS.ack.prepare_invoke();
-        inv.key(keys.inflight(worker))
-            .key(keys.done())
-            .key(keys.stats_minute(now))
-            .key(keys.cancel_requests())
-            .key(keys.tenant_load())
-            .arg(now)
-            .arg(cutoff)
-            .arg(keys.job_prefix())
-            .arg(STATS_TTL_S)
-            .arg(worker.as_str());
-        for a in acks {
-            inv.arg(a.id.to_string())
-                .arg(&a.result)
-                .arg(a.attempt)
-                .arg(a.started_at_ms);
+        attempts: &[(Uuid, &WorkerId, u64)],
+    ) -> Result<Vec<bool>, QueueError> {
+        if attempts.is_empty() {
+            return Ok(Vec::new());
         }
-        let n: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
-        Ok(n as usize)
+        let keys = self.keys(kind);
+        let mut inv = SCRIPTS.held.prepare_invoke();
+        for (id, worker, lease) in attempts {
+            inv.key(keys.job(id)).key(keys.inflight(worker));
+            inv.arg(id.to_string()).arg(*lease);
+        }
+        let held: Vec<i64> = inv.invoke_async(&mut self.conn.clone()).await?;
+        Ok(held.into_iter().map(|h| h == 1).collect())
     }
 
     /// Records an attempt that did not succeed, and what follows it.
+    /// Fenced like [`Self::ack_many`]: false (and nothing changed) when the
+    /// attempt under `lease` no longer holds the job.
     pub async fn fail(
         &self,
         kind: JobKind,
         worker: &WorkerId,
         id: Uuid,
+        lease: u64,
         error: &str,
         next: AfterFailure<'_>,
     ) -> Result<bool, QueueError> {
         let keys = self.keys(kind);
-        let now = now_ms();
-        let (retry_at, final_state, reason) = match next {
-            AfterFailure::RetryAt(at) => (at, "", ""),
+        let now = self.redis_now_ms();
+        let (retry_in, final_state, reason) = match next {
+            AfterFailure::RetryIn(d) => (d.as_millis().min(i64::MAX as u128) as i64, "", ""),
             AfterFailure::Dead(reason) => (-1, "dead", reason),
             AfterFailure::Cancelled => (-1, "cancelled", ""),
         };
@@ -587,13 +665,14 @@ impl QueueClient {
             .key(keys.wake())
             .key(keys.cancel_requests())
             .key(keys.tenant_load())
+            .key(keys.done())
             .arg(id.to_string())
-            .arg(now)
             .arg(error)
-            .arg(retry_at)
+            .arg(retry_in)
             .arg(final_state)
             .arg(reason)
             .arg(STATS_TTL_S)
+            .arg(lease)
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(ok == 1)
@@ -616,7 +695,6 @@ impl QueueClient {
             .key(keys.done())
             .key(keys.tenant_load())
             .arg(id.to_string())
-            .arg(now_ms())
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok((!state.is_empty()).then_some((job.kind, state)))
@@ -777,15 +855,32 @@ impl QueueClient {
         Ok(n as usize)
     }
 
-    /// Renews `worker`'s lease on `kind`'s queue.
-    pub async fn heartbeat(&self, kind: JobKind, worker: &WorkerId) -> Result<(), QueueError> {
-        redis::cmd("ZADD")
-            .arg(self.keys(kind).workers())
-            .arg(now_ms())
+    /// Registers a fresh `worker` id on `kind`'s queue.
+    pub async fn register(&self, kind: JobKind, worker: &WorkerId) -> Result<(), QueueError> {
+        self.beat(kind, worker, true).await.map(|_| ())
+    }
+
+    /// Renews `worker`'s lease on `kind`'s queue. False when it is no
+    /// longer registered: it was presumed dead and its jobs were recovered,
+    /// so it must stop what it runs and register under a new id.
+    pub async fn heartbeat(&self, kind: JobKind, worker: &WorkerId) -> Result<bool, QueueError> {
+        self.beat(kind, worker, false).await
+    }
+
+    async fn beat(
+        &self,
+        kind: JobKind,
+        worker: &WorkerId,
+        fresh: bool,
+    ) -> Result<bool, QueueError> {
+        let alive: i64 = SCRIPTS
+            .heartbeat
+            .key(self.keys(kind).workers())
             .arg(worker.as_str())
-            .query_async::<i64>(&mut self.conn.clone())
+            .arg(if fresh { "1" } else { "0" })
+            .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(())
+        Ok(alive == 1)
     }
 
     /// Re-queues the jobs of workers silent for longer than `lease`;
@@ -801,7 +896,6 @@ impl QueueClient {
             .key(keys.wake())
             .key(keys.tenant_load())
             .arg(keys.tag())
-            .arg(now_ms())
             .arg(lease.as_millis() as i64)
             .arg(16)
             .invoke_async(&mut self.conn.clone())
@@ -809,16 +903,17 @@ impl QueueClient {
         dead.iter().map(|s| parse_id(s)).collect()
     }
 
-    /// Gives jobs claimed by `worker` back to the front of the queue.
-    /// `uncount`: their attempt never started, so it is not counted.
+    /// Gives jobs claimed by `worker` back to the front of the queue: each
+    /// `(id, lease)` only while that claim still holds it. `uncount`: their
+    /// attempt never started, so it is not counted.
     pub async fn release(
         &self,
         kind: JobKind,
         worker: &WorkerId,
-        ids: &[Uuid],
+        jobs: &[(Uuid, u64)],
         uncount: bool,
     ) -> Result<usize, QueueError> {
-        if ids.is_empty() {
+        if jobs.is_empty() {
             return Ok(0);
         }
         let keys = self.keys(kind);
@@ -829,35 +924,63 @@ impl QueueClient {
             .key(keys.wake())
             .arg(keys.job_prefix())
             .arg(if uncount { "1" } else { "0" });
-        for id in ids {
-            inv.arg(id.to_string());
+        for (id, lease) in jobs {
+            inv.arg(id.to_string()).arg(*lease);
         }
         let n: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
         Ok(n as usize)
     }
 
-    /// Removes `worker` from `kind`'s queue after returning whatever it
-    /// still holds (attempts counted: they did start).
-    pub async fn deregister(&self, kind: JobKind, worker: &WorkerId) -> Result<(), QueueError> {
+    /// Releases the strays in `worker`'s in-flight set: jobs it does not
+    /// hold (`held`) whose claim is older than `min_age` (a younger one may
+    /// still be on its way to the worker). Their attempt stays counted and
+    /// their history says why. Returns their ids.
+    pub async fn reconcile(
+        &self,
+        kind: JobKind,
+        worker: &WorkerId,
+        held: &[Uuid],
+        min_age: Duration,
+    ) -> Result<Vec<Uuid>, QueueError> {
         let keys = self.keys(kind);
-        let held: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(keys.inflight(worker))
-            .query_async(&mut self.conn.clone())
-            .await?;
-        let ids = held
-            .iter()
-            .map(|s| parse_id(s))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.release(kind, worker, &ids, false).await?;
-        redis::pipe()
-            .cmd("ZREM")
-            .arg(keys.workers())
+        let mut inv = SCRIPTS.reconcile.prepare_invoke();
+        inv.key(keys.inflight(worker))
+            .key(keys.pending(crate::Priority::High))
+            .key(keys.pending(crate::Priority::Normal))
+            .key(keys.wake())
+            .arg(keys.job_prefix())
             .arg(worker.as_str())
-            .cmd("DEL")
-            .arg(keys.inflight(worker))
-            .query_async::<()>(&mut self.conn.clone())
+            .arg(min_age.as_millis() as i64);
+        for id in held {
+            inv.arg(id.to_string());
+        }
+        let strays: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
+        strays.iter().map(|s| parse_id(s)).collect()
+    }
+
+    /// Removes `worker` from `kind`'s queue and hands back whatever it
+    /// still holds (attempts counted: they did start), in one script.
+    /// `why` goes into each handed-back job's history. Returns how many.
+    pub async fn deregister(
+        &self,
+        kind: JobKind,
+        worker: &WorkerId,
+        why: &str,
+    ) -> Result<usize, QueueError> {
+        let keys = self.keys(kind);
+        let n: i64 = SCRIPTS
+            .deregister
+            .key(keys.workers())
+            .key(keys.inflight(worker))
+            .key(keys.pending(crate::Priority::High))
+            .key(keys.pending(crate::Priority::Normal))
+            .key(keys.wake())
+            .arg(keys.job_prefix())
+            .arg(worker.as_str())
+            .arg(why)
+            .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(())
+        Ok(n as usize)
     }
 }
 
@@ -868,7 +991,20 @@ pub(crate) fn parse_id(s: &str) -> Result<Uuid, QueueError> {
     })
 }
 
-fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, QueueError> {
+/// Why a claim's reply is not a batch.
+enum ClaimError {
+    /// The worker must renew or register afresh.
+    Evicted,
+    Queue(QueueError),
+}
+
+impl From<QueueError> for ClaimError {
+    fn from(e: QueueError) -> Self {
+        ClaimError::Queue(e)
+    }
+}
+
+fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, ClaimError> {
     let corrupt = |why: &str| QueueError::Corrupt {
         id: "<claim>".into(),
         why: why.into(),
@@ -881,8 +1017,11 @@ fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, QueueError> {
     };
     let (first, rest) = raw.split_first().ok_or_else(|| corrupt("empty reply"))?;
     let next_due = int(first)?;
-    let mut jobs = Vec::with_capacity(rest.len() / 9);
-    for c in rest.chunks(9) {
+    if next_due == -2 {
+        return Err(ClaimError::Evicted);
+    }
+    let mut jobs = Vec::with_capacity(rest.len() / 10);
+    for c in rest.chunks(10) {
         let [
             id,
             args,
@@ -893,9 +1032,10 @@ fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, QueueError> {
             request_id,
             tenant,
             callback,
+            lease,
         ] = c
         else {
-            return Err(corrupt("truncated reply"));
+            return Err(corrupt("truncated reply").into());
         };
         jobs.push(Claimed {
             id: parse_id(&text(id)?)?,
@@ -911,11 +1051,12 @@ fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, QueueError> {
             request_id: Some(text(request_id)?).filter(|r| !r.is_empty()),
             tenant: text(tenant)?,
             callback_url: Some(text(callback)?).filter(|c| !c.is_empty()),
+            lease: int(lease)? as u64,
         });
     }
     Ok(ClaimBatch {
         jobs,
-        next_due_ms: (next_due >= 0).then_some(next_due),
+        next_due_in: (next_due >= 0).then(|| Duration::from_millis(next_due as u64)),
     })
 }
 
@@ -956,6 +1097,7 @@ pub(crate) fn record_from_hash(
         priority: f.get("priority").cloned(),
         request_id: f.get("request_id").cloned(),
         run_at_ms: int("run_at").filter(|&t| t > 0),
+        lease: int("lease").unwrap_or(0) as u64,
         callback_url: f.get("callback").cloned(),
         tenant: f
             .get("tenant")

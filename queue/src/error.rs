@@ -27,6 +27,15 @@ pub enum QueueError {
         /// Its unfinished jobs there.
         load: u64,
     },
+    /// The worker is no longer registered on the queue (it was presumed dead
+    /// and its jobs recovered); it must register afresh before it claims.
+    #[error("worker `{worker}` is not registered on the {queue} queue (evicted)")]
+    Evicted {
+        /// The worker id that was refused.
+        worker: String,
+        /// The queue.
+        queue: String,
+    },
     /// Writing a job record to Postgres failed.
     #[error(transparent)]
     Store(#[from] hopper_shared::Error),

@@ -10,21 +10,26 @@
 //!
 //! A payload that does not decode into the worker's argument type is a
 //! poison job: it goes to the dead letters at once and the loop goes on.
+//!
+//! It claims under the worker's current registration ([`Registration`]);
+//! `claim.lua` refuses a worker that is not registered or whose lease ran
+//! out, and the loop then renews (or registers afresh) before it claims
+//! again, so no job ever lands in the in-flight set of a worker presumed
+//! dead. Shutdown stops it at once: no job is claimed during a drain.
 
 use std::{sync::Arc, time::Duration};
 
 use apalis_core::task::{Task, builder::TaskBuilder, task_id::TaskId};
-use deadpool_postgres::Pool;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    JobContext, QueueClient, QueueKeys, WorkerId,
-    ack::persist_record,
+    JobContext, QueueClient, QueueError, QueueKeys,
     client::{AfterFailure, ClaimBatch, Claimed},
     job::Running,
     now_ms,
+    registration::Registration,
 };
 
 /// Longest single block on the wake list; also bounds how late a worker
@@ -43,7 +48,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub(crate) struct Fetcher<Args> {
     pub client: QueueClient,
     pub keys: QueueKeys,
-    pub worker: WorkerId,
+    pub registration: Arc<Registration>,
+    pub running: Arc<Running>,
+    pub lease: Duration,
     pub slots: Arc<Semaphore>,
     pub admission: Option<crate::backend::Admission>,
     pub batch: usize,
@@ -112,8 +119,20 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
                     }
                 },
             };
-            let batch = match QueueClient::claim(c, &self.keys, &self.worker, want).await {
+            let worker = self.registration.id();
+            let claimed = self
+                .client
+                .claim(c, self.keys.kind, &worker, want, self.lease)
+                .await;
+            let batch = match claimed {
                 Ok(b) => b,
+                Err(QueueError::Evicted { .. }) => {
+                    self.slots.add_permits(want);
+                    if let Err(e) = self.registration.renew().await {
+                        backoff = self.pause(backoff, &e).await;
+                    }
+                    continue;
+                }
                 Err(e) => {
                     self.slots.add_permits(want);
                     conn = None;
@@ -122,16 +141,19 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
                 }
             };
             backoff = BACKOFF_MIN;
-            let ClaimBatch { jobs, next_due_ms } = batch;
+            let ClaimBatch { jobs, next_due_in } = batch;
             self.slots.add_permits(want - jobs.len());
             if jobs.is_empty() {
-                if !self.wait_for_work(c, next_due_ms).await {
+                if !self.wait_for_work(c, next_due_in).await {
                     conn = None;
                 }
                 continue;
             }
+            for job in &jobs {
+                self.running.claimed(job.id);
+            }
             for job in jobs {
-                if !self.hand_over(job).await {
+                if !self.hand_over(job, &worker).await {
                     return;
                 }
             }
@@ -148,12 +170,11 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
     async fn wait_for_work(
         &self,
         conn: &mut redis::aio::MultiplexedConnection,
-        next_due_ms: Option<i64>,
+        next_due_in: Option<Duration>,
     ) -> bool {
-        let block = next_due_ms
-            .map(|due| Duration::from_millis((due - now_ms()).max(1) as u64))
+        let block = next_due_in
             .unwrap_or(MAX_BLOCK)
-            .min(MAX_BLOCK);
+            .clamp(Duration::from_millis(1), MAX_BLOCK);
         let mut cmd = redis::cmd("BLPOP");
         cmd.arg(self.keys.wake()).arg(block.as_secs_f64());
         let blpop = cmd.query_async::<Option<(String, String)>>(conn);
@@ -165,11 +186,12 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
 
     /// Decodes a claimed job and passes it to the worker; a poison payload
     /// is dead-lettered. False when the worker is gone.
-    async fn hand_over(&self, job: Claimed) -> bool {
+    async fn hand_over(&self, job: Claimed, worker: &crate::WorkerId) -> bool {
         let args = match serde_json::from_str::<Args>(&job.args) {
             Ok(a) => a,
             Err(e) => {
-                self.poison(&job, &e.to_string()).await;
+                self.poison(&job, worker, &e.to_string()).await;
+                self.running.remove(&job.id);
                 self.slots.add_permits(1);
                 return true;
             }
@@ -181,7 +203,8 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
             max_attempts: job.max_attempts,
             enqueued_at_ms: job.enqueued_at_ms,
             started_at_ms: now_ms(),
-            worker: self.worker.clone(),
+            worker: worker.clone(),
+            lease: job.lease,
             args_json: job.args.into(),
             priority: job.priority,
             request_id: job.request_id,
@@ -199,14 +222,15 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
             // The backend is gone: give the job back untouched.
             let _ = self
                 .client
-                .release(self.keys.kind, &self.worker, &[job.id], true)
+                .release(self.keys.kind, worker, &[(job.id, job.lease)], true)
                 .await;
+            self.running.remove(&job.id);
             return false;
         }
         true
     }
 
-    async fn poison(&self, job: &Claimed, why: &str) {
+    async fn poison(&self, job: &Claimed, worker: &crate::WorkerId, why: &str) {
         let error = format!("payload does not decode as a {} job: {why}", self.keys.kind);
         tracing::error!(job = %job.id, queue = %self.keys.kind, %error, "poison job dead-lettered");
         metrics::counter!(hopper_shared::metrics::JOBS_DEAD_LETTERED,
@@ -216,8 +240,9 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
             .client
             .fail(
                 self.keys.kind,
-                &self.worker,
+                worker,
                 job.id,
+                job.lease,
                 &error,
                 AfterFailure::Dead("poison"),
             )
@@ -234,69 +259,5 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
             _ = self.stop.cancelled() => {}
         }
         (backoff * 2).min(BACKOFF_MAX)
-    }
-}
-
-/// Renews the worker's lease every `interval`, passes cancellation requests
-/// to the jobs running here, and recovers the jobs of workers whose lease ran
-/// out, writing the records of any it dead-letters.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn heartbeat_loop(
-    client: QueueClient,
-    kind: hopper_shared::jobs::JobKind,
-    worker: WorkerId,
-    interval: Duration,
-    lease: Duration,
-    pool: Option<Pool>,
-    running: Arc<Running>,
-    stop: CancellationToken,
-) {
-    loop {
-        let outcome = match client.heartbeat(kind, &worker).await {
-            Ok(()) => "ok",
-            Err(e) => {
-                tracing::warn!(queue = %kind, "heartbeat failed: {e}");
-                "failed"
-            }
-        };
-        metrics::counter!(hopper_shared::metrics::WORKER_HEARTBEATS, "queue" => kind.as_str(), "outcome" => outcome)
-            .increment(1);
-        match client.cancel_requests(kind).await {
-            Ok(ids) if !ids.is_empty() => {
-                let n = running.cancel(&ids);
-                if n > 0 {
-                    tracing::info!(queue = %kind, "cancelling {n} running job(s) on request");
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(queue = %kind, "reading cancel requests failed: {e}"),
-        }
-        match client.recover(kind, lease).await {
-            Ok(dead) => {
-                for id in dead {
-                    tracing::warn!(job = %id, queue = %kind, "dead-lettered: worker lost on last attempt");
-                    metrics::counter!(hopper_shared::metrics::JOBS_DEAD_LETTERED,
-                        "kind" => kind.as_str(), "reason" => "worker_lost")
-                    .increment(1);
-                    let Some(pool) = &pool else { continue };
-                    let stored = match client.job(kind, id).await {
-                        Ok(Some(rec)) => match persist_record(pool, &rec).await {
-                            Ok(()) => client.push_webhook(&rec).await,
-                            Err(e) => Err(e),
-                        },
-                        Ok(None) => Ok(()),
-                        Err(e) => Err(e),
-                    };
-                    if let Err(e) = stored {
-                        tracing::warn!(job = %id, "could not store dead job record: {e}");
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(queue = %kind, "recovery failed: {e}"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.cancelled() => return,
-        }
     }
 }

@@ -113,8 +113,11 @@ pub struct JobContext {
     pub enqueued_at_ms: i64,
     /// Unix ms: this attempt claimed.
     pub started_at_ms: i64,
-    /// The worker running it.
+    /// The worker id it was claimed under.
     pub worker: WorkerId,
+    /// The claim's lease token: the attempt's outcome counts only while it
+    /// still holds the job under this token (fencing).
+    pub lease: u64,
     /// The submitted arguments, as stored.
     pub args_json: Arc<str>,
     /// Its priority.
@@ -140,31 +143,78 @@ impl JobContext {
     }
 }
 
-/// The jobs a worker runs right now on one queue, so cancellation requests
-/// can reach them.
+/// The jobs a worker holds on one queue: from the moment a claim's reply
+/// arrives until the attempt's outcome is recorded. The rescuer compares them
+/// with the worker's in-flight set in Redis to find strays; the heartbeat
+/// passes cancellation requests to the ones that run.
 #[derive(Debug, Default)]
-pub(crate) struct Running(Mutex<HashMap<uuid::Uuid, JobContext>>);
+pub(crate) struct Running(Mutex<HashMap<uuid::Uuid, Held>>);
+
+#[derive(Debug)]
+struct Held {
+    /// Set once the handler starts.
+    ctx: Option<JobContext>,
+}
 
 impl Running {
-    pub fn insert(&self, ctx: &JobContext) {
+    /// A claim handed this job over (its handler has not started).
+    pub fn claimed(&self, id: uuid::Uuid) {
         self.0
             .lock()
             .expect("running map")
-            .insert(ctx.id, ctx.clone());
+            .insert(id, Held { ctx: None });
     }
 
+    /// Its handler starts.
+    pub fn insert(&self, ctx: &JobContext) {
+        self.0.lock().expect("running map").insert(
+            ctx.id,
+            Held {
+                ctx: Some(ctx.clone()),
+            },
+        );
+    }
+
+    /// Its outcome is recorded (or it was given back).
     pub fn remove(&self, id: &uuid::Uuid) {
         self.0.lock().expect("running map").remove(id);
     }
 
-    /// Fires the cancellation of each listed job that runs here.
+    /// Every job held now.
+    pub fn ids(&self) -> Vec<uuid::Uuid> {
+        self.0
+            .lock()
+            .expect("running map")
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// Fires the cancellation of each listed job that runs here, as asked
+    /// for by a client.
     pub fn cancel(&self, ids: &[uuid::Uuid]) -> usize {
         let map = self.0.lock().expect("running map");
         let mut n = 0;
         for id in ids {
-            if let Some(ctx) = map.get(id)
+            if let Some(Held { ctx: Some(ctx) }) = map.get(id)
                 && !ctx.cancel_requested.swap(true, Ordering::SeqCst)
             {
+                ctx.cancel.cancel();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Fires the cancellation token of every running job claimed under
+    /// `worker` (all of them when `None`): the worker was evicted, or its
+    /// shutdown grace is over. Not a client's request: their jobs are
+    /// retried, not cancelled.
+    pub fn stop_all(&self, worker: Option<&WorkerId>) -> usize {
+        let map = self.0.lock().expect("running map");
+        let mut n = 0;
+        for ctx in map.values().filter_map(|h| h.ctx.as_ref()) {
+            if worker.is_none_or(|w| &ctx.worker == w) && !ctx.cancel.is_cancelled() {
                 ctx.cancel.cancel();
                 n += 1;
             }

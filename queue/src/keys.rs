@@ -14,6 +14,7 @@
 //! {<prefix>:<queue>}:tenants          HASH  tenant -> unfinished jobs (the per-tenant cap)
 //! {<prefix>:<queue>}:idem:<key>       STRING  idempotency key -> job id (with a TTL)
 //! {<prefix>:<queue>}:stats:<minute>   HASH  succeeded / failed / retried / dead counts
+//! {<prefix>:<queue>}:fair             STRING  high-priority claims in a row (fair priorities)
 //! ```
 //!
 //! The braces are a Redis Cluster hash tag: all keys of a queue map to one
@@ -114,7 +115,13 @@ impl QueueKeys {
         format!("{}:x:{name}", self.tag)
     }
 
-    /// Outcome counters of the minute containing `now_ms`.
+    /// High-priority jobs claimed in a row since the last normal one (the
+    /// fairness counter of `claim.lua`).
+    pub fn high_streak(&self) -> String {
+        format!("{}:fair", self.tag)
+    }
+
+    /// Per-minute outcome counters of the minute holding `now_ms`.
     pub fn stats_minute(&self, now_ms: i64) -> String {
         format!("{}:stats:{}", self.tag, now_ms / 60_000)
     }

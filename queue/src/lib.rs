@@ -30,12 +30,15 @@ pub mod browse;
 pub mod client;
 pub mod error;
 pub mod fetcher;
+mod heartbeat;
 pub mod job;
 pub mod keys;
+mod registration;
+mod rescuer;
 pub mod retry;
 mod scripts;
 
-pub use backend::{Admission, Lease, RedisBackend};
+pub use backend::{Admission, Lease, RedisBackend, ShutdownHandle};
 pub use browse::MinuteOutcomes;
 pub use client::{AfterFailure, DeadPage, QueueClient, QueueStats, WorkerInfo};
 pub use error::QueueError;

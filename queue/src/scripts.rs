@@ -1,5 +1,9 @@
 //! The Lua scripts of the queue, loaded once and run by SHA (redis-rs falls
 //! back to EVAL and reloads them after a Redis restart).
+//!
+//! Each script is `lua/prelude.lua` (Redis' clock, the fence, history and
+//! tenant bookkeeping: logic that lives once) followed by the script's own
+//! file.
 
 use std::sync::LazyLock;
 
@@ -16,16 +20,33 @@ pub(crate) struct Scripts {
     pub stats: Script,
     pub cancel: Script,
     pub dead: Script,
+    pub heartbeat: Script,
+    pub deregister: Script,
+    pub reconcile: Script,
+    pub held: Script,
+}
+
+macro_rules! script {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("../lua/prelude.lua"),
+            include_str!(concat!("../lua/", $file))
+        ))
+    };
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    push: Script::new(include_str!("../lua/push.lua")),
-    claim: Script::new(include_str!("../lua/claim.lua")),
-    ack: Script::new(include_str!("../lua/ack.lua")),
-    fail: Script::new(include_str!("../lua/fail.lua")),
-    recover: Script::new(include_str!("../lua/recover.lua")),
-    release: Script::new(include_str!("../lua/release.lua")),
-    stats: Script::new(include_str!("../lua/stats.lua")),
-    cancel: Script::new(include_str!("../lua/cancel.lua")),
-    dead: Script::new(include_str!("../lua/dead.lua")),
+    push: script!("push.lua"),
+    claim: script!("claim.lua"),
+    ack: script!("ack.lua"),
+    fail: script!("fail.lua"),
+    recover: script!("recover.lua"),
+    release: script!("release.lua"),
+    stats: script!("stats.lua"),
+    cancel: script!("cancel.lua"),
+    dead: script!("dead.lua"),
+    heartbeat: script!("heartbeat.lua"),
+    deregister: script!("deregister.lua"),
+    reconcile: script!("reconcile.lua"),
+    held: script!("held.lua"),
 });

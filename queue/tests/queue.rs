@@ -77,6 +77,31 @@ async fn conn(q: &QueueClient) -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
+/// Claims up to `n` echo jobs for `w` (registered by the caller) with a
+/// long lease.
+async fn claim(q: &QueueClient, w: &WorkerId, n: usize) -> hopper_queue::client::ClaimBatch {
+    q.claim(
+        &mut conn(q).await,
+        JobKind::Echo,
+        w,
+        n,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap()
+}
+
+/// Asserts that `w`'s claim under `lease` is refused as evicted.
+async fn assert_refused(q: &QueueClient, w: &WorkerId, lease: Duration) {
+    let refused = q
+        .claim(&mut conn(q).await, JobKind::Echo, w, 1, lease)
+        .await;
+    assert!(
+        matches!(refused, Err(hopper_queue::QueueError::Evicted { .. })),
+        "{refused:?}"
+    );
+}
+
 fn echo(msg: &str) -> serde_json::Value {
     json!({ "message": msg })
 }
@@ -155,18 +180,13 @@ async fn high_priority_jobs_are_claimed_first_and_fifo_within_a_priority() {
         .id;
     let h1 = q.push(JobKind::Echo, &echo("h1"), &high).await.unwrap().id;
     let w = WorkerId::generate();
-    let batch = QueueClient::claim(&mut conn(&q).await, &q.keys(JobKind::Echo), &w, 10)
-        .await
-        .unwrap();
+    q.register(JobKind::Echo, &w).await.unwrap();
+    let batch = claim(&q, &w, 10).await;
     let order: Vec<_> = batch.jobs.iter().map(|j| j.id).collect();
     assert_eq!(order, vec![h1, n1, n2]);
     assert!(batch.jobs.iter().all(|j| j.attempt == 1));
     let stats = q.stats(JobKind::Echo).await.unwrap();
-    assert_eq!(
-        (stats.pending, stats.running),
-        (0, 0),
-        "unregistered worker's jobs are not counted"
-    );
+    assert_eq!((stats.pending, stats.running), (0, 3));
 }
 
 #[tokio::test]
@@ -187,18 +207,15 @@ async fn a_delayed_job_is_not_claimed_before_its_time() {
         JobState::Scheduled
     );
     let w = WorkerId::generate();
-    let keys = q.keys(JobKind::Echo);
-    let mut conn = conn(&q).await;
-    let early = QueueClient::claim(&mut conn, &keys, &w, 10).await.unwrap();
+    q.register(JobKind::Echo, &w).await.unwrap();
+    let early = claim(&q, &w, 10).await;
     assert!(early.jobs.is_empty());
     let due = early
-        .next_due_ms
+        .next_due_in
         .expect("the claim reports when the next job is due");
-    tokio::time::sleep(Duration::from_millis(
-        (due - hopper_queue::now_ms()).max(0) as u64 + 5,
-    ))
-    .await;
-    let late = QueueClient::claim(&mut conn, &keys, &w, 10).await.unwrap();
+    assert!(due <= Duration::from_millis(300), "{due:?}");
+    tokio::time::sleep(due + Duration::from_millis(5)).await;
+    let late = claim(&q, &w, 10).await;
     assert_eq!(late.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![id]);
 }
 
@@ -225,10 +242,8 @@ async fn a_silent_workers_jobs_are_recovered_and_their_attempt_counted() {
         .unwrap()
         .id;
     let gone = WorkerId::generate();
-    q.heartbeat(JobKind::Echo, &gone).await.unwrap();
-    let batch = QueueClient::claim(&mut conn(&q).await, &q.keys(JobKind::Echo), &gone, 10)
-        .await
-        .unwrap();
+    q.register(JobKind::Echo, &gone).await.unwrap();
+    let batch = claim(&q, &gone, 10).await;
     assert_eq!(batch.jobs.len(), 2);
 
     // Still within its lease: nothing is touched.
@@ -411,5 +426,293 @@ async fn the_soft_time_limit_reaches_the_handler_through_its_token() {
             .parse()
             .unwrap();
         assert!((90..1000).contains(&ms), "token fired after {ms} ms");
+    });
+}
+
+/// Waits until `w`'s lease is taken by recovery (as a live worker's rescuer
+/// would after `w` froze).
+async fn evict(q: &QueueClient, w: &WorkerId) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        q.recover(JobKind::Echo, Duration::from_millis(1))
+            .await
+            .unwrap();
+        let workers = q.workers(JobKind::Echo).await.unwrap();
+        if !workers.iter().any(|i| i.worker == w.as_str()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{w} never evicted");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_stale_attempt_cannot_ack_fail_or_release_a_job_claimed_again() {
+    let c = config(&[]);
+    let q = client(&c).await;
+    let id = q
+        .push(JobKind::Echo, &echo("fenced"), &PushOptions::default())
+        .await
+        .unwrap()
+        .id;
+    let frozen = WorkerId::generate();
+    q.register(JobKind::Echo, &frozen).await.unwrap();
+    let stale = claim(&q, &frozen, 1).await.jobs.remove(0);
+    evict(&q, &frozen).await;
+    let live = WorkerId::generate();
+    q.register(JobKind::Echo, &live).await.unwrap();
+    let owner = claim(&q, &live, 1).await.jobs.remove(0);
+    assert_eq!((owner.id, owner.attempt), (id, 2));
+    assert!(owner.lease > stale.lease);
+
+    // The frozen worker wakes: every write of its attempt is refused.
+    let ack = |worker: &WorkerId, lease: u64, result: &str| hopper_queue::client::Ack {
+        id,
+        result: format!("\"{result}\""),
+        worker: worker.clone(),
+        lease,
+    };
+    let lost = q
+        .ack_many(JobKind::Echo, &[ack(&frozen, stale.lease, "stale")])
+        .await
+        .unwrap();
+    assert_eq!(lost, vec![id], "the stale ack is refused");
+    let failed = q
+        .fail(
+            JobKind::Echo,
+            &frozen,
+            id,
+            stale.lease,
+            "stale failure",
+            hopper_queue::AfterFailure::RetryIn(Duration::ZERO),
+        )
+        .await
+        .unwrap();
+    assert!(!failed, "the stale fail is refused");
+    let released = q
+        .release(JobKind::Echo, &frozen, &[(id, stale.lease)], true)
+        .await
+        .unwrap();
+    assert_eq!(released, 0, "the stale release is refused");
+    // Even under the live worker's id, an old lease is refused.
+    let lost = q
+        .ack_many(JobKind::Echo, &[ack(&live, stale.lease, "stale")])
+        .await
+        .unwrap();
+    assert_eq!(lost, vec![id]);
+    assert_eq!(
+        q.still_held(
+            JobKind::Echo,
+            &[(id, &frozen, stale.lease), (id, &live, owner.lease)]
+        )
+        .await
+        .unwrap(),
+        vec![false, true]
+    );
+    let job = q.job(JobKind::Echo, id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.attempts, job.worker.as_deref()),
+        (JobState::Running, 2, Some(live.as_str()))
+    );
+
+    // The owner finishes it; the history names both attempts truly.
+    let lost = q
+        .ack_many(JobKind::Echo, &[ack(&live, owner.lease, "owner")])
+        .await
+        .unwrap();
+    assert!(lost.is_empty());
+    let job = q.job(JobKind::Echo, id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Succeeded);
+    assert_eq!(job.result, Some(json!("owner")));
+    let outcomes: Vec<_> = job
+        .history
+        .iter()
+        .map(|h| (h.attempt, h.worker.clone().unwrap(), h.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            (1, frozen.to_string(), "worker_lost"),
+            (2, live.to_string(), "succeeded")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_evicted_worker_can_neither_heartbeat_nor_claim_under_its_old_id() {
+    let c = config(&[]);
+    let q = client(&c).await;
+    let w = WorkerId::generate();
+    q.register(JobKind::Echo, &w).await.unwrap();
+    assert!(q.heartbeat(JobKind::Echo, &w).await.unwrap());
+    evict(&q, &w).await;
+    assert!(
+        !q.heartbeat(JobKind::Echo, &w).await.unwrap(),
+        "the heartbeat does not re-register an evicted worker"
+    );
+    assert!(q.workers(JobKind::Echo).await.unwrap().is_empty());
+    q.push(JobKind::Echo, &echo("x"), &PushOptions::default())
+        .await
+        .unwrap();
+    assert_refused(&q, &w, Duration::from_secs(60)).await;
+    // A registration older than the lease is refused too (the worker froze
+    // and nobody has recovered it yet).
+    let late = WorkerId::generate();
+    q.register(JobKind::Echo, &late).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_refused(&q, &late, Duration::from_millis(10)).await;
+    assert_eq!(q.stats(JobKind::Echo).await.unwrap().pending, 1);
+}
+
+#[tokio::test]
+async fn strays_in_a_live_workers_inflight_set_are_released() {
+    let c = config(&[]);
+    let q = client(&c).await;
+    let id = q
+        .push(JobKind::Echo, &echo("lost reply"), &PushOptions::default())
+        .await
+        .unwrap()
+        .id;
+    let w = WorkerId::generate();
+    q.register(JobKind::Echo, &w).await.unwrap();
+    // A claim whose reply never reached the worker.
+    let _ = claim(&q, &w, 1).await;
+    let young = q
+        .reconcile(JobKind::Echo, &w, &[], Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        young.is_empty(),
+        "a claim younger than a lease is left alone"
+    );
+    let held = q
+        .reconcile(JobKind::Echo, &w, &[id], Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(held.is_empty(), "a job the worker holds is left alone");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let strays = q
+        .reconcile(JobKind::Echo, &w, &[], Duration::from_millis(10))
+        .await
+        .unwrap();
+    assert_eq!(strays, vec![id]);
+    let job = q.job(JobKind::Echo, id).await.unwrap().unwrap();
+    assert_eq!((job.state, job.attempts), (JobState::Pending, 1));
+    assert_eq!(job.history.last().unwrap().outcome, "stranded");
+    assert_eq!(q.workers(JobKind::Echo).await.unwrap()[0].running.len(), 0);
+}
+
+#[tokio::test]
+async fn deregistering_hands_back_every_held_job_and_refuses_later_claims() {
+    let c = config(&[]);
+    let q = client(&c).await;
+    for i in 0..3 {
+        q.push(
+            JobKind::Echo,
+            &echo(&i.to_string()),
+            &PushOptions::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let w = WorkerId::generate();
+    q.register(JobKind::Echo, &w).await.unwrap();
+    assert_eq!(claim(&q, &w, 2).await.jobs.len(), 2);
+    let n = q.deregister(JobKind::Echo, &w, "test stop").await.unwrap();
+    assert_eq!(n, 2);
+    let s = q.stats(JobKind::Echo).await.unwrap();
+    assert_eq!((s.pending, s.running, s.workers), (3, 0, 0));
+    assert_refused(&q, &w, Duration::from_secs(60)).await;
+}
+
+#[tokio::test]
+async fn high_priority_cannot_starve_normal_jobs() {
+    let c = config(&[("HOPPER_HIGH_PRIORITY_BURST", "3")]);
+    let q = client(&c).await;
+    let high = PushOptions {
+        priority: Priority::High,
+        ..Default::default()
+    };
+    let mut label = HashMap::new();
+    for i in 0..8 {
+        let id = q.push(JobKind::Echo, &echo("h"), &high).await.unwrap().id;
+        label.insert(id, format!("h{i}"));
+    }
+    for i in 0..2 {
+        let id = q
+            .push(JobKind::Echo, &echo("n"), &PushOptions::default())
+            .await
+            .unwrap()
+            .id;
+        label.insert(id, format!("n{i}"));
+    }
+    let w = WorkerId::generate();
+    q.register(JobKind::Echo, &w).await.unwrap();
+    let mut order = Vec::new();
+    // One at a time, as a busy worker claims, and then in one batch.
+    for _ in 0..5 {
+        order.extend(
+            claim(&q, &w, 1)
+                .await
+                .jobs
+                .iter()
+                .map(|j| label[&j.id].clone()),
+        );
+    }
+    order.extend(
+        claim(&q, &w, 10)
+            .await
+            .jobs
+            .iter()
+            .map(|j| label[&j.id].clone()),
+    );
+    assert_eq!(
+        order,
+        ["h0", "h1", "h2", "n0", "h3", "h4", "h5", "n1", "h6", "h7"]
+    );
+}
+
+#[tokio::test]
+async fn an_evicted_worker_stops_its_jobs_drops_their_outcomes_and_registers_afresh() {
+    let c = config(&[]);
+    let q = client(&c).await;
+    async fn handler(_args: EchoArgs, job: Data<JobContext>) -> Result<String, BoxDynError> {
+        if job.attempt == 1 {
+            // Runs until the worker learns it was evicted.
+            job.cancel.cancelled().await;
+            return Ok("stale".into());
+        }
+        Ok("fresh".into())
+    }
+    with_worker!(q, handler, {
+        let id = q
+            .push(JobKind::Echo, &echo("long"), &PushOptions::default())
+            .await
+            .unwrap()
+            .id;
+        let running = wait_state(&q, id, JobState::Running, Duration::from_secs(10)).await;
+        let first = WorkerId::from_raw(running.worker.as_deref().unwrap());
+        // As if the worker had frozen past its lease: another's rescuer takes
+        // its jobs away.
+        evict(&q, &first).await;
+        let job = wait_state(&q, id, JobState::Succeeded, Duration::from_secs(10)).await;
+        assert_eq!(
+            job.result,
+            Some(json!("fresh")),
+            "the stale result is dropped"
+        );
+        assert_eq!(job.attempts, 2);
+        let second = job.worker.clone().unwrap();
+        assert_ne!(second, first.as_str(), "it registered under a new id");
+        let outcomes: Vec<_> = job.history.iter().map(|h| h.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["worker_lost", "succeeded"]);
+        let workers = q.workers(JobKind::Echo).await.unwrap();
+        assert_eq!(
+            workers
+                .iter()
+                .map(|w| w.worker.as_str())
+                .collect::<Vec<_>>(),
+            [second.as_str()]
+        );
     });
 }

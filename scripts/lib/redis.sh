@@ -43,7 +43,23 @@ redis_install() {
   fi
 }
 
+# faketime_install: Debian's faketime (libfaketime), which the clock-skew test runs a worker
+# under (a clock a minute off must not make live workers look dead).
+faketime_install() {
+  have faketime && return 0
+  if ! is_root || ! have apt-get; then
+    die "faketime is not installed (apt-get install -y faketime, as root)"
+  fi
+  say "installing faketime with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get install -y -qq faketime >/dev/null; then
+    apt-get update -qq >/dev/null || true
+    apt-get install -y -qq faketime >/dev/null || die "apt-get install faketime failed"
+  fi
+}
+
 redis_up() {
+  faketime_install
   if redis_ping; then return 0; fi
   redis_install
   if redis_ping; then return 0; fi   # the package's own service may have started it

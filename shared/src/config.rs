@@ -91,6 +91,12 @@ pub struct Config {
     /// How long a stopping worker waits for running jobs
     /// (`HOPPER_SHUTDOWN_GRACE_MS`).
     pub shutdown_grace: Duration,
+    /// High-priority jobs claimed in a row before one normal job goes first,
+    /// so high priority cannot starve normal (`HOPPER_HIGH_PRIORITY_BURST`,
+    /// default 10; 0: high always first).
+    pub high_priority_burst: u32,
+    /// Postgres pool and statement time limits.
+    pub db_timeouts: DbTimeouts,
     /// Per-queue settings.
     pub queues: BTreeMap<JobKind, QueueSettings>,
     /// An OpenAI-compatible chat endpoint for summaries; extractive
@@ -100,6 +106,27 @@ pub struct Config {
     pub api: ApiSettings,
     /// Completion callbacks: signing secret and allowed destinations.
     pub webhook: crate::webhook::WebhookConfig,
+}
+
+/// Time limits on Postgres, so no caller (a job's ack, a health check) waits
+/// on it for ever.
+#[derive(Debug, Clone, Copy)]
+pub struct DbTimeouts {
+    /// Waiting for a pooled connection, opening one and checking one before
+    /// reuse, each (`HOPPER_DB_POOL_TIMEOUT_MS`, default 5 s).
+    pub pool: Duration,
+    /// Postgres' `statement_timeout` on every connection
+    /// (`HOPPER_DB_STATEMENT_TIMEOUT_MS`, default 30 s; 0: none).
+    pub statement: Duration,
+}
+
+impl Default for DbTimeouts {
+    fn default() -> Self {
+        Self {
+            pool: Duration::from_secs(5),
+            statement: Duration::from_secs(30),
+        }
+    }
 }
 
 /// An OpenAI-compatible chat-completions endpoint (`HOPPER_SUMMARY_LLM_*`).
@@ -234,6 +261,17 @@ impl Config {
             );
         }
         let shutdown_grace = env.millis("HOPPER_SHUTDOWN_GRACE_MS", Duration::from_secs(30));
+        let high_priority_burst = env.parse("HOPPER_HIGH_PRIORITY_BURST", 10);
+        let db_timeouts = DbTimeouts {
+            pool: env.millis("HOPPER_DB_POOL_TIMEOUT_MS", DbTimeouts::default().pool),
+            statement: env.millis(
+                "HOPPER_DB_STATEMENT_TIMEOUT_MS",
+                DbTimeouts::default().statement,
+            ),
+        };
+        if db_timeouts.pool.is_zero() {
+            env.problem("HOPPER_DB_POOL_TIMEOUT_MS", "0", "must be at least 1");
+        }
 
         let mut queues = BTreeMap::new();
         for kind in JobKind::ALL {
@@ -371,6 +409,8 @@ impl Config {
             heartbeat,
             lease,
             shutdown_grace,
+            high_priority_burst,
+            db_timeouts,
             queues,
             summary_llm,
             api,

@@ -6,12 +6,12 @@
 //! embedded at build time and applied by [`migrate`] under an advisory lock,
 //! so the API and `hopper migrate` may race safely.
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
 use tokio_postgres::NoTls;
 
 use crate::{
     Config, Error, Result,
-    config::is_identifier,
+    config::{DbTimeouts, is_identifier},
     jobs::{JobKind, JobRecord, JobState, strip_nul},
 };
 
@@ -26,11 +26,18 @@ const MIGRATION_LOCK: i64 = 0x4f50_5045_5221; // "HOPPER" -ish
 ///
 /// Building does not connect; call [`ping`] to check reachability.
 pub fn pool(config: &Config, max_size: usize) -> Result<Pool> {
-    pool_for(&config.database_url, &config.db_schema, max_size)
+    pool_for(
+        &config.database_url,
+        &config.db_schema,
+        max_size,
+        config.db_timeouts,
+    )
 }
 
-/// Builds a pool for `url` whose connections use `schema`.
-pub fn pool_for(url: &str, schema: &str, max_size: usize) -> Result<Pool> {
+/// Builds a pool for `url` whose connections use `schema`, within
+/// `timeouts`: waiting for, opening and recycling a connection each fail
+/// after `timeouts.pool`, and every statement after `timeouts.statement`.
+pub fn pool_for(url: &str, schema: &str, max_size: usize, timeouts: DbTimeouts) -> Result<Pool> {
     if !is_identifier(schema) {
         return Err(Error::Config(vec![format!(
             "HOPPER_DB_SCHEMA={schema:?} is not a plain identifier"
@@ -40,9 +47,11 @@ pub fn pool_for(url: &str, schema: &str, max_size: usize) -> Result<Pool> {
         .parse()
         .map_err(|e| Error::Config(vec![format!("DATABASE_URL: {e}")]))?;
     pg.options(format!(
-        "-c search_path={schema},public -c client_min_messages=warning"
+        "-c search_path={schema},public -c client_min_messages=warning \
+         -c statement_timeout={}",
+        timeouts.statement.as_millis()
     ));
-    pg.connect_timeout(std::time::Duration::from_secs(5));
+    pg.connect_timeout(timeouts.pool);
     let manager = Manager::from_config(
         pg,
         NoTls,
@@ -50,7 +59,15 @@ pub fn pool_for(url: &str, schema: &str, max_size: usize) -> Result<Pool> {
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    Ok(Pool::builder(manager).max_size(max_size).build()?)
+    Ok(Pool::builder(manager)
+        .max_size(max_size)
+        .runtime(Runtime::Tokio1)
+        .timeouts(Timeouts {
+            wait: Some(timeouts.pool),
+            create: Some(timeouts.pool),
+            recycle: Some(timeouts.pool),
+        })
+        .build()?)
 }
 
 /// Checks that Postgres answers.
@@ -100,6 +117,8 @@ pub async fn upsert_job_record(pool: &Pool, job: &JobRecord) -> Result<()> {
 
 /// Inserts or replaces many job records in one statement (one round trip,
 /// one commit). When a batch holds the same id twice, the last one wins.
+/// Fenced: a stored record is replaced only by one of the same or a later
+/// claim (`lease`), so a stale attempt never overwrites its successor's.
 pub async fn upsert_job_records(pool: &Pool, jobs: &[JobRecord]) -> Result<()> {
     let mut seen = std::collections::HashSet::with_capacity(jobs.len());
     let unique: Vec<&JobRecord> = jobs.iter().rev().filter(|j| seen.insert(j.id)).collect();
@@ -130,6 +149,7 @@ pub async fn upsert_job_records(pool: &Pool, jobs: &[JobRecord]) -> Result<()> {
     let finished = col(&|j| j.finished_at_ms.map(|v| v as f64));
     let priorities: Vec<Option<&str>> = unique.iter().map(|j| j.priority.as_deref()).collect();
     let tenants: Vec<&str> = unique.iter().map(|j| j.tenant.as_str()).collect();
+    let leases: Vec<i64> = unique.iter().map(|j| j.lease as i64).collect();
     let histories = unique
         .iter()
         .map(|j| serde_json::to_value(&j.history))
@@ -139,20 +159,22 @@ pub async fn upsert_job_records(pool: &Pool, jobs: &[JobRecord]) -> Result<()> {
         .prepare_cached(
             "INSERT INTO job_records (id, kind, state, attempts, max_attempts, args, result, \
                  error, worker, enqueued_at, started_at, finished_at, priority, history, \
-                 tenant) \
+                 tenant, lease) \
              SELECT id, kind, state, attempts, max_attempts, args, result, error, worker, \
                  to_timestamp(enq / 1000), to_timestamp(st / 1000), to_timestamp(fin / 1000), \
-                 priority, history, tenant \
+                 priority, history, tenant, lease \
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::int4[], \
                  $6::jsonb[], $7::jsonb[], $8::text[], $9::text[], $10::float8[], \
-                 $11::float8[], $12::float8[], $13::text[], $14::jsonb[], $15::text[]) \
+                 $11::float8[], $12::float8[], $13::text[], $14::jsonb[], $15::text[], \
+                 $16::int8[]) \
                  AS t(id, kind, state, attempts, max_attempts, args, result, error, worker, \
-                      enq, st, fin, priority, history, tenant) \
+                      enq, st, fin, priority, history, tenant, lease) \
              ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, \
                  attempts = EXCLUDED.attempts, result = EXCLUDED.result, \
                  error = EXCLUDED.error, worker = EXCLUDED.worker, \
                  started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, \
-                 history = EXCLUDED.history, updated_at = now()",
+                 history = EXCLUDED.history, lease = EXCLUDED.lease, updated_at = now() \
+             WHERE job_records.lease <= EXCLUDED.lease",
         )
         .await?;
     client
@@ -174,6 +196,7 @@ pub async fn upsert_job_records(pool: &Pool, jobs: &[JobRecord]) -> Result<()> {
                 &priorities,
                 &histories,
                 &tenants,
+                &leases,
             ],
         )
         .await?;
@@ -184,7 +207,7 @@ pub async fn upsert_job_records(pool: &Pool, jobs: &[JobRecord]) -> Result<()> {
 const RECORD_COLUMNS: &str = "id, kind, state, attempts, max_attempts, args, result, error, worker, \
      (extract(epoch FROM enqueued_at) * 1000)::int8, \
      (extract(epoch FROM started_at) * 1000)::int8, \
-     (extract(epoch FROM finished_at) * 1000)::int8, priority, history, tenant";
+     (extract(epoch FROM finished_at) * 1000)::int8, priority, history, tenant, lease";
 
 /// Reads a job's stored record, if it has one.
 pub async fn job_record(pool: &Pool, id: uuid::Uuid) -> Result<Option<JobRecord>> {
@@ -249,6 +272,7 @@ fn record_from_row(row: &tokio_postgres::Row) -> Result<JobRecord> {
         history: serde_json::from_value(row.get(13))?,
         tenant: row.get(14),
         callback_url: None,
+        lease: row.get::<_, i64>(15) as u64,
     })
 }
 

@@ -531,6 +531,10 @@ pub struct JobRecord {
     /// Where a signed completion callback goes when it finishes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
+    /// Claims of the job so far: the lease token of its latest attempt. Only
+    /// the attempt holding it may finish the job or write its record.
+    #[serde(default)]
+    pub lease: u64,
 }
 
 /// The tenant of everything submitted without an API key (open mode).

@@ -39,6 +39,15 @@ pub const HTTP_REQUEST_SECONDS: &str = "hopper_http_request_seconds";
 pub const JOB_QUEUE_WAIT_SECONDS: &str = "hopper_job_queue_wait_seconds";
 /// Heartbeats a worker sent, labelled by `queue` and `outcome` (`ok`, `failed`).
 pub const WORKER_HEARTBEATS: &str = "hopper_worker_heartbeats_total";
+/// Finished attempts whose outcome was dropped because their lease was lost
+/// (the job was recovered and maybe ran again elsewhere), labelled by `queue`.
+pub const JOB_LEASE_LOST: &str = "hopper_job_lease_lost_total";
+/// Times a worker found itself evicted (presumed dead) and registered
+/// afresh, labelled by `queue`.
+pub const WORKER_EVICTIONS: &str = "hopper_worker_evictions_total";
+/// Stray jobs released from a live worker's in-flight set (claimed but not
+/// running there), labelled by `queue`.
+pub const JOBS_STRANDED: &str = "hopper_jobs_stranded_total";
 /// Texts per forward pass of the embedding engine, labelled by `device`.
 pub const EMBED_BATCH_SIZE: &str = "hopper_embed_batch_size";
 /// Tokens per forward pass (padding included), labelled by `device`.

@@ -5,9 +5,12 @@
 //! every outcome in Postgres before acknowledging it in Redis. Handlers live
 //! in [`handlers`]; the torch device is chosen in [`device`].
 //!
-//! Shutdown: on SIGTERM/SIGINT every worker stops claiming and lets running
-//! jobs finish; after the grace period whatever still runs is handed back to
-//! its queue and the process exits.
+//! Shutdown: on SIGTERM/SIGINT every queue stops claiming at once (nothing
+//! is claimed during the drain; heartbeats go on) and running jobs get the
+//! grace period. Then their cancellation tokens fire and they get a short
+//! while more to end (a cancelled attempt is retried, not lost); whatever
+//! still runs after that is handed back to its queue, together with the
+//! in-flight set, in one script per queue, and the process exits.
 
 pub mod device;
 pub mod embed;
@@ -20,7 +23,7 @@ use std::{future::Future, sync::Arc};
 
 use anyhow::{Context, bail};
 use apalis_core::worker::builder::WorkerBuilder;
-use hopper_queue::{Lease, QueueClient, RedisBackend, WorkerId};
+use hopper_queue::{Lease, QueueClient, RedisBackend, ShutdownHandle, WorkerId};
 use hopper_shared::{Config, db, jobs::JobKind};
 use tokio::sync::watch;
 
@@ -118,6 +121,7 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut running = tokio::task::JoinSet::new();
+    let handles = std::sync::Mutex::new(Vec::new());
     for kind in queues.iter().copied() {
         let queue = Queue {
             client: &client,
@@ -125,6 +129,7 @@ pub async fn run(
             worker: &worker_id,
             lease,
             pool: &pool,
+            handles: &handles,
         };
         let mut stop = stop_rx.clone();
         let signal = async move {
@@ -185,32 +190,57 @@ pub async fn run(
         }
     }
 
+    let handles = handles.into_inner().expect("shutdown handles");
     shutdown.await;
     tracing::info!("shutdown requested: no new claims, draining running jobs");
+    for h in &handles {
+        h.stop_claiming();
+    }
     let _ = stop_tx.send(true);
-    let drained = tokio::time::timeout(config.shutdown_grace, async {
-        while let Some(done) = running.join_next().await {
-            match done {
-                Ok((kind, Err(e))) => tracing::error!(queue = %kind, "worker ended: {e}"),
-                Ok((kind, Ok(()))) => tracing::info!(queue = %kind, "worker stopped"),
-                Err(e) => tracing::error!("worker task failed: {e}"),
-            }
-        }
-    })
-    .await;
+    let drained = tokio::time::timeout(config.shutdown_grace, drain(&mut running)).await;
     if drained.is_err() {
+        let stopped: usize = handles.iter().map(ShutdownHandle::stop_running).sum();
         tracing::warn!(
-            "grace period of {:?} over: handing running jobs back to their queues",
-            config.shutdown_grace
+            "grace period of {:?} over: cancelled {stopped} running job(s); they have {:?} more",
+            config.shutdown_grace,
+            CANCELLED_GRACE
         );
-        running.abort_all();
-        for kind in queues {
-            if let Err(e) = client.deregister(kind, &worker_id).await {
-                tracing::error!(queue = %kind, "could not hand jobs back: {e}");
+        if tokio::time::timeout(CANCELLED_GRACE, drain(&mut running))
+            .await
+            .is_err()
+        {
+            running.abort_all();
+            while running.join_next().await.is_some() {}
+            for h in &handles {
+                match h
+                    .give_back("the worker stopped before this attempt ended")
+                    .await
+                {
+                    Ok(n) => tracing::warn!("handed {n} running job(s) back to their queue"),
+                    Err(e) => tracing::error!("could not hand jobs back: {e}"),
+                }
             }
         }
     }
     Ok(())
+}
+
+/// How long jobs whose cancellation fired at the end of the grace period
+/// get to end before they are handed back.
+const CANCELLED_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits for every queue's worker to end, logging how each did.
+async fn drain(
+    running: &mut tokio::task::JoinSet<(JobKind, Result<(), apalis_core::error::WorkerError>)>,
+) {
+    while let Some(done) = running.join_next().await {
+        match done {
+            Ok((kind, Err(e))) => tracing::error!(queue = %kind, "worker ended: {e}"),
+            Ok((kind, Ok(()))) => tracing::info!(queue = %kind, "worker stopped"),
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => tracing::error!("worker task failed: {e}"),
+        }
+    }
 }
 
 /// The pipeline handlers' shared state: the tokenizer when documents are
@@ -287,18 +317,25 @@ struct Queue<'a> {
     worker: &'a WorkerId,
     lease: Lease,
     pool: &'a deadpool_postgres::Pool,
+    /// Every backend's shutdown handle, for [`run`]'s shutdown sequence.
+    handles: &'a std::sync::Mutex<Vec<ShutdownHandle>>,
 }
 
 impl Queue<'_> {
     /// The backend for this queue, decoding jobs as `Args`.
     fn backend<Args: serde::de::DeserializeOwned + Send + 'static>(&self) -> RedisBackend<Args> {
-        RedisBackend::new(
+        let backend = RedisBackend::new(
             self.client.clone(),
             self.kind,
             self.worker.clone(),
             self.lease,
             Some(self.pool.clone()),
-        )
+        );
+        self.handles
+            .lock()
+            .expect("shutdown handles")
+            .push(backend.shutdown_handle());
+        backend
     }
 }
 

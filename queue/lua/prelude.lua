@@ -1,0 +1,44 @@
+-- prelude.lua: helpers every queue script shares; scripts.rs prepends this file to each.
+-- Time is Redis' own (TIME), never the caller's: a worker whose clock is off cannot make a
+-- live worker look dead nor run a delayed job early.
+
+-- Unix milliseconds on Redis' clock.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The job at `key` is finished: its tenant has one unfinished job less (never below 0).
+local function tenant_done(tenants, key)
+  local tenant = redis.call('HGET', key, 'tenant') or 'default'
+  if redis.call('HINCRBY', tenants, tenant, -1) < 0 then redis.call('HSET', tenants, tenant, 0) end
+end
+
+-- Appends one finished attempt to the job's history (the last 20 are kept).
+local function push_history(key, entry)
+  local history = cjson.decode(redis.call('HGET', key, 'history') or '[]')
+  history[#history + 1] = entry
+  while #history > 20 do table.remove(history, 1) end
+  redis.call('HSET', key, 'history', cjson.encode(history))
+end
+
+-- Fencing: true only while the job is running under this lease (its claim number) and is in
+-- this worker's in-flight set. A stale attempt (its worker was presumed dead and the job
+-- recovered, maybe claimed again) fails this and changes nothing.
+local function holds(key, inflight, id, lease)
+  if redis.call('SISMEMBER', inflight, id) == 0 then return false end
+  local f = redis.call('HMGET', key, 'state', 'lease')
+  return f[1] == 'running' and f[2] == lease
+end
+
+-- Puts a job back at the claim end of its priority's pending list and wakes a worker.
+local function requeue(key, id, high, normal, wake)
+  redis.call('HSET', key, 'state', 'pending')
+  if redis.call('HGET', key, 'priority') == 'high' then
+    redis.call('RPUSH', high, id)
+  else
+    redis.call('RPUSH', normal, id)
+  end
+  redis.call('LPUSH', wake, '1')
+end
+

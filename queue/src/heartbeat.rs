@@ -1,0 +1,62 @@
+//! The heartbeat: renews a worker's lease on one queue and passes
+//! cancellation requests to the jobs running there.
+//!
+//! It runs in a task of its own and does nothing else, so it is never queued
+//! behind recovery, Postgres writes or record persistence (those are the
+//! rescuer's, [`crate::rescuer`]). A lease only runs out when the worker
+//! really stopped. It also re-measures Redis' clock now and then (only keys
+//! named by time use that estimate; every time that matters is Redis' own).
+
+use std::{sync::Arc, time::Duration};
+
+use hopper_shared::{jobs::JobKind, metrics as m};
+use tokio_util::sync::CancellationToken;
+
+use crate::{QueueClient, job::Running, registration::Registration};
+
+/// Heartbeats between two measurements of Redis' clock.
+const CLOCK_SYNC_EVERY: u32 = 15;
+
+/// Renews the lease every `interval` until `stop` fires.
+pub(crate) async fn heartbeat_loop(
+    client: QueueClient,
+    kind: JobKind,
+    registration: Arc<Registration>,
+    interval: Duration,
+    running: Arc<Running>,
+    stop: CancellationToken,
+) {
+    let mut beats = 0u32;
+    loop {
+        let outcome = match registration.renew().await {
+            Ok(true) => "ok",
+            Ok(false) => "evicted",
+            Err(e) => {
+                tracing::warn!(queue = %kind, "heartbeat failed: {e}");
+                "failed"
+            }
+        };
+        metrics::counter!(m::WORKER_HEARTBEATS, "queue" => kind.as_str(), "outcome" => outcome)
+            .increment(1);
+        match client.cancel_requests(kind).await {
+            Ok(ids) if !ids.is_empty() => {
+                let n = running.cancel(&ids);
+                if n > 0 {
+                    tracing::info!(queue = %kind, "cancelling {n} running job(s) on request");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(queue = %kind, "reading cancel requests failed: {e}"),
+        }
+        beats = beats.wrapping_add(1);
+        if beats.is_multiple_of(CLOCK_SYNC_EVERY)
+            && let Err(e) = client.sync_clock().await
+        {
+            tracing::warn!(queue = %kind, "measuring Redis' clock failed: {e}");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
