@@ -167,13 +167,19 @@ impl From<QueryRejection> for ApiError {
 impl From<hopper_queue::QueueError> for ApiError {
     fn from(e: hopper_queue::QueueError) -> Self {
         match e {
-            hopper_queue::QueueError::TenantFull { .. } => {
+            hopper_queue::QueueError::TenantFull { high_priority, .. } => {
+                let (code, setting) = if high_priority {
+                    (
+                        "tenant_high_priority_full",
+                        "HOPPER_MAX_HIGH_PRIORITY_PER_TENANT",
+                    )
+                } else {
+                    ("tenant_queue_full", "HOPPER_MAX_PENDING_PER_TENANT")
+                };
                 let mut full = Self::new(
                     StatusCode::TOO_MANY_REQUESTS,
-                    "tenant_queue_full",
-                    format!(
-                        "{e} (HOPPER_MAX_PENDING_PER_TENANT): nothing was queued; retry when some have finished"
-                    ),
+                    code,
+                    format!("{e} ({setting}): nothing was queued; retry when some have finished"),
                 );
                 full.retry_after = Some(5);
                 full

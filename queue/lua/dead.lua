@@ -20,7 +20,11 @@ for i = 3, #ARGV do
         redis.call('RPUSH', KEYS[3], id)
       end
       redis.call('LPUSH', KEYS[4], '1')
-      redis.call('HINCRBY', KEYS[5], redis.call('HGET', key, 'tenant') or 'default', 1)
+      local tenant = redis.call('HGET', key, 'tenant') or 'default'
+      redis.call('HINCRBY', KEYS[5], tenant, 1)
+      if redis.call('HGET', key, 'priority') == 'high' then
+        redis.call('HINCRBY', KEYS[5], tenant .. ':high', 1)
+      end
     else
       redis.call('DEL', key)
     end

@@ -8,10 +8,15 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- The job at `key` is finished: its tenant has one unfinished job less (never below 0).
+-- The job at `key` is finished: its tenant has one unfinished job less (never below 0), and
+-- one unfinished high-priority job less (field '<tenant>:high') when it was one.
 local function tenant_done(tenants, key)
-  local tenant = redis.call('HGET', key, 'tenant') or 'default'
+  local f = redis.call('HMGET', key, 'tenant', 'priority')
+  local tenant = f[1] or 'default'
   if redis.call('HINCRBY', tenants, tenant, -1) < 0 then redis.call('HSET', tenants, tenant, 0) end
+  if f[2] == 'high' and redis.call('HINCRBY', tenants, tenant .. ':high', -1) < 0 then
+    redis.call('HSET', tenants, tenant .. ':high', 0)
+  end
 end
 
 -- Appends one finished attempt to the job's history (the last 20 are kept).

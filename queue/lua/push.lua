@@ -6,13 +6,19 @@
 --       7 idempotency ttl s, 8 has idempotency key, 9 priority, 10 wake cap,
 --       11 request id of the submission ('' when none), 12 tenant,
 --       13 completion callback URL ('' when none), 14 the tenant's cap of unfinished jobs in
---       this queue (0: none)
+--       this queue (0: none), 15 its cap of unfinished high-priority jobs here (0: none)
 -- Returns {id, created}: the existing job's id and 0 when the key was seen; {'', -load} when
--- the tenant is at its cap (nothing is written).
+-- the tenant is at its cap, {'high', -load} at its high-priority cap (nothing is written).
 local cap = tonumber(ARGV[14])
 if cap > 0 then
   local load = tonumber(redis.call('HGET', KEYS[6], ARGV[12]) or '0')
   if load >= cap then return {'', -load} end
+end
+local high = ARGV[9] == 'high'
+local high_cap = tonumber(ARGV[15] or '0')
+if high and high_cap > 0 then
+  local load = tonumber(redis.call('HGET', KEYS[6], ARGV[12] .. ':high') or '0')
+  if load >= high_cap then return {'high', -load} end
 end
 if ARGV[8] == '1' then
   local existing = redis.call('GET', KEYS[5])
@@ -41,4 +47,5 @@ end
 redis.call('LPUSH', KEYS[4], '1')
 redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[10]) - 1)
 redis.call('HINCRBY', KEYS[6], ARGV[12], 1)
+if high then redis.call('HINCRBY', KEYS[6], ARGV[12] .. ':high', 1) end
 return {ARGV[1], 1}

@@ -305,6 +305,7 @@ impl QueueClient {
                     .unwrap_or_else(|| hopper_shared::jobs::DEFAULT_TENANT.into()),
                 queue: kind.as_str().into(),
                 load: created.unsigned_abs(),
+                high_priority: id == "high",
             });
         }
         Ok(Pushed {
@@ -323,14 +324,21 @@ impl QueueClient {
         batch: &[serde_json::Value],
         opts: &PushOptions,
     ) -> Result<Vec<Uuid>, QueueError> {
-        if let Some(cap) = opts.max_unfinished {
-            let tenant = opts
-                .tenant
-                .as_deref()
-                .unwrap_or(hopper_shared::jobs::DEFAULT_TENANT);
+        let tenant = opts
+            .tenant
+            .as_deref()
+            .unwrap_or(hopper_shared::jobs::DEFAULT_TENANT);
+        let high = (opts.priority == crate::Priority::High)
+            .then_some(opts.max_high_unfinished)
+            .flatten();
+        for (cap, field, high_priority) in [
+            (opts.max_unfinished, tenant.to_owned(), false),
+            (high, format!("{tenant}:high"), true),
+        ] {
+            let Some(cap) = cap else { continue };
             let load: Option<u64> = redis::cmd("HGET")
                 .arg(self.keys(kind).tenant_load())
-                .arg(tenant)
+                .arg(field)
                 .query_async(&mut self.conn.clone())
                 .await?;
             let load = load.unwrap_or(0);
@@ -339,12 +347,14 @@ impl QueueClient {
                     tenant: tenant.into(),
                     queue: kind.as_str().into(),
                     load,
+                    high_priority,
                 });
             }
         }
         let opts = PushOptions {
             idempotency_key: None,
             max_unfinished: None,
+            max_high_unfinished: None,
             ..opts.clone()
         };
         let mut conn = self.conn.clone();
@@ -405,6 +415,7 @@ impl QueueClient {
                     .to_owned(),
                 opts.callback_url.clone().unwrap_or_default(),
                 opts.max_unfinished.unwrap_or(0).to_string(),
+                opts.max_high_unfinished.unwrap_or(0).to_string(),
             ],
         ))
     }

@@ -17,8 +17,9 @@ pub enum QueueError {
     /// A payload could not be encoded.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
-    /// The tenant already has `load` unfinished jobs in this queue, its cap.
-    #[error("tenant `{tenant}` has {load} unfinished {queue} jobs, its cap")]
+    /// The tenant already has `load` unfinished jobs (of high priority,
+    /// when `high_priority`) in this queue, its cap.
+    #[error("tenant `{tenant}` has {load} unfinished {}{queue} jobs, its cap", if *high_priority { "high-priority " } else { "" })]
     TenantFull {
         /// The tenant.
         tenant: String,
@@ -26,6 +27,8 @@ pub enum QueueError {
         queue: String,
         /// Its unfinished jobs there.
         load: u64,
+        /// Whether the cap of high-priority jobs was reached.
+        high_priority: bool,
     },
     /// The worker is no longer registered on the queue (it was presumed dead
     /// and its jobs recovered); it must register afresh before it claims.

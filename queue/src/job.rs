@@ -58,6 +58,11 @@ pub struct PushOptions {
     /// already has this many unfinished jobs in the queue; no cap when
     /// `None` (jobs Hopper makes itself are never refused).
     pub max_unfinished: Option<u64>,
+    /// Refuse a high-priority job ([`crate::QueueError::TenantFull`] with
+    /// `high_priority`) when its tenant already has this many unfinished
+    /// high-priority jobs in the queue, so no tenant can flood the claim end
+    /// of a queue; no cap when `None`.
+    pub max_high_unfinished: Option<u64>,
     /// The tenant it belongs to; [`DEFAULT_TENANT`] when `None`.
     ///
     /// [`DEFAULT_TENANT`]: hopper_shared::jobs::DEFAULT_TENANT

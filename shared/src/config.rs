@@ -56,6 +56,10 @@ pub struct ApiSettings {
     /// Unfinished jobs one tenant may have in each queue; more are refused
     /// with 429 (`HOPPER_MAX_PENDING_PER_TENANT`, default 100,000).
     pub max_pending_per_tenant: u64,
+    /// Unfinished high-priority jobs (submissions with `priority=high`,
+    /// search queries) one tenant may have in each queue; more are refused
+    /// with 429 (`HOPPER_MAX_HIGH_PRIORITY_PER_TENANT`, default 1,000).
+    pub max_high_priority_per_tenant: u64,
     /// Origins allowed by CORS (`HOPPER_CORS_ORIGINS`, comma-separated; none
     /// by default).
     pub cors_origins: Vec<String>,
@@ -361,6 +365,7 @@ impl Config {
             rate_global: env.parse("HOPPER_RATE_GLOBAL", 5_000),
             max_concurrent_requests: env.parse("HOPPER_MAX_CONCURRENT_REQUESTS", 1_024),
             max_pending_per_tenant: env.parse("HOPPER_MAX_PENDING_PER_TENANT", 100_000),
+            max_high_priority_per_tenant: env.parse("HOPPER_MAX_HIGH_PRIORITY_PER_TENANT", 1_000),
             cors_origins,
         };
         if api.max_concurrent_requests == 0 {

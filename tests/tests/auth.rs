@@ -491,3 +491,52 @@ async fn a_tenant_over_its_cap_of_unfinished_jobs_gets_429() {
         .await;
     assert_eq!(s, 429, "{b}");
 }
+
+#[tokio::test]
+async fn high_priority_jobs_and_search_queries_have_a_cap_of_their_own_per_tenant() {
+    let (mut env, a, _, b) = keyed(&[("HOPPER_MAX_HIGH_PRIORITY_PER_TENANT", "2")], "echo").await;
+    env.use_key(Some(&a));
+    // No noop or embed worker runs: these stay unfinished.
+    for _ in 0..2 {
+        let (s, body) = env.post("/v1/jobs/noop?priority=high", &json!({})).await;
+        assert_eq!(s, 202, "{body}");
+    }
+    let (s, body) = env.post("/v1/jobs/noop?priority=high", &json!({})).await;
+    assert_eq!(s, 429, "{body}");
+    assert_eq!(body["error"], "tenant_high_priority_full", "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("HOPPER_MAX_HIGH_PRIORITY_PER_TENANT"),
+        "{body}"
+    );
+    let (s, _) = env
+        .post("/v1/jobs/noop/batch?priority=high", &json!([{}]))
+        .await;
+    assert_eq!(s, 429, "a high-priority batch counts too");
+    let (s, _) = env.post("/v1/jobs/noop", &json!({})).await;
+    assert_eq!(s, 202, "normal priority is not affected");
+    env.use_key(Some(&b));
+    let (s, _) = env.post("/v1/jobs/noop?priority=high", &json!({})).await;
+    assert_eq!(s, 202, "another tenant is not affected");
+
+    // A search query is a high-priority embed job of its tenant.
+    env.use_key(Some(&a));
+    for _ in 0..2 {
+        let (s, body) = env
+            .post("/v1/jobs/embed?priority=high", &json!({"texts": ["x"]}))
+            .await;
+        assert_eq!(s, 202, "{body}");
+    }
+    let (s, body) = env
+        .post("/v1/search", &json!({"query": "anything", "k": 3}))
+        .await;
+    assert_eq!(s, 429, "{body}");
+    assert_eq!(body["error"], "tenant_high_priority_full", "{body}");
+    let (_, embed) = env.queue("embed").await;
+    assert_eq!(
+        embed["pending"], 2,
+        "the refused query queued nothing: {embed}"
+    );
+}

@@ -125,6 +125,7 @@ fn options(
         tenant: Some(caller.tenant.to_string()),
         callback_url,
         max_unfinished: Some(state.config.api.max_pending_per_tenant),
+        max_high_unfinished: Some(state.config.api.max_high_priority_per_tenant),
     })
 }
 

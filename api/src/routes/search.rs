@@ -86,6 +86,9 @@ pub async fn search(
         priority: Priority::High,
         max_attempts: Some(2),
         tenant: Some(caller.tenant.to_string()),
+        // A query's embed job counts against the tenant's caps like any job.
+        max_unfinished: Some(state.config.api.max_pending_per_tenant),
+        max_high_unfinished: Some(state.config.api.max_high_priority_per_tenant),
         ..Default::default()
     };
     let job = state.queue.push(JobKind::Embed, &args, &opts).await?;
