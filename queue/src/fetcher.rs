@@ -212,6 +212,7 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
             callback_url: job.callback_url,
             cancel: CancellationToken::new(),
             cancel_requested: Default::default(),
+            stopped_by_worker: Default::default(),
         };
         let task = TaskBuilder::new(args)
             .task_id(TaskId::from_uuid(job.id))

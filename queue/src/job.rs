@@ -139,12 +139,26 @@ pub struct JobContext {
     /// Set when a client asked for the job's cancellation (as opposed to
     /// the soft time limit firing).
     pub cancel_requested: Arc<AtomicBool>,
+    /// Set when the worker itself stopped the attempt: its shutdown grace
+    /// ran out, or it found itself evicted.
+    pub stopped_by_worker: Arc<AtomicBool>,
 }
 
 impl JobContext {
     /// Whether a client asked to cancel this job.
     pub fn is_cancel_requested(&self) -> bool {
         self.cancel_requested.load(Ordering::SeqCst)
+    }
+
+    /// Why `cancel` fired, in words for the job's error.
+    pub fn stop_reason(&self) -> &'static str {
+        if self.is_cancel_requested() {
+            "cancelled on request"
+        } else if self.stopped_by_worker.load(Ordering::SeqCst) {
+            "stopped by its worker (shutting down, or presumed dead and evicted); it will run again"
+        } else {
+            "stopped at the soft time limit"
+        }
     }
 }
 
@@ -220,6 +234,7 @@ impl Running {
         let mut n = 0;
         for ctx in map.values().filter_map(|h| h.ctx.as_ref()) {
             if worker.is_none_or(|w| &ctx.worker == w) && !ctx.cancel.is_cancelled() {
+                ctx.stopped_by_worker.store(true, Ordering::SeqCst);
                 ctx.cancel.cancel();
                 n += 1;
             }

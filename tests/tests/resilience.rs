@@ -1,12 +1,14 @@
 //! Crash, restart and outage behaviour of the queue with real worker
 //! processes: crash loops end in the dead letters, a long job is never run
 //! twice while its worker lives, a graceful stop loses and repeats nothing,
-//! a Redis restart loses nothing, and random SIGKILLs under load leave
-//! exactly one record per job.
+//! a Redis restart loses nothing, random SIGKILLs under load leave
+//! exactly one record per job, a draining worker claims nothing and stops
+//! what outlives its grace, and SIGKILLs, a freeze and a Redis restart
+//! together lose nothing and let no stale attempt finish a job.
 
 use std::time::{Duration, Instant};
 
-use hopper_tests::{PrivateRedis, TestEnv};
+use hopper_tests::{PrivateRedis, SIGCONT, SIGSTOP, TestEnv};
 use serde_json::{Value, json};
 
 const FAST_LEASE: [(&str, &str); 2] = [("HOPPER_HEARTBEAT_MS", "200"), ("HOPPER_LEASE_MS", "1000")];
@@ -229,4 +231,203 @@ async fn random_sigkills_under_load_lose_nothing_and_duplicate_no_record() {
         .unwrap()
         .get(0);
     assert_eq!(rows, ids.len() as i64, "exactly one record per job");
+}
+
+#[tokio::test]
+async fn a_draining_worker_claims_nothing_and_stops_its_jobs_after_the_grace_period() {
+    let mut env = TestEnv::new(&[
+        ("HOPPER_QUEUE_ECHO_CONCURRENCY", "2"),
+        ("HOPPER_SHUTDOWN_GRACE_MS", "2500"),
+    ]);
+    env.start_api().await;
+    let w = env.start_worker("echo", &[]);
+    // Two slots: one job ends early in the drain, one outlives the grace.
+    let short = submit(
+        &env,
+        "/v1/jobs/echo",
+        json!({"message": "short", "sleep_ms": 800}),
+    )
+    .await;
+    let long = submit(
+        &env,
+        "/v1/jobs/echo",
+        json!({"message": "long", "sleep_ms": 60_000}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in [&short, &long] {
+        while env.get(&format!("/v1/jobs/{id}")).await.1["state"] != "running" {
+            assert!(Instant::now() < deadline, "never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let waiting = env
+        .submit_batch("echo", &vec![json!({"message": "waits"}); 5])
+        .await;
+
+    let stopping = Instant::now();
+    env.signal(w, 15);
+    // All through the drain no waiting job is claimed, though a slot frees.
+    while !env.exited(w) {
+        for id in &waiting {
+            let (_, j) = env.get(&format!("/v1/jobs/{id}")).await;
+            assert_eq!(j["state"], "pending", "claimed during the drain: {j}");
+        }
+        assert!(stopping.elapsed() < Duration::from_secs(15), "no exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, s) = env.get(&format!("/v1/jobs/{short}")).await;
+    assert_eq!(s["state"], "succeeded", "the short job finished: {s}");
+    // The long one was stopped at the end of the grace and will run again.
+    let (_, l) = env.get(&format!("/v1/jobs/{long}")).await;
+    assert_eq!(l["state"], "retrying", "{l}");
+    assert!(
+        l["error"]
+            .as_str()
+            .unwrap()
+            .contains("stopped by its worker"),
+        "{l}"
+    );
+    for id in &waiting {
+        let (_, j) = env.get(&format!("/v1/jobs/{id}")).await;
+        assert_eq!(
+            (j["state"].as_str(), j["attempts"].as_u64()),
+            (Some("pending"), Some(0)),
+            "{j}"
+        );
+    }
+    let (_, echo) = env.queue("echo").await;
+    assert_eq!(
+        (echo["running"].clone(), echo["workers"].clone()),
+        (json!(0), json!(0)),
+        "{echo}"
+    );
+}
+
+/// Whether a finished job's history tells one true story: attempts in
+/// order, one success, the last entry, by the attempt the record names.
+fn consistent(rec: &hopper_shared::jobs::JobRecord) -> Result<(), String> {
+    let h = &rec.history;
+    let last = h.last().ok_or("no history")?;
+    if last.outcome != "succeeded" || last.attempt != rec.attempts {
+        return Err(format!("last entry {last:?}, attempts {}", rec.attempts));
+    }
+    if last.worker != rec.worker {
+        return Err(format!(
+            "record worker {:?}, history {:?}",
+            rec.worker, last.worker
+        ));
+    }
+    if h.iter().filter(|a| a.outcome == "succeeded").count() != 1 {
+        return Err("more than one success".into());
+    }
+    if h.windows(2).any(|w| w[0].attempt >= w[1].attempt) {
+        return Err("attempts out of order".into());
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigkills_freezes_and_a_redis_restart_under_load_lose_nothing_and_finish_nothing_stale() {
+    let mut redis = PrivateRedis::start();
+    let url = redis.url();
+    let mut env = TestEnv::new(&[
+        ("REDIS_URL", url.as_str()),
+        FAST_LEASE[0],
+        FAST_LEASE[1],
+        ("HOPPER_QUEUE_ECHO_CONCURRENCY", "4"),
+        // It reads every job back through the API.
+        ("HOPPER_RATE_PER_KEY", "0"),
+        ("HOPPER_RATE_GLOBAL", "0"),
+    ]);
+    env.start_api().await;
+    let workers: Vec<usize> = (0..3).map(|_| env.start_worker("echo", &[])).collect();
+    let batch: Vec<Value> = (0..2000)
+        .map(|i| json!({"message": i.to_string(), "sleep_ms": 50}))
+        .collect();
+    let ids: Vec<uuid::Uuid> = env
+        .submit_batch("echo", &batch)
+        .await
+        .iter()
+        .map(|id| id.parse().unwrap())
+        .collect();
+    let pool = env.pool();
+    let client = pool.get().await.unwrap();
+    let done = || async {
+        client
+            .query_one(
+                "SELECT count(*) FROM job_records WHERE id = ANY($1) AND state = 'succeeded'",
+                &[&ids],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+
+    // The driver, all while the run goes on: a SIGKILL, a freeze past the
+    // lease, a Redis restart during the freeze, the thaw, another SIGKILL.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    env.restart_worker(workers[0], "echo", &[]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    env.signal(workers[1], SIGSTOP);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.restart(Duration::from_secs(1));
+    // Past the lease, with Redis back: the others recover its jobs.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    env.signal(workers[1], SIGCONT);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    env.restart_worker(workers[2], "echo", &[]);
+    let after_faults = done().await;
+    assert!(
+        after_faults < ids.len() as i64,
+        "the faults came mid-run ({after_faults} done)"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while done().await < ids.len() as i64 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {} done",
+            done().await,
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rows = client
+        .query("SELECT id FROM job_records WHERE id = ANY($1)", &[&ids])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), ids.len(), "exactly one record per job");
+    let mut retried = 0;
+    for id in &ids {
+        let rec = hopper_shared::db::job_record(&pool, *id)
+            .await
+            .unwrap()
+            .unwrap();
+        if let Err(why) = consistent(&rec) {
+            panic!("job {id}: {why}: {rec:?}");
+        }
+        // Redis agrees with the record.
+        let (_, job) = env.get(&format!("/v1/jobs/{id}")).await;
+        assert_eq!(
+            (
+                job["state"].as_str(),
+                job["attempts"].as_u64(),
+                job["worker"].as_str()
+            ),
+            (
+                Some("succeeded"),
+                Some(rec.attempts as u64),
+                rec.worker.as_deref()
+            ),
+            "{job}"
+        );
+        retried += (rec.attempts > 1) as usize;
+    }
+    assert!(retried > 0, "some jobs ran again after the faults");
+    let thawed = env.log(workers[1]);
+    assert!(
+        thawed.contains("presumed dead"),
+        "the frozen worker learnt it was evicted: {thawed}"
+    );
 }

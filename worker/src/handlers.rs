@@ -23,7 +23,7 @@ pub async fn echo(args: EchoArgs, job: Data<JobContext>) -> Result<Value, BoxDyn
     if args.sleep_ms > 0 {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(args.sleep_ms)) => {}
-            _ = job.cancel.cancelled() => return Err(cancel_reason(&job).into()),
+            _ = job.cancel.cancelled() => return Err(job.stop_reason().into()),
         }
     }
     if let Some(error) = args.fail {
@@ -34,15 +34,6 @@ pub async fn echo(args: EchoArgs, job: Data<JobContext>) -> Result<Value, BoxDyn
         "attempt": job.attempt,
         "worker": job.worker.as_str(),
     }))
-}
-
-/// Why a job's cancellation token fired.
-fn cancel_reason(job: &JobContext) -> &'static str {
-    if job.is_cancel_requested() {
-        "cancelled on request"
-    } else {
-        "stopped at the soft time limit"
-    }
 }
 
 /// Where `noop` jobs leave their effect: a counter, and start latencies when
