@@ -387,6 +387,12 @@ unsafe extern "C" {
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
+/// Sends `signal` to process `pid`.
+pub fn send_signal(pid: i32, signal: i32) {
+    // SAFETY: kill(2) has no memory effects on this process.
+    unsafe { libc_kill(pid, signal) };
+}
+
 /// Stops a process until [`SIGCONT`] (it cannot be caught: a frozen VM).
 pub const SIGSTOP: i32 = 19;
 /// Resumes a stopped process.

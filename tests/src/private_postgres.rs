@@ -126,6 +126,47 @@ impl PrivatePostgres {
         }
     }
 
+    /// The server's processes: the postmaster and its children.
+    fn pids(&self) -> Vec<i32> {
+        let pidfile = self.dir.join("data/postmaster.pid");
+        let Some(main) = std::fs::read_to_string(pidfile)
+            .ok()
+            .and_then(|s| s.lines().next()?.trim().parse::<i32>().ok())
+        else {
+            return Vec::new();
+        };
+        let mut pids = vec![main];
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // pid (comm) state ppid ...: the comm may hold spaces.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
+            if ppid == Some(main) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Freezes every process of the server (SIGSTOP): connections stay open
+    /// and nothing answers, as with a hung database host.
+    pub fn freeze(&self) {
+        for pid in self.pids() {
+            crate::send_signal(pid, crate::SIGSTOP);
+        }
+    }
+
+    /// Resumes a frozen server.
+    pub fn thaw(&self) {
+        for pid in self.pids() {
+            crate::send_signal(pid, crate::SIGCONT);
+        }
+    }
+
     /// Stops it (fast: connections are cut).
     pub fn stop(&self) {
         assert!(
@@ -137,6 +178,7 @@ impl PrivatePostgres {
 
 impl Drop for PrivatePostgres {
     fn drop(&mut self) {
+        self.thaw();
         let _ = self.pg_ctl(&["-m", "immediate", "-w", "stop"]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -4,6 +4,7 @@
 //! rescheduled, never dead-lettered, and all complete once it returns;
 //! with Redis down, the API refuses submissions with 503 and Retry-After
 //! (nothing accepted and dropped), and the workers resume when it returns.
+//! With Postgres hung (every process frozen), heartbeats go on.
 
 use std::time::{Duration, Instant};
 
@@ -119,4 +120,94 @@ async fn a_redis_outage_refuses_submissions_with_503_and_workers_resume() {
         .wait_final(b["id"].as_str().unwrap(), Duration::from_secs(30))
         .await;
     assert_eq!(job["state"], "succeeded", "{job}");
+}
+
+#[tokio::test]
+async fn heartbeats_go_on_while_postgres_hangs() {
+    let pg = PrivatePostgres::start();
+    let url = pg.url();
+    let mut env = TestEnv::new(&[
+        ("DATABASE_URL", url.as_str()),
+        ("HOPPER_HEARTBEAT_MS", "200"),
+        ("HOPPER_LEASE_MS", "1000"),
+    ]);
+    env.start_api().await;
+    // A worker with one slot takes a job on its last attempt, then dies:
+    // the survivor's rescuer must write that job's dead record while
+    // Postgres hangs.
+    let doomed = env.start_worker("echo", &[("HOPPER_QUEUE_ECHO_CONCURRENCY", "1")]);
+    let (_, d) = env
+        .post(
+            "/v1/jobs/echo?max_attempts=1",
+            &json!({"message": "dies with its worker", "sleep_ms": 60_000}),
+        )
+        .await;
+    let dead_id = d["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.get(&format!("/v1/jobs/{dead_id}")).await.1["state"] != "running" {
+        assert!(Instant::now() < deadline, "never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.start_worker("echo", &[]);
+    let (_, l) = env
+        .post(
+            "/v1/jobs/echo",
+            &json!({"message": "long", "sleep_ms": 6_000}),
+        )
+        .await;
+    let long = l["id"].as_str().unwrap().to_owned();
+    let survivor = loop {
+        let (_, j) = env.get(&format!("/v1/jobs/{long}")).await;
+        if j["state"] == "running" {
+            break j["worker"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "never started: {j}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    pg.freeze();
+    env.kill(doomed);
+    // For four seconds (four leases) the survivor's heartbeat stays fresh
+    // though its rescuer is stuck on Postgres, and its job is never taken.
+    let watched = Instant::now();
+    let mut recovered = false;
+    while watched.elapsed() < Duration::from_secs(4) {
+        let (_, list) = env.get("/v1/workers").await;
+        let me = list["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["worker"] == survivor.as_str())
+            .unwrap_or_else(|| panic!("the survivor was evicted: {list}"))
+            .clone();
+        assert!(
+            me["heartbeat_age_ms"].as_u64().unwrap() < 1_000,
+            "heartbeat stalled: {me}"
+        );
+        let (_, j) = env.get(&format!("/v1/jobs/{long}")).await;
+        assert_eq!(j["attempts"], 1, "{j}");
+        recovered |= env.get(&format!("/v1/jobs/{dead_id}")).await.1["state"] == "dead";
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "the dead worker's job was recovered meanwhile");
+    pg.thaw();
+    let j = env.wait_final(&long, Duration::from_secs(30)).await;
+    assert_eq!(
+        (j["state"].as_str(), j["attempts"].as_u64()),
+        (Some("succeeded"), Some(1)),
+        "{j}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hopper_shared::db::job_record(&env.pool(), dead_id.parse().unwrap())
+        .await
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the dead record never reached Postgres"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
