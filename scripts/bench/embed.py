@@ -3,7 +3,8 @@ side of the benchmark, and the report.
 
   embed.py gen N SEED OUT.json                 deterministic sentences of 8-120 words
   embed.py st MODEL_DIR IN.json OUT.f32 DEVICE THREADS BATCH   one sentence-transformers run
-  embed.py report RESULTS.jsonl VECTORS_DIR    table + the final JSON line
+  embed.py report RESULTS.jsonl VECTORS_DIR [NOTES.json]   table + the final JSON line
+                                               (NOTES' fields, e.g. cpu_bf16, bf16_skipped, added)
 
 `st` and the Hopper binary each print one JSON line; the script collects them into
 RESULTS.jsonl (one line per run) and `report` takes the medians over rounds.
@@ -93,7 +94,7 @@ def st(model_dir: str, inp: str, out: str, device: str, threads: int, batch: int
     }))
 
 
-def report(results: str, vdir: str) -> None:
+def report(results: str, vdir: str, notes: str = "") -> None:
     import numpy as np
 
     runs = [json.loads(line) for line in open(results) if line.strip()]
@@ -148,6 +149,11 @@ def report(results: str, vdir: str) -> None:
     out["st_tokens_per_s"] = round(st_tps, 0)
     out["rounds"] = len(by["st"])
     out["device"] = by["st"][0]["device"]
+    if notes:
+        extra = json.load(open(notes))
+        if extra.get("bf16_skipped"):
+            print(f"hopper bf16 skipped: {extra['bf16_skipped']}")
+        out.update(extra)
     print(json.dumps(out))
 
 
@@ -162,6 +168,6 @@ if __name__ == "__main__":
     elif cmd == "st":
         st(args[0], args[1], args[2], args[3], int(args[4]), int(args[5]))
     elif cmd == "report":
-        report(args[0], args[1])
+        report(args[0], args[1], args[2] if len(args) > 2 else "")
     else:
         sys.exit(f"unknown command {cmd}")

@@ -3,9 +3,17 @@
 # open mode without rate limits, and a cleanup that stops every process started, deletes the keys
 # and drops the schema.
 # Source it after `cd` to the repo root and `. scripts/env.sh`; then start_api, start_worker.
+# A benchmark that cannot run ends with bench_fail: {"error": ...} as its last stdout line and a
+# non-zero exit (wait_worker_ready does so for a worker that exits at start-up).
 # shellcheck shell=bash
 
 say() { echo "[bench] $*" >&2; }
+# bench_fail REASON: the reason as the last (JSON) line on stdout, and exit 1.
+bench_fail() {
+  python3 -c 'import json,sys; print(json.dumps({"error": sys.argv[1]}))' "$*"
+  say "$*"
+  exit 1
+}
 now_us() { echo "${EPOCHREALTIME/[.,]/}"; }
 
 say "building release binaries"
@@ -43,6 +51,29 @@ start_api() {
 start_noop_worker() {
   HOPPER_QUEUE_NOOP_CONCURRENCY=$1 "$BIN/hopper-worker" --queues noop --device cpu \
     2>>"$LOGS/worker.log" & WPID=$!; PIDS+=("$WPID")
+}
+# wait_worker_ready PID ADDR LOG OUT: waits until the worker PID (HOPPER_WORKER_METRICS_ADDR=ADDR,
+# stderr in LOG) has loaded its models, then writes its /health/ready `embedding` component
+# (precision, kernels, cpu_bf16 and why) to OUT. A worker that exits first ends the benchmark at
+# once with the last line it wrote (its reason); one not ready in 300 s, with that.
+wait_worker_ready() {
+  local pid=$1 addr=$2 log=$3 out=$4 state
+  for _ in $(seq 3000); do
+    state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || echo gone)
+    if [ "$state" = gone ] || [ "$state" = Z ]; then
+      bench_fail "hopper-worker exited at start-up: $(grep -v '^[[:space:]]*$' "$log" | tail -n 1)"
+    fi
+    if curl -fs "http://$addr/health/ready" 2>/dev/null | python3 -c '
+import json, sys
+e = json.load(sys.stdin)["components"].get("embedding") or {}
+sys.exit(0 if e.get("loaded") else 1)' 2>/dev/null; then
+      curl -fs "http://$addr/health/ready" |
+        python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["components"]["embedding"]))' >"$out"
+      return 0
+    fi
+    sleep 0.1
+  done
+  bench_fail "hopper-worker not ready after 300 s: $(grep -v '^[[:space:]]*$' "$log" | tail -n 1)"
 }
 stop() { kill -TERM "$@" 2>/dev/null || true; wait "$@" 2>/dev/null || true; }
 # field KEY: KEY of the JSON object on the last line of stdin.

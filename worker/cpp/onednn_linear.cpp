@@ -5,13 +5,14 @@
 //
 // Tensors cross the boundary as `at::Tensor*` (tch's C_tensor). A function
 // returns NULL on success, else a malloc'd error message for
-// hopper_onednn_free_error.
+// hopper_onednn_free_error: torch's message without its C++ stack trace.
 
 #include <ATen/Context.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/ivalue.h>
 #include <ATen/core/stack.h>
+#include <c10/util/Exception.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -36,6 +37,8 @@ char *call(const c10::OperatorHandle &op, torch::jit::Stack &stack, at::Tensor *
     }
     *out = new at::Tensor(stack[0].toTensor());
     return nullptr;
+  } catch (const c10::Error &e) {
+    return error_of(e.what_without_backtrace());
   } catch (const std::exception &e) {
     return error_of(e.what());
   } catch (...) {
@@ -67,6 +70,8 @@ char *hopper_onednn_pack_linear_weight(at::Tensor *weight, at::Tensor **out) {
         c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_reorder_linear_weight", "");
     torch::jit::Stack stack{c10::IValue(*weight), c10::IValue()};
     return call(op, stack, out);
+  } catch (const c10::Error &e) {
+    return error_of(e.what_without_backtrace());
   } catch (const std::exception &e) {
     return error_of(e.what());
   }
@@ -88,6 +93,8 @@ char *hopper_onednn_linear(at::Tensor *x, at::Tensor *packed_weight, at::Tensor 
         c10::IValue(std::string(algorithm)),
     };
     return call(op, stack, out);
+  } catch (const c10::Error &e) {
+    return error_of(e.what_without_backtrace());
   } catch (const std::exception &e) {
     return error_of(e.what());
   }

@@ -7,11 +7,15 @@
 //! script's cosine comparison against sentence-transformers.
 //!
 //! ```text
-//! embed_bench --model-dir DIR --input sentences.json [--precision fp32|bf16|fp16]
+//! embed_bench --model-dir DIR --input sentences.json [--precision auto|fp32|bf16|fp16]
 //!             [--device cpu|cuda|cuda:N|auto] [--threads 2] [--out vectors.f32]
 //!             [--streams N] [--linear auto|aten|onednn] [--label NAME]
 //!             [--max-tokens N] [--max-batch N] [--repeat N]
+//! embed_bench --check [--precision P] [--linear K] [--device D]
 //! ```
+//!
+//! A run that cannot start (bf16 on a CPU without native bf16, a missing
+//! model) prints one JSON line with `error` instead, and exits 1.
 
 use std::{io::Write, path::PathBuf, time::Instant};
 
@@ -19,7 +23,7 @@ use anyhow::Context;
 use clap::Parser;
 use hopper_worker::{
     device::{self, DeviceChoice},
-    embed::{BatchOptions, LinearKernels, ModelRegistry, ModelSpec, Precision},
+    embed::{BatchOptions, EngineChoice, LinearKernels, ModelRegistry, ModelSpec, PrecisionChoice},
 };
 
 #[derive(Parser)]
@@ -27,12 +31,18 @@ struct Args {
     /// The sentence-transformers model directory.
     #[arg(long, env = "HOPPER_MODEL_DIR")]
     model_dir: PathBuf,
-    /// A JSON array of strings.
+    /// A JSON array of strings (required unless `--check`).
     #[arg(long)]
-    input: PathBuf,
-    /// fp32, bf16 or fp16 (default: fp32 on CPU, fp16 on CUDA).
+    input: Option<PathBuf>,
+    /// auto, fp32, bf16 or fp16 (auto: fp16 on CUDA; on a CPU bf16 where
+    /// it is native, else fp32). bf16 on a CPU without native bf16 is
+    /// refused: the run prints `{"error": …}` and exits non-zero.
+    #[arg(long, default_value = "auto")]
+    precision: PrecisionChoice,
+    /// Print what `--precision` and `--linear` come to on this machine as
+    /// one JSON line, and exit (0, or 1 with `error` when refused).
     #[arg(long)]
-    precision: Option<Precision>,
+    check: bool,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
@@ -84,15 +94,33 @@ fn status_mb(field: &str) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     // SAFETY: the first thing main does; no other thread exists yet.
     unsafe { hopper_worker::embed::onednn::bound_primitive_cache() };
     let args = Args::parse();
+    if let Err(e) = run(args) {
+        // One JSON line with the reason, for scripts/bench/embed.
+        println!(
+            "{}",
+            serde_json::json!({ "engine": "hopper", "error": format!("{e:#}") })
+        );
+        eprintln!("embed_bench: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     let device = device::resolve(args.device)?;
-    let precision = args.precision.unwrap_or(Precision::default_for(device));
+    let choice = EngineChoice::decide(device, args.precision, args.linear)?;
+    if args.check {
+        println!("{}", choice.to_json());
+        return Ok(());
+    }
+    let precision = choice.precision;
+    let input = args.input.as_ref().context("--input is required")?;
     let texts: Vec<String> = serde_json::from_str(
-        &std::fs::read_to_string(&args.input)
-            .with_context(|| format!("cannot read {}", args.input.display()))?,
+        &std::fs::read_to_string(input)
+            .with_context(|| format!("cannot read {}", input.display()))?,
     )?;
     let defaults = BatchOptions::for_device(device);
     let options = BatchOptions {
@@ -152,6 +180,9 @@ fn main() -> anyhow::Result<()> {
         "streams": model.streams(),
         "threads_per_stream": tch::get_num_threads(),
         "linear": model.kernels().as_str(),
+        "precision_asked": choice.asked.to_string(),
+        "precision_why": choice.precision_why,
+        "cpu_bf16": choice.cpu.as_ref().map(|c| c.native),
         "sentences": texts.len(),
         "seconds": best,
         "sps": n / best,

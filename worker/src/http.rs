@@ -1,14 +1,17 @@
 //! The worker's own small HTTP server (when `HOPPER_WORKER_METRICS_ADDR` is
 //! set): `/metrics` for Prometheus, `/health/live`, and `/health/ready` with
-//! per-component detail (Redis, Postgres, the torch device).
+//! per-component detail (Redis, Postgres, the torch device, and — on a
+//! worker that embeds — the engine's precision and kernels and why).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use deadpool_postgres::Pool;
 use hopper_queue::QueueClient;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
+
+use crate::embed::{EngineChoice, ModelRegistry, stats};
 
 /// What the health endpoints look at.
 #[derive(Clone)]
@@ -23,6 +26,45 @@ pub struct Health {
     pub torch_device: tch::Device,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// The embedding engine, on a worker that serves the embed queue.
+    pub embedding: Option<EmbedHealth>,
+}
+
+/// The embedding engine as the health endpoints see it.
+#[derive(Clone)]
+pub struct EmbedHealth {
+    /// Its precision and kernels, decided at start-up.
+    pub choice: EngineChoice,
+    /// The models, once loaded.
+    pub models: Arc<OnceLock<Arc<ModelRegistry>>>,
+}
+
+impl EmbedHealth {
+    /// The `embedding` component of `/health/ready`.
+    fn component(&self) -> serde_json::Value {
+        let mut v = self.choice.to_json();
+        v["ok"] = json!(true);
+        v["detail"] = json!(self.choice.to_string());
+        let loaded = self.models.get();
+        v["loaded"] = json!(loaded.is_some());
+        if let Some(models) = loaded {
+            v["models"] = json!(models.versions());
+            v["streams"] = json!(models.default_model().streams());
+        }
+        v
+    }
+
+    /// Sets the engine's room gauges ([`stats`]).
+    fn export(&self) {
+        let Some(models) = self.models.get() else {
+            return;
+        };
+        let s = models.stats();
+        metrics::gauge!(stats::METRIC_CAPACITY).set(s.capacity as f64);
+        metrics::gauge!(stats::METRIC_ADMITTED_MAX).set(s.admitted_texts_max as f64);
+        metrics::gauge!(stats::METRIC_WAITING).set(s.waiting_texts as f64);
+        metrics::gauge!(stats::METRIC_WAITING_MAX).set(s.waiting_texts_max as f64);
+    }
 }
 
 /// The router of the worker's HTTP server.
@@ -32,6 +74,9 @@ pub fn router(health: Health) -> Router {
             "/metrics",
             get(|State(h): State<Health>| async move {
                 crate::device::export_gpu_memory(h.torch_device);
+                if let Some(e) = &h.embedding {
+                    e.export();
+                }
                 h.metrics.render()
             }),
         )
@@ -48,10 +93,13 @@ async fn ready(State(mut h): State<Health>) -> impl IntoResponse {
     let postgres = hopper_shared::db::ping(&h.pool)
         .await
         .map_err(|e| e.to_string());
-    let (ok, body) = hopper_shared::health::report(
+    let (ok, mut body) = hopper_shared::health::report(
         &[("redis", &redis), ("postgres", &postgres)],
         &[("device", &h.device)],
     );
+    if let Some(e) = &h.embedding {
+        body["components"]["embedding"] = e.component();
+    }
     let status = if ok {
         StatusCode::OK
     } else {

@@ -39,8 +39,10 @@ pub struct WorkerOptions {
     pub device: tch::Device,
     /// Its description (for logs and readiness).
     pub device_description: String,
-    /// Inference precision.
-    pub precision: embed::Precision,
+    /// The embedding engine's precision and kernels, decided at start-up
+    /// ([`embed::EngineChoice::decide`]); needed when the embed queue is
+    /// served.
+    pub embedding: Option<embed::EngineChoice>,
     /// Embedding models (the first is the default); also the tokenizer used
     /// to chunk documents.
     pub models: Vec<embed::ModelSpec>,
@@ -52,8 +54,6 @@ pub struct WorkerOptions {
     pub embed_threads: Option<usize>,
     /// Forward passes at once (the engine's choice when `None`).
     pub embed_streams: Option<usize>,
-    /// The embedding models' linear-layer kernels.
-    pub embed_linear: embed::LinearKernels,
 }
 
 /// Room (in texts) the embed queue counts per job when it asks the engine
@@ -92,6 +92,7 @@ pub async fn run(
     })?;
     db::migrate(&pool, &config.db_schema).await?;
 
+    let loaded_models = Arc::new(std::sync::OnceLock::new());
     if let Some(addr) = config.worker_metrics_addr {
         let health = http::Health {
             queue: client.clone(),
@@ -99,6 +100,10 @@ pub async fn run(
             device: opts.device_description.clone().into(),
             torch_device: opts.device,
             metrics: hopper_shared::metrics::install_exporter(),
+            embedding: opts.embedding.clone().map(|choice| http::EmbedHealth {
+                choice,
+                models: loaded_models.clone(),
+            }),
         };
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -112,6 +117,9 @@ pub async fn run(
     }
 
     let pipeline = pipeline_for(config.summary_llm.clone(), &opts, &client, &pool).await?;
+    if let Some(models) = &pipeline.models {
+        let _ = loaded_models.set(models.clone());
+    }
     let worker_id = WorkerId::generate();
     let lease = Lease {
         heartbeat: config.heartbeat,
@@ -170,7 +178,7 @@ pub async fn run(
                 let w = WorkerBuilder::new(name)
                     .backend(backend)
                     .data(pipeline.clone())
-                    .build(pipeline::handlers::embed);
+                    .build(embed_announced);
                 running.spawn(async move { (kind, w.run_until(signal).await) });
             }
             JobKind::Summarize => {
@@ -269,10 +277,13 @@ async fn pipeline_for(
         if opts.models.is_empty() {
             bail!("the embed queue needs at least one model (--model / HOPPER_MODEL_DIR)");
         }
-        let (specs, device, precision) = (opts.models.clone(), opts.device, opts.precision);
+        let Some(choice) = opts.embedding.clone() else {
+            bail!("the embed queue needs the engine's precision and kernels decided at start-up");
+        };
+        let (specs, device) = (opts.models.clone(), opts.device);
+        let (precision, kernels) = (choice.precision, choice.kernels);
         let queue_texts = opts.embed_queue_texts;
-        let (threads, streams, kernels) =
-            (opts.embed_threads, opts.embed_streams, opts.embed_linear);
+        let (threads, streams) = (opts.embed_threads, opts.embed_streams);
         let registry = tokio::task::spawn_blocking(move || {
             let mut batch = embed::BatchOptions::for_device(device);
             if let Some(texts) = queue_texts {
@@ -287,7 +298,7 @@ async fn pipeline_for(
         let model = registry.default_model();
         tracing::info!(
             models = ?registry.versions(),
-            ?precision,
+            %precision,
             streams = model.streams(),
             kernels = %model.kernels(),
             "embedding models loaded"
@@ -308,6 +319,24 @@ async fn pipeline_for(
         ),
         llm: llm.map(|c| std::sync::Arc::new(pipeline::llm::LlmSummarizer::new(c))),
     })
+}
+
+/// The embed handler, its texts counted against the engine's room from the
+/// moment the job starts ([`embed::Embedder::announced`]): the admission gate
+/// then sees a claimed job at once, not after its cache lookup.
+async fn embed_announced(
+    args: hopper_shared::jobs::EmbedArgs,
+    job: apalis_core::task::data::Data<hopper_queue::JobContext>,
+    p: apalis_core::task::data::Data<pipeline::handlers::Pipeline>,
+) -> Result<serde_json::Value, apalis_core::error::BoxDynError> {
+    let texts = args.texts.len() + args.batch.as_ref().map_or(0, |b| b.chunk_ids.len());
+    match p.models.clone() {
+        Some(models) => {
+            let job = pipeline::handlers::embed(args, job, p);
+            models.default_model().announced(texts, job).await
+        }
+        None => pipeline::handlers::embed(args, job, p).await,
+    }
 }
 
 /// What a queue's backend is built from.

@@ -1,4 +1,9 @@
 //! `hopper-worker`: runs jobs from the queues named by `--queues`.
+//!
+//! A worker that serves the embed queue decides its precision and kernels
+//! before it connects to anything ([`EngineChoice::decide`]): bf16 only where
+//! the CPU runs it natively. An impossible choice exits at once, non-zero,
+//! with a one-line reason on stderr; the choice made is logged once.
 
 use anyhow::Context;
 use clap::Parser;
@@ -6,7 +11,7 @@ use hopper_shared::{Config, jobs::JobKind, telemetry};
 use hopper_worker::{
     WorkerOptions,
     device::{self, DeviceChoice},
-    embed::{LinearKernels, ModelSpec, Precision},
+    embed::{EngineChoice, LinearKernels, ModelSpec, PrecisionChoice},
 };
 
 /// Runs Hopper jobs from Redis queues, acknowledging each only after its
@@ -20,9 +25,12 @@ struct Args {
     /// Torch device: auto, cpu, cuda or cuda:N.
     #[arg(long, env = "HOPPER_DEVICE", default_value = "auto")]
     device: DeviceChoice,
-    /// Inference precision: fp32 (CPU default), bf16, fp16 (CUDA default).
-    #[arg(long, env = "HOPPER_PRECISION")]
-    precision: Option<Precision>,
+    /// Inference precision: auto (fp16 on CUDA; on a CPU bf16 where it is
+    /// native, else fp32), fp32, bf16 (refused on a CPU without native
+    /// bf16) or fp16 (CUDA only). `HOPPER_CPU_BF16=0|1` overrides the CPU's
+    /// detection.
+    #[arg(long, env = "HOPPER_PRECISION", default_value = "auto")]
+    precision: PrecisionChoice,
     /// Embedding models, `DIR` or `NAME=DIR`, comma-separated; the first is
     /// the default (and its tokenizer chunks documents).
     #[arg(long = "model", env = "HOPPER_MODEL_DIR", value_delimiter = ',')]
@@ -75,18 +83,27 @@ async fn start(args: Args) -> anyhow::Result<()> {
     let device = device::resolve(args.device)?;
     let described = device::describe(device)?;
     tracing::info!("{described}");
+    let embedding = if queues.contains(&JobKind::Embed) {
+        let choice = EngineChoice::decide(device, args.precision, args.embed_linear)?;
+        tracing::info!(
+            precision = %choice.precision,
+            kernels = %choice.kernels,
+            cpu_bf16 = ?choice.cpu.as_ref().map(|c| c.native),
+            "embedding in {choice}"
+        );
+        Some(choice)
+    } else {
+        None
+    };
     let opts = WorkerOptions {
         queues,
         device,
         device_description: described,
-        precision: args
-            .precision
-            .unwrap_or_else(|| Precision::default_for(device)),
+        embedding,
         models: args.models,
         embed_queue_texts: args.embed_queue_texts,
         embed_threads: args.embed_threads,
         embed_streams: args.embed_streams,
-        embed_linear: args.embed_linear,
     };
     hopper_worker::run(config, opts, shutdown).await
 }

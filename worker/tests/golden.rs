@@ -4,11 +4,16 @@
 //!
 //! The reference vectors in `fixtures/golden_minilm.json` were made by
 //! `scripts/bench/golden` from `fixtures/golden_texts.json`.
+//!
+//! bf16 runs only on a CPU with native bf16; elsewhere its golden test says
+//! it skips, and the refusal is tested instead. `HOPPER_CPU_BF16=0` takes
+//! the second path on any CPU.
 
 use std::path::{Path, PathBuf};
 
 use hopper_worker::embed::{
-    BatchOptions, EmbedError, LinearKernels, ModelRegistry, ModelSpec, Precision, TextTokenizer,
+    BatchOptions, CpuBf16, EmbedError, LinearKernels, ModelRegistry, ModelSpec, Precision,
+    PrecisionChoice, TextTokenizer,
 };
 use serde::Deserialize;
 use tch::Device;
@@ -131,8 +136,59 @@ async fn fp32_on_aten_kernels_matches_sentence_transformers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bf16_stays_close_to_sentence_transformers() {
-    let min = min_cosine(load(Precision::Bf16)).await;
+    let cpu = CpuBf16::get().unwrap();
+    if !cpu.native {
+        eprintln!(
+            "SKIPPED bf16_stays_close_to_sentence_transformers: this CPU has no native bf16 \
+             ({}), so bf16 is refused here (bf16_is_refused_where_the_cpu_lacks_it checks that)",
+            cpu.explained()
+        );
+        return;
+    }
+    let registry = load(Precision::Bf16);
+    assert_eq!(registry.default_model().kernels(), LinearKernels::OneDnn);
+    let min = min_cosine(registry).await;
     assert!(min >= 0.999, "bf16 min cosine {min}");
+}
+
+#[test]
+fn bf16_is_refused_where_the_cpu_lacks_it() {
+    let cpu = CpuBf16::get().unwrap();
+    let (auto, _) = PrecisionChoice::Auto.resolve(Device::Cpu).unwrap();
+    if cpu.native {
+        eprintln!(
+            "this CPU has native bf16 ({}): auto is bf16",
+            cpu.explained()
+        );
+        assert_eq!(auto, Precision::Bf16);
+        return;
+    }
+    assert_eq!(auto, Precision::Fp32, "auto avoids bf16 here");
+    // Refused up front, whatever the kernels: a clear one-line reason, not
+    // oneDNN's exception (with its stack trace) from packing the weights.
+    for kernels in [
+        LinearKernels::Auto,
+        LinearKernels::OneDnn,
+        LinearKernels::Aten,
+    ] {
+        let e = ModelRegistry::load_with(
+            &[ModelSpec::from_dir(model_dir())],
+            Device::Cpu,
+            Precision::Bf16,
+            &BatchOptions {
+                kernels,
+                ..BatchOptions::default()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(e, EmbedError::NoNativeBf16(_)), "{kernels}: {e}");
+        let msg = e.to_string();
+        assert!(!msg.contains('\n'), "one line: {msg}");
+        assert!(
+            msg.contains("no native bf16") && msg.contains("fp32"),
+            "{msg}"
+        );
+    }
 }
 
 #[test]

@@ -20,9 +20,13 @@
 //! Backpressure: at most [`BatchOptions::queue_capacity`] texts are accepted
 //! and unanswered at once (a semaphore counted in texts; a larger call is cut
 //! into chunks that queue in turn). [`Embedder::available_capacity`] tells a
-//! worker whether to claim more jobs.
+//! worker whether to claim more jobs: the free room less the texts already
+//! waiting for it. The texts held and waiting are counted apart from the
+//! semaphore, with high-water marks ([`super::stats`]), so that a test can
+//! check the gate's invariant rather than sample it.
 
 use std::{
+    cell::RefCell,
     collections::HashMap,
     panic::AssertUnwindSafe,
     sync::{
@@ -41,9 +45,15 @@ use super::{
     EmbedError,
     batcher::{Item, Pool},
     model::{Encoder, LinearKernels, Precision},
-    stats::{Counters, EmbedStats},
+    stats::{Counters, EmbedStats, Held},
     tokenize::{TextTokenizer, Tokens},
 };
+
+tokio::task_local! {
+    /// Texts a job announced ([`Embedder::announced`]) that have not yet
+    /// reached the engine.
+    static ANNOUNCED: RefCell<Option<Held>>;
+}
 
 /// Texts one request carries at most; larger calls are cut into chunks.
 const CHUNK_TEXTS: usize = 256;
@@ -185,13 +195,20 @@ pub struct EmbedOutput {
 
 type Reply = oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>;
 
+/// Room in the engine for one chunk's texts: the semaphore's permits, and
+/// the count kept apart from them; both given back when dropped.
+struct Room {
+    _permit: OwnedSemaphorePermit,
+    _held: Held,
+}
+
 /// One chunk of one caller's texts, on its way to the inference thread.
 struct Request {
     id: u64,
     model: usize,
     tokens: Vec<Tokens>,
     reply: Reply,
-    permit: OwnedSemaphorePermit,
+    permit: Room,
 }
 
 /// A batch on its way to a stream.
@@ -306,8 +323,10 @@ impl Engine {
         })
     }
 
+    /// Free room, less the texts already waiting for room.
     pub(crate) fn available_capacity(&self) -> usize {
-        self.sem.available_permits()
+        let waiting = self.counters.waiting_texts.load(Relaxed) as usize;
+        self.sem.available_permits().saturating_sub(waiting)
     }
 
     pub(crate) fn stats(&self) -> EmbedStats {
@@ -390,6 +409,9 @@ impl Embedder {
     /// One chunk (≤ the queue capacity): wait for room, tokenise, queue, await.
     async fn embed_chunk(&self, texts: Vec<String>) -> Result<(Vec<Vec<f32>>, usize), EmbedError> {
         let n = texts.len();
+        // The job's announcement (if any) becomes this chunk's wait.
+        let announced = ANNOUNCED.try_with(|a| a.borrow_mut().take()).ok().flatten();
+        let waiting = announced.unwrap_or_else(|| Held::waiting(&self.engine.counters, n));
         let permit = self
             .engine
             .sem
@@ -397,6 +419,11 @@ impl Embedder {
             .acquire_many_owned(n as u32)
             .await
             .map_err(|_| EmbedError::EngineStopped)?;
+        drop(waiting);
+        let permit = Room {
+            _permit: permit,
+            _held: Held::admitted(&self.engine.counters, n),
+        };
         let tokenizer = self.model.tokenizer.clone();
         let tokens = tokio::task::spawn_blocking(move || tokenizer.encode(&texts))
             .await
@@ -421,6 +448,15 @@ impl Embedder {
             .map_err(|_| EmbedError::EngineStopped)?;
         let vectors = rx.await.map_err(|_| EmbedError::EngineStopped)??;
         Ok((vectors, truncated))
+    }
+
+    /// Runs `job` with `texts` counted as waiting for room in the engine
+    /// from now until its first [`Self::embed`] call has room (or it ends),
+    /// so that the embed queue's admission gate sees a job's texts as soon
+    /// as the job starts, not only once its cache lookup is done.
+    pub async fn announced<F: std::future::Future>(&self, texts: usize, job: F) -> F::Output {
+        let held = Held::waiting(&self.engine.counters, texts);
+        ANNOUNCED.scope(RefCell::new(Some(held)), job).await
     }
 
     /// The model's name (its directory name unless configured otherwise).
@@ -454,7 +490,8 @@ impl Embedder {
     }
 
     /// Texts the engine (shared by every model on this device) can still
-    /// accept without waiting.
+    /// accept without waiting, less those other calls already wait to put
+    /// in (what the embed queue's admission gate reads).
     pub fn available_capacity(&self) -> usize {
         self.engine.available_capacity()
     }
@@ -480,7 +517,7 @@ struct Pending {
     out: Vec<Vec<f32>>,
     remaining: usize,
     reply: Reply,
-    _permit: OwnedSemaphorePermit,
+    _permit: Room,
 }
 
 /// The state of the inference loop.

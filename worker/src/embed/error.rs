@@ -87,6 +87,13 @@ pub enum EmbedError {
         /// The device.
         device: String,
     },
+    /// bf16 asked for on a CPU that does not run it natively (through
+    /// ATen it would be ~5× slower than fp32; oneDNN refuses it).
+    #[error(
+        "precision bf16 refused: this CPU has no native bf16 ({0}), and without it bf16 runs \
+         ~5x slower than fp32; use --precision fp32, or auto to pick what the CPU runs"
+    )]
+    NoNativeBf16(String),
     /// An option is out of range.
     #[error("invalid embedding option: {0}")]
     BadOptions(String),

@@ -7,7 +7,8 @@
 //! and token budget ([`batcher`]). Callers get an [`Embedder`] and
 //! `embed(texts).await` — their own vectors, in order, plus how many texts
 //! were truncated. Counters for metrics are in [`stats`]. The device itself
-//! is chosen by [`crate::device`].
+//! is chosen by [`crate::device`]; the precision and kernels by [`choice`],
+//! following what the CPU runs natively ([`cpu`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), hopper_worker::embed::EmbedError> {
@@ -21,7 +22,9 @@
 //! ```
 
 pub mod batcher;
+pub mod choice;
 pub mod config;
+pub mod cpu;
 pub mod engine;
 pub mod error;
 pub mod model;
@@ -30,10 +33,12 @@ pub mod registry;
 pub mod stats;
 pub mod tokenize;
 
+pub use choice::EngineChoice;
 pub use config::{ModelConfig, Pooling};
+pub use cpu::CpuBf16;
 pub use engine::{BatchOptions, EmbedOutput, Embedder};
 pub use error::EmbedError;
-pub use model::{Encoder, LinearKernels, Precision};
+pub use model::{Encoder, LinearKernels, Precision, PrecisionChoice};
 pub use registry::{ModelRegistry, ModelSpec};
 pub use stats::EmbedStats;
 pub use tokenize::{TextTokenizer, Tokens};

@@ -18,6 +18,7 @@ use tch::{Device, Kind, TchError, Tensor};
 use super::{
     EmbedError,
     config::{Activation, ModelConfig, Pooling},
+    cpu::CpuBf16,
     onednn::{self, PostOp},
     tokenize::Tokens,
 };
@@ -25,23 +26,17 @@ use super::{
 /// Number format of weights and activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
-    /// 32-bit floats: the reference; the default on CPU.
+    /// 32-bit floats: the reference; on a CPU without native bf16, the
+    /// choice of [`PrecisionChoice::Auto`].
     Fp32,
-    /// bfloat16: ≈2.6× faster on CPUs with avx512_bf16; CPU or CUDA.
+    /// bfloat16: ≈1.7× fp32's throughput on a CPU with native bf16 (see
+    /// [`super::cpu`]), refused on one without (5× slower there); CUDA too.
     Bf16,
     /// float16: CUDA only.
     Fp16,
 }
 
 impl Precision {
-    /// The sensible default for a device: fp32 on CPU, fp16 on CUDA.
-    pub fn default_for(device: Device) -> Self {
-        match device {
-            Device::Cpu => Precision::Fp32,
-            _ => Precision::Fp16,
-        }
-    }
-
     /// The torch kind of this precision.
     pub fn kind(self) -> Kind {
         match self {
@@ -60,15 +55,78 @@ impl Precision {
         }
     }
 
-    /// Fails when this precision cannot run on `device`.
+    /// Fails when this precision cannot run on `device`, or would run far
+    /// slower than fp32 there: fp16 on a CPU, bf16 on a CPU without native
+    /// bf16 ([`CpuBf16`]).
     pub fn check(self, device: Device) -> Result<(), EmbedError> {
-        if self == Precision::Fp16 && device == Device::Cpu {
-            return Err(EmbedError::UnsupportedPrecision {
+        match (self, device) {
+            (Precision::Fp16, Device::Cpu) => Err(EmbedError::UnsupportedPrecision {
                 precision: "fp16".into(),
-                device: "the CPU (use fp32 or bf16)".into(),
-            });
+                device: "the CPU (use fp32, bf16 or auto)".into(),
+            }),
+            (Precision::Bf16, Device::Cpu) => {
+                let cpu = CpuBf16::get()?;
+                if cpu.native {
+                    Ok(())
+                } else {
+                    Err(EmbedError::NoNativeBf16(cpu.explained()))
+                }
+            }
+            _ => Ok(()),
         }
-        Ok(())
+    }
+}
+
+/// What `--precision` asks for: one [`Precision`], or the device's best.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PrecisionChoice {
+    /// fp16 on CUDA; on a CPU bf16 where it is native ([`CpuBf16`]), else
+    /// fp32.
+    #[default]
+    Auto,
+    /// Exactly this precision (refused where [`Precision::check`] fails).
+    Exactly(Precision),
+}
+
+impl PrecisionChoice {
+    /// The precision for `device`, and why, in a few words.
+    pub fn resolve(self, device: Device) -> Result<(Precision, String), EmbedError> {
+        let (precision, why) = match (self, device) {
+            (PrecisionChoice::Exactly(p), _) => (p, format!("{p} asked for")),
+            (PrecisionChoice::Auto, Device::Cpu) => {
+                let cpu = CpuBf16::get()?;
+                let p = if cpu.native {
+                    Precision::Bf16
+                } else {
+                    Precision::Fp32
+                };
+                (p, format!("auto on a CPU with {cpu}"))
+            }
+            (PrecisionChoice::Auto, _) => (Precision::Fp16, "auto on CUDA".into()),
+        };
+        precision.check(device)?;
+        Ok((precision, why))
+    }
+}
+
+impl fmt::Display for PrecisionChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrecisionChoice::Auto => f.write_str("auto"),
+            PrecisionChoice::Exactly(p) => p.fmt(f),
+        }
+    }
+}
+
+impl FromStr for PrecisionChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(PrecisionChoice::Auto);
+        }
+        s.parse()
+            .map(PrecisionChoice::Exactly)
+            .map_err(|_| format!("`{s}` is not auto, fp32, bf16 or fp16"))
     }
 }
 
@@ -110,6 +168,15 @@ impl LinearKernels {
             LinearKernels::Aten => "aten",
             LinearKernels::OneDnn => "onednn",
         }
+    }
+
+    /// What this choice comes to on `device`: `Aten` or `OneDnn`.
+    pub fn resolve(self, device: Device) -> Result<LinearKernels, EmbedError> {
+        Ok(if self.packs(device)? {
+            LinearKernels::OneDnn
+        } else {
+            LinearKernels::Aten
+        })
     }
 
     /// Whether the layers of a model on `device` are packed for oneDNN.
@@ -332,12 +399,8 @@ impl Encoder {
         kernels: LinearKernels,
     ) -> Result<Self, EmbedError> {
         precision.check(device)?;
-        let pack = kernels.packs(device)?;
-        let kernels = if pack {
-            LinearKernels::OneDnn
-        } else {
-            LinearKernels::Aten
-        };
+        let kernels = kernels.resolve(device)?;
+        let pack = kernels == LinearKernels::OneDnn;
         let kind = precision.kind();
         let h = cfg.hidden_size;
         let mut w = Weights::read(cfg.dir.join("model.safetensors"), device)?;
@@ -594,6 +657,23 @@ mod tests {
         }
         assert_eq!("mkldnn".parse::<LinearKernels>(), Ok(LinearKernels::OneDnn));
         assert!("mkl".parse::<LinearKernels>().is_err());
+    }
+
+    #[test]
+    fn precision_choices_parse() {
+        assert_eq!("auto".parse(), Ok(PrecisionChoice::Auto));
+        assert_eq!(
+            "BF16".parse(),
+            Ok(PrecisionChoice::Exactly(Precision::Bf16))
+        );
+        assert_eq!(PrecisionChoice::default(), PrecisionChoice::Auto);
+        let e = "int8".parse::<PrecisionChoice>().unwrap_err();
+        assert!(e.contains("auto, fp32, bf16 or fp16"), "{e}");
+        assert!(
+            PrecisionChoice::Exactly(Precision::Fp16)
+                .resolve(Device::Cpu)
+                .is_err()
+        );
     }
 
     #[test]

@@ -2,9 +2,22 @@
 //!
 //! The inference thread bumps atomics after every forward pass; anyone may
 //! take an [`EmbedStats`] snapshot at any time. Padded minus real tokens is
-//! the work wasted on padding.
+//! the work wasted on padding. Callers count the texts they hold room for
+//! and the texts waiting for it, with their high-water marks: the embed
+//! queue's admission gate is right when the first never exceeds the
+//! capacity and the second stays small. The worker's `/metrics` publishes
+//! them under the names below.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// The engine's bound on texts held at once (gauge).
+pub const METRIC_CAPACITY: &str = "hopper_embed_capacity_texts";
+/// The most texts held by the engine at once so far (gauge).
+pub const METRIC_ADMITTED_MAX: &str = "hopper_embed_admitted_texts_max";
+/// Texts waiting for room in the engine now (gauge).
+pub const METRIC_WAITING: &str = "hopper_embed_waiting_texts";
+/// The most texts that waited for room at once so far (gauge).
+pub const METRIC_WAITING_MAX: &str = "hopper_embed_waiting_texts_max";
 
 /// Upper bounds of the batch-size histogram buckets; one more bucket
 /// counts larger batches.
@@ -24,9 +37,65 @@ pub(crate) struct Counters {
     pub(crate) max_batch_size: AtomicU64,
     pub(crate) forward_micros: AtomicU64,
     pub(crate) batch_sizes: [AtomicU64; BATCH_SIZE_BUCKETS.len() + 1],
+    /// Texts holding room in the engine now, counted apart from the
+    /// semaphore that grants it (so a broken gate shows).
+    pub(crate) admitted_texts: AtomicU64,
+    pub(crate) admitted_texts_max: AtomicU64,
+    /// Texts of calls waiting for room now.
+    pub(crate) waiting_texts: AtomicU64,
+    pub(crate) waiting_texts_max: AtomicU64,
+}
+
+/// Adds `n` to a current count and raises its high-water mark; takes it
+/// off again when dropped.
+pub(crate) struct Held {
+    counters: std::sync::Arc<Counters>,
+    n: u64,
+    waiting: bool,
+}
+
+impl Held {
+    /// `n` texts waiting for room.
+    pub(crate) fn waiting(counters: &std::sync::Arc<Counters>, n: usize) -> Self {
+        Self::new(counters, n, true)
+    }
+
+    /// `n` texts admitted to the engine.
+    pub(crate) fn admitted(counters: &std::sync::Arc<Counters>, n: usize) -> Self {
+        Self::new(counters, n, false)
+    }
+
+    fn new(counters: &std::sync::Arc<Counters>, n: usize, waiting: bool) -> Self {
+        let n = n as u64;
+        let (now, max) = counters.pair(waiting);
+        let after = now.fetch_add(n, Relaxed) + n;
+        max.fetch_max(after, Relaxed);
+        Self {
+            counters: counters.clone(),
+            n,
+            waiting,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.counters
+            .pair(self.waiting)
+            .0
+            .fetch_sub(self.n, Relaxed);
+    }
 }
 
 impl Counters {
+    fn pair(&self, waiting: bool) -> (&AtomicU64, &AtomicU64) {
+        if waiting {
+            (&self.waiting_texts, &self.waiting_texts_max)
+        } else {
+            (&self.admitted_texts, &self.admitted_texts_max)
+        }
+    }
+
     /// Records one successful forward pass.
     pub(crate) fn record_batch(&self, size: usize, real: usize, padded: usize, micros: u64) {
         let size = size as u64;
@@ -60,6 +129,9 @@ impl Counters {
             batch_sizes: self.batch_sizes.iter().map(get).collect(),
             queued_texts: queued_texts as u64,
             capacity: capacity as u64,
+            admitted_texts_max: get(&self.admitted_texts_max),
+            waiting_texts: get(&self.waiting_texts),
+            waiting_texts_max: get(&self.waiting_texts_max),
         }
     }
 }
@@ -94,4 +166,12 @@ pub struct EmbedStats {
     pub queued_texts: u64,
     /// The most texts that may be queued at once.
     pub capacity: u64,
+    /// The most texts ever admitted at once (counted apart from the
+    /// semaphore that bounds them by `capacity`).
+    pub admitted_texts_max: u64,
+    /// Texts of calls waiting for room now.
+    pub waiting_texts: u64,
+    /// The most texts that ever waited for room at once: what the embed
+    /// queue claimed beyond the engine's room.
+    pub waiting_texts_max: u64,
 }
