@@ -5,7 +5,7 @@
 -- ARGV: 1 retention ms, 2 job key prefix, 3 stats ttl s, 4 worker id,
 --       then (id, result json, lease) triples
 -- Fenced: a job is acknowledged only while this worker holds it under that lease (see
--- holds() in prelude.lua); the others are left as they are and returned.
+-- take() in prelude.lua); the others are left as they are and returned.
 -- Returns the ids whose lease was lost (their results must be dropped).
 -- Also forgets up to 2 finished jobs per ack older than the retention,
 -- so Redis does not grow forever (Postgres keeps their records).
@@ -13,15 +13,16 @@ local now, prefix, worker = now_ms(), ARGV[2], ARGV[4]
 local acked, lost = 0, {}
 for i = 5, #ARGV, 3 do
   local id, key = ARGV[i], prefix .. ARGV[i]
-  if holds(key, KEYS[1], id, ARGV[i + 2]) then
-    redis.call('SREM', KEYS[1], id)
+  local f = redis.call('HMGET', key, 'state', 'lease', 'attempts', 'started_at', 'history',
+    'tenant', 'priority')
+  if take(KEYS[1], id, f[1], f[2], ARGV[i + 2]) then
     redis.call('SREM', KEYS[4], id)
-    local f = redis.call('HMGET', key, 'attempts', 'started_at')
-    push_history(key, {attempt = tonumber(f[1]), worker = worker,
-      started_at_ms = tonumber(f[2]), finished_at_ms = now, outcome = 'succeeded'})
-    redis.call('HSET', key, 'state', 'succeeded', 'finished_at', now, 'result', ARGV[i + 1])
+    local history = history_with(f[5], {attempt = tonumber(f[3]), worker = worker,
+      started_at_ms = tonumber(f[4]), finished_at_ms = now, outcome = 'succeeded'})
+    redis.call('HSET', key, 'state', 'succeeded', 'finished_at', now, 'result', ARGV[i + 1],
+      'history', history)
     redis.call('ZADD', KEYS[2], now, id)
-    tenant_done(KEYS[5], key)
+    tenant_done_as(KEYS[5], f[6], f[7])
     acked = acked + 1
   else
     lost[#lost + 1] = id

@@ -8,16 +8,16 @@
 -- under that lease; 1 when recorded.
 -- Appends the attempt to the job's history (last 20 kept).
 local id = ARGV[1]
-if not holds(KEYS[1], KEYS[2], id, ARGV[7]) then return -1 end
-redis.call('SREM', KEYS[2], id)
+local f = redis.call('HMGET', KEYS[1], 'state', 'lease', 'attempts', 'worker', 'started_at',
+  'history', 'tenant', 'priority')
+if not take(KEYS[2], id, f[1], f[2], ARGV[7]) then return -1 end
 redis.call('SREM', KEYS[7], id)
 local now, retry_in = now_ms(), tonumber(ARGV[3])
-local f = redis.call('HMGET', KEYS[1], 'attempts', 'worker', 'started_at')
 local outcome = 'retrying'
 if retry_in < 0 then outcome = ARGV[4] end
-push_history(KEYS[1], {attempt = tonumber(f[1]), worker = f[2], started_at_ms = tonumber(f[3]),
-  finished_at_ms = now, outcome = outcome, error = ARGV[2]})
-redis.call('HSET', KEYS[1], 'error', ARGV[2])
+local history = history_with(f[6], {attempt = tonumber(f[3]), worker = f[4],
+  started_at_ms = tonumber(f[5]), finished_at_ms = now, outcome = outcome, error = ARGV[2]})
+redis.call('HSET', KEYS[1], 'error', ARGV[2], 'history', history)
 if retry_in >= 0 then
   redis.call('HSET', KEYS[1], 'state', 'retrying', 'run_at', now + retry_in)
   redis.call('ZADD', KEYS[3], now + retry_in, id)
@@ -32,7 +32,7 @@ else
   redis.call('ZADD', KEYS[4], now, id)
   redis.call('HINCRBY', KEYS[5], 'dead', 1)
 end
-if retry_in < 0 then tenant_done(KEYS[8], KEYS[1]) end
+if retry_in < 0 then tenant_done_as(KEYS[8], f[7], f[8]) end
 redis.call('HINCRBY', KEYS[5], 'failed', 1)
 redis.call('EXPIRE', KEYS[5], tonumber(ARGV[6]))
 return 1

@@ -8,23 +8,37 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- The job at `key` is finished: its tenant has one unfinished job less (never below 0), and
--- one unfinished high-priority job less (field '<tenant>:high') when it was one.
-local function tenant_done(tenants, key)
-  local f = redis.call('HMGET', key, 'tenant', 'priority')
-  local tenant = f[1] or 'default'
+-- A job of `tenant` (with `priority`) is finished: the tenant has one unfinished job less
+-- (never below 0), and one unfinished high-priority job less (field '<tenant>:high') when it
+-- was one.
+local function tenant_done_as(tenants, tenant, priority)
+  tenant = tenant or 'default'
   if redis.call('HINCRBY', tenants, tenant, -1) < 0 then redis.call('HSET', tenants, tenant, 0) end
-  if f[2] == 'high' and redis.call('HINCRBY', tenants, tenant .. ':high', -1) < 0 then
+  if priority == 'high' and redis.call('HINCRBY', tenants, tenant .. ':high', -1) < 0 then
     redis.call('HSET', tenants, tenant .. ':high', 0)
   end
 end
 
--- Appends one finished attempt to the job's history (the last 20 are kept).
-local function push_history(key, entry)
-  local history = cjson.decode(redis.call('HGET', key, 'history') or '[]')
+-- The job at `key` is finished (see tenant_done_as).
+local function tenant_done(tenants, key)
+  local f = redis.call('HMGET', key, 'tenant', 'priority')
+  tenant_done_as(tenants, f[1], f[2])
+end
+
+-- The history `stored` (JSON text or nil) with one finished attempt appended, as JSON text
+-- (the last 20 are kept). cjson encodes an empty table as an object, so a history always
+-- holds at least the new entry.
+local function history_with(stored, entry)
+  local history = {}
+  if stored and stored ~= '{}' then history = cjson.decode(stored) end
   history[#history + 1] = entry
   while #history > 20 do table.remove(history, 1) end
-  redis.call('HSET', key, 'history', cjson.encode(history))
+  return cjson.encode(history)
+end
+
+-- Appends one finished attempt to the job's history.
+local function push_history(key, entry)
+  redis.call('HSET', key, 'history', history_with(redis.call('HGET', key, 'history'), entry))
 end
 
 -- Fencing: true only while the job is running under this lease (its claim number) and is in
@@ -34,6 +48,12 @@ local function holds(key, inflight, id, lease)
   if redis.call('SISMEMBER', inflight, id) == 0 then return false end
   local f = redis.call('HMGET', key, 'state', 'lease')
   return f[1] == 'running' and f[2] == lease
+end
+
+-- The same fence on a job whose `state` and `stored_lease` were read already; when the attempt
+-- holds the job, takes it out of the in-flight set (the first step of finishing it).
+local function take(inflight, id, state, stored_lease, lease)
+  return state == 'running' and stored_lease == lease and redis.call('SREM', inflight, id) == 1
 end
 
 -- Puts a job back at the claim end of its priority's pending list and wakes a worker.

@@ -7,8 +7,8 @@ local n = 0
 for i = 3, #ARGV, 2 do
   local id = ARGV[i]
   local key = ARGV[1] .. id
-  if holds(key, KEYS[1], id, ARGV[i + 1]) then
-    redis.call('SREM', KEYS[1], id)
+  local f = redis.call('HMGET', key, 'state', 'lease')
+  if take(KEYS[1], id, f[1], f[2], ARGV[i + 1]) then
     if ARGV[2] == '1' then redis.call('HINCRBY', key, 'attempts', -1) end
     requeue(key, id, KEYS[2], KEYS[3], KEYS[4])
     n = n + 1

@@ -15,7 +15,7 @@ pub use private_redis::PrivateRedis;
 use std::{
     collections::HashMap,
     net::TcpListener,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::OnceLock,
     time::{Duration, Instant},
@@ -177,22 +177,11 @@ impl TestEnv {
     /// Spawns a workspace binary with this environment; its stderr goes to
     /// a log file of its own (see [`TestEnv::log`]).
     fn spawn(&mut self, bin: &str, args: &[&str], extra: &[(&str, &str)]) -> (Child, PathBuf) {
-        self.spawn_program(&binary(bin), bin, args, extra)
-    }
-
-    /// Spawns `program` (logged as `name`) with this environment.
-    fn spawn_program(
-        &mut self,
-        program: &Path,
-        bin: &str,
-        args: &[&str],
-        extra: &[(&str, &str)],
-    ) -> (Child, PathBuf) {
         static SPAWNED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = SPAWNED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = std::env::temp_dir().join(format!("hopper-test-{}-{bin}-{n}.log", self.id));
         let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(program)
+        let child = Command::new(binary(bin))
             .args(args)
             .envs(&self.env)
             .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
@@ -232,30 +221,6 @@ impl TestEnv {
         let pid = self.children[index].id() as i32;
         // SAFETY: sending a signal to a child we own.
         unsafe { libc_kill(pid, signal) };
-    }
-
-    /// Starts `hopper-worker --queues <queues>` under a wrapper command
-    /// (`faketime -f +60s`, say); returns its index.
-    pub fn start_worker_under(
-        &mut self,
-        wrapper: &[&str],
-        queues: &str,
-        extra: &[(&str, &str)],
-    ) -> usize {
-        let worker = binary("hopper-worker");
-        let mut args: Vec<&str> = wrapper[1..].to_vec();
-        args.extend([
-            worker.to_str().expect("utf-8 path"),
-            "--queues",
-            queues,
-            "--device",
-            "cpu",
-        ]);
-        let (child, log) =
-            self.spawn_program(Path::new(wrapper[0]), "wrapped-worker", &args, extra);
-        self.children.push(child);
-        self.logs.push(log);
-        self.children.len() - 1
     }
 
     /// SIGTERMs a started process and waits for it to exit.

@@ -11,6 +11,20 @@ use serde_json::{Value, json};
 
 const FAST_LEASE: [(&str, &str); 2] = [("HOPPER_HEARTBEAT_MS", "200"), ("HOPPER_LEASE_MS", "1000")];
 
+/// Debian's libfaketime (installed by scripts/setup).
+fn libfaketime() -> String {
+    let found = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|d| d.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.exists());
+    found
+        .expect("libfaketime is installed (scripts/setup redis)")
+        .display()
+        .to_string()
+}
+
 async fn job(env: &TestEnv, id: &str) -> Value {
     env.get(&format!("/v1/jobs/{id}")).await.1
 }
@@ -180,10 +194,16 @@ async fn a_worker_with_a_clock_a_minute_ahead_recovers_no_live_worker_and_runs_n
     assert_eq!(s, 202, "{delayed}");
     let delayed = delayed["id"].as_str().unwrap().to_owned();
 
-    let skewed = env.start_worker_under(
-        &["faketime", "-f", "+60s"],
+    // libfaketime preloaded into the worker itself (the `faketime` wrapper
+    // would fork it, and a test stops what it starts by pid): its wall clock
+    // runs 60 s ahead, its monotonic clock is untouched.
+    let skewed = env.start_worker(
         "echo",
-        &[("FAKETIME_DONT_FAKE_MONOTONIC", "1")],
+        &[
+            ("LD_PRELOAD", libfaketime().as_str()),
+            ("FAKETIME", "+60s"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
     );
     // Give the skewed worker several leases' worth of heartbeats and
     // recovery passes, checking all the while.
