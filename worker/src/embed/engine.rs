@@ -198,8 +198,10 @@ type Reply = oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>;
 /// Room in the engine for one chunk's texts: the semaphore's permits, and
 /// the count kept apart from them; both given back when dropped.
 struct Room {
-    _permit: OwnedSemaphorePermit,
+    // Fields drop in order: the count goes down before the permit is given
+    // back, so the next holder's count never overlaps this one's.
     _held: Held,
+    _permit: OwnedSemaphorePermit,
 }
 
 /// One chunk of one caller's texts, on its way to the inference thread.
@@ -421,8 +423,8 @@ impl Embedder {
             .map_err(|_| EmbedError::EngineStopped)?;
         drop(waiting);
         let permit = Room {
-            _permit: permit,
             _held: Held::admitted(&self.engine.counters, n),
+            _permit: permit,
         };
         let tokenizer = self.model.tokenizer.clone();
         let tokens = tokio::task::spawn_blocking(move || tokenizer.encode(&texts))
