@@ -13,10 +13,11 @@
 //!    after the last attempt, writes the dead record and dead-letters it;
 //! 4. frees the worker's slot, so the claim loop may claim one more job.
 //!
-//! Every write is fenced by the attempt's lease token: the record is written
-//! only while the attempt still holds the job (checked per batch), the ack,
-//! fail or release only if it holds it at that moment (inside the script),
-//! and Postgres never replaces a record with one of an earlier claim. An
+//! Every write is fenced by the attempt's lease token: the ack, fail or
+//! release only if the attempt holds the job at that moment (inside the
+//! script), and Postgres never replaces a record with one of an earlier
+//! claim (a record that queues a callback is also checked in Redis before it
+//! is written, so a stale attempt announces nothing). An
 //! attempt that lost its lease (its worker was frozen past the lease and the
 //! job was recovered) has its outcome dropped, logged and counted
 //! (`hopper_job_lease_lost_total`). What such an attempt did outside Hopper
@@ -394,27 +395,42 @@ impl AckShared {
     }
 }
 
-/// Writes the records of the attempts in `batch` that still hold their
-/// jobs (one fence check in Redis, one statement in Postgres); answers
-/// which did.
+/// Writes the records in `batch` (one statement in Postgres); answers which
+/// attempts still held their jobs.
+///
+/// The upsert itself is fenced by lease, so a stale attempt never replaces
+/// the record of a later claim; it may write first, and the owner's record
+/// replaces it when the owner finishes (the job's state is read from Redis
+/// meanwhile). Only records that queue a completion callback are checked in
+/// Redis first (`held.lua`), so no stale attempt announces an outcome: a
+/// round trip per batch for every job would cost the drain rate ~15 %.
 async fn store_held_records(
     client: &QueueClient,
     kind: JobKind,
     pool: &Pool,
     batch: Vec<JobRecord>,
 ) -> Result<Vec<Fenced>, String> {
-    let workers: Vec<WorkerId> = batch
-        .iter()
-        .map(|r| WorkerId::from_raw(r.worker.as_deref().unwrap_or_default()))
+    let mut held = vec![true; batch.len()];
+    let with_callback: Vec<usize> = (0..batch.len())
+        .filter(|&i| batch[i].callback_url.is_some())
         .collect();
-    let attempts: Vec<_> = batch
-        .iter()
-        .zip(&workers)
-        .map(|(r, w)| (r.id, w, r.lease))
-        .collect();
-    let held = until_recorded("lease check", || client.still_held(kind, &attempts))
-        .await
-        .map_err(|e| e.to_string())?;
+    if !with_callback.is_empty() {
+        let workers: Vec<WorkerId> = with_callback
+            .iter()
+            .map(|&i| WorkerId::from_raw(batch[i].worker.as_deref().unwrap_or_default()))
+            .collect();
+        let attempts: Vec<_> = with_callback
+            .iter()
+            .zip(&workers)
+            .map(|(&i, w)| (batch[i].id, w, batch[i].lease))
+            .collect();
+        let answers = until_recorded("lease check", || client.still_held(kind, &attempts))
+            .await
+            .map_err(|e| e.to_string())?;
+        for (&i, h) in with_callback.iter().zip(answers) {
+            held[i] = h;
+        }
+    }
     let keep: Vec<JobRecord> = batch
         .into_iter()
         .zip(&held)
