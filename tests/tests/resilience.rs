@@ -170,6 +170,79 @@ async fn a_redis_restart_mid_run_loses_no_job() {
     }
 }
 
+/// A run under load for the chaos tests: the API, three echo workers with
+/// four slots each and 2,000 jobs of 50 ms.
+struct Load {
+    workers: Vec<usize>,
+    ids: Vec<uuid::Uuid>,
+    pool: deadpool_postgres::Pool,
+}
+
+impl Load {
+    async fn start(env: &mut TestEnv) -> Self {
+        env.start_api().await;
+        let workers = (0..3).map(|_| env.start_worker("echo", &[])).collect();
+        let batch: Vec<Value> = (0..2000)
+            .map(|i| json!({"message": i.to_string(), "sleep_ms": 50}))
+            .collect();
+        let ids = env
+            .submit_batch("echo", &batch)
+            .await
+            .iter()
+            .map(|id| id.parse().unwrap())
+            .collect();
+        Self {
+            workers,
+            ids,
+            pool: env.pool(),
+        }
+    }
+
+    /// Jobs with a succeeded record.
+    async fn done(&self) -> usize {
+        let client = self.pool.get().await.unwrap();
+        let n: i64 = client
+            .query_one(
+                "SELECT count(*) FROM job_records WHERE id = ANY($1) AND state = 'succeeded'",
+                &[&self.ids],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        n as usize
+    }
+
+    /// Asserts the faults came mid-run, waits until every job succeeded,
+    /// and that each has exactly one record.
+    async fn finish(&self) {
+        let after_faults = self.done().await;
+        assert!(
+            after_faults < self.ids.len(),
+            "the faults came mid-run ({after_faults} done)"
+        );
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.done().await < self.ids.len() {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {} done",
+                self.done().await,
+                self.ids.len()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let client = self.pool.get().await.unwrap();
+        let rows: i64 = client
+            .query_one(
+                "SELECT count(*) FROM job_records WHERE id = ANY($1)",
+                &[&self.ids],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rows as usize, self.ids.len(), "exactly one record per job");
+    }
+}
+
 #[tokio::test]
 async fn random_sigkills_under_load_lose_nothing_and_duplicate_no_record() {
     let mut env = TestEnv::new(&[
@@ -177,60 +250,14 @@ async fn random_sigkills_under_load_lose_nothing_and_duplicate_no_record() {
         FAST_LEASE[1],
         ("HOPPER_QUEUE_ECHO_CONCURRENCY", "4"),
     ]);
-    env.start_api().await;
-    let workers: Vec<usize> = (0..3).map(|_| env.start_worker("echo", &[])).collect();
-    let batch: Vec<Value> = (0..2000)
-        .map(|i| json!({"message": i.to_string(), "sleep_ms": 50}))
-        .collect();
-    let ids: Vec<uuid::Uuid> = env
-        .submit_batch("echo", &batch)
-        .await
-        .iter()
-        .map(|id| id.parse().unwrap())
-        .collect();
-
+    let load = Load::start(&mut env).await;
     // The driver: every 0.7 s SIGKILL one worker (round robin) and restart
     // it, four times, all while the run is still going.
-    let pool = env.pool();
-    let client = pool.get().await.unwrap();
-    let done = || async {
-        client
-            .query_one(
-                "SELECT count(*) FROM job_records WHERE id = ANY($1) AND state = 'succeeded'",
-                &[&ids],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-    };
     for kill in 0..4 {
         tokio::time::sleep(Duration::from_millis(700)).await;
-        env.restart_worker(workers[kill % workers.len()], "echo", &[]);
+        env.restart_worker(load.workers[kill % load.workers.len()], "echo", &[]);
     }
-    let after_kills = done().await;
-    assert!(
-        after_kills < ids.len() as i64,
-        "the kills came mid-run ({after_kills} done)"
-    );
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while done().await < ids.len() as i64 {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {} done",
-            done().await,
-            ids.len()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let rows: i64 = client
-        .query_one(
-            "SELECT count(*) FROM job_records WHERE id = ANY($1)",
-            &[&ids],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(rows, ids.len() as i64, "exactly one record per job");
+    load.finish().await;
 }
 
 #[tokio::test]
@@ -340,29 +367,8 @@ async fn sigkills_freezes_and_a_redis_restart_under_load_lose_nothing_and_finish
         ("HOPPER_RATE_PER_KEY", "0"),
         ("HOPPER_RATE_GLOBAL", "0"),
     ]);
-    env.start_api().await;
-    let workers: Vec<usize> = (0..3).map(|_| env.start_worker("echo", &[])).collect();
-    let batch: Vec<Value> = (0..2000)
-        .map(|i| json!({"message": i.to_string(), "sleep_ms": 50}))
-        .collect();
-    let ids: Vec<uuid::Uuid> = env
-        .submit_batch("echo", &batch)
-        .await
-        .iter()
-        .map(|id| id.parse().unwrap())
-        .collect();
-    let pool = env.pool();
-    let client = pool.get().await.unwrap();
-    let done = || async {
-        client
-            .query_one(
-                "SELECT count(*) FROM job_records WHERE id = ANY($1) AND state = 'succeeded'",
-                &[&ids],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-    };
+    let load = Load::start(&mut env).await;
+    let workers = &load.workers;
 
     // The driver, all while the run goes on: a SIGKILL, a freeze past the
     // lease, a Redis restart during the freeze, the thaw, another SIGKILL.
@@ -377,30 +383,10 @@ async fn sigkills_freezes_and_a_redis_restart_under_load_lose_nothing_and_finish
     env.signal(workers[1], SIGCONT);
     tokio::time::sleep(Duration::from_millis(500)).await;
     env.restart_worker(workers[2], "echo", &[]);
-    let after_faults = done().await;
-    assert!(
-        after_faults < ids.len() as i64,
-        "the faults came mid-run ({after_faults} done)"
-    );
-
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while done().await < ids.len() as i64 {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {} done",
-            done().await,
-            ids.len()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let rows = client
-        .query("SELECT id FROM job_records WHERE id = ANY($1)", &[&ids])
-        .await
-        .unwrap();
-    assert_eq!(rows.len(), ids.len(), "exactly one record per job");
+    load.finish().await;
     let mut retried = 0;
-    for id in &ids {
-        let rec = hopper_shared::db::job_record(&pool, *id)
+    for id in &load.ids {
+        let rec = hopper_shared::db::job_record(&load.pool, *id)
             .await
             .unwrap()
             .unwrap();
