@@ -21,14 +21,7 @@ for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[3], id)
   local key = prefix .. id
   local st = redis.call('HGET', key, 'state')
-  if st == 'scheduled' or st == 'retrying' then
-    redis.call('HSET', key, 'state', 'pending')
-    if redis.call('HGET', key, 'priority') == 'high' then
-      redis.call('RPUSH', KEYS[1], id)
-    else
-      redis.call('RPUSH', KEYS[2], id)
-    end
-  end
+  if st == 'scheduled' or st == 'retrying' then requeue(key, id, KEYS[1], KEYS[2], nil) end
 end
 -- Pops the next id from `list` whose job is still pending (cancelled, purged or finished
 -- ids are dropped on the way).

@@ -12,19 +12,13 @@ for i = 3, #ARGV do
     n = n + 1
     local key = ARGV[1] .. id
     if ARGV[2] == 'retry' and redis.call('EXISTS', key) == 1 then
-      redis.call('HSET', key, 'state', 'pending', 'attempts', 0)
+      redis.call('HSET', key, 'attempts', 0)
       redis.call('HDEL', key, 'finished_at', 'dead_reason')
-      if redis.call('HGET', key, 'priority') == 'high' then
-        redis.call('RPUSH', KEYS[2], id)
-      else
-        redis.call('RPUSH', KEYS[3], id)
-      end
-      redis.call('LPUSH', KEYS[4], '1')
-      local tenant = redis.call('HGET', key, 'tenant') or 'default'
+      requeue(key, id, KEYS[2], KEYS[3], KEYS[4])
+      local f = redis.call('HMGET', key, 'tenant', 'priority')
+      local tenant = f[1] or 'default'
       redis.call('HINCRBY', KEYS[5], tenant, 1)
-      if redis.call('HGET', key, 'priority') == 'high' then
-        redis.call('HINCRBY', KEYS[5], tenant .. ':high', 1)
-      end
+      if f[2] == 'high' then redis.call('HINCRBY', KEYS[5], tenant .. ':high', 1) end
     else
       redis.call('DEL', key)
     end

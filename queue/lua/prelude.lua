@@ -56,7 +56,8 @@ local function take(inflight, id, state, stored_lease, lease)
   return state == 'running' and stored_lease == lease and redis.call('SREM', inflight, id) == 1
 end
 
--- Puts a job back at the claim end of its priority's pending list and wakes a worker.
+-- Puts a job back at the claim end of its priority's pending list and wakes a worker (none
+-- when `wake` is nil: the caller is about to claim).
 local function requeue(key, id, high, normal, wake)
   redis.call('HSET', key, 'state', 'pending')
   if redis.call('HGET', key, 'priority') == 'high' then
@@ -64,6 +65,6 @@ local function requeue(key, id, high, normal, wake)
   else
     redis.call('RPUSH', normal, id)
   end
-  redis.call('LPUSH', wake, '1')
+  if wake then redis.call('LPUSH', wake, '1') end
 end
 

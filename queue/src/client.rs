@@ -602,7 +602,6 @@ impl QueueClient {
         let retention = self.settings(kind).retention.as_millis() as i64;
         let mut lost = Vec::new();
         let mut workers: Vec<&WorkerId> = acks.iter().map(|a| &a.worker).collect();
-        workers.dedup();
         workers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         workers.dedup();
         for worker in workers {
