@@ -159,9 +159,17 @@ async fn a_frozen_worker_cannot_finish_jobs_that_ran_again_elsewhere() {
         );
         assert_ne!(rec.worker.as_deref(), Some(frozen_id.as_str()));
     }
-    // It registered afresh and serves again.
-    let (_, echo) = env.queue("echo").await;
-    assert_eq!(echo["workers"], 2, "{echo}");
+    // It registers afresh (at its next heartbeat, maybe after its acks were
+    // refused) and serves again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, echo) = env.queue("echo").await;
+        if echo["workers"] == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never registered afresh: {echo}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (_, again) = env
         .post("/v1/jobs/echo", &json!({"message": "after"}))
         .await;
