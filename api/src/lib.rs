@@ -7,9 +7,10 @@
 //!
 //! Map: [`routes`] holds the handlers, [`error`] the JSON error type,
 //! [`state`] what handlers share, [`history`] the queue-depth sampler and
-//! [`dashboard`] the built-in page that reads it, [`telemetry`] the HTTP metrics and the
-//! Prometheus exporter. [`app`] assembles the router with tower-http's
-//! middleware; [`serve`] checks the services, migrates and listens.
+//! [`dashboard`] the built-in page that reads it, [`retention`] the Postgres
+//! retention sweep, [`telemetry`] the HTTP metrics and the Prometheus
+//! exporter. [`app`] assembles the router with tower-http's middleware;
+//! [`serve`] checks the services, migrates and listens.
 
 pub mod auth;
 pub mod dashboard;
@@ -17,6 +18,7 @@ pub mod error;
 pub mod history;
 pub mod limits;
 pub mod openapi;
+pub mod retention;
 pub mod routes;
 pub mod state;
 pub mod telemetry;
@@ -131,6 +133,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = hopper_shared::metrics::install_exporter();
     let state = AppState::new(config.clone(), queue, pool, metrics);
     state.history.spawn_sampler(state.queue.clone());
+    retention::spawn_sweeper(state.pool.clone(), config.retention);
     let listener = tokio::net::TcpListener::bind(config.api_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.api_addr))?;

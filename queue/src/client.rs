@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use crate::{
     QueueError, QueueKeys,
-    job::{PushOptions, WorkerId},
+    job::{MAX_DELAY, PushOptions, WorkerId},
     now_ms,
     scripts::SCRIPTS,
 };
@@ -155,6 +155,15 @@ pub struct DeadPage {
     pub jobs: Vec<JobRecord>,
 }
 
+/// What one [`QueueClient::trim`] call forgot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Trimmed {
+    /// Dead letters past the dead-letter retention.
+    pub dead_letters: u64,
+    /// Succeeded and cancelled jobs past the queue's retention.
+    pub finished: u64,
+}
+
 /// What follows an attempt that did not succeed.
 #[derive(Debug, Clone, Copy)]
 pub enum AfterFailure<'a> {
@@ -177,6 +186,8 @@ pub struct QueueClient {
     clock_offset: Arc<AtomicI64>,
     /// High-priority claims in a row before a normal job goes first.
     high_burst: u32,
+    /// Dead letters are forgotten this long after they died (zero: never).
+    dead_retention: Duration,
 }
 
 impl std::fmt::Debug for QueueClient {
@@ -206,6 +217,7 @@ impl QueueClient {
             settings: Arc::new(config.queues.clone().into_iter().collect()),
             clock_offset: Arc::default(),
             high_burst: config.high_priority_burst,
+            dead_retention: config.retention.dead_letters,
         };
         this.ping().await?;
         this.sync_clock().await?;
@@ -381,9 +393,14 @@ impl QueueClient {
     ) -> Result<(Vec<String>, Vec<String>), QueueError> {
         let keys = self.keys(kind);
         let id = Uuid::now_v7();
-        let delay_ms = opts
-            .delay
-            .map_or(0, |d| d.as_millis().min(i64::MAX as u128) as i64);
+        let delay = opts.delay.unwrap_or_default();
+        if delay > MAX_DELAY {
+            return Err(QueueError::DelayTooLong {
+                delay_ms: delay.as_millis(),
+                max_ms: MAX_DELAY.as_millis(),
+            });
+        }
+        let delay_ms = delay.as_millis() as i64;
         let max_attempts = opts
             .max_attempts
             .unwrap_or_else(|| self.settings(kind).max_attempts);
@@ -661,7 +678,7 @@ impl QueueClient {
         let keys = self.keys(kind);
         let now = self.redis_now_ms();
         let (retry_in, final_state, reason) = match next {
-            AfterFailure::RetryIn(d) => (d.as_millis().min(i64::MAX as u128) as i64, "", ""),
+            AfterFailure::RetryIn(d) => (d.min(MAX_DELAY).as_millis() as i64, "", ""),
             AfterFailure::Dead(reason) => (-1, "dead", reason),
             AfterFailure::Cancelled => (-1, "cancelled", ""),
         };
@@ -894,7 +911,8 @@ impl QueueClient {
     }
 
     /// Re-queues the jobs of workers silent for longer than `lease`;
-    /// returns the ids this dead-lettered (out of attempts).
+    /// returns the ids this finished: dead-lettered (out of attempts) or
+    /// cancelled (their cancellation had been asked for).
     pub async fn recover(&self, kind: JobKind, lease: Duration) -> Result<Vec<Uuid>, QueueError> {
         let keys = self.keys(kind);
         let dead: Vec<String> = SCRIPTS
@@ -905,12 +923,41 @@ impl QueueClient {
             .key(keys.dead())
             .key(keys.wake())
             .key(keys.tenant_load())
+            .key(keys.cancel_requests())
+            .key(keys.done())
             .arg(keys.tag())
             .arg(lease.as_millis() as i64)
             .arg(16)
             .invoke_async(&mut self.conn.clone())
             .await?;
         dead.iter().map(|s| parse_id(s)).collect()
+    }
+
+    /// Forgets, on Redis' clock, dead letters older than the dead-letter
+    /// retention and finished (succeeded or cancelled) jobs older than the
+    /// queue's retention: out of their sets, their hashes deleted (Postgres
+    /// keeps the records). At most `limit` of each per call.
+    pub async fn trim(&self, kind: JobKind, limit: usize) -> Result<Trimmed, QueueError> {
+        let keys = self.keys(kind);
+        let ms = |d: Duration| d.as_millis().min(i64::MAX as u128) as i64;
+        let (dead_letters, finished): (u64, u64) = SCRIPTS
+            .trim
+            .key(keys.dead())
+            .key(keys.done())
+            .arg(keys.job_prefix())
+            .arg(if self.dead_retention.is_zero() {
+                -1
+            } else {
+                ms(self.dead_retention)
+            })
+            .arg(ms(self.settings(kind).retention))
+            .arg(limit)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(Trimmed {
+            dead_letters,
+            finished,
+        })
     }
 
     /// Gives jobs claimed by `worker` back to the front of the queue: each

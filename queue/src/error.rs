@@ -39,6 +39,15 @@ pub enum QueueError {
         /// The queue.
         queue: String,
     },
+    /// A submission's delay exceeds [`crate::job::MAX_DELAY`] (nothing was
+    /// queued).
+    #[error("a delay of {delay_ms} ms exceeds the maximum of {max_ms} ms (one year)")]
+    DelayTooLong {
+        /// The delay asked for.
+        delay_ms: u128,
+        /// [`crate::job::MAX_DELAY`] in ms.
+        max_ms: u128,
+    },
     /// Writing a job record to Postgres failed.
     #[error(transparent)]
     Store(#[from] hopper_shared::Error),

@@ -37,12 +37,19 @@ impl Priority {
     }
 }
 
+/// The longest delay a job may be submitted with (one year of 365 days).
+/// Longer ones are refused ([`crate::QueueError::DelayTooLong`]): a larger
+/// number would overflow the due time on its way into the scheduled set.
+/// Retry delays are clamped to it too.
+pub const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Options of one submission.
 #[derive(Debug, Clone, Default)]
 pub struct PushOptions {
     /// Attempts allowed; the queue's setting when `None`.
     pub max_attempts: Option<u32>,
-    /// Run no earlier than this long after submission.
+    /// Run no earlier than this long after submission (at most
+    /// [`MAX_DELAY`]).
     pub delay: Option<Duration>,
     /// Claim order within the queue.
     pub priority: Priority,

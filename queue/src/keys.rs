@@ -9,7 +9,7 @@
 //! {<prefix>:<queue>}:workers          ZSET  worker id -> last heartbeat (ms)
 //! {<prefix>:<queue>}:wake             LIST  one token per push; idle workers BLPOP it
 //! {<prefix>:<queue>}:dead             ZSET  dead-lettered ids, scored by time (ms)
-//! {<prefix>:<queue>}:done             ZSET  succeeded ids by finish time, for retention
+//! {<prefix>:<queue>}:done             ZSET  succeeded and cancelled ids by finish time (retention)
 //! {<prefix>:<queue>}:cancel           SET   running ids whose cancellation was asked for
 //! {<prefix>:<queue>}:tenants          HASH  tenant -> unfinished jobs (the per-tenant cap)
 //! {<prefix>:<queue>}:idem:<key>       STRING  idempotency key -> job id (with a TTL)
@@ -89,7 +89,8 @@ impl QueueKeys {
         format!("{}:dead", self.tag)
     }
 
-    /// Succeeded jobs by finish time.
+    /// Succeeded and cancelled jobs by finish time (trimmed after the
+    /// queue's retention).
     pub fn done(&self) -> String {
         format!("{}:done", self.tag)
     }

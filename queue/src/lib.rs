@@ -40,9 +40,9 @@ mod scripts;
 
 pub use backend::{Admission, Lease, RedisBackend, ShutdownHandle};
 pub use browse::MinuteOutcomes;
-pub use client::{AfterFailure, DeadPage, QueueClient, QueueStats, WorkerInfo};
+pub use client::{AfterFailure, DeadPage, QueueClient, QueueStats, Trimmed, WorkerInfo};
 pub use error::QueueError;
-pub use job::{JobContext, Permanent, Priority, PushOptions, WorkerId};
+pub use job::{JobContext, MAX_DELAY, Permanent, Priority, PushOptions, WorkerId};
 pub use keys::QueueKeys;
 
 /// Microseconds since the Unix epoch.

@@ -2,9 +2,13 @@
 //! strays.
 //!
 //! Every heartbeat interval it runs `recover.lua`, which re-queues the jobs
-//! of workers whose lease ran out (on Redis' clock) or dead-letters those on
-//! their last attempt; it writes the records of the dead-lettered ones to
-//! Postgres and queues their callbacks. At least once per lease it also
+//! of workers whose lease ran out (on Redis' clock), dead-letters those on
+//! their last attempt and cancels those whose cancellation was asked for; it
+//! writes the records of the finished ones to Postgres and queues their
+//! callbacks. It also runs the queue's retention (`trim.lua`): dead letters
+//! and finished jobs past their retention leave Redis, [`TRIM_LIMIT`] of each
+//! per call, a few calls per tick while there is a backlog, so push, claim
+//! and ack never pay for it. At least once per lease it also
 //! reconciles its own worker's in-flight set with the jobs the worker really
 //! holds (`reconcile.lua`): a claim whose reply was lost, or an ack that gave
 //! up, would otherwise stay `running` for as long as the worker heartbeats.
@@ -23,6 +27,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{QueueClient, ack::persist_record, job::Running, registration::Registration};
 
+/// Dead letters (and, apart, finished jobs) one `trim.lua` call forgets, at
+/// most.
+pub const TRIM_LIMIT: usize = 200;
+/// `trim.lua` calls per tick, at most (a backlog drains over several ticks).
+const TRIM_CALLS: usize = 10;
+
 /// Runs recovery and reconciliation until `stop` fires.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn rescuer_loop(
@@ -38,13 +48,14 @@ pub(crate) async fn rescuer_loop(
     let mut last_reconcile = Instant::now();
     loop {
         match client.recover(kind, lease).await {
-            Ok(dead) => {
-                for id in dead {
+            Ok(finished) => {
+                for id in finished {
                     record_lost_job(&client, kind, pool.as_ref(), id).await;
                 }
             }
             Err(e) => tracing::warn!(queue = %kind, "recovery failed: {e}"),
         }
+        trim(&client, kind).await;
         if last_reconcile.elapsed() >= lease / 2 {
             last_reconcile = Instant::now();
             let worker = registration.id();
@@ -66,22 +77,62 @@ pub(crate) async fn rescuer_loop(
     }
 }
 
-/// Writes the record of a job dead-lettered because its worker was lost on
-/// its last attempt, and queues its callback.
+/// Forgets what is past its retention in `kind`'s queue (see `trim.lua`),
+/// counting it.
+async fn trim(client: &QueueClient, kind: JobKind) {
+    for _ in 0..TRIM_CALLS {
+        let trimmed = match client.trim(kind, TRIM_LIMIT).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(queue = %kind, "retention trim failed: {e}");
+                return;
+            }
+        };
+        for (store, n) in [
+            ("dead_letters", trimmed.dead_letters),
+            ("finished_jobs", trimmed.finished),
+        ] {
+            if n > 0 {
+                metrics::counter!(m::RETENTION_REMOVED, "store" => store, "queue" => kind.as_str())
+                    .increment(n);
+            }
+        }
+        if trimmed.dead_letters < TRIM_LIMIT as u64 && trimmed.finished < TRIM_LIMIT as u64 {
+            return;
+        }
+    }
+}
+
+/// Writes the record of a job finished by recovery — dead-lettered because
+/// its worker was lost on its last attempt, or cancelled as asked — and
+/// queues its callback.
 async fn record_lost_job(client: &QueueClient, kind: JobKind, pool: Option<&Pool>, id: uuid::Uuid) {
-    tracing::warn!(job = %id, queue = %kind, "dead-lettered: worker lost on last attempt");
-    metrics::counter!(m::JOBS_DEAD_LETTERED, "kind" => kind.as_str(), "reason" => "worker_lost")
-        .increment(1);
+    let rec = match client.job(kind, id).await {
+        Ok(rec) => rec,
+        Err(e) => {
+            tracing::warn!(job = %id, "could not read a recovered job: {e}");
+            return;
+        }
+    };
+    if rec
+        .as_ref()
+        .is_some_and(|r| r.state == hopper_shared::jobs::JobState::Cancelled)
+    {
+        tracing::info!(job = %id, queue = %kind, "cancelled as asked: its worker was lost");
+    } else {
+        tracing::warn!(job = %id, queue = %kind, "dead-lettered: worker lost on last attempt");
+        metrics::counter!(m::JOBS_DEAD_LETTERED, "kind" => kind.as_str(), "reason" => "worker_lost")
+            .increment(1);
+    }
     let Some(pool) = pool else { return };
-    let stored = match client.job(kind, id).await {
-        Ok(Some(rec)) => match persist_record(pool, &rec).await {
+    let stored = match rec {
+        Some(rec) => match persist_record(pool, &rec).await {
             Ok(()) => client.push_webhook(&rec).await,
             Err(e) => Err(e),
         },
-        Ok(None) => Ok(()),
-        Err(e) => Err(e),
+        None => Ok(()),
     };
     if let Err(e) = stored {
-        tracing::warn!(job = %id, "could not store dead job record: {e}");
+        tracing::warn!(job = %id, "could not store a recovered job's record: {e}");
     }
 }

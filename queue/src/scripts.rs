@@ -24,6 +24,7 @@ pub(crate) struct Scripts {
     pub deregister: Script,
     pub reconcile: Script,
     pub held: Script,
+    pub trim: Script,
 }
 
 macro_rules! script {
@@ -49,4 +50,5 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     deregister: script!("deregister.lua"),
     reconcile: script!("reconcile.lua"),
     held: script!("held.lua"),
+    trim: script!("trim.lua"),
 });

@@ -716,3 +716,107 @@ async fn an_evicted_worker_stops_its_jobs_drops_their_outcomes_and_registers_afr
         );
     });
 }
+
+#[tokio::test]
+async fn retention_trims_old_dead_letters_and_finished_jobs_a_bounded_batch_per_call() {
+    let c = config(&[
+        ("HOPPER_DEAD_RETENTION_MS", "60000"),
+        ("HOPPER_QUEUE_ECHO_RETENTION_MS", "60000"),
+    ]);
+    let q = client(&c).await;
+    let keys = q.keys(JobKind::Echo);
+    let mut r = conn(&q).await;
+    let (secs, _): (i64, i64) = redis::cmd("TIME").query_async(&mut r).await.unwrap();
+    let now = secs * 1000;
+    // 5 old and 1 young dead letter, 3 old and 1 young finished job.
+    let mut ids = HashMap::new();
+    for (set, n_old) in [(keys.dead(), 5), (keys.done(), 3)] {
+        let mut made = Vec::new();
+        for i in 0..=n_old {
+            let id = uuid::Uuid::now_v7();
+            let at = if i < n_old { now - 120_000 } else { now };
+            let _: () = redis::pipe()
+                .cmd("HSET")
+                .arg(keys.job(&id))
+                .arg("state")
+                .arg("dead")
+                .ignore()
+                .cmd("ZADD")
+                .arg(&set)
+                .arg(at)
+                .arg(id.to_string())
+                .ignore()
+                .query_async(&mut r)
+                .await
+                .unwrap();
+            made.push(id);
+        }
+        ids.insert(set, made);
+    }
+    let mut calls = Vec::new();
+    for _ in 0..4 {
+        let t = q.trim(JobKind::Echo, 2).await.unwrap();
+        calls.push((t.dead_letters, t.finished));
+    }
+    assert_eq!(
+        calls,
+        vec![(2, 2), (2, 1), (1, 0), (0, 0)],
+        "at most 2 per set per call"
+    );
+    for (set, made) in &ids {
+        let (young, old) = made.split_last().unwrap();
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(set)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        assert_eq!(members, vec![young.to_string()], "{set}");
+        for id in old {
+            assert!(q.job(JobKind::Echo, *id).await.unwrap().is_none());
+        }
+        assert!(q.job(JobKind::Echo, *young).await.unwrap().is_some());
+    }
+}
+
+#[tokio::test]
+async fn a_delay_over_a_year_is_refused_and_queues_nothing() {
+    let c = config(&[]);
+    let q = client(&c).await;
+    for delay in [
+        Duration::MAX,
+        hopper_queue::MAX_DELAY + Duration::from_millis(1),
+    ] {
+        let opts = PushOptions {
+            delay: Some(delay),
+            ..Default::default()
+        };
+        let refused = q.push(JobKind::Echo, &echo("late"), &opts).await;
+        assert!(
+            matches!(refused, Err(hopper_queue::QueueError::DelayTooLong { .. })),
+            "{refused:?}"
+        );
+        let many = q.push_many(JobKind::Echo, &[echo("late")], &opts).await;
+        assert!(
+            matches!(many, Err(hopper_queue::QueueError::DelayTooLong { .. })),
+            "{many:?}"
+        );
+    }
+    assert_eq!(q.stats(JobKind::Echo).await.unwrap().scheduled, 0);
+    let opts = PushOptions {
+        delay: Some(hopper_queue::MAX_DELAY),
+        ..Default::default()
+    };
+    let id = q
+        .push(JobKind::Echo, &echo("a year"), &opts)
+        .await
+        .unwrap()
+        .id;
+    let job = q.job(JobKind::Echo, id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Scheduled);
+    assert_eq!(
+        job.run_at_ms.unwrap() - job.enqueued_at_ms,
+        hopper_queue::MAX_DELAY.as_millis() as i64
+    );
+}

@@ -110,6 +110,9 @@ pub struct Config {
     pub api: ApiSettings,
     /// Completion callbacks: signing secret and allowed destinations.
     pub webhook: crate::webhook::WebhookConfig,
+    /// How long finished work is kept (Redis dead letters, Postgres records
+    /// and embed results) and how the Postgres sweep runs.
+    pub retention: crate::retention::RetentionSettings,
 }
 
 /// Time limits on Postgres, so no caller (a job's ack, a health check) waits
@@ -176,6 +179,7 @@ impl std::fmt::Debug for Config {
             .field("summary_llm", &self.summary_llm)
             .field("api", &self.api)
             .field("webhook", &self.webhook)
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -399,6 +403,8 @@ impl Config {
             },
         };
 
+        let retention = retention_settings(&mut env);
+
         if !problems.is_empty() {
             return Err(Error::Config(problems));
         }
@@ -420,6 +426,7 @@ impl Config {
             summary_llm,
             api,
             webhook,
+            retention,
         })
     }
 
@@ -427,6 +434,50 @@ impl Config {
     pub fn queue(&self, kind: JobKind) -> &QueueSettings {
         &self.queues[&kind]
     }
+}
+
+/// `HOPPER_DEAD_RETENTION_MS`, `HOPPER_RECORD_RETENTION_DAYS`,
+/// `HOPPER_EMBED_RESULT_RETENTION_DAYS`, `HOPPER_RETENTION_SWEEP_MS`,
+/// `HOPPER_RETENTION_BATCH` and `HOPPER_NOOP_LATENCIES_KEEP`.
+fn retention_settings<F: Fn(&str) -> Option<String>>(
+    env: &mut Env<'_, F>,
+) -> crate::retention::RetentionSettings {
+    use crate::retention::{DAY, RetentionSettings};
+    let d = RetentionSettings::default();
+    let mut days = |var: &str, default: Duration| {
+        let n: u32 = env.parse(var, (default.as_secs() / DAY.as_secs()) as u32);
+        if n > 36_500 {
+            env.problem(
+                var,
+                &n.to_string(),
+                "must be at most 36500 (100 years; 0: keep for ever)",
+            );
+        }
+        DAY * n
+    };
+    let job_records = days("HOPPER_RECORD_RETENTION_DAYS", d.job_records);
+    let embed_results = days("HOPPER_EMBED_RESULT_RETENTION_DAYS", d.embed_results);
+    let s = RetentionSettings {
+        dead_letters: env.millis("HOPPER_DEAD_RETENTION_MS", d.dead_letters),
+        job_records,
+        embed_results,
+        sweep_every: env.millis("HOPPER_RETENTION_SWEEP_MS", d.sweep_every),
+        batch: env.parse("HOPPER_RETENTION_BATCH", d.batch),
+        noop_latencies: env.parse("HOPPER_NOOP_LATENCIES_KEEP", d.noop_latencies),
+    };
+    for (var, value) in [
+        (
+            "HOPPER_RETENTION_SWEEP_MS",
+            s.sweep_every.as_millis() as u64,
+        ),
+        ("HOPPER_RETENTION_BATCH", u64::from(s.batch)),
+        ("HOPPER_NOOP_LATENCIES_KEEP", u64::from(s.noop_latencies)),
+    ] {
+        if value == 0 {
+            env.problem(var, "0", "must be at least 1");
+        }
+    }
+    s
 }
 
 /// Whether `s` is a plain lower-case SQL identifier (safe to interpolate).

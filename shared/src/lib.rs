@@ -17,6 +17,7 @@ pub mod health;
 pub mod jobs;
 pub mod keys;
 pub mod metrics;
+pub mod retention;
 pub mod telemetry;
 pub mod webhook;
 

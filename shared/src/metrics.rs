@@ -34,6 +34,10 @@ pub const HTTP_REQUESTS: &str = "hopper_http_requests_total";
 /// Seconds spent serving HTTP requests, labelled by `method` and `route`.
 pub const HTTP_REQUEST_SECONDS: &str = "hopper_http_request_seconds";
 
+/// Finished work deleted under its retention, labelled by `store`
+/// (`dead_letters` and `finished_jobs` in Redis, with `queue`, counted by
+/// workers; `job_records` and `embed_results` in Postgres, counted by the API).
+pub const RETENTION_REMOVED: &str = "hopper_retention_removed_total";
 /// Seconds from submission to a job's first start (its delay included),
 /// labelled by `kind`.
 pub const JOB_QUEUE_WAIT_SECONDS: &str = "hopper_job_queue_wait_seconds";

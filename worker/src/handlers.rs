@@ -36,6 +36,9 @@ pub async fn echo(args: EchoArgs, job: Data<JobContext>) -> Result<Value, BoxDyn
     }))
 }
 
+/// The start-latency list expires this long after its last sample.
+pub const LATENCIES_TTL_S: i64 = 3600;
+
 /// Where `noop` jobs leave their effect: a counter, and start latencies when
 /// the submitter stamped its jobs.
 #[derive(Clone)]
@@ -43,22 +46,29 @@ pub struct NoopEffects {
     conn: redis::aio::ConnectionManager,
     counter: String,
     latencies: String,
+    /// Latencies kept: the newest this many.
+    keep: u32,
 }
 
 impl NoopEffects {
-    /// Effects in the noop queue's own keys.
-    pub fn new(client: &QueueClient) -> Self {
+    /// Effects in the noop queue's own keys; the start-latency list keeps
+    /// the newest `keep` samples (`HOPPER_NOOP_LATENCIES_KEEP`).
+    pub fn new(client: &QueueClient, keep: u32) -> Self {
         let keys = client.keys(JobKind::Noop);
         Self {
             conn: client.connection(),
             counter: keys.named("effects"),
             latencies: keys.named("start_latency_us"),
+            keep: keep.max(1),
         }
     }
 }
 
 /// The diagnostic `noop` kind: one Redis INCR (and, for stamped jobs, the
-/// enqueue-to-start latency in µs appended to a list).
+/// enqueue-to-start latency in µs appended to a list, which keeps its newest
+/// `keep` samples and expires [`LATENCIES_TTL_S`] after the last one, so a
+/// benchmark left running cannot grow Redis without bound; the same round
+/// trip).
 pub async fn noop(args: NoopArgs, fx: Data<NoopEffects>) -> Result<(), BoxDynError> {
     let mut conn = fx.conn.clone();
     if let Some(sent) = args.sent_us {
@@ -70,6 +80,15 @@ pub async fn noop(args: NoopArgs, fx: Data<NoopEffects>) -> Result<(), BoxDynErr
             .cmd("RPUSH")
             .arg(&fx.latencies)
             .arg(latency)
+            .ignore()
+            .cmd("LTRIM")
+            .arg(&fx.latencies)
+            .arg(-i64::from(fx.keep))
+            .arg(-1)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&fx.latencies)
+            .arg(LATENCIES_TTL_S)
             .ignore()
             .query_async::<()>(&mut conn)
             .await?;

@@ -155,7 +155,10 @@ pub async fn run(
             JobKind::Noop => {
                 let w = WorkerBuilder::new(name)
                     .backend(queue.backend())
-                    .data(handlers::NoopEffects::new(&client))
+                    .data(handlers::NoopEffects::new(
+                        &client,
+                        config.retention.noop_latencies,
+                    ))
                     .build(handlers::noop);
                 running.spawn(async move { (kind, w.run_until(signal).await) });
             }

@@ -19,7 +19,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::IntoResponse,
 };
-use hopper_queue::{Priority, PushOptions};
+use hopper_queue::{MAX_DELAY, Priority, PushOptions};
 use hopper_shared::{
     db,
     jobs::{JobKind, JobState},
@@ -39,7 +39,9 @@ pub const MAX_BATCH: usize = 10_000;
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitQuery {
-    /// Run no earlier than this many milliseconds from now.
+    /// Run no earlier than this many milliseconds from now (at most one
+    /// year: 31,536,000,000).
+    #[param(maximum = 31_536_000_000.0)]
     delay_ms: Option<u64>,
     /// `high` or `normal` (default).
     #[param(value_type = Option<String>)]
@@ -98,6 +100,14 @@ fn options(
     {
         return Err(ApiError::out_of_range("max_attempts", 1, 100));
     }
+    let delay = q.delay_ms.map(Duration::from_millis);
+    if delay.is_some_and(|d| d > MAX_DELAY) {
+        return Err(ApiError::out_of_range(
+            "delay_ms",
+            0,
+            format!("{} (one year)", MAX_DELAY.as_millis()),
+        ));
+    }
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
@@ -117,7 +127,7 @@ fn options(
     };
     Ok(PushOptions {
         max_attempts: q.max_attempts,
-        delay: q.delay_ms.map(Duration::from_millis),
+        delay,
         priority: q.priority.unwrap_or_default(),
         // Keys are per tenant: one tenant's key never returns another's job.
         idempotency_key: idempotency_key.map(|k| format!("{}:{k}", caller.tenant)),

@@ -1,0 +1,49 @@
+//! The Postgres retention sweep, scheduled by the API.
+//!
+//! Every `HOPPER_RETENTION_SWEEP_MS` each API replica deletes the job records
+//! and stored embed results older than their retention
+//! ([`hopper_shared::retention::sweep`]: batched, index-backed, safe to run
+//! on several replicas at once). The API runs it because an API always runs
+//! wherever Hopper does, and it already owns periodic bookkeeping (the depth
+//! sampler); workers keep the Redis side (`trim.lua` in their rescuers).
+//! What was removed is counted in `hopper_retention_removed_total{store}`.
+
+use deadpool_postgres::Pool;
+use hopper_shared::{
+    metrics as m,
+    retention::{RetentionSettings, sweep},
+};
+
+/// Sweeps Postgres every `settings.sweep_every` until the process ends. A
+/// failed sweep (Postgres away) is logged and retried at the next tick.
+pub fn spawn_sweeper(pool: Pool, settings: RetentionSettings) {
+    if settings.job_records.is_zero() && settings.embed_results.is_zero() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(settings.sweep_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match sweep(&pool, &settings).await {
+                Ok(swept) => {
+                    for (store, n) in [
+                        ("job_records", swept.job_records),
+                        ("embed_results", swept.embed_results),
+                    ] {
+                        metrics::counter!(m::RETENTION_REMOVED, "store" => store).increment(n);
+                    }
+                    if swept.job_records + swept.embed_results > 0 {
+                        tracing::info!(
+                            job_records = swept.job_records,
+                            embed_results = swept.embed_results,
+                            batches = swept.batches,
+                            "retention: deleted finished work past its retention"
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "retention sweep failed; retrying next tick"),
+            }
+        }
+    });
+}

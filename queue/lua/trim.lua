@@ -1,0 +1,18 @@
+-- trim.lua: retention of one queue's finished jobs, run periodically by every worker's rescuer
+-- (never by push, claim or ack, so the hot paths pay nothing for it).
+-- KEYS[1] dead zset  KEYS[2] done zset (succeeded and cancelled jobs by finish time)
+-- ARGV: 1 job key prefix, 2 dead-letter retention ms (-1: kept for ever), 3 finished-job
+--       retention ms (the queue's, as ack.lua applies it), 4 most ids removed per set per call
+-- Entries older than their retention on Redis' clock leave their set and their job hashes go
+-- (Postgres keeps the records, under its own retention). Bounded: at most ARGV[4] per set.
+-- Returns {dead letters removed, finished jobs removed}.
+local now, prefix, limit = now_ms(), ARGV[1], tonumber(ARGV[4])
+local function expire(set, retention)
+  if retention < 0 then return 0 end
+  local old = redis.call('ZRANGE', set, '-inf', now - retention, 'BYSCORE', 'LIMIT', 0, limit)
+  if #old == 0 then return 0 end
+  for _, id in ipairs(old) do redis.call('DEL', prefix .. id) end
+  redis.call('ZREM', set, unpack(old))
+  return #old
+end
+return {expire(KEYS[1], tonumber(ARGV[2])), expire(KEYS[2], tonumber(ARGV[3]))}
