@@ -1,11 +1,28 @@
 //! Who is calling: an API key resolved to a [`Caller`] (tenant and scopes).
 //!
-//! [`authenticate`] runs in front of every `/v1` route. In keys mode (the
-//! default) it reads `Authorization: Bearer hop_…`, finds the key by its
-//! prefix (a short in-memory cache spares Postgres a query per request),
-//! checks the secret in constant time and refuses missing, malformed,
-//! unknown or revoked keys with 401. In open mode (`HOPPER_AUTH=open`, local
-//! development) every caller is tenant `default` with every scope.
+//! [`authenticate`] runs in front of every `/v1` route. It first settles the
+//! client's address (`limits::client_addr`: the peer, or `X-Forwarded-For`
+//! from a trusted proxy). In keys mode (the default) it reads
+//! `Authorization: Bearer hop_…`, finds the key by its prefix in a short
+//! in-memory cache ([`KeyCache`]) or Postgres, checks the secret in constant
+//! time and refuses missing, malformed, unknown or revoked keys with 401.
+//! In open mode (`HOPPER_AUTH=open`, local development) every caller is
+//! tenant `default` with every scope.
+//!
+//! Abuse before authentication: every request that does not present a
+//! cached valid key is counted against its client address's budget
+//! (`limits::AddressLimiter`) *before* Postgres is asked, and refused with
+//! 429 once it is spent; a valid key is never charged there (it is limited
+//! per key after this middleware). So a stream of made-up well-formed keys
+//! costs a bounded number of lookups per address
+//! (`hopper_api_key_lookups_total` counts them), and failed lookups are
+//! cached like good ones.
+//!
+//! Revocation reaches every replica within [`REVOCATION_BOUND`]: each
+//! replica polls Postgres for recently revoked prefixes every
+//! [`REVOCATION_POLL`] (however they were revoked: API, CLI or SQL), and a
+//! cached key is trusted only while the last successful poll is that
+//! recent; otherwise the key is looked up again on each request.
 //!
 //! Handlers take a [`Caller`] and call [`Caller::require`] with the scope
 //! they need (403 otherwise); everything they read or write is filtered by
@@ -28,13 +45,30 @@ use hopper_shared::{
     config::AuthMode,
     jobs::DEFAULT_TENANT,
     keys::{self, Scope, StoredKey},
+    metrics as m,
 };
 
-use crate::{AppState, error::ApiError};
+use crate::{
+    AppState,
+    error::ApiError,
+    limits::{self, ClientAddr},
+};
 
-/// How long a looked-up key is trusted before Postgres is asked again (so a
-/// revocation takes effect within this).
+/// How long a looked-up key (or its absence) is reused before Postgres is
+/// asked again.
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
+/// How often each replica asks Postgres which keys were revoked lately.
+pub const REVOCATION_POLL: Duration = Duration::from_millis(250);
+/// A cached valid key is trusted only while the last successful revocation
+/// poll *started* less than this ago, so a key revoked anywhere stops
+/// working on every replica within it (plus one request's time).
+pub const REVOCATION_BOUND: Duration = Duration::from_millis(750);
+/// Each poll re-reads revocations from this long before the previous poll's
+/// clock: a revoking transaction stamps `revoked_at` when it starts and may
+/// commit later (bounded by the statement timeout).
+const REVOCATION_OVERLAP_MS: i64 = 120_000;
+/// Entries beyond which the cache drops what has expired.
+const MAX_CACHED_KEYS: usize = 10_000;
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
@@ -91,54 +125,232 @@ fn unauthorized(detail: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
 }
 
-/// A looked-up key (or its absence) and when it was looked up.
-type CacheEntry = (Option<StoredKey>, Instant);
+/// A key found in Postgres, with the caller it makes.
+#[derive(Debug)]
+struct Known {
+    key: StoredKey,
+    caller: Caller,
+}
 
-/// Keys looked up recently, by prefix.
+/// A looked-up prefix: its key (`None`: no such key), and when the lookup
+/// started.
+#[derive(Debug)]
+struct Entry {
+    known: Option<Arc<Known>>,
+    at: Instant,
+}
+
+/// What the cache says about a token.
+#[derive(Debug)]
+enum Cached {
+    /// A valid key, fresh enough to trust.
+    Valid(Caller),
+    /// Known bad: no such key, revoked, or a wrong secret.
+    Refused,
+    /// A valid key due for re-checking (expired, or revocations unknown
+    /// lately): look it up without charging the address.
+    Recheck,
+    /// Never seen (or long ago): charge the address, then look it up.
+    Unknown,
+}
+
+/// What the cache holds, under one lock.
+#[derive(Debug, Default)]
+struct CacheState {
+    /// Looked-up prefixes.
+    entries: HashMap<String, Entry>,
+    /// Prefixes revoked lately (as the revocation poll or this replica's
+    /// own revoke saw), with when that was learned.
+    revoked: HashMap<String, Instant>,
+    /// When the last successful revocation poll started.
+    polled_at: Option<Instant>,
+}
+
+/// Keys looked up recently, by prefix, and what the revocation poll learned.
 #[derive(Debug, Default, Clone)]
 pub struct KeyCache {
-    entries: Arc<Mutex<HashMap<String, CacheEntry>>>,
+    state: Arc<Mutex<CacheState>>,
 }
 
 impl KeyCache {
-    /// The caller holding `token`, `None` when the key is unknown, revoked or
-    /// its secret is wrong.
-    pub async fn check(&self, pool: &Pool, token: &str) -> Result<Option<Caller>, ApiError> {
-        let Some((prefix, secret)) = keys::split(token) else {
-            return Ok(None);
-        };
-        let cached = {
-            let entries = self.entries.lock().expect("key cache lock");
-            entries
-                .get(prefix)
-                .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
-                .map(|(k, _)| k.clone())
-        };
-        let stored = match cached {
-            Some(k) => k,
-            None => {
-                let k = keys::find(pool, prefix).await?;
-                let mut entries = self.entries.lock().expect("key cache lock");
-                if entries.len() > 10_000 {
-                    entries.retain(|_, (_, at)| at.elapsed() < KEY_CACHE_TTL);
-                }
-                entries.insert(prefix.to_owned(), (k.clone(), Instant::now()));
-                k
-            }
-        };
-        Ok(stored
-            .filter(|k| k.info.revoked_at_ms.is_none() && k.matches(secret))
-            .map(|k| Caller {
-                tenant: k.info.tenant.as_str().into(),
-                scopes: k.info.scopes.clone(),
-                key_prefix: Some(k.info.prefix.clone()),
-            }))
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        self.state.lock().expect("key cache lock")
     }
 
-    /// Forgets a key at once (after it was revoked through this API).
-    pub fn forget(&self, prefix: &str) {
-        self.entries.lock().expect("key cache lock").remove(prefix);
+    /// What the cache knows about `prefix` with `secret`, without Postgres.
+    fn cached(&self, prefix: &str, secret: &str) -> Cached {
+        let (known, fresh, watched) = {
+            let st = self.lock();
+            if st.revoked.contains_key(prefix) {
+                return Cached::Refused;
+            }
+            let Some(e) = st.entries.get(prefix) else {
+                return Cached::Unknown;
+            };
+            let watched = st.polled_at.is_some_and(|t| t.elapsed() < REVOCATION_BOUND);
+            (e.known.clone(), e.at.elapsed() < KEY_CACHE_TTL, watched)
+        };
+        match known {
+            Some(k) if k.key.info.revoked_at_ms.is_none() && k.key.matches(secret) => {
+                if fresh && watched {
+                    Cached::Valid(k.caller.clone())
+                } else {
+                    Cached::Recheck
+                }
+            }
+            _ if fresh => Cached::Refused,
+            _ => Cached::Unknown,
+        }
     }
+
+    /// Looks `prefix` up in Postgres (counted), caches the answer, and
+    /// returns the caller when `secret` is its live key's.
+    async fn lookup(
+        &self,
+        pool: &Pool,
+        prefix: &str,
+        secret: &str,
+    ) -> Result<Option<Caller>, ApiError> {
+        metrics::counter!(m::API_KEY_LOOKUPS).increment(1);
+        let at = Instant::now();
+        let known = keys::find(pool, prefix).await?.map(|key| {
+            let caller = Caller {
+                tenant: key.info.tenant.as_str().into(),
+                scopes: key.info.scopes.clone(),
+                key_prefix: Some(key.info.prefix.clone()),
+            };
+            Arc::new(Known { key, caller })
+        });
+        let mut st = self.lock();
+        if st.entries.len() >= MAX_CACHED_KEYS {
+            st.entries.retain(|_, e| e.at.elapsed() < KEY_CACHE_TTL);
+            if st.entries.len() >= MAX_CACHED_KEYS {
+                st.entries.retain(|_, e| e.known.is_some());
+            }
+        }
+        st.entries.insert(
+            prefix.to_owned(),
+            Entry {
+                known: known.clone(),
+                at,
+            },
+        );
+        // A revocation learned while the lookup ran wins over what it read.
+        let revoked = st.revoked.contains_key(prefix);
+        Ok(known
+            .filter(|k| !revoked && k.key.info.revoked_at_ms.is_none() && k.key.matches(secret))
+            .map(|k| k.caller.clone()))
+    }
+
+    /// Forgets a key at once and refuses it from now on (after it was
+    /// revoked through this replica).
+    pub fn forget(&self, prefix: &str) {
+        let mut st = self.lock();
+        st.entries.remove(prefix);
+        st.revoked.insert(prefix.to_owned(), Instant::now());
+    }
+
+    /// Records a successful revocation poll that started at `started` and
+    /// found `prefixes` revoked.
+    fn learn(&self, prefixes: Vec<String>, started: Instant) {
+        let mut st = self.lock();
+        for prefix in prefixes {
+            st.entries.remove(&prefix);
+            st.revoked.insert(prefix, started);
+        }
+        // Past the TTL no entry read before a revocation is trusted any
+        // more (and the poll re-reads recent ones), so old ones can go.
+        st.revoked.retain(|_, at| at.elapsed() < KEY_CACHE_TTL * 2);
+        st.polled_at = Some(started);
+    }
+
+    /// Polls Postgres for revoked keys every [`REVOCATION_POLL`] for as long
+    /// as the process runs (see the module docs).
+    pub fn spawn_revocation_watch(&self, pool: Pool) {
+        let cache = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REVOCATION_POLL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut since_ms: Option<i64> = None;
+            let mut failing = false;
+            loop {
+                tick.tick().await;
+                let started = Instant::now();
+                let from = since_ms.map(|s| s - REVOCATION_OVERLAP_MS);
+                match keys::revoked_since(&pool, from).await {
+                    Ok((now_ms, prefixes)) => {
+                        cache.learn(prefixes, started);
+                        since_ms = Some(now_ms);
+                        if std::mem::take(&mut failing) {
+                            tracing::info!(
+                                "revoked API keys are read again; cached keys are trusted"
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        if !std::mem::replace(&mut failing, true) {
+                            tracing::warn!(
+                                "cannot read revoked API keys ({e}); every key is looked up \
+                                 on each request until this recovers"
+                            );
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// The caller holding `token` (`Ok(None)`: unknown, revoked, wrong
+    /// secret, or not a key at all), charging `addr`'s budget for anything
+    /// but a cached valid key before Postgres is asked; `Err` is the answer
+    /// to give instead (429 past the budget, 503 without Postgres).
+    async fn resolve(
+        &self,
+        state: &AppState,
+        token: Option<&str>,
+        addr: Option<std::net::IpAddr>,
+    ) -> Result<Option<Caller>, Response> {
+        let Some((prefix, secret)) = token.and_then(keys::split) else {
+            state
+                .unauthenticated
+                .check(addr)
+                .map_err(refused_by_limit)?;
+            return Ok(None);
+        };
+        let charged = match self.cached(prefix, secret) {
+            Cached::Valid(caller) => return Ok(Some(caller)),
+            Cached::Refused => {
+                state
+                    .unauthenticated
+                    .check(addr)
+                    .map_err(refused_by_limit)?;
+                return Ok(None);
+            }
+            Cached::Recheck => false,
+            Cached::Unknown => {
+                state
+                    .unauthenticated
+                    .check(addr)
+                    .map_err(refused_by_limit)?;
+                true
+            }
+        };
+        let found = self
+            .lookup(&state.pool, prefix, secret)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        if found.is_none() && !charged {
+            // Counted all the same; this answer is a 401 either way.
+            let _ = state.unauthenticated.check(addr);
+        }
+        Ok(found)
+    }
+}
+
+/// A 429 from the per-address limit, counted.
+fn refused_by_limit(res: Response) -> Response {
+    metrics::counter!(m::API_AUTH_REFUSED, "outcome" => "rate_limited").increment(1);
+    res
 }
 
 /// The bearer token of a request, if it sent one.
@@ -151,24 +363,36 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Middleware: resolves the caller of a `/v1` request, or answers 401.
+/// Middleware: settles the client's address and resolves the caller of a
+/// `/v1` request, or answers 401 (429 past the address's budget).
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let addr = limits::client_addr(
+        limits::peer(&req),
+        req.headers(),
+        &state.config.api.trusted_proxies,
+    );
+    if let Some(addr) = addr {
+        req.extensions_mut().insert(ClientAddr(addr));
+    }
     let caller = match state.config.api.auth {
         AuthMode::Open => Caller::open(),
-        AuthMode::Keys => {
-            let Some(token) = bearer(req.headers()) else {
-                return with_challenge(unauthorized(
-                    "send an API key: `Authorization: Bearer hop_…` (create one with `hopper keys create`)",
-                ));
-            };
-            match state.keys.check(&state.pool, token).await {
-                Ok(Some(caller)) => caller,
-                Ok(None) => {
-                    return with_challenge(unauthorized("the API key is invalid or revoked"));
-                }
-                Err(e) => return e.into_response(),
+        AuthMode::Keys => match state
+            .keys
+            .resolve(&state, bearer(req.headers()), addr)
+            .await
+        {
+            Ok(Some(caller)) => caller,
+            Ok(None) => {
+                metrics::counter!(m::API_AUTH_REFUSED, "outcome" => "unauthorized").increment(1);
+                let detail = if bearer(req.headers()).is_some() {
+                    "the API key is invalid or revoked"
+                } else {
+                    "send an API key: `Authorization: Bearer hop_…` (create one with `hopper keys create`)"
+                };
+                return with_challenge(unauthorized(detail));
             }
-        }
+            Err(res) => return res,
+        },
     };
     req.extensions_mut().insert(caller);
     next.run(req).await

@@ -47,21 +47,23 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// From the outside in: request id, trace span, security headers, CORS,
 /// the JSON shape of errors made below the handlers, the cap on requests in
 /// flight, the body limit and the request timeout; then, for `/v1` only,
-/// the global and per-caller rate limits and authentication.
+/// authentication (with the per-address limit of requests without a valid
+/// key, before any key lookup), the global rate limit and the per-key one.
 pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let max_body = state.config.max_upload_bytes;
     let settings = state.config.api.clone();
-    let mut v1 = routes::v1().layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        auth::authenticate,
-    ));
+    let mut v1 = routes::v1();
     if let Some(per_caller) = limits::per_caller(&settings) {
         v1 = v1.layer(per_caller);
     }
     if let Some(global) = limits::global(&settings) {
         v1 = v1.layer(global);
     }
+    let v1 = v1.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::authenticate,
+    ));
     let router = v1
         .merge(routes::public())
         .fallback(routes::fallback)
@@ -133,6 +135,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = hopper_shared::metrics::install_exporter();
     let state = AppState::new(config.clone(), queue, pool, metrics);
     state.history.spawn_sampler(state.queue.clone());
+    state.keys.spawn_revocation_watch(state.pool.clone());
+    state.unauthenticated.spawn_cleanup();
     retention::spawn_sweeper(state.pool.clone(), config.retention);
     let listener = tokio::net::TcpListener::bind(config.api_addr)
         .await

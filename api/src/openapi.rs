@@ -235,6 +235,17 @@ pub struct NewKeyShown {
     pub info: KeyInfo,
 }
 
+/// The caller's webhook signing secret.
+#[derive(Serialize, ToSchema)]
+pub struct WebhookSecret {
+    /// Whose callbacks it signs.
+    pub tenant: String,
+    /// `whsec_…`: the HMAC key, used as is.
+    pub secret: String,
+    /// How a delivery is signed with it.
+    pub signature: String,
+}
+
 /// A readiness report.
 #[derive(Serialize, ToSchema)]
 pub struct Readiness {
@@ -274,6 +285,7 @@ pub struct Readiness {
         routes::keys::list,
         routes::keys::create,
         routes::keys::revoke,
+        routes::webhooks::secret,
         routes::health::live,
         routes::health::ready,
     ),

@@ -8,7 +8,7 @@ use hopper_queue::QueueClient;
 use hopper_shared::Config;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::{auth::KeyCache, history::DepthHistory};
+use crate::{auth::KeyCache, history::DepthHistory, limits::AddressLimiter};
 
 /// Shared state of the API.
 #[derive(Clone)]
@@ -25,12 +25,15 @@ pub struct AppState {
     pub history: DepthHistory,
     /// API keys looked up recently.
     pub keys: KeyCache,
+    /// The per-address budget of requests without a valid key.
+    pub unauthenticated: AddressLimiter,
 }
 
 impl AppState {
     /// Bundles the parts.
     pub fn new(config: Config, queue: QueueClient, pool: Pool, metrics: PrometheusHandle) -> Self {
         Self {
+            unauthenticated: AddressLimiter::new(config.api.rate_per_address),
             config: Arc::new(config),
             queue,
             pool,

@@ -63,6 +63,16 @@ pub struct ApiSettings {
     /// Origins allowed by CORS (`HOPPER_CORS_ORIGINS`, comma-separated; none
     /// by default).
     pub cors_origins: Vec<String>,
+    /// Requests per second (sustained, and the burst) one client address may
+    /// make without a valid API key — no key, a malformed, unknown, revoked
+    /// or wrong one — counted *before* the key is looked up, so a flood of
+    /// made-up keys costs no Postgres query past it; more get 429
+    /// (`HOPPER_RATE_PER_ADDRESS`, default 10; 0 turns it off).
+    pub rate_per_address: u32,
+    /// Proxies whose `X-Forwarded-For` names the client
+    /// (`HOPPER_TRUSTED_PROXIES`, comma-separated CIDRs or addresses; none
+    /// by default: the peer address is the client and the header is ignored).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Settings shared by the API, the workers and the CLI. Its `Debug` hides
@@ -363,6 +373,25 @@ impl Config {
                 );
             }
         }
+        let mut trusted_proxies = Vec::new();
+        for raw in env
+            .string("HOPPER_TRUSTED_PROXIES", "")
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            match raw
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            {
+                Ok(net) => trusted_proxies.push(net.trunc()),
+                Err(_) => env.problem(
+                    "HOPPER_TRUSTED_PROXIES",
+                    raw,
+                    "must list CIDRs or addresses such as 10.0.0.0/8 or 127.0.0.1",
+                ),
+            }
+        }
         let api = ApiSettings {
             auth,
             rate_per_key: env.parse("HOPPER_RATE_PER_KEY", 200),
@@ -371,6 +400,8 @@ impl Config {
             max_pending_per_tenant: env.parse("HOPPER_MAX_PENDING_PER_TENANT", 100_000),
             max_high_priority_per_tenant: env.parse("HOPPER_MAX_HIGH_PRIORITY_PER_TENANT", 1_000),
             cors_origins,
+            rate_per_address: env.parse("HOPPER_RATE_PER_ADDRESS", 10),
+            trusted_proxies,
         };
         if api.max_concurrent_requests == 0 {
             env.problem("HOPPER_MAX_CONCURRENT_REQUESTS", "0", "must be at least 1");
@@ -613,6 +644,28 @@ mod tests {
             c.queue(JobKind::Ingest).max_attempts,
             JobKind::Ingest.default_settings().max_attempts
         );
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs_or_addresses() {
+        assert!(load(&[]).unwrap().api.trusted_proxies.is_empty());
+        let c = load(&[(
+            "HOPPER_TRUSTED_PROXIES",
+            "10.0.0.0/8, 127.0.0.1,::1, fd00::/8",
+        )])
+        .unwrap();
+        let shown: Vec<String> = c
+            .api
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(shown, ["10.0.0.0/8", "127.0.0.1/32", "::1/128", "fd00::/8"]);
+        let Err(Error::Config(problems)) = load(&[("HOPPER_TRUSTED_PROXIES", "10.0.0.0/33,proxy")])
+        else {
+            panic!("expected a config error");
+        };
+        assert_eq!(problems.len(), 2, "{problems:?}");
     }
 
     #[test]

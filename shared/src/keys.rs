@@ -246,6 +246,23 @@ pub async fn revoke(
     Ok(row.map(|r| r.get(0)))
 }
 
+/// Prefixes of the keys revoked at or after `since_ms` (unix ms; the last
+/// two minutes when `None`), and Postgres' clock now (unix ms), for the
+/// next call's `since_ms`. The API polls this to drop revoked keys from
+/// its cache on every replica, however they were revoked (API, CLI, SQL).
+pub async fn revoked_since(pool: &Pool, since_ms: Option<i64>) -> Result<(i64, Vec<String>)> {
+    let client = pool.get().await?;
+    let row = client
+        .query_one(
+            "SELECT (extract(epoch FROM now()) * 1000)::int8, \
+                    ARRAY(SELECT prefix FROM api_keys WHERE revoked_at >= \
+                          COALESCE(to_timestamp($1::int8 / 1000.0), now() - interval '2 minutes'))",
+            &[&since_ms],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,12 @@ pub const QUEUE_WORKERS: &str = "hopper_queue_workers";
 pub const HTTP_REQUESTS: &str = "hopper_http_requests_total";
 /// Seconds spent serving HTTP requests, labelled by `method` and `route`.
 pub const HTTP_REQUEST_SECONDS: &str = "hopper_http_request_seconds";
+/// API-key lookups in Postgres (a key not in the API's cache, or due for
+/// re-checking); requests refused by the per-address limit never get one.
+pub const API_KEY_LOOKUPS: &str = "hopper_api_key_lookups_total";
+/// Requests without a valid API key, labelled by `outcome` (`unauthorized`
+/// answered 401, `rate_limited` refused by the per-address limit with 429).
+pub const API_AUTH_REFUSED: &str = "hopper_api_auth_refused_total";
 
 /// Finished work deleted under its retention, labelled by `store`
 /// (`dead_letters` and `finished_jobs` in Redis, with `queue`, counted by

@@ -2,10 +2,16 @@
 //! callback URL its submitter gave (see `hopper_shared::webhook` for the
 //! signature and the SSRF rules).
 //!
+//! Each delivery is signed with its tenant's secret (derived from the master
+//! secret and the webhook job's tenant, which is the finished job's), over
+//! the delivery id, the timestamp and the body.
+//!
 //! The URL is checked again here, and its host is resolved here: the
 //! delivery connects only to an address that passed the check (pinned with
 //! reqwest's `resolve`), so DNS cannot point it at an internal address after
-//! submission. Redirects are not followed. A 2xx answer delivers; 410 Gone
+//! submission. Proxy variables (`HTTP(S)_PROXY`, `ALL_PROXY`) are ignored:
+//! a proxy would resolve and connect on its own, around both the pin and
+//! the check. Redirects are not followed. A 2xx answer delivers; 410 Gone
 //! stops for good (dead letter); anything else, or no answer within 10 s,
 //! is retried with the queue's backoff.
 
@@ -40,8 +46,7 @@ pub async fn deliver(
 ) -> Result<Value, BoxDynError> {
     let secret = d
         .config
-        .secret
-        .clone()
+        .tenant_secret(&job.tenant)
         .ok_or_else(|| Permanent("HOPPER_WEBHOOK_SECRET is not set on this worker".into()))?;
     let url = d.config.check_url(&args.url).map_err(Permanent)?;
     let host = url.host_str().unwrap_or_default().to_owned();
@@ -64,12 +69,14 @@ pub async fn deliver(
             ))
         })?;
     let client = reqwest::Client::builder()
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(DELIVERY_TIMEOUT)
         .resolve(&bare, addr)
         .build()?;
     let body = serde_json::to_vec(&args.body)?;
     let timestamp = hopper_queue::now_ms() / 1000;
+    let delivery = job.id.to_string();
     let started = std::time::Instant::now();
     let res = client
         .post(url.clone())
@@ -79,9 +86,12 @@ pub async fn deliver(
             concat!("hopper-webhook/", env!("CARGO_PKG_VERSION")),
         )
         .header("hopper-event", &args.event)
-        .header("hopper-delivery", job.id.to_string())
+        .header(
+            "hopper-signature",
+            webhook::sign(&secret, &delivery, timestamp, &body),
+        )
+        .header("hopper-delivery", delivery)
         .header("hopper-timestamp", timestamp.to_string())
-        .header("hopper-signature", webhook::sign(&secret, timestamp, &body))
         .body(body)
         .send()
         .await

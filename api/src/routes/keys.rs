@@ -86,7 +86,8 @@ pub async fn revoke(
     let Some(prefix) = keys::revoke(&state.pool, &id, Some(&caller.tenant)).await? else {
         return Err(ApiError::not_found(format!("no live key `{id}`")));
     };
-    // The cache is keyed by prefix: the key stops working at once here.
+    // The key stops working at once on this replica, and on the others
+    // within a second (their revocation poll, `auth.rs`).
     state.keys.forget(&prefix);
     tracing::info!(tenant = %caller.tenant, key = %id, "API key revoked");
     Ok(Json(json!({ "revoked": id })))

@@ -7,6 +7,7 @@ pub mod jobs;
 pub mod keys;
 pub mod queues;
 pub mod search;
+pub mod webhooks;
 
 use axum::{
     Router,
@@ -41,6 +42,7 @@ pub fn v1() -> Router<AppState> {
         .route("/v1/queues/{kind}/dead/{action}", post(dead::act))
         .route("/v1/keys", get(keys::list).post(keys::create))
         .route("/v1/keys/{id}", delete(keys::revoke))
+        .route("/v1/webhooks/secret", get(webhooks::secret))
 }
 
 /// Routes anyone may call: health, metrics, the dashboard's page and assets
