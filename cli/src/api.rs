@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 /// The API at one base URL.
+#[derive(Clone)]
 pub struct Api {
     base: String,
     http: reqwest::Client,

@@ -48,7 +48,10 @@ pub async fn run(
                 .with_prefix(file),
         );
         let res = api.events(&id).await?;
-        tasks.push(tokio::spawn(follow(res, bar)));
+        let api = api.clone();
+        tasks.push(tokio::spawn(
+            async move { follow(&api, &id, res, bar).await },
+        ));
     }
     let mut finals = Vec::new();
     for t in tasks {
@@ -64,14 +67,34 @@ pub async fn run(
     Ok(())
 }
 
-/// Reads `progress` events until `ready` or `failed`; returns the last.
-async fn follow(mut res: reqwest::Response, bar: ProgressBar) -> anyhow::Result<Value> {
+/// Reads `progress` events until `ready` or `failed`; returns the last. A
+/// stream that ends with a `reconnect` event (its lifetime cap) is opened
+/// again.
+async fn follow(
+    api: &Api,
+    id: &str,
+    mut res: reqwest::Response,
+    bar: ProgressBar,
+) -> anyhow::Result<Value> {
     let mut buf = String::new();
     let mut last = Value::Null;
-    while let Some(chunk) = res.chunk().await? {
+    let mut reconnect = false;
+    loop {
+        let Some(chunk) = res.chunk().await? else {
+            if !std::mem::take(&mut reconnect) {
+                break;
+            }
+            res = api.events(id).await?;
+            buf.clear();
+            continue;
+        };
         buf.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = buf.find("\n\n") {
             let frame: String = buf.drain(..end + 2).collect();
+            if frame.lines().any(|l| l == "event: reconnect") {
+                reconnect = true;
+                continue;
+            }
             let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) else {
                 continue;
             };

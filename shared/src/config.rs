@@ -60,6 +60,12 @@ pub struct ApiSettings {
     /// search queries) one tenant may have in each queue; more are refused
     /// with 429 (`HOPPER_MAX_HIGH_PRIORITY_PER_TENANT`, default 1,000).
     pub max_high_priority_per_tenant: u64,
+    /// Longest life of one document event stream; it then ends with a
+    /// `reconnect` event (`HOPPER_SSE_MAX_LIFETIME_MS`, default 10 min).
+    pub sse_max_lifetime: Duration,
+    /// Document event streams one tenant may hold open on one API replica;
+    /// more get 429 (`HOPPER_SSE_MAX_STREAMS_PER_TENANT`, default 100).
+    pub sse_max_streams_per_tenant: usize,
     /// Origins allowed by CORS (`HOPPER_CORS_ORIGINS`, comma-separated; none
     /// by default).
     pub cors_origins: Vec<String>,
@@ -399,12 +405,20 @@ impl Config {
             max_concurrent_requests: env.parse("HOPPER_MAX_CONCURRENT_REQUESTS", 1_024),
             max_pending_per_tenant: env.parse("HOPPER_MAX_PENDING_PER_TENANT", 100_000),
             max_high_priority_per_tenant: env.parse("HOPPER_MAX_HIGH_PRIORITY_PER_TENANT", 1_000),
+            sse_max_lifetime: env.millis("HOPPER_SSE_MAX_LIFETIME_MS", Duration::from_secs(600)),
+            sse_max_streams_per_tenant: env.parse("HOPPER_SSE_MAX_STREAMS_PER_TENANT", 100),
             cors_origins,
             rate_per_address: env.parse("HOPPER_RATE_PER_ADDRESS", 10),
             trusted_proxies,
         };
         if api.max_concurrent_requests == 0 {
             env.problem("HOPPER_MAX_CONCURRENT_REQUESTS", "0", "must be at least 1");
+        }
+        if api.sse_max_lifetime.is_zero() {
+            env.problem("HOPPER_SSE_MAX_LIFETIME_MS", "0", "must be at least 1");
+        }
+        if api.sse_max_streams_per_tenant == 0 {
+            env.problem("HOPPER_SSE_MAX_STREAMS_PER_TENANT", "0", "must be at least 1");
         }
 
         let webhook_secret = env.secret("HOPPER_WEBHOOK_SECRET");

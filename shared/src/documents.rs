@@ -2,16 +2,36 @@
 //! what the pipeline's jobs read and write, and the fan-in that moves a
 //! document from `embedding` to `summarizing`/`ready` exactly once.
 //!
-//! Every write a job makes is idempotent: re-ingesting a document version
-//! replaces its chunks, and an embed batch flips its `done` flag once, so a
-//! job re-run after a crash neither duplicates chunks nor counts twice.
+//! Every query a pipeline job runs names the job's tenant: a job whose
+//! tenant does not own the document finds nothing (`None`) and changes
+//! nothing, whatever ids it carries.
+//!
+//! Every write a job makes is idempotent: a document version's chunks and
+//! embed batches are stored once (a re-run of its ingest finds them and
+//! stores nothing), and an embed batch flips its `done` flag once, so a job
+//! re-run after a crash neither duplicates chunks nor counts twice.
+//!
+//! An upload is atomic: [`insert_then`] stores the row and queues its ingest
+//! job inside one transaction, so a refused push leaves no row; an ingest
+//! that runs before that transaction commits waits for it ([`start_ingest`]).
 
-use deadpool_postgres::Pool;
+use std::future::Future;
+
+use deadpool_postgres::{Object, Pool, Transaction};
 use pgvector::Vector;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::Result;
+use crate::{Result, jobs::InvalidArgs};
+
+/// Smallest chunk size (in model tokens) an upload may ask for.
+pub const CHUNK_TOKENS_MIN: usize = 16;
+/// Largest chunk size (in model tokens) an upload may ask for; the
+/// chunker tokenises candidate chunks of up to this size many times over.
+pub const CHUNK_TOKENS_MAX: usize = 8192;
+/// The chunk size when an upload names none (the worker's chunker default,
+/// `worker/src/pipeline/chunk.rs`); bounds the overlap of such an upload.
+pub const DEFAULT_CHUNK_TOKENS: usize = 200;
 
 /// Where a document is in the pipeline.
 pub mod status {
@@ -40,10 +60,11 @@ pub struct DocumentOptions {
     /// Embedding model name; the worker's default when absent.
     #[serde(default)]
     pub model: Option<String>,
-    /// Target chunk size in tokens (default 200).
+    /// Target chunk size in tokens, 16 to 8,192 (default 200).
     #[serde(default)]
     pub chunk_tokens: Option<usize>,
-    /// Overlap between chunks in tokens (default 20).
+    /// Overlap between chunks in tokens, at most half the chunk size
+    /// (default 20).
     #[serde(default)]
     pub chunk_overlap: Option<usize>,
     /// Where to `POST` the signed document when it is ready or failed.
@@ -53,6 +74,36 @@ pub struct DocumentOptions {
 
 fn yes() -> bool {
     true
+}
+
+impl DocumentOptions {
+    /// Checks the chunking options: `chunk_tokens` within
+    /// [`CHUNK_TOKENS_MIN`]`..=`[`CHUNK_TOKENS_MAX`], `chunk_overlap` at
+    /// most half the chunk size. The error names the field.
+    pub fn check(&self) -> Result<(), InvalidArgs> {
+        let tokens = self.chunk_tokens.unwrap_or(DEFAULT_CHUNK_TOKENS);
+        if !(CHUNK_TOKENS_MIN..=CHUNK_TOKENS_MAX).contains(&tokens) {
+            return Err(InvalidArgs {
+                field: Some("options.chunk_tokens".into()),
+                message: format!(
+                    "chunk_tokens must be between {CHUNK_TOKENS_MIN} and {CHUNK_TOKENS_MAX}, \
+                     not {tokens}"
+                ),
+            });
+        }
+        if let Some(overlap) = self.chunk_overlap
+            && overlap > tokens / 2
+        {
+            return Err(InvalidArgs {
+                field: Some("options.chunk_overlap".into()),
+                message: format!(
+                    "chunk_overlap must be between 0 and half of chunk_tokens ({}), not {overlap}",
+                    tokens / 2
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A document as uploaded.
@@ -137,14 +188,33 @@ fn view(row: &tokio_postgres::Row) -> DocumentView {
     }
 }
 
-/// Stores an uploaded document (status `queued`); returns its id.
-pub async fn insert(pool: &Pool, doc: &NewDocument) -> Result<Uuid> {
+/// Stores an uploaded document (status `queued`) and runs `then` with its
+/// new id (queueing its ingest job) inside the same transaction: the row is
+/// committed only when `then` succeeds, so a refused push leaves no row.
+/// The transaction holds the document's upload lock ([`upload_lock`]), so
+/// an ingest job that runs before the commit waits for it instead of
+/// finding nothing. A crash between `then` and the commit leaves a job
+/// without its row, which fails as "not found" — never a row without a job.
+pub async fn insert_then<T, E, F, Fut>(
+    pool: &Pool,
+    doc: &NewDocument,
+    then: F,
+) -> Result<(Uuid, T), E>
+where
+    F: FnOnce(Uuid) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: From<crate::Error>,
+{
     use sha2::Digest;
     let id = Uuid::now_v7();
     let sha = hex(&sha2::Sha256::digest(&doc.body));
-    let client = pool.get().await?;
-    client
-        .execute(
+    let options = serde_json::to_value(&doc.options).map_err(crate::Error::from)?;
+    let mut client = pool.get().await.map_err(crate::Error::from)?;
+    let tx = client.transaction().await.map_err(crate::Error::from)?;
+    let stored = async {
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&upload_lock(id)])
+            .await?;
+        tx.execute(
             "INSERT INTO documents (id, tenant, name, document_set, content_type, content_sha256, \
                  body, metadata, options) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             &[
@@ -156,11 +226,30 @@ pub async fn insert(pool: &Pool, doc: &NewDocument) -> Result<Uuid> {
                 &sha,
                 &doc.body,
                 &doc.metadata,
-                &serde_json::to_value(&doc.options)?,
+                &options,
             ],
         )
-        .await?;
-    Ok(id)
+        .await
+    };
+    stored.await.map_err(crate::Error::from)?;
+    match then(id).await {
+        Ok(out) => {
+            tx.commit().await.map_err(crate::Error::from)?;
+            Ok((id, out))
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+/// The key of the advisory lock an upload's transaction holds on its
+/// document id until it commits or rolls back (64 random bits of the
+/// UUIDv7).
+pub fn upload_lock(id: Uuid) -> i64 {
+    let b = id.as_bytes();
+    i64::from_be_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]])
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -244,24 +333,144 @@ pub struct Source {
     pub tenant: String,
 }
 
-/// Loads a document's bytes for ingestion and marks it `ingesting`.
-pub async fn start_ingest(pool: &Pool, id: Uuid) -> Result<Option<Source>> {
-    let client = pool.get().await?;
-    let row = client
+/// One stored embed batch of a document version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBatch {
+    /// Its number within the version.
+    pub batch_no: i32,
+    /// Its chunks.
+    pub chunk_ids: Vec<Uuid>,
+    /// Whether its vectors are stored.
+    pub done: bool,
+}
+
+/// A document version whose chunks and embed batches are stored already:
+/// what a re-run of its ingest needs to finish the pipeline.
+#[derive(Debug, Clone)]
+pub struct StoredVersion {
+    /// The version.
+    pub version: i32,
+    /// Pipeline options.
+    pub options: DocumentOptions,
+    /// Its status now.
+    pub status: String,
+    /// Whether its summary is written.
+    pub has_summary: bool,
+    /// Its embed batches, by number.
+    pub batches: Vec<StoredBatch>,
+}
+
+/// What an ingest job finds.
+#[derive(Debug, Clone)]
+pub enum IngestStart {
+    /// The version is not chunked yet: extract and chunk it (the document is
+    /// now `ingesting`).
+    Fresh(Source),
+    /// The version's chunks are stored (a re-run): nothing is re-chunked and
+    /// the status is left alone.
+    Stored(StoredVersion),
+}
+
+/// Starts an ingest of a tenant's document; `None` when the tenant has no
+/// such document. A version not chunked yet is marked `ingesting` and its
+/// bytes are returned; a version already chunked is returned as stored.
+///
+/// The job may run before the upload's transaction commits (the API queues
+/// it inside that transaction): when the row is not there, this waits for
+/// the upload's lock and looks once more.
+pub async fn start_ingest(pool: &Pool, tenant: &str, id: Uuid) -> Result<Option<IngestStart>> {
+    let mut client = pool.get().await?;
+    if let Some(start) = try_start_ingest(&mut client, tenant, id).await? {
+        return Ok(Some(start));
+    }
+    client
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&upload_lock(id)])
+        .await?;
+    try_start_ingest(&mut client, tenant, id).await
+}
+
+async fn try_start_ingest(
+    client: &mut Object,
+    tenant: &str,
+    id: Uuid,
+) -> Result<Option<IngestStart>> {
+    let tx = client.transaction().await?;
+    // The row lock orders this with a concurrent run's `store_chunks`.
+    let Some(doc) = tx
         .query_opt(
-            "UPDATE documents SET status = 'ingesting', error = NULL, updated_at = now() \
-             WHERE id = $1 RETURNING content_type, body, options, version, tenant",
-            &[&id],
+            "SELECT version, options, status, summary IS NOT NULL FROM documents \
+             WHERE id = $1 AND tenant = $2 FOR UPDATE",
+            &[&id, &tenant],
+        )
+        .await?
+    else {
+        tx.commit().await?;
+        return Ok(None);
+    };
+    let version: i32 = doc.get(0);
+    let batches = stored_batches(&tx, id, version).await?;
+    let start = if batches.is_empty() {
+        let row = tx
+            .query_one(
+                "UPDATE documents SET status = 'ingesting', error = NULL, updated_at = now() \
+                 WHERE id = $1 RETURNING content_type, body",
+                &[&id],
+            )
+            .await?;
+        IngestStart::Fresh(Source {
+            content_type: row.get(0),
+            body: row.get::<_, Option<Vec<u8>>>(1).unwrap_or_default(),
+            options: serde_json::from_value(doc.get(1)).unwrap_or_default(),
+            version,
+            tenant: tenant.to_owned(),
+        })
+    } else {
+        IngestStart::Stored(StoredVersion {
+            version,
+            options: serde_json::from_value(doc.get(1)).unwrap_or_default(),
+            status: doc.get(2),
+            has_summary: doc.get(3),
+            batches,
+        })
+    };
+    tx.commit().await?;
+    Ok(Some(start))
+}
+
+/// A version's embed batches, by number.
+async fn stored_batches(tx: &Transaction<'_>, id: Uuid, version: i32) -> Result<Vec<StoredBatch>> {
+    let rows = tx
+        .query(
+            "SELECT batch_no, chunk_ids, done FROM document_embed_batches \
+             WHERE document_id = $1 AND version = $2 ORDER BY batch_no",
+            &[&id, &version],
         )
         .await?;
-    let Some(row) = row else { return Ok(None) };
-    Ok(Some(Source {
-        content_type: row.get(0),
-        body: row.get::<_, Option<Vec<u8>>>(1).unwrap_or_default(),
-        options: serde_json::from_value(row.get(2)).unwrap_or_default(),
-        version: row.get(3),
-        tenant: row.get(4),
-    }))
+    Ok(rows
+        .iter()
+        .map(|r| StoredBatch {
+            batch_no: r.get(0),
+            chunk_ids: r.get(1),
+            done: r.get(2),
+        })
+        .collect())
+}
+
+/// Moves a `failed` document version back to `to` (`embedding` or
+/// `summarizing`) when a re-run of its ingest re-queues what is left of
+/// that step; false when there was nothing to reopen.
+pub async fn reopen(pool: &Pool, tenant: &str, id: Uuid, version: i32, to: &str) -> Result<bool> {
+    let client = pool.get().await?;
+    let n = client
+        .execute(
+            "UPDATE documents SET status = $4, error = NULL, updated_at = now() \
+             WHERE id = $1 AND tenant = $2 AND version = $3 AND status = 'failed' \
+               AND CASE $4 WHEN 'embedding' THEN embed_batches_done < embed_batches \
+                           ELSE summary IS NULL END",
+            &[&id, &tenant, &version, &to],
+        )
+        .await?;
+    Ok(n == 1)
 }
 
 /// A chunk ready to store.
@@ -273,20 +482,39 @@ pub struct NewChunk {
     pub tokens: i32,
 }
 
-/// Replaces a document version's chunks and embed batches (idempotent: a
-/// re-run stores the same set once) and moves it to `embedding`. Returns
-/// the chunk ids of each embed batch. Chunk ids are derived from (document,
-/// version, ordinal), so a re-run produces the same ids.
+/// Stores a document version's chunks and embed batches and moves it to
+/// `embedding`, once: when the version's batches exist already (a
+/// concurrent or earlier run of the same ingest stored them) nothing is
+/// replaced and the stored batches are returned. `None` when the tenant has
+/// no such document version. Chunk ids are derived from (document, version,
+/// ordinal), so every run computes the same ids.
 pub async fn store_chunks(
     pool: &Pool,
+    tenant: &str,
     id: Uuid,
     version: i32,
     text: &str,
     chunks: &[NewChunk],
     batch_size: usize,
-) -> Result<Vec<Vec<Uuid>>> {
+) -> Result<Option<Vec<StoredBatch>>> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
+    let owned = tx
+        .query_opt(
+            "SELECT 1 FROM documents WHERE id = $1 AND tenant = $2 AND version = $3 FOR UPDATE",
+            &[&id, &tenant, &version],
+        )
+        .await?;
+    if owned.is_none() {
+        tx.commit().await?;
+        return Ok(None);
+    }
+    let existing = stored_batches(&tx, id, version).await?;
+    if !existing.is_empty() {
+        tx.commit().await?;
+        return Ok(Some(existing));
+    }
+    // No batch of this version: whatever chunks exist are another version's.
     tx.execute("DELETE FROM chunks WHERE document_id = $1", &[&id])
         .await?;
     tx.execute(
@@ -307,12 +535,20 @@ pub async fn store_chunks(
         &[&ids, &id, &version, &ordinals, &texts, &tokens],
     )
     .await?;
-    let batches: Vec<Vec<Uuid>> = ids.chunks(batch_size.max(1)).map(|b| b.to_vec()).collect();
-    for (n, batch) in batches.iter().enumerate() {
+    let batches: Vec<StoredBatch> = ids
+        .chunks(batch_size.max(1))
+        .enumerate()
+        .map(|(n, b)| StoredBatch {
+            batch_no: n as i32,
+            chunk_ids: b.to_vec(),
+            done: false,
+        })
+        .collect();
+    for batch in &batches {
         tx.execute(
             "INSERT INTO document_embed_batches (document_id, version, batch_no, chunk_ids) \
              VALUES ($1, $2, $3, $4)",
-            &[&id, &version, &(n as i32), batch],
+            &[&id, &version, &batch.batch_no, &batch.chunk_ids],
         )
         .await?;
     }
@@ -325,7 +561,7 @@ pub async fn store_chunks(
     )
     .await?;
     tx.commit().await?;
-    Ok(batches)
+    Ok(Some(batches))
 }
 
 /// The id of chunk `ordinal` of a document version (UUIDv5, deterministic).
@@ -333,50 +569,74 @@ pub fn chunk_id(document: Uuid, version: i32, ordinal: usize) -> Uuid {
     Uuid::new_v5(&document, format!("v{version}/chunk/{ordinal}").as_bytes())
 }
 
-/// A finished (ready or failed) document that asked for a completion
-/// callback: its tenant, the callback URL and the document.
+/// A tenant's finished (ready or failed) document that asked for a
+/// completion callback: the callback URL and the document.
 pub async fn finished_callback(
     pool: &Pool,
+    tenant: &str,
     id: Uuid,
-) -> Result<Option<(String, String, DocumentView)>> {
+) -> Result<Option<(String, DocumentView)>> {
     let client = pool.get().await?;
     let row = client
         .query_opt(
             &format!(
-                "SELECT {VIEW_COLUMNS}, tenant, options->>'callback_url' FROM documents \
-                 WHERE id = $1 AND status IN ('ready', 'failed') \
+                "SELECT {VIEW_COLUMNS}, options->>'callback_url' FROM documents \
+                 WHERE id = $1 AND tenant = $2 AND status IN ('ready', 'failed') \
                    AND options->>'callback_url' IS NOT NULL"
             ),
-            &[&id],
+            &[&id, &tenant],
         )
         .await?;
-    Ok(row.map(|r| (r.get(16), r.get(17), view(&r))))
+    Ok(row.map(|r| (r.get(16), view(&r))))
 }
 
-/// Marks a document failed with `error` (nothing is left half-done: the
-/// status says why it stopped).
-pub async fn fail(pool: &Pool, id: Uuid, error: &str) -> Result<()> {
+/// Marks a tenant's document failed with `error` (nothing is left
+/// half-done: the status says why it stopped); false when nothing changed.
+/// A `ready` document stays ready: it is complete, whatever failed since
+/// was redundant.
+pub async fn fail(pool: &Pool, tenant: &str, id: Uuid, error: &str) -> Result<bool> {
     let client = pool.get().await?;
-    client
+    let n = client
         .execute(
-            "UPDATE documents SET status = 'failed', error = $2, updated_at = now() WHERE id = $1",
-            &[&id, &error],
+            "UPDATE documents SET status = 'failed', error = $3, updated_at = now() \
+             WHERE id = $1 AND tenant = $2 AND status <> 'ready'",
+            &[&id, &tenant, &error],
         )
         .await?;
-    Ok(())
+    Ok(n == 1)
 }
 
-/// The texts of some chunks, in the order asked.
-pub async fn chunk_texts(pool: &Pool, ids: &[Uuid]) -> Result<Vec<(Uuid, String)>> {
+/// The texts of one embed batch of a tenant's document version, in batch
+/// order, read from the stored batch (not from the job's arguments).
+/// `None` when the tenant has no such document; empty when the document
+/// has no such batch (another version's).
+pub async fn batch_texts(
+    pool: &Pool,
+    tenant: &str,
+    id: Uuid,
+    version: i32,
+    batch_no: i32,
+) -> Result<Option<Vec<(Uuid, String)>>> {
     let client = pool.get().await?;
     let rows = client
         .query(
-            "SELECT c.id, c.text FROM unnest($1::uuid[]) WITH ORDINALITY AS u(id, n) \
-             JOIN chunks c ON c.id = u.id ORDER BY u.n",
-            &[&ids],
+            "SELECT c.id, c.text FROM documents d \
+             LEFT JOIN document_embed_batches b \
+               ON b.document_id = d.id AND b.version = $3 AND b.batch_no = $4 \
+             LEFT JOIN LATERAL unnest(b.chunk_ids) WITH ORDINALITY AS u(id, n) ON true \
+             LEFT JOIN chunks c ON c.id = u.id AND c.document_id = d.id \
+             WHERE d.id = $1 AND d.tenant = $2 ORDER BY u.n",
+            &[&id, &tenant, &version, &batch_no],
         )
         .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        rows.iter()
+            .filter_map(|r| Some((r.get::<_, Option<Uuid>>(0)?, r.get::<_, Option<String>>(1)?)))
+            .collect(),
+    ))
 }
 
 /// Where a document stands after an embed batch committed.
@@ -389,30 +649,34 @@ pub enum FanIn {
     Summarize,
     /// The document is ready.
     Ready,
-    /// The document or this version is gone (deleted or re-ingested).
+    /// This version was replaced by another.
     Gone,
 }
 
 /// Stores one embed batch's vectors and advances the document, in one
 /// transaction. A batch already stored changes nothing but still reports
 /// where the document stands, so a re-run after a crash re-issues the
-/// summary request it may have missed.
+/// summary request it may have missed. `None` when the tenant has no such
+/// document.
+#[allow(clippy::too_many_arguments)]
 pub async fn store_embeddings(
     pool: &Pool,
+    tenant: &str,
     id: Uuid,
     version: i32,
     batch_no: i32,
     vectors: &[(Uuid, Vec<f32>)],
     model: &str,
     truncated: i32,
-) -> Result<FanIn> {
+) -> Result<Option<FanIn>> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let flipped = tx
         .execute(
-            "UPDATE document_embed_batches SET done = true \
-             WHERE document_id = $1 AND version = $2 AND batch_no = $3 AND NOT done",
-            &[&id, &version, &batch_no],
+            "UPDATE document_embed_batches b SET done = true FROM documents d \
+             WHERE b.document_id = $1 AND b.version = $2 AND b.batch_no = $3 AND NOT b.done \
+               AND d.id = b.document_id AND d.tenant = $4",
+            &[&id, &version, &batch_no, &tenant],
         )
         .await?;
     if flipped == 1 {
@@ -423,8 +687,9 @@ pub async fn store_embeddings(
             .collect();
         tx.execute(
             "UPDATE chunks c SET embedding = u.v, model_version = $3 \
-             FROM unnest($1::uuid[], $2::vector[]) AS u(id, v) WHERE c.id = u.id",
-            &[&ids, &vecs, &model],
+             FROM unnest($1::uuid[], $2::vector[]) AS u(id, v) \
+             WHERE c.id = u.id AND c.document_id = $4 AND c.version = $5",
+            &[&ids, &vecs, &model, &id, &version],
         )
         .await?;
         tx.execute(
@@ -434,50 +699,53 @@ pub async fn store_embeddings(
                  status = CASE WHEN embed_batches_done + 1 < embed_batches THEN status \
                                WHEN (options->>'summarize')::bool IS DISTINCT FROM false THEN 'summarizing' \
                                ELSE 'ready' END \
-             WHERE id = $1 AND version = $5",
-            &[&id, &(ids.len() as i32), &truncated, &model, &version],
+             WHERE id = $1 AND version = $5 AND tenant = $6",
+            &[&id, &(ids.len() as i32), &truncated, &model, &version, &tenant],
         )
         .await?;
     }
     let row = tx
         .query_opt(
-            "SELECT status, version FROM documents WHERE id = $1",
-            &[&id],
+            "SELECT status, version FROM documents WHERE id = $1 AND tenant = $2",
+            &[&id, &tenant],
         )
         .await?;
     tx.commit().await?;
-    Ok(match row {
-        None => FanIn::Gone,
-        Some(r) if r.get::<_, i32>(1) != version => FanIn::Gone,
-        Some(r) => match r.get::<_, String>(0).as_str() {
+    Ok(row.map(|r| {
+        if r.get::<_, i32>(1) != version {
+            return FanIn::Gone;
+        }
+        match r.get::<_, String>(0).as_str() {
             status::SUMMARIZING => FanIn::Summarize,
             status::READY => FanIn::Ready,
             _ => FanIn::Waiting,
-        },
-    })
+        }
+    }))
 }
 
-/// The extracted text and the chunks (with vectors) of a document, for its
-/// summary.
+/// The extracted text and the chunks (with vectors) of a tenant's document,
+/// for its summary; `None` when the tenant has no such document.
 pub async fn for_summary(
     pool: &Pool,
+    tenant: &str,
     id: Uuid,
 ) -> Result<Option<(String, Vec<(String, Vec<f32>)>)>> {
     let client = pool.get().await?;
     let Some(doc) = client
         .query_opt(
-            "SELECT coalesce(text, '') FROM documents WHERE id = $1",
-            &[&id],
+            "SELECT coalesce(text, ''), version FROM documents WHERE id = $1 AND tenant = $2",
+            &[&id, &tenant],
         )
         .await?
     else {
         return Ok(None);
     };
+    let version: i32 = doc.get(1);
     let rows = client
         .query(
-            "SELECT text, embedding FROM chunks WHERE document_id = $1 AND embedding IS NOT NULL \
-             ORDER BY ordinal",
-            &[&id],
+            "SELECT text, embedding FROM chunks \
+             WHERE document_id = $1 AND version = $2 AND embedding IS NOT NULL ORDER BY ordinal",
+            &[&id, &version],
         )
         .await?;
     let chunks = rows
@@ -487,17 +755,18 @@ pub async fn for_summary(
     Ok(Some((doc.get(0), chunks)))
 }
 
-/// Stores the summary and marks the document ready.
-pub async fn store_summary(pool: &Pool, id: Uuid, summary: &str) -> Result<()> {
+/// Stores the summary of a tenant's document and marks it ready; false when
+/// the tenant has no such document waiting for one.
+pub async fn store_summary(pool: &Pool, tenant: &str, id: Uuid, summary: &str) -> Result<bool> {
     let client = pool.get().await?;
-    client
+    let n = client
         .execute(
-            "UPDATE documents SET summary = $2, status = 'ready', updated_at = now() \
-             WHERE id = $1 AND status IN ('summarizing', 'ready')",
-            &[&id, &summary],
+            "UPDATE documents SET summary = $3, status = 'ready', updated_at = now() \
+             WHERE id = $1 AND tenant = $2 AND status IN ('summarizing', 'ready')",
+            &[&id, &tenant, &summary],
         )
         .await?;
-    Ok(())
+    Ok(n == 1)
 }
 
 /// A search hit.

@@ -52,10 +52,25 @@ impl JobKind {
         }
     }
 
-    /// Whether only Hopper itself queues this kind (clients may not: a
-    /// client-made webhook job would be a signed request to anywhere).
+    /// Whether only Hopper itself queues this kind. Clients may not: a
+    /// client-made webhook job would be a signed request to anywhere, and
+    /// `ingest`/`summarize` jobs name a stored document by id, so a client
+    /// who learned another tenant's id could re-run its pipeline. (A
+    /// chunk-batch `embed` is refused by [`JobKind::validate`].)
     pub fn is_internal(self) -> bool {
-        matches!(self, JobKind::Webhook)
+        matches!(
+            self,
+            JobKind::Webhook | JobKind::Ingest | JobKind::Summarize
+        )
+    }
+
+    /// For an internal kind, what a client does instead (for the 422).
+    pub fn instead(self) -> &'static str {
+        match self {
+            JobKind::Webhook => "use callback_url on a job",
+            JobKind::Ingest | JobKind::Summarize => "upload documents with POST /v1/documents",
+            _ => "submit it as is",
+        }
     }
 
     /// The names of every kind, for error messages.
@@ -63,7 +78,9 @@ impl JobKind {
         Self::ALL.iter().map(|k| k.as_str()).collect()
     }
 
-    /// Checks that `args` decodes into this kind's argument type.
+    /// Checks that `args` decodes into this kind's argument type and is
+    /// something a client may submit (the API's check of every submission;
+    /// Hopper's own pushes do not go through it).
     ///
     /// The error names the offending field.
     pub fn validate(self, args: &serde_json::Value) -> Result<(), InvalidArgs> {
@@ -85,6 +102,16 @@ impl JobKind {
             JobKind::Embed => {
                 let parsed: EmbedArgs =
                     serde_path_to_error::deserialize(args).map_err(InvalidArgs::from)?;
+                if parsed.batch.is_some() {
+                    // A batch names stored chunks by id: only the pipeline
+                    // may queue one, for the document's own tenant.
+                    return Err(InvalidArgs {
+                        field: Some("batch".into()),
+                        message: "chunk batches are queued by the document pipeline only; \
+                                  give `texts`"
+                            .into(),
+                    });
+                }
                 parsed.check()
             }
             JobKind::Summarize => check::<SummarizeArgs>(args),
@@ -607,6 +634,22 @@ mod tests {
         JobKind::Echo
             .validate(&serde_json::json!({"message": "hi"}))
             .unwrap();
+    }
+
+    #[test]
+    fn clients_cannot_submit_what_names_stored_documents() {
+        for kind in [JobKind::Ingest, JobKind::Summarize, JobKind::Webhook] {
+            assert!(kind.is_internal(), "{kind}");
+        }
+        for kind in [JobKind::Echo, JobKind::Noop, JobKind::Embed] {
+            assert!(!kind.is_internal(), "{kind}");
+        }
+        let doc = uuid::Uuid::now_v7();
+        let batch = serde_json::json!({"batch": {
+            "document_id": doc, "version": 1, "batch_no": 0, "chunk_ids": [doc]}});
+        let err = JobKind::Embed.validate(&batch).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("batch"));
+        assert!(err.message.contains("pipeline"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod private_postgres;
 pub mod private_redis;
+pub mod sse;
 
 pub use private_postgres::PrivatePostgres;
 pub use private_redis::PrivateRedis;

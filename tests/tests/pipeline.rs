@@ -64,37 +64,20 @@ async fn upload(env: &TestEnv, name: &str, mime: &str, body: Vec<u8>) -> (u16, V
         .await
 }
 
-/// Follows `GET /v1/documents/{id}/events` until `ready` or `failed`;
-/// returns every progress event.
+/// Follows `GET /v1/documents/{id}/events` until the stream ends (after
+/// `ready` or `failed`); returns every progress event.
 async fn follow(http: &reqwest::Client, api: &str, id: &str, within: Duration) -> Vec<Value> {
-    let mut res = http
+    let res = http
         .get(format!("{api}/v1/documents/{id}/events"))
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 200);
-    let deadline = Instant::now() + within;
-    let (mut buf, mut events) = (String::new(), Vec::new());
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let chunk = tokio::time::timeout(left, res.chunk())
-            .await
-            .unwrap_or_else(|_| panic!("document {id} not finished in {within:?}: {events:?}"))
-            .unwrap();
-        let Some(chunk) = chunk else { return events };
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find("\n\n") {
-            let frame: String = buf.drain(..end + 2).collect();
-            if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) {
-                let v: Value = serde_json::from_str(data).unwrap();
-                let done = v["status"] == "ready" || v["status"] == "failed";
-                events.push(v);
-                if done {
-                    return events;
-                }
-            }
-        }
-    }
+    hopper_tests::sse::read_to_end(res, within)
+        .await
+        .into_iter()
+        .filter(|(name, _)| name == "progress")
+        .map(|(_, v)| v)
+        .collect()
 }
 
 /// Sends only the headers of a `POST /v1/documents` announcing `len` bytes;

@@ -2,10 +2,22 @@
 //! progress stream (SSE).
 //!
 //! An upload is validated before anything is stored (type, emptiness,
-//! UTF-8 for text types, the PDF signature), then the document is stored and
-//! its `ingest` job queued in one request: 202 with both ids.
+//! UTF-8 for text types, the PDF signature, the chunking options), then the
+//! document is stored and its `ingest` job queued in one Postgres
+//! transaction: 202 with both ids, or — when the push is refused (the
+//! tenant's cap, Redis down) — the error and no row.
+//!
+//! Event streams are bounded: each lives at most
+//! `HOPPER_SSE_MAX_LIFETIME_MS` (then a `reconnect` event ends it) and a
+//! tenant holds at most `HOPPER_SSE_MAX_STREAMS_PER_TENANT` at once on one
+//! API replica (counted in this process; 429 beyond).
 
-use std::{convert::Infallible, time::Duration};
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    sync::{LazyLock, Mutex, PoisonError},
+    time::Duration,
+};
 
 use axum::{
     Json,
@@ -252,21 +264,40 @@ pub async fn upload(
     ApiError::no_nul("document_set", doc.document_set.as_deref().unwrap_or(""))?;
     ApiError::no_nul_json("metadata", &doc.metadata)?;
     ApiError::no_nul_json("options", &serde_json::to_value(&doc.options)?)?;
+    doc.options.check().map_err(|e| {
+        let field = e.field.unwrap_or_else(|| "options".into());
+        unprocessable("invalid_options", e.message, &field)
+    })?;
     if let Some(url) = &doc.options.callback_url {
         state.config.webhook.check_url(url).map_err(|why| {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_callback", why)
                 .field(Some("options.callback_url".into()))
         })?;
     }
-    let id = documents::insert(&state.pool, &doc).await?;
-    let args = serde_json::to_value(IngestArgs { document_id: id })?;
     let opts = PushOptions {
         request_id,
         tenant: Some(caller.tenant.to_string()),
         max_unfinished: Some(state.config.api.max_pending_per_tenant),
         ..Default::default()
     };
-    let job = state.queue.push(JobKind::Ingest, &args, &opts).await?;
+    // The row commits only once its job is queued (a refused push leaves
+    // no row); in a task of its own, so a client hanging up cannot stop it
+    // between the push and the commit.
+    let (pool, queue) = (state.pool.clone(), state.queue.clone());
+    let stored = tokio::spawn(async move {
+        documents::insert_then(&pool, &doc, |id| async move {
+            let args = serde_json::to_value(IngestArgs { document_id: id })?;
+            Ok::<_, ApiError>(queue.push(JobKind::Ingest, &args, &opts).await?)
+        })
+        .await
+    });
+    let (id, job) = stored.await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the upload did not finish: {e}"),
+        )
+    })??;
     Ok((
         StatusCode::ACCEPTED,
         [("location", format!("/v1/documents/{id}"))],
@@ -374,12 +405,64 @@ pub async fn delete(
     }
 }
 
+/// Document event streams open per tenant in this process.
+static OPEN_STREAMS: LazyLock<Mutex<HashMap<String, usize>>> = LazyLock::new(Default::default);
+
+/// One open event stream of a tenant, counted in [`OPEN_STREAMS`] from
+/// [`StreamSlot::take`] until it is dropped (the stream ended or its client
+/// went away).
+struct StreamSlot {
+    tenant: String,
+}
+
+impl StreamSlot {
+    /// A slot for `tenant`, unless it holds `max` already.
+    fn take(tenant: &str, max: usize) -> Option<Self> {
+        let mut open = OPEN_STREAMS.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = open.entry(tenant.to_owned()).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            tenant: tenant.to_owned(),
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = OPEN_STREAMS.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.tenant);
+            }
+        }
+    }
+}
+
+/// Where one event stream stands.
+struct Follow {
+    /// The last state sent (status, progress, summary).
+    last: Option<String>,
+    /// Its final event was sent.
+    done: bool,
+    /// When it ends with a `reconnect` event.
+    deadline: tokio::time::Instant,
+    /// Its place in the tenant's count, freed when the stream is dropped.
+    _slot: StreamSlot,
+}
+
 /// `GET /v1/documents/{id}/events`: a `progress` event whenever the status
-/// or progress changes, ending after `ready` or `failed`.
+/// or progress changes, ending after `ready` or `failed` — or, after
+/// `HOPPER_SSE_MAX_LIFETIME_MS`, with a `reconnect` event (reconnect to
+/// follow on).
 #[utoipa::path(get, path = "/v1/documents/{id}/events", tag = "documents",
     params(("id" = uuid::Uuid, Path, description = "The document id")),
-    responses((status = 200, description = "Server-sent `progress` events until ready or failed", content_type = "text/event-stream", body = String),
-        (status = 404, description = "No such document of this tenant", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, description = "Server-sent `progress` events until ready or failed; a final `reconnect` event when the stream reaches its lifetime cap", content_type = "text/event-stream", body = String),
+        (status = 404, description = "No such document of this tenant", body = crate::openapi::ErrorBody),
+        (status = 429, description = "The tenant has its most open streams on this API replica", body = crate::openapi::ErrorBody)))]
 pub async fn events(
     State(state): State<AppState>,
     caller: Caller,
@@ -393,23 +476,58 @@ pub async fn events(
     {
         return Err(ApiError::not_found(format!("no document {id}")));
     }
+    let max = state.config.api.sse_max_streams_per_tenant;
+    let slot = StreamSlot::take(&caller.tenant, max).ok_or_else(|| {
+        let mut full = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_streams",
+            format!(
+                "tenant `{}` has {max} document event streams open on this API replica \
+                 (HOPPER_SSE_MAX_STREAMS_PER_TENANT); close one first",
+                caller.tenant
+            ),
+        );
+        full.retry_after = Some(5);
+        full
+    })?;
+    let lifetime = state.config.api.sse_max_lifetime;
+    let start = Follow {
+        last: None,
+        done: false,
+        deadline: tokio::time::Instant::now() + lifetime,
+        _slot: slot,
+    };
     let pool = state.pool.clone();
     let tenant = caller.tenant.clone();
-    let stream = futures::stream::unfold((None::<String>, false), move |(last, done)| {
+    let stream = futures::stream::unfold(start, move |mut f| {
         let (pool, tenant) = (pool.clone(), tenant.clone());
         async move {
-            if done {
+            if f.done {
                 return None;
             }
             loop {
+                if tokio::time::Instant::now() >= f.deadline {
+                    f.done = true;
+                    let ev = Event::default()
+                        .event("reconnect")
+                        .json_data(json!({
+                            "reason": "lifetime",
+                            "detail": "this stream reached its lifetime cap \
+                                       (HOPPER_SSE_MAX_LIFETIME_MS); reconnect to follow on",
+                            "max_lifetime_ms": lifetime.as_millis() as u64,
+                        }))
+                        .unwrap_or_else(|_| Event::default().event("reconnect"));
+                    return Some((Ok(ev), f));
+                }
                 let doc = match documents::get(&pool, &tenant, id).await {
                     Ok(Some(d)) => d,
                     Ok(None) => {
+                        f.done = true;
                         let ev = Event::default().event("deleted").data(id.to_string());
-                        return Some((Ok(ev), (last, true)));
+                        return Some((Ok(ev), f));
                     }
                     Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        pause(&f, Duration::from_millis(500)).await;
                         continue;
                     }
                 };
@@ -419,18 +537,24 @@ pub async fn events(
                     doc.chunks_embedded,
                     doc.summary.is_some()
                 );
-                if last.as_deref() != Some(key.as_str()) {
-                    let finished = doc.status == documents::status::READY
+                if f.last.as_deref() != Some(key.as_str()) {
+                    f.done = doc.status == documents::status::READY
                         || doc.status == documents::status::FAILED;
+                    f.last = Some(key);
                     let ev = Event::default()
                         .event("progress")
                         .json_data(&doc)
                         .unwrap_or_else(|_| Event::default().event("progress"));
-                    return Some((Ok(ev), (Some(key), finished)));
+                    return Some((Ok(ev), f));
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                pause(&f, Duration::from_millis(100)).await;
             }
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// Waits `between` polls, or until the stream's deadline if sooner.
+async fn pause(f: &Follow, between: Duration) {
+    tokio::time::sleep_until(f.deadline.min(tokio::time::Instant::now() + between)).await;
 }

@@ -67,7 +67,10 @@ fn submittable(kind: &str) -> Result<JobKind, ApiError> {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "internal_kind",
-            format!("{kind} jobs are queued by Hopper itself (use callback_url on a job)"),
+            format!(
+                "{kind} jobs are queued by Hopper itself ({})",
+                kind.instead()
+            ),
         ));
     }
     Ok(kind)
@@ -166,7 +169,7 @@ fn validate(kind: JobKind, args: &Value, index: Option<usize>) -> Result<(), Api
 
 /// `POST /v1/jobs/{kind}`: validates and enqueues one job; 202 with its id.
 #[utoipa::path(post, path = "/v1/jobs/{key}", tag = "jobs",
-    params(("key" = JobKind, Path, description = "The job kind (`webhook` is Hopper's own: 422)"), SubmitQuery,
+    params(("key" = JobKind, Path, description = "The job kind (`webhook`, `ingest` and `summarize` are Hopper's own: 422)"), SubmitQuery,
         ("Idempotency-Key" = Option<String>, Header, description = "Resubmitting with the same key returns the first job")),
     request_body(content = Object, description = "The job's arguments (each kind has its own)"),
     responses((status = 202, body = crate::openapi::Submitted), (status = 200, description = "The idempotency key was seen: the first job", body = crate::openapi::Submitted),

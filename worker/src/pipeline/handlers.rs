@@ -1,5 +1,13 @@
 //! Handlers of the pipeline's kinds. What they share travels as
 //! `Data<Pipeline>`.
+//!
+//! Every query they run names the job's tenant (`shared/src/documents.rs`):
+//! a job whose tenant does not own the document it names changes nothing
+//! and fails for good ("not found"). Only the pipeline queues these jobs
+//! (clients cannot: `JobKind::is_internal`, `JobKind::validate`), each with
+//! an idempotency key per document version and step that no client key can
+//! take ([`step_key`]). A re-run of an ingest whose version is chunked
+//! already re-chunks nothing and re-queues only what is left ([`resume`]).
 
 use std::sync::Arc;
 
@@ -7,7 +15,7 @@ use apalis_core::{error::BoxDynError, task::data::Data};
 use deadpool_postgres::Pool;
 use hopper_queue::{JobContext, Permanent, PushOptions, QueueClient};
 use hopper_shared::{
-    documents::{self, FanIn},
+    documents::{self, FanIn, IngestStart, StoredBatch, StoredVersion, status},
     embeddings::{self, INLINE_VECTORS},
     jobs::{ChunkBatch, EmbedArgs, IngestArgs, JobKind, SummarizeArgs},
     metrics as m,
@@ -107,39 +115,140 @@ fn export_stats(embedder: &Embedder) {
         .absolute(s.forward_seconds as u64);
 }
 
-/// Marks the document failed when this was the job's last attempt, so a
-/// document never hangs in a running state after its jobs gave up.
-async fn give_up_if_last(p: &Pipeline, job: &JobContext, doc: uuid::Uuid, error: &str) {
-    if job.attempt >= job.max_attempts {
-        fail_document(p, doc, error).await;
+/// The error of a job whose tenant has no such document (deleted, or
+/// another tenant's): no retry can change that.
+fn not_found(doc: uuid::Uuid, job: &JobContext) -> BoxDynError {
+    Permanent(format!(
+        "document {doc} not found for tenant `{}`",
+        job.tenant
+    ))
+    .into()
+}
+
+/// The idempotency key of one step of a document version (`embed/<batch>`,
+/// `summarize`). It holds no `:`, so no client's key (always
+/// `<tenant>:<key>`) can be the same and take the step's place.
+fn step_key(doc: uuid::Uuid, version: i32, step: &str) -> String {
+    format!("pipeline/{doc}/v{version}/{step}")
+}
+
+/// Most times one step is queued afresh after its job ended without doing
+/// it (see [`queue_step`]).
+const STEP_GENERATIONS: u32 = 100;
+
+/// Queues a pipeline job once under `key`, for the job's tenant. A re-run
+/// finds the job queued before under the same key and adds nothing, unless
+/// that job is over (dead, cancelled, trimmed) without having done the
+/// step: then the next generation of the key (`<key>/g<n>`) is tried, so
+/// nothing waits for a job that will never run, and every re-run — by
+/// whichever job — finds the same live one.
+async fn queue_step(
+    p: &Pipeline,
+    job: &JobContext,
+    kind: JobKind,
+    args: Value,
+    key: String,
+) -> Result<(), BoxDynError> {
+    let mut opts = PushOptions {
+        request_id: job.request_id.clone(),
+        tenant: Some(job.tenant.to_string()),
+        ..Default::default()
+    };
+    for generation in 0..STEP_GENERATIONS {
+        opts.idempotency_key = Some(match generation {
+            0 => key.clone(),
+            n => format!("{key}/g{n}"),
+        });
+        let pushed = p.queue.push(kind, &args, &opts).await?;
+        if pushed.created {
+            return Ok(());
+        }
+        let live = p
+            .queue
+            .job(kind, pushed.id)
+            .await?
+            .is_some_and(|j| !j.state.is_final());
+        if live {
+            return Ok(());
+        }
+    }
+    Err(Permanent(format!("{key} was queued {STEP_GENERATIONS} times already")).into())
+}
+
+/// Queues an embed job for each batch not done yet; returns how many.
+async fn queue_batches(
+    p: &Pipeline,
+    job: &JobContext,
+    doc: uuid::Uuid,
+    version: i32,
+    batches: &[StoredBatch],
+    model: Option<String>,
+) -> Result<usize, BoxDynError> {
+    let mut queued = 0;
+    for b in batches.iter().filter(|b| !b.done) {
+        let args = EmbedArgs {
+            texts: Vec::new(),
+            batch: Some(ChunkBatch {
+                document_id: doc,
+                version,
+                batch_no: b.batch_no,
+                chunk_ids: b.chunk_ids.clone(),
+            }),
+            model: model.clone(),
+        };
+        let key = step_key(doc, version, &format!("embed/{}", b.batch_no));
+        queue_step(p, job, JobKind::Embed, serde_json::to_value(&args)?, key).await?;
+        queued += 1;
+    }
+    Ok(queued)
+}
+
+/// Queues the summary of a document version.
+async fn queue_summary(
+    p: &Pipeline,
+    job: &JobContext,
+    doc: uuid::Uuid,
+    version: i32,
+) -> Result<(), BoxDynError> {
+    let args = serde_json::to_value(SummarizeArgs { document_id: doc })?;
+    let key = step_key(doc, version, "summarize");
+    queue_step(p, job, JobKind::Summarize, args, key).await
+}
+
+/// Marks the document failed when no retry will come (a permanent error or
+/// the last attempt), so a document never hangs in a running state after
+/// its jobs gave up.
+async fn give_up(p: &Pipeline, job: &JobContext, doc: uuid::Uuid, error: &BoxDynError) {
+    if error.downcast_ref::<Permanent>().is_some() || job.attempt >= job.max_attempts {
+        fail_document(p, job, doc, &error.to_string()).await;
     }
 }
 
-/// Marks the document failed and sends its callback.
-async fn fail_document(p: &Pipeline, doc: uuid::Uuid, error: &str) {
-    if documents::fail(&p.pool, doc, error).await.is_ok() {
-        notify_finished(p, doc).await;
+/// Marks the job's tenant's document failed and sends its callback.
+async fn fail_document(p: &Pipeline, job: &JobContext, doc: uuid::Uuid, error: &str) {
+    if let Ok(true) = documents::fail(&p.pool, &job.tenant, doc, error).await {
+        notify_finished(p, &job.tenant, doc).await;
     }
 }
 
 /// Queues the `document.finished` callback of a document that is now ready
 /// or failed, if it asked for one (once per document version and status).
-async fn notify_finished(p: &Pipeline, doc: uuid::Uuid) {
-    let found = match documents::finished_callback(&p.pool, doc).await {
+async fn notify_finished(p: &Pipeline, tenant: &str, doc: uuid::Uuid) {
+    let found = match documents::finished_callback(&p.pool, tenant, doc).await {
         Ok(found) => found,
         Err(e) => {
             tracing::warn!(document = %doc, "cannot read the document's callback: {e}");
             return;
         }
     };
-    let Some((tenant, url, view)) = found else {
+    let Some((url, view)) = found else {
         return;
     };
     let key = format!("webhook:doc:{doc}:v{}:{}", view.version, view.status);
     let body = json!({ "event": "document.finished", "document": view });
     if let Err(e) = p
         .queue
-        .push_callback(&url, "document.finished", body, &tenant, key)
+        .push_callback(&url, "document.finished", body, tenant, key)
         .await
     {
         tracing::warn!(document = %doc, "document callback not queued: {e}");
@@ -157,14 +266,46 @@ pub async fn ingest(
     match ingest_inner(&p, doc, &job).await {
         Ok(v) => Ok(v),
         Err(e) => {
-            if e.downcast_ref::<Permanent>().is_some() {
-                fail_document(&p, doc, &e.to_string()).await;
-            } else {
-                give_up_if_last(&p, &job, doc, &e.to_string()).await;
-            }
+            give_up(&p, &job, doc, &e).await;
             Err(e)
         }
     }
+}
+
+/// A re-run of an ingest whose version is chunked already (a crash after
+/// its chunks were stored, a retry from the dead letters, a duplicate
+/// job): nothing is re-chunked or reset; what is left of the pipeline is
+/// queued again — the embed batches not done, or else the summary a
+/// summarizing or failed document still lacks — and a `failed` document
+/// goes back to that step.
+async fn resume(
+    p: &Pipeline,
+    doc: uuid::Uuid,
+    job: &JobContext,
+    stored: StoredVersion,
+) -> Result<Value, BoxDynError> {
+    let tenant = &job.tenant;
+    let left = stored.batches.iter().filter(|b| !b.done).count();
+    let mut summary_queued = false;
+    if left > 0 {
+        documents::reopen(&p.pool, tenant, doc, stored.version, status::EMBEDDING).await?;
+        let model = stored.options.model.clone();
+        queue_batches(p, job, doc, stored.version, &stored.batches, model).await?;
+    } else if stored.options.summarize
+        && !stored.has_summary
+        && [status::SUMMARIZING, status::FAILED].contains(&stored.status.as_str())
+    {
+        documents::reopen(&p.pool, tenant, doc, stored.version, status::SUMMARIZING).await?;
+        queue_summary(p, job, doc, stored.version).await?;
+        summary_queued = true;
+    }
+    Ok(json!({
+        "rerun": true,
+        "version": stored.version,
+        "embed_batches": stored.batches.len(),
+        "embed_batches_queued": left,
+        "summary_queued": summary_queued,
+    }))
 }
 
 async fn ingest_inner(
@@ -172,8 +313,10 @@ async fn ingest_inner(
     doc: uuid::Uuid,
     job: &JobContext,
 ) -> Result<Value, BoxDynError> {
-    let Some(src) = documents::start_ingest(&p.pool, doc).await? else {
-        return Ok(json!({ "skipped": "the document was deleted" }));
+    let src = match documents::start_ingest(&p.pool, &job.tenant, doc).await? {
+        Some(IngestStart::Fresh(src)) => src,
+        Some(IngestStart::Stored(stored)) => return resume(p, doc, job, stored).await,
+        None => return Err(not_found(doc, job)),
     };
     let text =
         extract::extract(&src.content_type, &src.body).map_err(|e| Permanent(e.to_string()))?;
@@ -192,31 +335,23 @@ async fn ingest_inner(
     if chunks.is_empty() {
         return Err(Permanent(extract::ExtractError::Empty.to_string()).into());
     }
-    let batches =
-        documents::store_chunks(&p.pool, doc, src.version, &text, &chunks, EMBED_BATCH).await?;
-    for (n, chunk_ids) in batches.iter().enumerate() {
-        let args = EmbedArgs {
-            texts: Vec::new(),
-            batch: Some(ChunkBatch {
-                document_id: doc,
-                version: src.version,
-                batch_no: n as i32,
-                chunk_ids: chunk_ids.clone(),
-            }),
-            model: opts.model.clone(),
-        };
-        // Keyed by document version and batch: a re-run of this job after a
-        // crash enqueues nothing twice.
-        let push = PushOptions {
-            idempotency_key: Some(format!("doc:{doc}:v{}:embed:{n}", src.version)),
-            request_id: job.request_id.clone(),
-            tenant: Some(job.tenant.to_string()),
-            ..Default::default()
-        };
-        p.queue
-            .push(JobKind::Embed, &serde_json::to_value(&args)?, &push)
-            .await?;
-    }
+    // A concurrent run of the same ingest may have stored them first: then
+    // these are its batches, and the pushes below add nothing.
+    let Some(batches) = documents::store_chunks(
+        &p.pool,
+        &job.tenant,
+        doc,
+        src.version,
+        &text,
+        &chunks,
+        EMBED_BATCH,
+    )
+    .await?
+    else {
+        return Err(not_found(doc, job));
+    };
+    let model = src.options.model.clone();
+    queue_batches(p, job, doc, src.version, &batches, model).await?;
     Ok(json!({ "chunks": chunks.len(), "embed_batches": batches.len(), "chars": text.len() }))
 }
 
@@ -269,15 +404,30 @@ pub async fn embed(
     };
     let doc = batch.document_id;
     let result = async {
-        let chunks = documents::chunk_texts(&p.pool, &batch.chunk_ids).await?;
+        // The batch's chunks as stored for the job's tenant, not as the
+        // job's arguments list them.
+        let Some(chunks) =
+            documents::batch_texts(&p.pool, &job.tenant, doc, batch.version, batch.batch_no)
+                .await?
+        else {
+            return Err(not_found(doc, &job));
+        };
+        if chunks.is_empty() {
+            return Ok(json!({
+                "document_id": doc,
+                "batch_no": batch.batch_no,
+                "skipped": "no such batch of this document version",
+            }));
+        }
         let (ids, texts): (Vec<_>, Vec<_>) = chunks.into_iter().unzip();
         let out = p
             .embed_cached(&embedder, texts)
             .await
             .map_err(permanent_if_model)?;
         let vectors: Vec<_> = ids.into_iter().zip(out.vectors).collect();
-        let fan_in = documents::store_embeddings(
+        let Some(fan_in) = documents::store_embeddings(
             &p.pool,
+            &job.tenant,
             doc,
             batch.version,
             batch.batch_no,
@@ -285,24 +435,15 @@ pub async fn embed(
             &out.model_version,
             out.truncated as i32,
         )
-        .await?;
+        .await?
+        else {
+            return Err(not_found(doc, &job));
+        };
         if fan_in == FanIn::Ready {
-            notify_finished(&p, doc).await;
+            notify_finished(&p, &job.tenant, doc).await;
         }
         if fan_in == FanIn::Summarize {
-            let push = PushOptions {
-                idempotency_key: Some(format!("doc:{doc}:v{}:summarize", batch.version)),
-                request_id: job.request_id.clone(),
-                tenant: Some(job.tenant.to_string()),
-                ..Default::default()
-            };
-            p.queue
-                .push(
-                    JobKind::Summarize,
-                    &serde_json::to_value(SummarizeArgs { document_id: doc })?,
-                    &push,
-                )
-                .await?;
+            queue_summary(&p, &job, doc, batch.version).await?;
         }
         Ok::<_, BoxDynError>(json!({
             "document_id": doc,
@@ -315,7 +456,7 @@ pub async fn embed(
     }
     .await;
     if let Err(e) = &result {
-        give_up_if_last(&p, &job, doc, &e.to_string()).await;
+        give_up(&p, &job, doc, e).await;
     }
     result
 }
@@ -337,8 +478,8 @@ pub async fn summarize(
 ) -> Result<Value, BoxDynError> {
     let doc = args.document_id;
     let result = async {
-        let Some((text, chunks)) = documents::for_summary(&p.pool, doc).await? else {
-            return Ok(json!({ "skipped": "the document was deleted" }));
+        let Some((text, chunks)) = documents::for_summary(&p.pool, &job.tenant, doc).await? else {
+            return Err(not_found(doc, &job));
         };
         let summary = match &p.llm {
             None => summary::extractive(&chunks),
@@ -349,13 +490,14 @@ pub async fn summarize(
                 Err(e) => return Err(e.into()),
             },
         };
-        documents::store_summary(&p.pool, doc, &summary).await?;
-        notify_finished(&p, doc).await;
+        if documents::store_summary(&p.pool, &job.tenant, doc, &summary).await? {
+            notify_finished(&p, &job.tenant, doc).await;
+        }
         Ok::<_, BoxDynError>(json!({ "document_id": doc, "chars": summary.len() }))
     }
     .await;
     if let Err(e) = &result {
-        give_up_if_last(&p, &job, doc, &e.to_string()).await;
+        give_up(&p, &job, doc, e).await;
     }
     result
 }
