@@ -129,6 +129,8 @@ pub struct Config {
     /// How long finished work is kept (Redis dead letters, Postgres records
     /// and embed results) and how the Postgres sweep runs.
     pub retention: crate::retention::RetentionSettings,
+    /// Limits on extracting and chunking one document (`ingest` workers).
+    pub extract: ExtractLimits,
 }
 
 /// Time limits on Postgres, so no caller (a job's ack, a health check) waits
@@ -148,6 +150,38 @@ impl Default for DbTimeouts {
         Self {
             pool: Duration::from_secs(5),
             statement: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Limits on extracting and chunking one document, enforced by the worker
+/// around the `hopper-extract` child process it runs per document
+/// (`worker/src/pipeline/sandbox.rs`). A document that breaks one fails,
+/// permanently, with an error naming it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtractLimits {
+    /// Wall-clock time for one document, after which the child is killed
+    /// (`HOPPER_EXTRACT_TIMEOUT_MS`, default 60 s); its CPU time is limited
+    /// to the same, rounded up.
+    pub timeout: Duration,
+    /// The child's address space in MiB (`HOPPER_EXTRACT_MAX_MEMORY_MB`,
+    /// default 2048; at least 512: the parsing thread's stack alone reserves
+    /// 256).
+    pub max_memory_mb: u64,
+    /// Pages a PDF may have (`HOPPER_EXTRACT_MAX_PDF_PAGES`, default 2000).
+    pub max_pdf_pages: usize,
+    /// Element nesting an HTML document may have
+    /// (`HOPPER_EXTRACT_MAX_HTML_DEPTH`, default 512).
+    pub max_html_depth: usize,
+}
+
+impl Default for ExtractLimits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(60),
+            max_memory_mb: 2048,
+            max_pdf_pages: 2000,
+            max_html_depth: 512,
         }
     }
 }
@@ -196,6 +230,7 @@ impl std::fmt::Debug for Config {
             .field("api", &self.api)
             .field("webhook", &self.webhook)
             .field("retention", &self.retention)
+            .field("extract", &self.extract)
             .finish()
     }
 }
@@ -449,6 +484,7 @@ impl Config {
         };
 
         let retention = retention_settings(&mut env);
+        let extract = extract_limits(&mut env, &queues);
 
         if !problems.is_empty() {
             return Err(Error::Config(problems));
@@ -472,6 +508,7 @@ impl Config {
             api,
             webhook,
             retention,
+            extract,
         })
     }
 
@@ -479,6 +516,48 @@ impl Config {
     pub fn queue(&self, kind: JobKind) -> &QueueSettings {
         &self.queues[&kind]
     }
+}
+
+/// `HOPPER_EXTRACT_*`; the timeout must leave the ingest job time to store
+/// what was extracted.
+fn extract_limits<F: Fn(&str) -> Option<String>>(
+    env: &mut Env<'_, F>,
+    queues: &BTreeMap<JobKind, QueueSettings>,
+) -> ExtractLimits {
+    let d = ExtractLimits::default();
+    let limits = ExtractLimits {
+        timeout: env.millis("HOPPER_EXTRACT_TIMEOUT_MS", d.timeout),
+        max_memory_mb: env.parse("HOPPER_EXTRACT_MAX_MEMORY_MB", d.max_memory_mb),
+        max_pdf_pages: env.parse("HOPPER_EXTRACT_MAX_PDF_PAGES", d.max_pdf_pages),
+        max_html_depth: env.parse("HOPPER_EXTRACT_MAX_HTML_DEPTH", d.max_html_depth),
+    };
+    let ingest_limit = queues[&JobKind::Ingest].soft_time_limit;
+    if limits.timeout.is_zero() || limits.timeout >= ingest_limit {
+        env.problem(
+            "HOPPER_EXTRACT_TIMEOUT_MS",
+            &limits.timeout.as_millis().to_string(),
+            &format!(
+                "must be at least 1 and under the ingest queue's soft time limit ({} ms)",
+                ingest_limit.as_millis()
+            ),
+        );
+    }
+    if limits.max_memory_mb < 512 {
+        env.problem(
+            "HOPPER_EXTRACT_MAX_MEMORY_MB",
+            &limits.max_memory_mb.to_string(),
+            "must be at least 512",
+        );
+    }
+    for (var, value) in [
+        ("HOPPER_EXTRACT_MAX_PDF_PAGES", limits.max_pdf_pages),
+        ("HOPPER_EXTRACT_MAX_HTML_DEPTH", limits.max_html_depth),
+    ] {
+        if value == 0 {
+            env.problem(var, "0", "must be at least 1");
+        }
+    }
+    limits
 }
 
 /// `HOPPER_DEAD_RETENTION_MS`, `HOPPER_RECORD_RETENTION_DAYS`,
@@ -680,6 +759,27 @@ mod tests {
             panic!("expected a config error");
         };
         assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+
+    #[test]
+    fn extract_limits_are_read_and_checked() {
+        let c = load(&[
+            ("HOPPER_EXTRACT_TIMEOUT_MS", "1500"),
+            ("HOPPER_EXTRACT_MAX_HTML_DEPTH", "64"),
+        ])
+        .unwrap();
+        assert_eq!(c.extract.timeout, Duration::from_millis(1500));
+        assert_eq!(c.extract.max_html_depth, 64);
+        assert_eq!(c.extract.max_pdf_pages, 2000);
+        let Err(Error::Config(problems)) = load(&[
+            // Not under the ingest queue's soft limit (540 s).
+            ("HOPPER_EXTRACT_TIMEOUT_MS", "540000"),
+            ("HOPPER_EXTRACT_MAX_MEMORY_MB", "100"),
+            ("HOPPER_EXTRACT_MAX_PDF_PAGES", "0"),
+        ]) else {
+            panic!("expected a config error");
+        };
+        assert_eq!(problems.len(), 3, "{problems:?}");
     }
 
     #[test]

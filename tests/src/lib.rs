@@ -6,6 +6,7 @@
 //! `hopper-worker` binaries (built once per test process) and removes its
 //! keys, schema and processes when dropped.
 
+pub mod pdf;
 pub mod private_postgres;
 pub mod private_redis;
 pub mod sse;

@@ -116,7 +116,14 @@ pub async fn run(
         });
     }
 
-    let pipeline = pipeline_for(config.summary_llm.clone(), &opts, &client, &pool).await?;
+    let pipeline = pipeline_for(
+        config.summary_llm.clone(),
+        config.extract,
+        &opts,
+        &client,
+        &pool,
+    )
+    .await?;
     if let Some(models) = &pipeline.models {
         let _ = loaded_models.set(models.clone());
     }
@@ -259,6 +266,7 @@ async fn drain(
 /// blocking work, done off the async threads, with a warm-up pass).
 async fn pipeline_for(
     llm: Option<hopper_shared::config::LlmConfig>,
+    extract: hopper_shared::config::ExtractLimits,
     opts: &WorkerOptions,
     client: &QueueClient,
     pool: &deadpool_postgres::Pool,
@@ -269,8 +277,8 @@ async fn pipeline_for(
         .first()
         .map(|m| m.dir.clone())
         .unwrap_or_default();
-    let tokens = if wants(JobKind::Ingest) {
-        Some(pipeline::chunk::TokenCounter::load(&model_dir).with_context(|| {
+    let sandbox = if wants(JobKind::Ingest) {
+        Some(pipeline::sandbox::Sandbox::new(&model_dir, extract).with_context(|| {
             "the ingest queue needs the default model's tokenizer (--model / HOPPER_MODEL_DIR)"
         })?)
     } else {
@@ -313,7 +321,7 @@ async fn pipeline_for(
     Ok(pipeline::handlers::Pipeline {
         pool: pool.clone(),
         queue: client.clone(),
-        tokens,
+        sandbox,
         models,
         cache: pipeline::cache::EmbedCache::new(
             client.connection(),

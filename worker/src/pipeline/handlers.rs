@@ -26,8 +26,7 @@ use crate::{
     embed::{EmbedError, EmbedOutput, Embedder, ModelRegistry},
     pipeline::{
         cache::EmbedCache,
-        chunk::{self, TokenCounter},
-        extract,
+        sandbox::{Extracted, Sandbox, SandboxError},
         llm::{LlmError, LlmSummarizer},
         summary,
     },
@@ -43,8 +42,9 @@ pub struct Pipeline {
     pub pool: Pool,
     /// The queues (to fan out).
     pub queue: QueueClient,
-    /// The default model's tokenizer, for chunking.
-    pub tokens: Option<TokenCounter>,
+    /// Extraction and chunking in a child process under hard limits
+    /// (ingest workers only).
+    pub sandbox: Option<Sandbox>,
     /// Loaded embedding models (embed workers only).
     pub models: Option<Arc<ModelRegistry>>,
     /// Vectors of texts seen before.
@@ -318,23 +318,21 @@ async fn ingest_inner(
         Some(IngestStart::Stored(stored)) => return resume(p, doc, job, stored).await,
         None => return Err(not_found(doc, job)),
     };
-    let text =
-        extract::extract(&src.content_type, &src.body).map_err(|e| Permanent(e.to_string()))?;
-    let counter = p
-        .tokens
+    let sandbox = p
+        .sandbox
         .as_ref()
         .ok_or_else(|| Permanent("this worker has no tokenizer (HOPPER_MODEL_DIR)".into()))?;
     let opts = &src.options;
-    let chunks = chunk::chunk(
-        &text,
-        src.content_type == "text/markdown",
-        counter,
-        opts.chunk_tokens.unwrap_or(chunk::DEFAULT_TOKENS),
-        opts.chunk_overlap.unwrap_or(chunk::DEFAULT_OVERLAP),
-    )?;
-    if chunks.is_empty() {
-        return Err(Permanent(extract::ExtractError::Empty.to_string()).into());
-    }
+    let Extracted { text, chunks } = sandbox
+        .run(
+            &src.content_type,
+            &src.body,
+            opts.chunk_tokens.unwrap_or(hopper_extract::chunk::DEFAULT_TOKENS),
+            opts.chunk_overlap.unwrap_or(hopper_extract::chunk::DEFAULT_OVERLAP),
+            job.cancel.cancelled(),
+        )
+        .await
+        .map_err(SandboxError::into_job_error)?;
     // A concurrent run of the same ingest may have stored them first: then
     // these are its batches, and the pushes below add nothing.
     let Some(batches) = documents::store_chunks(

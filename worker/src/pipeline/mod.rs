@@ -4,11 +4,12 @@
 //! summary from the stored chunk vectors).
 //!
 //! Every handler commits its effects in Postgres before it returns (the ack
-//! follows) and writes idempotently (a crash re-runs it).
+//! follows) and writes idempotently (a crash re-runs it). Extraction and
+//! chunking never run in the worker's own process: [`sandbox`] runs them in
+//! a `hopper-extract` child under hard limits.
 
 pub mod cache;
-pub mod chunk;
-pub mod extract;
 pub mod handlers;
 pub mod llm;
+pub mod sandbox;
 pub mod summary;
