@@ -42,7 +42,7 @@ struct Cli {
 enum Command {
     /// Submit a job: `hopper submit echo '{"message":"hi"}'` or `@file.json`.
     Submit {
-        /// Job kind (echo, ingest, embed, summarize).
+        /// Job kind (echo, noop, embed; documents go through `hopper documents upload`).
         kind: String,
         /// Arguments as JSON, or @path to a JSON file.
         args: String,

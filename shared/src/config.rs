@@ -453,7 +453,11 @@ impl Config {
             env.problem("HOPPER_SSE_MAX_LIFETIME_MS", "0", "must be at least 1");
         }
         if api.sse_max_streams_per_tenant == 0 {
-            env.problem("HOPPER_SSE_MAX_STREAMS_PER_TENANT", "0", "must be at least 1");
+            env.problem(
+                "HOPPER_SSE_MAX_STREAMS_PER_TENANT",
+                "0",
+                "must be at least 1",
+            );
         }
 
         let webhook_secret = env.secret("HOPPER_WEBHOOK_SECRET");

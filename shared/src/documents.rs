@@ -194,7 +194,7 @@ fn view(row: &tokio_postgres::Row) -> DocumentView {
 /// The transaction holds the document's upload lock ([`upload_lock`]), so
 /// an ingest job that runs before the commit waits for it instead of
 /// finding nothing. A crash between `then` and the commit leaves a job
-/// without its row, which fails as "not found" — never a row without a job.
+/// without its row, which ends as skipped ("not found") — never a row without a job.
 pub async fn insert_then<T, E, F, Fut>(
     pool: &Pool,
     doc: &NewDocument,

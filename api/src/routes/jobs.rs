@@ -259,7 +259,8 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 /// handler's cancellation token fires within a heartbeat.
 #[utoipa::path(post, path = "/v1/jobs/{key}/cancel", tag = "jobs",
     params(("key" = uuid::Uuid, Path, description = "The job id")),
-    responses((status = 200, body = crate::openapi::Cancelled), (status = 404, description = "No such job of this tenant", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, body = crate::openapi::Cancelled), (status = 404, description = "No such job of this tenant", body = crate::openapi::ErrorBody),
+        (status = 409, description = "A step of a document's pipeline (delete the document instead)", body = crate::openapi::ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -267,13 +268,25 @@ pub async fn cancel(
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Scope::Submit)?;
     let id = parse_id(&id)?;
-    let owned = state
+    let Some(job) = state
         .queue
         .find_job(id)
         .await?
-        .is_some_and(|j| caller.owns(&j.tenant));
-    if !owned {
+        .filter(|j| caller.owns(&j.tenant))
+    else {
         return Err(ApiError::not_found(format!("no job {id} in the queues")));
+    };
+    // A pipeline step cancelled alone would leave its document waiting for
+    // it for ever: the document is what a client stops.
+    if job.kind.is_internal() || job.args.get("batch").is_some_and(|b| !b.is_null()) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "pipeline_job",
+            format!(
+                "job {id} is a step of a document's pipeline: delete the document \
+                 (DELETE /v1/documents/{{id}}) to stop it"
+            ),
+        ));
     }
     match state.queue.cancel(id).await? {
         Some((kind, s)) => {

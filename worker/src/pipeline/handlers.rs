@@ -3,7 +3,7 @@
 //!
 //! Every query they run names the job's tenant (`shared/src/documents.rs`):
 //! a job whose tenant does not own the document it names changes nothing
-//! and fails for good ("not found"). Only the pipeline queues these jobs
+//! and ends as skipped ("not found", see [`gone`]). Only the pipeline queues these jobs
 //! (clients cannot: `JobKind::is_internal`, `JobKind::validate`), each with
 //! an idempotency key per document version and step that no client key can
 //! take ([`step_key`]). A re-run of an ingest whose version is chunked
@@ -26,8 +26,8 @@ use crate::{
     embed::{EmbedError, EmbedOutput, Embedder, ModelRegistry},
     pipeline::{
         cache::EmbedCache,
-        sandbox::{Extracted, Sandbox, SandboxError},
         llm::{LlmError, LlmSummarizer},
+        sandbox::{Extracted, Sandbox, SandboxError},
         summary,
     },
 };
@@ -115,14 +115,18 @@ fn export_stats(embedder: &Embedder) {
         .absolute(s.forward_seconds as u64);
 }
 
-/// The error of a job whose tenant has no such document (deleted, or
-/// another tenant's): no retry can change that.
-fn not_found(doc: uuid::Uuid, job: &JobContext) -> BoxDynError {
-    Permanent(format!(
-        "document {doc} not found for tenant `{}`",
-        job.tenant
-    ))
-    .into()
+/// The outcome of a job whose tenant has no such document: deleted while
+/// its pipeline ran (an everyday event, not a dead letter), or another
+/// tenant's (only a compromised producer can push that: internal kinds are
+/// not submittable). Either way nothing was changed, and no retry could
+/// change that.
+fn gone(doc: uuid::Uuid, job: &JobContext) -> Value {
+    tracing::warn!(document = %doc, tenant = %job.tenant, job = %job.id,
+        "pipeline job skipped: no such document for its tenant");
+    json!({
+        "document_id": doc,
+        "skipped": format!("document {doc} not found for tenant `{}`: deleted, or not this tenant's", job.tenant),
+    })
 }
 
 /// The idempotency key of one step of a document version (`embed/<batch>`,
@@ -316,7 +320,7 @@ async fn ingest_inner(
     let src = match documents::start_ingest(&p.pool, &job.tenant, doc).await? {
         Some(IngestStart::Fresh(src)) => src,
         Some(IngestStart::Stored(stored)) => return resume(p, doc, job, stored).await,
-        None => return Err(not_found(doc, job)),
+        None => return Ok(gone(doc, job)),
     };
     let sandbox = p
         .sandbox
@@ -327,8 +331,10 @@ async fn ingest_inner(
         .run(
             &src.content_type,
             &src.body,
-            opts.chunk_tokens.unwrap_or(hopper_extract::chunk::DEFAULT_TOKENS),
-            opts.chunk_overlap.unwrap_or(hopper_extract::chunk::DEFAULT_OVERLAP),
+            opts.chunk_tokens
+                .unwrap_or(hopper_extract::chunk::DEFAULT_TOKENS),
+            opts.chunk_overlap
+                .unwrap_or(hopper_extract::chunk::DEFAULT_OVERLAP),
             job.cancel.cancelled(),
         )
         .await
@@ -346,7 +352,7 @@ async fn ingest_inner(
     )
     .await?
     else {
-        return Err(not_found(doc, job));
+        return Ok(gone(doc, job));
     };
     let model = src.options.model.clone();
     queue_batches(p, job, doc, src.version, &batches, model).await?;
@@ -408,7 +414,7 @@ pub async fn embed(
             documents::batch_texts(&p.pool, &job.tenant, doc, batch.version, batch.batch_no)
                 .await?
         else {
-            return Err(not_found(doc, &job));
+            return Ok(gone(doc, &job));
         };
         if chunks.is_empty() {
             return Ok(json!({
@@ -435,7 +441,7 @@ pub async fn embed(
         )
         .await?
         else {
-            return Err(not_found(doc, &job));
+            return Ok(gone(doc, &job));
         };
         if fan_in == FanIn::Ready {
             notify_finished(&p, &job.tenant, doc).await;
@@ -477,7 +483,7 @@ pub async fn summarize(
     let doc = args.document_id;
     let result = async {
         let Some((text, chunks)) = documents::for_summary(&p.pool, &job.tenant, doc).await? else {
-            return Err(not_found(doc, &job));
+            return Ok(gone(doc, &job));
         };
         let summary = match &p.llm {
             None => summary::extractive(&chunks),
