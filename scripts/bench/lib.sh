@@ -17,7 +17,7 @@ bench_fail() {
 now_us() { echo "${EPOCHREALTIME/[.,]/}"; }
 
 say "building release binaries"
-cargo build --release --quiet -p hopper-api -p hopper-worker -p hopper-bench
+cargo build --release --quiet -p hopper-api -p hopper-worker -p hopper-extract -p hopper-bench
 BIN=$ROOT/target/release
 ID=$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')
 export HOPPER_KEY_PREFIX="bench-$ID" HOPPER_DB_SCHEMA="bench_$ID" RUST_LOG=warn
