@@ -1,7 +1,8 @@
 //! Hopper's shared ground.
 //!
 //! Everything the API, the workers, the queue backend and the CLI must agree
-//! on lives here: the job kinds and their argument types ([`jobs`]), the one
+//! on lives here: the job kinds and their argument types ([`jobs`]), queue
+//! names ([`queue_name`]), the one
 //! typed configuration loaded from the environment ([`config`]), Postgres
 //! access and migrations ([`db`]), the error type ([`error`]), metric names
 //! ([`metrics`]) and logging set-up ([`telemetry`]).
@@ -17,9 +18,11 @@ pub mod health;
 pub mod jobs;
 pub mod keys;
 pub mod metrics;
+pub mod queue_name;
 pub mod retention;
 pub mod telemetry;
 pub mod webhook;
 
 pub use config::Config;
 pub use error::{Error, Result};
+pub use queue_name::QueueName;
