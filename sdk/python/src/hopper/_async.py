@@ -1,0 +1,229 @@
+"""`AsyncClient`: the asyncio client of the Hopper API.
+
+The same calls as `Client` (`_sync.py`), built by `_calls.py`, sent over one
+`httpx.AsyncClient`; retries and polling pause with `asyncio.sleep`, so
+nothing here blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from . import _calls
+from ._calls import Call
+from .errors import Unavailable
+from .models import (
+    Cancelled,
+    DeadLetters,
+    Document,
+    DocumentPage,
+    Job,
+    SearchResult,
+    Submitted,
+    Uploaded,
+)
+from .polling import Poll
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """An asyncio Hopper client; use it with `async with` or `await close()` it."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.AsyncClient(
+            base_url=base_url, headers=headers, timeout=timeout, transport=transport
+        )
+        self.documents = AsyncDocuments(self)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Closes the pooled connections."""
+        await self._http.aclose()
+
+    async def _send(self, call: Call[T]) -> T:
+        backoff = _calls.pauses()
+        while True:
+            try:
+                response = await self._http.send(call.request(self._http))
+            except httpx.TransportError as e:
+                pause = next(backoff, None) if call.retryable else None
+                if pause is None:
+                    raise Unavailable(0, "transport_error", str(e) or type(e).__name__) from e
+                await asyncio.sleep(pause)
+                continue
+            if _calls.should_retry(call, response):
+                pause = next(backoff, None)
+                if pause is not None:
+                    await asyncio.sleep(_calls.pause_for(response, pause))
+                    continue
+            return call.read(response)
+
+    async def submit(
+        self,
+        task: str,
+        args: Mapping[str, Any],
+        *,
+        delay_ms: int | None = None,
+        priority: str | None = None,
+        max_attempts: int | None = None,
+        idempotency_key: str | None = None,
+        callback_url: str | None = None,
+    ) -> Submitted:
+        """Queues one job of `task`; retried only when `idempotency_key` is given."""
+        return await self._send(
+            _calls.submit(
+                task,
+                args,
+                delay_ms=delay_ms,
+                priority=priority,
+                max_attempts=max_attempts,
+                idempotency_key=idempotency_key,
+                callback_url=callback_url,
+            )
+        )
+
+    async def submit_many(
+        self,
+        task: str,
+        many_args: Sequence[Mapping[str, Any]],
+        *,
+        delay_ms: int | None = None,
+        priority: str | None = None,
+        max_attempts: int | None = None,
+        callback_url: str | None = None,
+    ) -> list[str]:
+        """Queues one job per item of `many_args` (in batches of 10,000); their ids."""
+        ids: list[str] = []
+        for call in _calls.submit_batches(
+            task,
+            many_args,
+            delay_ms=delay_ms,
+            priority=priority,
+            max_attempts=max_attempts,
+            callback_url=callback_url,
+        ):
+            batch: list[str] = await self._send(call)
+            ids.extend(batch)
+        return ids
+
+    async def job(self, job_id: str) -> Job:
+        """The job's record."""
+        return await self._send(_calls.job(job_id))
+
+    async def wait(self, job_id: str, timeout: float = 60.0) -> Job:
+        """Polls the job (with backoff) until it is final; `TimeoutError` after `timeout` s."""
+        poll = Poll(timeout, f"job {job_id} not final")
+        while True:
+            job = await self.job(job_id)
+            if job.done:
+                return job
+            await asyncio.sleep(poll.next_pause(job.state))
+
+    async def cancel(self, job_id: str) -> Cancelled:
+        """Cancels a waiting job at once, a running one at its next heartbeat."""
+        return await self._send(_calls.cancel(job_id))
+
+    async def search(
+        self,
+        query: str,
+        *,
+        k: int | None = None,
+        document_set: str | None = None,
+        filter: Mapping[str, Any] | None = None,
+        model: str | None = None,
+    ) -> SearchResult:
+        """The chunks nearest to `query`, best first."""
+        return await self._send(
+            _calls.search(query, k=k, document_set=document_set, filter=filter, model=model)
+        )
+
+    async def dead(self, queue: str, *, offset: int = 0, limit: int = 50) -> DeadLetters:
+        """One page of `queue`'s dead letters, newest first."""
+        return await self._send(_calls.dead(queue, offset=offset, limit=limit))
+
+    async def retry_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        """Queues dead letters again (`ids`, or all); how many moved."""
+        return await self._send(_calls.dead_action(queue, "retry", ids))
+
+    async def purge_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        """Deletes dead letters (`ids`, or all); how many went."""
+        return await self._send(_calls.dead_action(queue, "purge", ids))
+
+
+class AsyncDocuments:
+    """`client.documents`: the caller's documents."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def upload(
+        self,
+        source: str | os.PathLike[str] | bytes,
+        *,
+        name: str | None = None,
+        content_type: str | None = None,
+        document_set: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> Uploaded:
+        """Uploads a document (a path or bytes) into the pipeline."""
+        return await self._client._send(
+            _calls.upload(
+                source,
+                name=name,
+                content_type=content_type,
+                document_set=document_set,
+                metadata=metadata,
+                options=options,
+            )
+        )
+
+    async def list(
+        self, *, document_set: str | None = None, offset: int = 0, limit: int = 50
+    ) -> DocumentPage:
+        """One page of documents."""
+        return await self._client._send(
+            _calls.documents(document_set=document_set, offset=offset, limit=limit)
+        )
+
+    async def get(self, document_id: str) -> Document:
+        """One document and its pipeline status."""
+        return await self._client._send(_calls.document(document_id))
+
+    async def delete(self, document_id: str) -> None:
+        """Deletes a document, its chunks and vectors."""
+        await self._client._send(_calls.delete_document(document_id))
+
+    async def wait(self, document_id: str, timeout: float = 120.0) -> Document:
+        """Polls until the document is `ready` or `failed`; `TimeoutError` after `timeout` s."""
+        poll = Poll(timeout, f"document {document_id} not ready")
+        while True:
+            doc = await self.get(document_id)
+            if doc.done:
+                return doc
+            await asyncio.sleep(poll.next_pause(doc.status))

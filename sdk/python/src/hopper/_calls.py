@@ -1,0 +1,272 @@
+"""The API calls as data, shared by `Client` and `AsyncClient`.
+
+Each function here builds one `Call`: the HTTP request (method, path, query,
+body, headers), whether it may be sent again after a 429/503 or a lost
+connection, and how its answer becomes a typed result. The two clients only
+send calls (`_sync.py`, `_async.py`), so request building, retries and error
+mapping exist once.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import os
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import httpx
+
+from .errors import error_from_response, retry_after
+from .models import (
+    Cancelled,
+    DeadLetters,
+    Document,
+    DocumentPage,
+    Job,
+    SearchResult,
+    Submitted,
+    Uploaded,
+)
+
+T = TypeVar("T")
+
+#: Most jobs one batch request may carry (`api/src/routes/jobs.rs` MAX_BATCH).
+MAX_BATCH = 10_000
+#: Attempts of a retryable call, the first included.
+MAX_ATTEMPTS = 4
+#: Longest pause between two attempts, in seconds (a `Retry-After` included).
+MAX_BACKOFF_S = 5.0
+#: Statuses worth another try of a retryable call.
+RETRY_STATUSES = frozenset({429, 503})
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One API request and how to read its answer."""
+
+    method: str
+    path: str
+    parse: Callable[[Any], T]
+    params: Mapping[str, str | int] | None = None
+    json: Any = None
+    headers: Mapping[str, str] | None = None
+    files: Mapping[str, tuple[str, bytes, str]] | None = None
+    data: Mapping[str, str] | None = None
+    retryable: bool = False
+
+    def request(self, client: httpx.Client | httpx.AsyncClient) -> httpx.Request:
+        """The request, built by `client` (base URL, auth and timeout)."""
+        return client.build_request(
+            self.method,
+            self.path,
+            params=self.params,
+            json=self.json,
+            headers=self.headers,
+            files=self.files,
+            data=self.data,
+        )
+
+    def read(self, response: httpx.Response) -> T:
+        """The typed result of a 2xx answer; the matching `HopperError` otherwise."""
+        if response.is_error:
+            raise error_from_response(response)
+        return self.parse(response.json() if response.content else None)
+
+
+def pauses() -> Iterator[float]:
+    """Backoff before each retry: 0.1 s doubling, with jitter, capped."""
+    delay = 0.1
+    for _ in range(MAX_ATTEMPTS - 1):
+        yield min(MAX_BACKOFF_S, delay * (0.5 + random.random()))
+        delay *= 2
+
+
+def should_retry(call: Call[Any], response: httpx.Response) -> bool:
+    """Whether this answer of `call` is worth another try."""
+    return call.retryable and response.status_code in RETRY_STATUSES
+
+
+def pause_for(response: httpx.Response | None, backoff: float) -> float:
+    """How long to wait before the next try: the server's `Retry-After` when
+    it sent one (capped), else the backoff."""
+    if response is not None:
+        after = retry_after(response)
+        if after is not None:
+            return min(MAX_BACKOFF_S, max(after, backoff))
+    return backoff
+
+
+def _options(
+    delay_ms: int | None,
+    priority: str | None,
+    max_attempts: int | None,
+    callback_url: str | None,
+) -> dict[str, str | int]:
+    opts: dict[str, str | int] = {}
+    if delay_ms is not None:
+        opts["delay_ms"] = delay_ms
+    if priority is not None:
+        opts["priority"] = priority
+    if max_attempts is not None:
+        opts["max_attempts"] = max_attempts
+    if callback_url is not None:
+        opts["callback_url"] = callback_url
+    return opts
+
+
+def submit(
+    task: str,
+    args: Mapping[str, Any],
+    *,
+    delay_ms: int | None = None,
+    priority: str | None = None,
+    max_attempts: int | None = None,
+    idempotency_key: str | None = None,
+    callback_url: str | None = None,
+) -> Call[Submitted]:
+    """`POST /v1/jobs/{task}`: retried only under an idempotency key (the API
+    then answers a repeat with the first job)."""
+    return Call(
+        "POST",
+        f"/v1/jobs/{task}",
+        Submitted.from_json,
+        params=_options(delay_ms, priority, max_attempts, callback_url),
+        json=dict(args),
+        headers={"Idempotency-Key": idempotency_key} if idempotency_key else None,
+        retryable=idempotency_key is not None,
+    )
+
+
+def submit_batches(
+    task: str,
+    many_args: Sequence[Mapping[str, Any]],
+    *,
+    delay_ms: int | None = None,
+    priority: str | None = None,
+    max_attempts: int | None = None,
+    callback_url: str | None = None,
+) -> list[Call[list[str]]]:
+    """`POST /v1/jobs/{task}/batch`, one call per `MAX_BATCH` jobs (never
+    retried: a batch has no idempotency key)."""
+    params = _options(delay_ms, priority, max_attempts, callback_url)
+    return [
+        Call(
+            "POST",
+            f"/v1/jobs/{task}/batch",
+            lambda d: [str(i) for i in d["ids"]],
+            params=params,
+            json=[dict(a) for a in many_args[i : i + MAX_BATCH]],
+        )
+        for i in range(0, len(many_args), MAX_BATCH)
+    ]
+
+
+def job(job_id: str) -> Call[Job]:
+    """`GET /v1/jobs/{id}`."""
+    return Call("GET", f"/v1/jobs/{job_id}", Job.from_json, retryable=True)
+
+
+def cancel(job_id: str) -> Call[Cancelled]:
+    """`POST /v1/jobs/{id}/cancel` (asking twice changes nothing: retryable)."""
+    return Call("POST", f"/v1/jobs/{job_id}/cancel", Cancelled.from_json, retryable=True)
+
+
+def upload(
+    source: str | os.PathLike[str] | bytes,
+    *,
+    name: str | None = None,
+    content_type: str | None = None,
+    document_set: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Call[Uploaded]:
+    """`POST /v1/documents` as a multipart form: a file path or raw bytes."""
+    if isinstance(source, bytes):
+        body, default_name = source, "document"
+    else:
+        path = Path(source)
+        body, default_name = path.read_bytes(), path.name
+    name = name or default_name
+    ctype = content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    form = {"name": name}
+    if document_set is not None:
+        form["document_set"] = document_set
+    if metadata is not None:
+        form["metadata"] = json.dumps(metadata)
+    if options is not None:
+        form["options"] = json.dumps(options)
+    return Call(
+        "POST",
+        "/v1/documents",
+        Uploaded.from_json,
+        files={"file": (name, body, ctype)},
+        data=form,
+    )
+
+
+def documents(
+    *, document_set: str | None = None, offset: int = 0, limit: int = 50
+) -> Call[DocumentPage]:
+    """`GET /v1/documents`."""
+    params: dict[str, str | int] = {"offset": offset, "limit": limit}
+    if document_set is not None:
+        params["document_set"] = document_set
+    return Call("GET", "/v1/documents", DocumentPage.from_json, params=params, retryable=True)
+
+
+def document(document_id: str) -> Call[Document]:
+    """`GET /v1/documents/{id}`."""
+    return Call("GET", f"/v1/documents/{document_id}", Document.from_json, retryable=True)
+
+
+def delete_document(document_id: str) -> Call[None]:
+    """`DELETE /v1/documents/{id}` (deleting is idempotent: retryable)."""
+    return Call("DELETE", f"/v1/documents/{document_id}", lambda _: None, retryable=True)
+
+
+def search(
+    query: str,
+    *,
+    k: int | None = None,
+    document_set: str | None = None,
+    filter: Mapping[str, Any] | None = None,
+    model: str | None = None,
+) -> Call[SearchResult]:
+    """`POST /v1/search` (a read: retryable)."""
+    body: dict[str, Any] = {"query": query}
+    if k is not None:
+        body["k"] = k
+    if document_set is not None:
+        body["document_set"] = document_set
+    if filter is not None:
+        body["filter"] = dict(filter)
+    if model is not None:
+        body["model"] = model
+    return Call("POST", "/v1/search", SearchResult.from_json, json=body, retryable=True)
+
+
+def dead(queue: str, *, offset: int = 0, limit: int = 50) -> Call[DeadLetters]:
+    """`GET /v1/queues/{queue}/dead`."""
+    return Call(
+        "GET",
+        f"/v1/queues/{queue}/dead",
+        DeadLetters.from_json,
+        params={"offset": offset, "limit": limit},
+        retryable=True,
+    )
+
+
+def dead_action(queue: str, action: str, ids: Sequence[str] | None) -> Call[int]:
+    """`POST /v1/queues/{queue}/dead/{retry|purge}` for `ids`, or all when None;
+    the answer is how many jobs it moved."""
+    selection: dict[str, Any] = {"all": True} if ids is None else {"ids": list(ids)}
+    return Call(
+        "POST",
+        f"/v1/queues/{queue}/dead/{action}",
+        lambda d: int(d["count"]),
+        json=selection,
+    )

@@ -1,0 +1,193 @@
+"""Typed results of the Hopper API, one dataclass per answer shape.
+
+Field names and types follow the API's OpenAPI document (`GET /openapi.json`,
+built from `api/src/openapi.rs`); each `from_json` reads one JSON answer and
+tolerates fields added later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Self
+
+JSON = dict[str, Any]
+
+#: States after which a job never changes again.
+FINAL_JOB_STATES = frozenset({"succeeded", "dead", "cancelled"})
+#: Document statuses after which the pipeline is done with a version.
+FINAL_DOCUMENT_STATUSES = frozenset({"ready", "failed"})
+
+
+class FromJson:
+    """`from_json` for the dataclasses below: a JSON object's keys become the
+    fields of the same name (unknown keys are ignored, a missing required one
+    is a `TypeError`); `nested` converts the fields that hold other results."""
+
+    nested: ClassVar[dict[str, Callable[[Any], Any]]] = {}
+
+    @classmethod
+    def from_json(cls, d: JSON) -> Self:
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        kwargs = {k: v for k, v in d.items() if k in names}
+        for name, convert in cls.nested.items():
+            if kwargs.get(name) is None:
+                kwargs.pop(name, None)
+            else:
+                kwargs[name] = convert(kwargs[name])
+        return cls(**kwargs)
+
+
+def list_of(kind: type[FromJson]) -> Callable[[Any], Any]:
+    """A `nested` converter for a JSON array of `kind`."""
+    return lambda items: [kind.from_json(x) for x in items]
+
+
+@dataclass(frozen=True)
+class Attempt(FromJson):
+    """One finished attempt of a job (`history`)."""
+
+    attempt: int
+    outcome: str
+    finished_at_ms: int
+    started_at_ms: int | None = None
+    error: str | None = None
+    worker: str | None = None
+
+
+@dataclass(frozen=True)
+class Job(FromJson):
+    """A job's record: state, attempts, timings, arguments and result."""
+
+    id: str
+    kind: str
+    state: str
+    attempts: int
+    max_attempts: int
+    args: Any
+    enqueued_at_ms: int
+    result: Any = None
+    error: str | None = None
+    tenant: str | None = None
+    worker: str | None = None
+    priority: str | None = None
+    lease: int | None = None
+    run_at_ms: int | None = None
+    started_at_ms: int | None = None
+    finished_at_ms: int | None = None
+    callback_url: str | None = None
+    request_id: str | None = None
+    history: list[Attempt] = field(default_factory=list)
+
+    nested: ClassVar[dict[str, Callable[[Any], Any]]] = {"history": list_of(Attempt)}
+
+    @property
+    def done(self) -> bool:
+        """Whether the job reached a final state (succeeded, dead, cancelled)."""
+        return self.state in FINAL_JOB_STATES
+
+
+@dataclass(frozen=True)
+class Submitted(FromJson):
+    """The answer to a submission: the job's id, and whether it is new
+    (`created` is false when an idempotency key found an earlier job)."""
+
+    id: str
+    kind: str
+    created: bool
+
+
+@dataclass(frozen=True)
+class Cancelled(FromJson):
+    """The answer to a cancellation: the job's state now."""
+
+    id: str
+    kind: str
+    state: str
+
+
+@dataclass(frozen=True)
+class DeadLetters(FromJson):
+    """One page of a queue's dead letters, newest first."""
+
+    queue: str
+    total: int
+    offset: int
+    limit: int
+    jobs: list[Job]
+
+    nested: ClassVar[dict[str, Callable[[Any], Any]]] = {"jobs": list_of(Job)}
+
+
+@dataclass(frozen=True)
+class Document(FromJson):
+    """A document and where the pipeline is with its current version."""
+
+    id: str
+    name: str
+    content_type: str
+    version: int
+    status: str
+    chunks_embedded: int
+    truncated_chunks: int
+    bytes: int
+    metadata: Any
+    created_at_ms: int
+    updated_at_ms: int
+    chunks_total: int | None = None
+    document_set: str | None = None
+    error: str | None = None
+    model: str | None = None
+    summary: str | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the pipeline finished this version (`ready` or `failed`)."""
+        return self.status in FINAL_DOCUMENT_STATUSES
+
+
+@dataclass(frozen=True)
+class DocumentPage(FromJson):
+    """One page of the caller's documents."""
+
+    total: int
+    offset: int
+    limit: int
+    documents: list[Document]
+
+    nested: ClassVar[dict[str, Callable[[Any], Any]]] = {"documents": list_of(Document)}
+
+
+@dataclass(frozen=True)
+class Uploaded(FromJson):
+    """The answer to an upload: the document and its `ingest` job."""
+
+    document_id: str
+    job_id: str
+    status: str
+
+
+@dataclass(frozen=True)
+class Hit(FromJson):
+    """One chunk found by a search, with its cosine similarity."""
+
+    chunk_id: str
+    document_id: str
+    document_name: str
+    score: float
+    text: str
+    ordinal: int
+
+
+@dataclass(frozen=True)
+class SearchResult(FromJson):
+    """The nearest chunks to a query, best first."""
+
+    query: str
+    k: int
+    model: str
+    embed_ms: float
+    took_ms: float
+    hits: list[Hit]
+
+    nested: ClassVar[dict[str, Callable[[Any], Any]]] = {"hits": list_of(Hit)}

@@ -1,0 +1,32 @@
+"""`Poll`: the schedule of `wait` loops (jobs and documents), shared by both clients.
+
+Pauses start at 50 ms and grow by half each time up to 1 s, so a short job is
+seen almost at once and a long one costs about one request a second; the
+deadline turns into the builtin `TimeoutError` naming the last state seen.
+"""
+
+from __future__ import annotations
+
+import time
+
+FIRST_PAUSE_S = 0.05
+MAX_PAUSE_S = 1.0
+
+
+class Poll:
+    """A deadline and a growing pause."""
+
+    def __init__(self, timeout: float, what: str) -> None:
+        self._deadline = time.monotonic() + timeout
+        self._timeout = timeout
+        self._what = what
+        self._pause = FIRST_PAUSE_S
+
+    def next_pause(self, state: str) -> float:
+        """The pause before the next look; `TimeoutError` when past the deadline."""
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"{self._what} after {self._timeout:g} s (last state: {state})")
+        pause = min(self._pause, left)
+        self._pause = min(MAX_PAUSE_S, self._pause * 1.5)
+        return pause

@@ -1,0 +1,1 @@
+"""Tests of the Hopper SDK against the real services (see conftest.py)."""
