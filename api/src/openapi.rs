@@ -11,6 +11,7 @@
 use axum::{Json, response::IntoResponse};
 use hopper_queue::{MinuteOutcomes, QueueStats, WorkerInfo};
 use hopper_shared::{
+    QueueName,
     documents::{DocumentOptions, DocumentView, Hit},
     jobs::{AttemptRecord, JobKind, JobRecord, JobState},
     keys::{KeyInfo, Scope},
@@ -290,7 +291,7 @@ pub struct Readiness {
         routes::health::ready,
     ),
     components(schemas(
-        ErrorBody, JobKind, JobState, JobRecord, AttemptRecord, Scope, KeyInfo, QueueStats,
+        ErrorBody, JobKind, QueueName, JobState, JobRecord, AttemptRecord, Scope, KeyInfo, QueueStats,
         WorkerInfo, MinuteOutcomes, DocumentView, DocumentOptions, Hit, DeadActionName
     )),
     modifiers(&CommonResponses),

@@ -44,7 +44,7 @@ use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use hopper_shared::jobs::JobKind;
+use hopper_shared::QueueName;
 
 use crate::{
     AfterFailure, JobContext, Permanent, QueueClient, QueueError, WorkerId, batch::GroupCommit,
@@ -125,17 +125,17 @@ where
         let span = tracing::info_span!(
             "job",
             id = %ctx.id,
-            kind = ctx.kind.as_str(),
+            queue = ctx.queue.as_str(),
             attempt = ctx.attempt,
             request_id = ctx.request_id.as_deref().unwrap_or("-"),
         );
         async move {
             shared.running.insert(&ctx);
-            let kind = ctx.kind.as_str();
-            metrics::counter!(m::JOBS_STARTED, "kind" => kind).increment(1);
+            metrics::counter!(m::JOBS_STARTED, "kind" => ctx.queue.label()).increment(1);
             if ctx.attempt == 1 {
                 let waited = (ctx.started_at_ms - ctx.enqueued_at_ms).max(0) as f64 / 1000.0;
-                metrics::histogram!(m::JOB_QUEUE_WAIT_SECONDS, "kind" => kind).record(waited);
+                metrics::histogram!(m::JOB_QUEUE_WAIT_SECONDS, "kind" => ctx.queue.label())
+                    .record(waited);
             }
             let started = Instant::now();
             // The soft limit fires the job's token from within this future
@@ -160,7 +160,7 @@ where
                     }
                 }
             };
-            metrics::histogram!(m::JOB_RUN_SECONDS, "kind" => kind)
+            metrics::histogram!(m::JOB_RUN_SECONDS, "kind" => ctx.queue.label())
                 .record(started.elapsed().as_secs_f64());
             let outcome = match &result {
                 Ok(v) => match serde_json::to_value(v) {
@@ -181,7 +181,7 @@ where
 
 /// Records the attempt's outcome in Postgres and Redis, in that order.
 async fn finish(shared: &AckShared, ctx: &JobContext, outcome: Outcome) {
-    let kind = ctx.kind.as_str();
+    let queue = ctx.queue.as_str();
     let now = now_ms();
     let (result, error, permanent) = match outcome {
         Outcome::Succeeded(v) => (Some(v), None, false),
@@ -203,16 +203,16 @@ async fn finish(shared: &AckShared, ctx: &JobContext, outcome: Outcome) {
         Some(_) => Some(AfterFailure::Dead("attempts")),
     };
     match (&error, next) {
-        (None, _) => metrics::counter!(m::JOBS_SUCCEEDED, "kind" => kind).increment(1),
+        (None, _) => metrics::counter!(m::JOBS_SUCCEEDED, "kind" => ctx.queue.label()).increment(1),
         (Some(e), next) => {
-            metrics::counter!(m::JOBS_FAILED, "kind" => kind).increment(1);
-            tracing::warn!(job = %ctx.id, queue = kind, attempt = ctx.attempt, error = %e, "attempt failed");
+            metrics::counter!(m::JOBS_FAILED, "kind" => ctx.queue.label()).increment(1);
+            tracing::warn!(job = %ctx.id, queue = queue, attempt = ctx.attempt, error = %e, "attempt failed");
             match next {
                 Some(AfterFailure::RetryIn(_)) => {
-                    metrics::counter!(m::JOBS_RETRIED, "kind" => kind).increment(1)
+                    metrics::counter!(m::JOBS_RETRIED, "kind" => ctx.queue.label()).increment(1)
                 }
                 Some(AfterFailure::Dead(reason)) => {
-                    metrics::counter!(m::JOBS_DEAD_LETTERED, "kind" => kind, "reason" => reason)
+                    metrics::counter!(m::JOBS_DEAD_LETTERED, "kind" => ctx.queue.label(), "reason" => reason)
                         .increment(1)
                 }
                 _ => {}
@@ -243,7 +243,7 @@ async fn finish(shared: &AckShared, ctx: &JobContext, outcome: Outcome) {
                 let again = shared
                     .client
                     .fail(
-                        ctx.kind,
+                        &ctx.queue,
                         &ctx.worker,
                         ctx.id,
                         ctx.lease,
@@ -283,7 +283,7 @@ async fn finish(shared: &AckShared, ctx: &JobContext, outcome: Outcome) {
         (_, Some(e), Some(next)) => until_recorded("fail", || {
             shared
                 .client
-                .fail(ctx.kind, &ctx.worker, ctx.id, ctx.lease, e, next)
+                .fail(&ctx.queue, &ctx.worker, ctx.id, ctx.lease, e, next)
         })
         .await
         .map_err(|e| e.to_string()),
@@ -301,10 +301,10 @@ async fn finish(shared: &AckShared, ctx: &JobContext, outcome: Outcome) {
 /// worker was presumed dead) and may have run again elsewhere. Its outcome
 /// was dropped; say so once and count it.
 fn lease_lost(ctx: &JobContext) {
-    tracing::warn!(job = %ctx.id, queue = ctx.kind.as_str(), attempt = ctx.attempt,
+    tracing::warn!(job = %ctx.id, queue = ctx.queue.as_str(), attempt = ctx.attempt,
         lease = ctx.lease, worker = %ctx.worker,
         "lease lost: the job was recovered while this attempt ran; its outcome is dropped");
-    metrics::counter!(m::JOB_LEASE_LOST, "queue" => ctx.kind.as_str()).increment(1);
+    metrics::counter!(m::JOB_LEASE_LOST, "queue" => ctx.queue.label()).increment(1);
 }
 
 /// The Postgres record of a job that just finished, its history included
@@ -319,7 +319,7 @@ async fn final_record(
 ) -> JobRecord {
     let mut history = Vec::new();
     if ctx.attempt > 1
-        && let Ok(Some(earlier)) = shared.client.job(ctx.kind, ctx.id).await
+        && let Ok(Some(earlier)) = shared.client.job(&ctx.queue, ctx.id).await
     {
         history = earlier.history;
     }
@@ -333,7 +333,7 @@ async fn final_record(
     });
     JobRecord {
         id: ctx.id,
-        kind: ctx.kind,
+        kind: ctx.queue.clone(),
         state,
         attempts: ctx.attempt,
         max_attempts: ctx.max_attempts,
@@ -359,25 +359,26 @@ impl AckShared {
     /// started (batches of at most 256).
     pub fn start(
         client: QueueClient,
-        kind: JobKind,
+        queue: impl Into<QueueName>,
         settings: QueueSettings,
         pool: Option<Pool>,
         slots: Arc<Semaphore>,
         running: Arc<Running>,
     ) -> Self {
+        let queue = queue.into();
         let records = pool.map(|pool| {
-            let client = client.clone();
+            let (client, queue) = (client.clone(), queue.clone());
             GroupCommit::spawn(256, move |batch: Vec<JobRecord>| {
-                let (pool, client) = (pool.clone(), client.clone());
-                async move { store_held_records(&client, kind, &pool, batch).await }
+                let (pool, client, queue) = (pool.clone(), client.clone(), queue.clone());
+                async move { store_held_records(&client, &queue, &pool, batch).await }
             })
         });
         let acks = {
             let client = client.clone();
             GroupCommit::spawn(256, move |batch: Vec<Ack>| {
-                let client = client.clone();
+                let (client, queue) = (client.clone(), queue.clone());
                 async move {
-                    let lost = until_recorded("ack", || client.ack_many(kind, &batch))
+                    let lost = until_recorded("ack", || client.ack_many(&queue, &batch))
                         .await
                         .map_err(|e| e.to_string())?;
                     Ok(batch.iter().map(|a| !lost.contains(&a.id)).collect())
@@ -406,7 +407,7 @@ impl AckShared {
 /// round trip per batch for every job would cost the drain rate ~15 %.
 async fn store_held_records(
     client: &QueueClient,
-    kind: JobKind,
+    queue: &QueueName,
     pool: &Pool,
     batch: Vec<JobRecord>,
 ) -> Result<Vec<Fenced>, String> {
@@ -424,7 +425,7 @@ async fn store_held_records(
             .zip(&workers)
             .map(|(&i, w)| (batch[i].id, w, batch[i].lease))
             .collect();
-        let answers = until_recorded("lease check", || client.still_held(kind, &attempts))
+        let answers = until_recorded("lease check", || client.still_held(queue, &attempts))
             .await
             .map_err(|e| e.to_string())?;
         for (&i, h) in with_callback.iter().zip(answers) {

@@ -27,7 +27,7 @@ use apalis_core::{
 };
 use deadpool_postgres::Pool;
 use futures::{FutureExt, future::BoxFuture};
-use hopper_shared::jobs::{JobKind, QueueSettings};
+use hopper_shared::{QueueName, jobs::QueueSettings};
 use serde::de::DeserializeOwned;
 use tokio::{
     sync::{Semaphore, mpsc},
@@ -60,11 +60,11 @@ pub struct Lease {
 /// [`crate::fetcher::ADMISSION_POLL`] while it answers 0.
 pub type Admission = Arc<dyn Fn() -> usize + Send + Sync>;
 
-/// A queue of one job kind, as an apalis backend.
+/// One queue (by name), as an apalis backend.
 pub struct RedisBackend<Args> {
     admission: Option<Admission>,
     client: QueueClient,
-    kind: JobKind,
+    queue: QueueName,
     registration: Arc<Registration>,
     settings: QueueSettings,
     lease: Lease,
@@ -84,23 +84,24 @@ pub struct RedisBackend<Args> {
 impl<Args> std::fmt::Debug for RedisBackend<Args> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBackend")
-            .field("kind", &self.kind)
+            .field("kind", &self.queue)
             .field("worker", &self.registration.id())
             .finish()
     }
 }
 
 impl<Args: DeserializeOwned + Send + 'static> RedisBackend<Args> {
-    /// A backend for `kind`'s queue, run by `worker`. With a `pool`, every
+    /// A backend for the queue `queue`, run by `worker`. With a `pool`, every
     /// finished job's record is written to Postgres before its ack.
     pub fn new(
         client: QueueClient,
-        kind: JobKind,
+        queue: impl Into<QueueName>,
         worker: WorkerId,
         lease: Lease,
         pool: Option<Pool>,
     ) -> Self {
-        let settings = client.settings(kind);
+        let queue = queue.into();
+        let settings = client.settings(&queue);
         let (tx, rx) = mpsc::channel(settings.concurrency.max(1));
         let running: Arc<Running> = Arc::default();
         let stop = CancellationToken::new();
@@ -109,13 +110,13 @@ impl<Args: DeserializeOwned + Send + 'static> RedisBackend<Args> {
             slots: Arc::new(Semaphore::new(settings.concurrency)),
             registration: Arc::new(Registration::new(
                 client.clone(),
-                kind,
+                queue.clone(),
                 worker,
                 running.clone(),
             )),
             running,
             client,
-            kind,
+            queue,
             settings,
             lease,
             pool,
@@ -144,7 +145,7 @@ impl<Args: DeserializeOwned + Send + 'static> RedisBackend<Args> {
             running: self.running.clone(),
             registration: self.registration.clone(),
             client: self.client.clone(),
-            kind: self.kind,
+            queue: self.queue.clone(),
         }
     }
 
@@ -154,7 +155,7 @@ impl<Args: DeserializeOwned + Send + 'static> RedisBackend<Args> {
         let Some(tx) = self.tx.take() else { return };
         let fetcher = Fetcher {
             client: self.client.clone(),
-            keys: self.client.keys(self.kind),
+            keys: self.client.keys(&self.queue),
             registration: self.registration.clone(),
             running: self.running.clone(),
             lease: self.lease.lease,
@@ -166,7 +167,7 @@ impl<Args: DeserializeOwned + Send + 'static> RedisBackend<Args> {
         };
         let heartbeat = heartbeat_loop(
             self.client.clone(),
-            self.kind,
+            self.queue.clone(),
             self.registration.clone(),
             self.lease.heartbeat,
             self.running.clone(),
@@ -174,7 +175,7 @@ impl<Args: DeserializeOwned + Send + 'static> RedisBackend<Args> {
         );
         let rescuer = rescuer_loop(
             self.client.clone(),
-            self.kind,
+            self.queue.clone(),
             self.registration.clone(),
             self.lease.heartbeat,
             self.lease.lease,
@@ -182,13 +183,13 @@ impl<Args: DeserializeOwned + Send + 'static> RedisBackend<Args> {
             self.running.clone(),
             self.stop.clone(),
         );
-        let (registration, kind) = (self.registration.clone(), self.kind);
+        let (registration, queue) = (self.registration.clone(), self.queue.clone());
         // Register before the first claim, so recovery can see our jobs (a
         // failure here is no harm: claims are refused until the heartbeat
         // gets through).
         self.loops.push(tokio::spawn(async move {
             if let Err(e) = registration.register().await {
-                tracing::warn!(queue = %kind, "registering the worker failed: {e}");
+                tracing::warn!(queue = %queue, "registering the worker failed: {e}");
             }
             fetcher.run().await;
         }));
@@ -203,7 +204,7 @@ impl<Args: DeserializeOwned + Send + 'static> RedisBackend<Args> {
         let loops = std::mem::take(&mut self.loops);
         let rx = self.rx.take();
         let client = self.client.clone();
-        let (kind, registration) = (self.kind, self.registration.clone());
+        let (queue, registration) = (self.queue.clone(), self.registration.clone());
         async move {
             for l in loops {
                 let _ = l.await;
@@ -217,12 +218,12 @@ impl<Args: DeserializeOwned + Send + 'static> RedisBackend<Args> {
                 }
             }
             let worker = registration.id();
-            let n = client.release(kind, &worker, &unstarted, true).await?;
+            let n = client.release(&queue, &worker, &unstarted, true).await?;
             if n > 0 {
-                tracing::info!(queue = %kind, "gave back {n} unstarted job(s)");
+                tracing::info!(queue = %queue, "gave back {n} unstarted job(s)");
             }
-            let held = client.deregister(kind, &worker, "worker stopped").await?;
-            tracing::info!(queue = %kind, %worker, held, "worker deregistered");
+            let held = client.deregister(&queue, &worker, "worker stopped").await?;
+            tracing::info!(queue = %queue, %worker, held, "worker deregistered");
             Ok(())
         }
         .boxed()
@@ -280,7 +281,7 @@ impl<Args: DeserializeOwned + Send + 'static> BackendConfig for RedisBackend<Arg
         AckLayer {
             inner: Arc::new(AckShared::start(
                 self.client.clone(),
-                self.kind,
+                &self.queue,
                 self.settings.clone(),
                 self.pool.clone(),
                 self.slots.clone(),
@@ -305,7 +306,7 @@ pub struct ShutdownHandle {
     running: Arc<Running>,
     registration: Arc<Registration>,
     client: QueueClient,
-    kind: JobKind,
+    queue: QueueName,
 }
 
 impl ShutdownHandle {
@@ -324,7 +325,7 @@ impl ShutdownHandle {
     /// script. Returns how many jobs went back.
     pub async fn give_back(&self, why: &str) -> Result<usize, QueueError> {
         self.client
-            .deregister(self.kind, &self.registration.id(), why)
+            .deregister(&self.queue, &self.registration.id(), why)
             .await
     }
 }

@@ -9,7 +9,10 @@
 //! whatever the queue's length. Jobs whose hash no longer matches the state
 //! asked for (a cancelled job still in a pending list, say) are skipped.
 
-use hopper_shared::jobs::{JobKind, JobRecord, JobState};
+use hopper_shared::{
+    QueueName,
+    jobs::{JobRecord, JobState},
+};
 use serde::Serialize;
 
 use crate::{
@@ -49,32 +52,34 @@ enum Source {
 }
 
 impl QueueClient {
-    /// Up to `limit` jobs of `kind` in `state` (of `tenant`, when given),
+    /// Up to `limit` jobs of `queue` in `state` (of `tenant`, when given),
     /// in the order they will run (pending, scheduled, retrying), newest
     /// first (dead, succeeded), or by id (running). States Redis keeps no
     /// index of (`cancelled`, `failed`) list nothing: their records are in
     /// Postgres.
     pub async fn list_jobs(
         &self,
-        kind: JobKind,
+        queue: impl Into<QueueName>,
         state: JobState,
         tenant: Option<&str>,
         limit: usize,
     ) -> Result<Vec<JobRecord>, QueueError> {
-        self.list_jobs_from(kind, state, tenant, 0, limit).await
+        let queue = queue.into();
+        self.list_jobs_from(&queue, state, tenant, 0, limit).await
     }
 
     /// [`QueueClient::list_jobs`], skipping the first `skip` matches.
     pub async fn list_jobs_from(
         &self,
-        kind: JobKind,
+        queue: impl Into<QueueName>,
         state: JobState,
         tenant: Option<&str>,
         skip: usize,
         limit: usize,
     ) -> Result<Vec<JobRecord>, QueueError> {
+        let queue = queue.into();
         let wanted = |j: &JobRecord| j.state == state && tenant.is_none_or(|t| j.tenant == t);
-        let keys = self.keys(kind);
+        let keys = self.keys(&queue);
         let sources = match state {
             JobState::Pending => vec![
                 Source::ListTail(keys.pending(Priority::High)),
@@ -84,7 +89,7 @@ impl QueueClient {
             JobState::Dead => vec![Source::ZsetDesc(keys.dead())],
             JobState::Succeeded => vec![Source::ZsetDesc(keys.done())],
             JobState::Running => {
-                let mut jobs = self.running_jobs(kind, MAX_SCAN).await?;
+                let mut jobs = self.running_jobs(&queue, MAX_SCAN).await?;
                 jobs.retain(|j| wanted(j));
                 return Ok(jobs.into_iter().skip(skip).take(limit).collect());
             }
@@ -101,7 +106,7 @@ impl QueueClient {
                 }
                 offset += ids.len();
                 scanned += ids.len();
-                found.extend(self.records(kind, &ids).await?.into_iter().filter(wanted));
+                found.extend(self.records(&queue, &ids).await?.into_iter().filter(wanted));
             }
         }
         Ok(found.into_iter().skip(skip).take(limit).collect())
@@ -110,16 +115,16 @@ impl QueueClient {
     /// Jobs held by the queue's registered workers, sorted by id.
     async fn running_jobs(
         &self,
-        kind: JobKind,
+        queue: &QueueName,
         limit: usize,
     ) -> Result<Vec<JobRecord>, QueueError> {
         let mut ids: Vec<String> = Vec::new();
-        for worker in self.workers(kind).await? {
+        for worker in self.workers(queue).await? {
             ids.extend(worker.running);
         }
         ids.sort();
         ids.truncate(limit.min(MAX_SCAN));
-        let mut jobs = self.records(kind, &ids).await?;
+        let mut jobs = self.records(queue, &ids).await?;
         jobs.retain(|j| j.state == JobState::Running);
         Ok(jobs)
     }
@@ -160,11 +165,15 @@ impl QueueClient {
 
     /// The hashes of `ids`, in order, in one round trip; ids Redis has
     /// forgotten are left out.
-    async fn records(&self, kind: JobKind, ids: &[String]) -> Result<Vec<JobRecord>, QueueError> {
+    async fn records(
+        &self,
+        queue: &QueueName,
+        ids: &[String],
+    ) -> Result<Vec<JobRecord>, QueueError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let keys = self.keys(kind);
+        let keys = self.keys(queue);
         let mut pipe = redis::pipe();
         let mut parsed = Vec::with_capacity(ids.len());
         for id in ids {
@@ -178,18 +187,19 @@ impl QueueClient {
             .into_iter()
             .zip(hashes)
             .filter(|(_, h)| !h.is_empty())
-            .map(|(id, h)| record_from_hash(kind, id, &h))
+            .map(|(id, h)| record_from_hash(queue, id, &h))
             .collect()
     }
 
-    /// Outcome counts of `kind` for each of the last `minutes` minutes
+    /// Outcome counts of `queue` for each of the last `minutes` minutes
     /// (the current one last). Counters are kept two hours.
     pub async fn outcomes(
         &self,
-        kind: JobKind,
+        queue: impl Into<QueueName>,
         minutes: i64,
     ) -> Result<Vec<MinuteOutcomes>, QueueError> {
-        let keys = self.keys(kind);
+        let queue = queue.into();
+        let keys = self.keys(&queue);
         let now = self.redis_now_ms();
         let last = now / 60_000;
         let first = last - minutes.clamp(1, 120) + 1;

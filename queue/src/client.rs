@@ -16,8 +16,8 @@ use std::{
 };
 
 use hopper_shared::{
-    Config,
-    jobs::{JobKind, JobRecord, JobState, QueueSettings},
+    Config, QueueName,
+    jobs::{JobRecord, JobState, QueueSettings},
 };
 use redis::{
     AsyncConnectionConfig, Client,
@@ -106,7 +106,7 @@ pub struct Pushed {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueueStats {
     /// The queue.
-    pub queue: JobKind,
+    pub queue: QueueName,
     /// Waiting to be claimed.
     pub pending: u64,
     /// Waiting for a run-at time or a retry.
@@ -139,7 +139,7 @@ pub struct WorkerInfo {
     /// Its id (host-pid-random).
     pub worker: String,
     /// The queue.
-    pub queue: JobKind,
+    pub queue: QueueName,
     /// Milliseconds since its last heartbeat.
     pub heartbeat_age_ms: u64,
     /// Ids of the jobs it holds.
@@ -175,13 +175,16 @@ pub enum AfterFailure<'a> {
     Cancelled,
 }
 
+/// The queue of signed completion callbacks (the built-in `webhook` task).
+pub const WEBHOOK_QUEUE: QueueName = QueueName::from_static("webhook");
+
 /// Handle on every queue under one key prefix.
 #[derive(Clone)]
 pub struct QueueClient {
     client: Client,
     pub(crate) conn: ConnectionManager,
     prefix: Arc<str>,
-    settings: Arc<HashMap<JobKind, QueueSettings>>,
+    settings: Arc<HashMap<QueueName, QueueSettings>>,
     /// Redis' clock minus ours, in ms (see [`QueueClient::sync_clock`]).
     clock_offset: Arc<AtomicI64>,
     /// High-priority claims in a row before a normal job goes first.
@@ -280,27 +283,27 @@ impl QueueClient {
         &self.prefix
     }
 
-    /// The key layout of `kind`'s queue.
-    pub fn keys(&self, kind: JobKind) -> QueueKeys {
-        QueueKeys::new(&self.prefix, kind)
+    /// The key layout of the queue `queue`.
+    pub fn keys(&self, queue: impl Into<QueueName>) -> QueueKeys {
+        let queue = queue.into();
+        QueueKeys::new(&self.prefix, queue)
     }
 
-    /// The configured settings of `kind`'s queue.
-    pub fn settings(&self, kind: JobKind) -> QueueSettings {
-        self.settings
-            .get(&kind)
-            .cloned()
-            .unwrap_or_else(|| kind.default_settings())
+    /// The configured settings of the queue `queue`.
+    pub fn settings(&self, queue: impl Into<QueueName>) -> QueueSettings {
+        let queue = queue.into();
+        self.settings.get(&queue).cloned().unwrap_or_default()
     }
 
-    /// Enqueues one job. `args` must already be validated for `kind`.
+    /// Enqueues one job. `args` must already be validated for `queue`.
     pub async fn push(
         &self,
-        kind: JobKind,
+        queue: impl Into<QueueName>,
         args: &serde_json::Value,
         opts: &PushOptions,
     ) -> Result<Pushed, QueueError> {
-        let (keys, argv) = self.push_parts(kind, args, opts)?;
+        let queue = queue.into();
+        let (keys, argv) = self.push_parts(&queue, args, opts)?;
         let mut inv = SCRIPTS.push.prepare_invoke();
         for k in keys {
             inv.key(k);
@@ -315,7 +318,7 @@ impl QueueClient {
                     .tenant
                     .clone()
                     .unwrap_or_else(|| hopper_shared::jobs::DEFAULT_TENANT.into()),
-                queue: kind.as_str().into(),
+                queue: queue.as_str().into(),
                 load: created.unsigned_abs(),
                 high_priority: id == "high",
             });
@@ -326,16 +329,17 @@ impl QueueClient {
         })
     }
 
-    /// Enqueues many jobs of one kind in one pipelined round trip (no
+    /// Enqueues many jobs of one queue in one pipelined round trip (no
     /// idempotency keys). Returns their ids in order. A cap
     /// (`max_unfinished`) is checked once for the whole batch, before
     /// anything is queued: all are accepted or none.
     pub async fn push_many(
         &self,
-        kind: JobKind,
+        queue: impl Into<QueueName>,
         batch: &[serde_json::Value],
         opts: &PushOptions,
     ) -> Result<Vec<Uuid>, QueueError> {
+        let queue = queue.into();
         let tenant = opts
             .tenant
             .as_deref()
@@ -349,7 +353,7 @@ impl QueueClient {
         ] {
             let Some(cap) = cap else { continue };
             let load: Option<u64> = redis::cmd("HGET")
-                .arg(self.keys(kind).tenant_load())
+                .arg(self.keys(&queue).tenant_load())
                 .arg(field)
                 .query_async(&mut self.conn.clone())
                 .await?;
@@ -357,7 +361,7 @@ impl QueueClient {
             if load + batch.len() as u64 > cap {
                 return Err(QueueError::TenantFull {
                     tenant: tenant.into(),
-                    queue: kind.as_str().into(),
+                    queue: queue.as_str().into(),
                     load,
                     high_priority,
                 });
@@ -373,7 +377,7 @@ impl QueueClient {
         SCRIPTS.push.prepare_invoke().load_async(&mut conn).await?;
         let mut pipe = redis::pipe();
         for args in batch {
-            let (keys, argv) = self.push_parts(kind, args, &opts)?;
+            let (keys, argv) = self.push_parts(&queue, args, &opts)?;
             pipe.cmd("EVALSHA")
                 .arg(SCRIPTS.push.get_hash())
                 .arg(keys.len())
@@ -387,11 +391,11 @@ impl QueueClient {
     /// Keys and arguments of `push.lua` for one job, with a fresh id.
     fn push_parts(
         &self,
-        kind: JobKind,
+        queue: &QueueName,
         args: &serde_json::Value,
         opts: &PushOptions,
     ) -> Result<(Vec<String>, Vec<String>), QueueError> {
-        let keys = self.keys(kind);
+        let keys = self.keys(queue);
         let id = Uuid::now_v7();
         let delay = opts.delay.unwrap_or_default();
         if delay > MAX_DELAY {
@@ -403,7 +407,7 @@ impl QueueClient {
         let delay_ms = delay.as_millis() as i64;
         let max_attempts = opts
             .max_attempts
-            .unwrap_or_else(|| self.settings(kind).max_attempts);
+            .unwrap_or_else(|| self.settings(queue).max_attempts);
         let idem = opts.idempotency_key.as_deref();
         Ok((
             vec![
@@ -417,7 +421,7 @@ impl QueueClient {
             vec![
                 id.to_string(),
                 serde_json::to_string(args)?,
-                kind.as_str().to_owned(),
+                queue.as_str().to_owned(),
                 max_attempts.to_string(),
                 String::new(),
                 delay_ms.to_string(),
@@ -437,28 +441,35 @@ impl QueueClient {
         ))
     }
 
-    /// Reads a job of `kind` from Redis.
-    pub async fn job(&self, kind: JobKind, id: Uuid) -> Result<Option<JobRecord>, QueueError> {
+    /// Reads a job of `queue` from Redis.
+    pub async fn job(
+        &self,
+        queue: impl Into<QueueName>,
+        id: Uuid,
+    ) -> Result<Option<JobRecord>, QueueError> {
+        let queue = queue.into();
         let fields: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.keys(kind).job(&id))
+            .arg(self.keys(&queue).job(&id))
             .query_async(&mut self.conn.clone())
             .await?;
         if fields.is_empty() {
             return Ok(None);
         }
-        record_from_hash(kind, id, &fields).map(Some)
+        record_from_hash(&queue, id, &fields).map(Some)
     }
 
-    /// Finds a job by id in any queue (one HGETALL per kind, pipelined).
+    /// Finds a job by id in any configured queue (one HGETALL per queue,
+    /// pipelined).
     pub async fn find_job(&self, id: Uuid) -> Result<Option<JobRecord>, QueueError> {
         let mut pipe = redis::pipe();
-        for kind in JobKind::ALL {
-            pipe.cmd("HGETALL").arg(self.keys(kind).job(&id));
+        let queues: Vec<&QueueName> = self.settings.keys().collect();
+        for queue in &queues {
+            pipe.cmd("HGETALL").arg(self.keys(*queue).job(&id));
         }
         let all: Vec<HashMap<String, String>> = pipe.query_async(&mut self.conn.clone()).await?;
-        for (kind, fields) in JobKind::ALL.into_iter().zip(all) {
+        for (queue, fields) in queues.into_iter().zip(all) {
             if !fields.is_empty() {
-                return record_from_hash(kind, id, &fields).map(Some);
+                return record_from_hash(queue, id, &fields).map(Some);
             }
         }
         Ok(None)
@@ -500,12 +511,13 @@ impl QueueClient {
             tenant: Some(tenant.to_owned()),
             ..Default::default()
         };
-        self.push(JobKind::Webhook, &args, &opts).await.map(|_| ())
+        self.push(WEBHOOK_QUEUE, &args, &opts).await.map(|_| ())
     }
 
-    /// Depth of `kind`'s queue.
-    pub async fn stats(&self, kind: JobKind) -> Result<QueueStats, QueueError> {
-        let keys = self.keys(kind);
+    /// Depth of the queue `queue`.
+    pub async fn stats(&self, queue: impl Into<QueueName>) -> Result<QueueStats, QueueError> {
+        let queue = queue.into();
+        let keys = self.keys(&queue);
         let v: Vec<i64> = SCRIPTS
             .stats
             .key(keys.pending(crate::Priority::High))
@@ -521,7 +533,7 @@ impl QueueClient {
             .await?;
         let get = |i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
         Ok(QueueStats {
-            queue: kind,
+            queue,
             pending: get(0),
             scheduled: get(1),
             running: get(2),
@@ -536,10 +548,14 @@ impl QueueClient {
         })
     }
 
-    /// Workers registered on `kind`'s queue: their last heartbeat and the
+    /// Workers registered on the queue `queue`: their last heartbeat and the
     /// jobs they hold. O(workers + their in-flight jobs).
-    pub async fn workers(&self, kind: JobKind) -> Result<Vec<WorkerInfo>, QueueError> {
-        let keys = self.keys(kind);
+    pub async fn workers(
+        &self,
+        queue: impl Into<QueueName>,
+    ) -> Result<Vec<WorkerInfo>, QueueError> {
+        let queue = queue.into();
+        let keys = self.keys(&queue);
         let beats: Vec<(String, f64)> = redis::cmd("ZRANGE")
             .arg(keys.workers())
             .arg(0)
@@ -565,7 +581,7 @@ impl QueueClient {
                 running.sort();
                 WorkerInfo {
                     worker,
-                    queue: kind,
+                    queue: queue.clone(),
                     heartbeat_age_ms: (now - beat as i64).max(0) as u64,
                     running,
                 }
@@ -579,12 +595,13 @@ impl QueueClient {
     pub async fn claim(
         &self,
         conn: &mut MultiplexedConnection,
-        kind: JobKind,
+        queue: impl Into<QueueName>,
         worker: &WorkerId,
         n: usize,
         lease: Duration,
     ) -> Result<ClaimBatch, QueueError> {
-        let keys = self.keys(kind);
+        let queue = queue.into();
+        let keys = self.keys(&queue);
         let raw: Vec<redis::Value> = SCRIPTS
             .claim
             .key(keys.pending(crate::Priority::High))
@@ -605,7 +622,7 @@ impl QueueClient {
         parse_claim(&raw).map_err(|e| match e {
             ClaimError::Evicted => QueueError::Evicted {
                 worker: worker.to_string(),
-                queue: kind.as_str().into(),
+                queue: queue.as_str().into(),
             },
             ClaimError::Queue(e) => e,
         })
@@ -614,9 +631,14 @@ impl QueueClient {
     /// Records the success of many jobs in one call per worker id among
     /// them. Fenced: a job is acknowledged only while its attempt still
     /// holds it (see `ack.lua`). Returns the ids whose lease was lost.
-    pub async fn ack_many(&self, kind: JobKind, acks: &[Ack]) -> Result<Vec<Uuid>, QueueError> {
-        let keys = self.keys(kind);
-        let retention = self.settings(kind).retention.as_millis() as i64;
+    pub async fn ack_many(
+        &self,
+        queue: impl Into<QueueName>,
+        acks: &[Ack],
+    ) -> Result<Vec<Uuid>, QueueError> {
+        let queue = queue.into();
+        let keys = self.keys(&queue);
+        let retention = self.settings(&queue).retention.as_millis() as i64;
         let mut lost = Vec::new();
         let mut workers: Vec<&WorkerId> = acks.iter().map(|a| &a.worker).collect();
         workers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
@@ -647,13 +669,14 @@ impl QueueClient {
     /// lease) still hold their jobs; in order.
     pub async fn still_held(
         &self,
-        kind: JobKind,
+        queue: impl Into<QueueName>,
         attempts: &[(Uuid, &WorkerId, u64)],
     ) -> Result<Vec<bool>, QueueError> {
+        let queue = queue.into();
         if attempts.is_empty() {
             return Ok(Vec::new());
         }
-        let keys = self.keys(kind);
+        let keys = self.keys(&queue);
         let mut inv = SCRIPTS.held.prepare_invoke();
         for (id, worker, lease) in attempts {
             inv.key(keys.job(id)).key(keys.inflight(worker));
@@ -668,14 +691,15 @@ impl QueueClient {
     /// attempt under `lease` no longer holds the job.
     pub async fn fail(
         &self,
-        kind: JobKind,
+        queue: impl Into<QueueName>,
         worker: &WorkerId,
         id: Uuid,
         lease: u64,
         error: &str,
         next: AfterFailure<'_>,
     ) -> Result<bool, QueueError> {
-        let keys = self.keys(kind);
+        let queue = queue.into();
+        let keys = self.keys(&queue);
         let now = self.redis_now_ms();
         let (retry_in, final_state, reason) = match next {
             AfterFailure::RetryIn(d) => (d.min(MAX_DELAY).as_millis() as i64, "", ""),
@@ -709,11 +733,11 @@ impl QueueClient {
     /// (its worker fires the job's cancellation token at its next
     /// heartbeat). Returns the job's state after the call, `None` when
     /// there is no such job in Redis.
-    pub async fn cancel(&self, id: Uuid) -> Result<Option<(JobKind, String)>, QueueError> {
+    pub async fn cancel(&self, id: Uuid) -> Result<Option<(QueueName, String)>, QueueError> {
         let Some(job) = self.find_job(id).await? else {
             return Ok(None);
         };
-        let keys = self.keys(job.kind);
+        let keys = self.keys(&job.kind);
         let state: String = SCRIPTS
             .cancel
             .key(keys.job(&id))
@@ -728,9 +752,13 @@ impl QueueClient {
     }
 
     /// Ids of running jobs whose cancellation was requested.
-    pub async fn cancel_requests(&self, kind: JobKind) -> Result<Vec<Uuid>, QueueError> {
+    pub async fn cancel_requests(
+        &self,
+        queue: impl Into<QueueName>,
+    ) -> Result<Vec<Uuid>, QueueError> {
+        let queue = queue.into();
         let ids: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.keys(kind).cancel_requests())
+            .arg(self.keys(&queue).cancel_requests())
             .query_async(&mut self.conn.clone())
             .await?;
         ids.iter().map(|s| parse_id(s)).collect()
@@ -741,12 +769,13 @@ impl QueueClient {
     /// [`crate::browse::MAX_SCAN`] dead letters of the queue).
     pub async fn dead_letters(
         &self,
-        kind: JobKind,
+        queue: impl Into<QueueName>,
         tenant: Option<&str>,
         offset: usize,
         limit: usize,
     ) -> Result<DeadPage, QueueError> {
-        let keys = self.keys(kind);
+        let queue = queue.into();
+        let keys = self.keys(&queue);
         if let Some(tenant) = tenant {
             let ids: Vec<String> = redis::cmd("ZREVRANGE")
                 .arg(keys.dead())
@@ -758,10 +787,10 @@ impl QueueClient {
                 .iter()
                 .map(|s| parse_id(s))
                 .collect::<Result<Vec<_>, _>>()?;
-            let owned = self.owned(kind, tenant, &ids).await?;
+            let owned = self.owned(&queue, tenant, &ids).await?;
             let mut jobs = Vec::new();
             for id in owned.iter().skip(offset).take(limit) {
-                if let Some(job) = self.job(kind, *id).await? {
+                if let Some(job) = self.job(&queue, *id).await? {
                     jobs.push(job);
                 }
             }
@@ -781,7 +810,7 @@ impl QueueClient {
             .await?;
         let mut jobs = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(job) = self.job(kind, parse_id(&id)?).await? {
+            if let Some(job) = self.job(&queue, parse_id(&id)?).await? {
                 jobs.push(job);
             }
         }
@@ -790,29 +819,40 @@ impl QueueClient {
 
     /// Retries dead letters: back to the front of the queue with a fresh
     /// attempt budget. Returns how many of `ids` were dead letters.
-    pub async fn retry_dead(&self, kind: JobKind, ids: &[Uuid]) -> Result<usize, QueueError> {
-        self.dead_action(kind, "retry", ids).await
+    pub async fn retry_dead(
+        &self,
+        queue: impl Into<QueueName>,
+        ids: &[Uuid],
+    ) -> Result<usize, QueueError> {
+        let queue = queue.into();
+        self.dead_action(&queue, "retry", ids).await
     }
 
     /// Forgets dead letters (their Postgres records stay).
-    pub async fn purge_dead(&self, kind: JobKind, ids: &[Uuid]) -> Result<usize, QueueError> {
-        self.dead_action(kind, "purge", ids).await
+    pub async fn purge_dead(
+        &self,
+        queue: impl Into<QueueName>,
+        ids: &[Uuid],
+    ) -> Result<usize, QueueError> {
+        let queue = queue.into();
+        self.dead_action(&queue, "purge", ids).await
     }
 
-    /// Retries (`retry`) or purges (`purge`) every dead letter of `kind`
+    /// Retries (`retry`) or purges (`purge`) every dead letter of `queue`
     /// (of `tenant`, when given), 500 per script call so no call is long.
     pub async fn all_dead(
         &self,
-        kind: JobKind,
+        queue: impl Into<QueueName>,
         action: &str,
         tenant: Option<&str>,
     ) -> Result<usize, QueueError> {
+        let queue = queue.into();
         let mut total = 0;
         // Dead letters of other tenants stay; step over them.
         let mut skipped = 0;
         loop {
             let ids: Vec<String> = redis::cmd("ZRANGE")
-                .arg(self.keys(kind).dead())
+                .arg(self.keys(&queue).dead())
                 .arg(skipped)
                 .arg(skipped + 499)
                 .query_async(&mut self.conn.clone())
@@ -825,25 +865,26 @@ impl QueueClient {
                 .map(|s| parse_id(s))
                 .collect::<Result<Vec<_>, _>>()?;
             let owned = match tenant {
-                Some(t) => self.owned(kind, t, &ids).await?,
+                Some(t) => self.owned(&queue, t, &ids).await?,
                 None => ids.clone(),
             };
             skipped += ids.len() - owned.len();
-            total += self.dead_action(kind, action, &owned).await?;
+            total += self.dead_action(&queue, action, &owned).await?;
         }
     }
 
-    /// Those of `ids` whose job in `kind`'s queue belongs to `tenant`.
+    /// Those of `ids` whose job in the queue `queue` belongs to `tenant`.
     pub async fn owned(
         &self,
-        kind: JobKind,
+        queue: impl Into<QueueName>,
         tenant: &str,
         ids: &[Uuid],
     ) -> Result<Vec<Uuid>, QueueError> {
+        let queue = queue.into();
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let keys = self.keys(kind);
+        let keys = self.keys(&queue);
         let mut pipe = redis::pipe();
         for id in ids {
             pipe.cmd("HGET").arg(keys.job(id)).arg("tenant");
@@ -859,14 +900,14 @@ impl QueueClient {
 
     async fn dead_action(
         &self,
-        kind: JobKind,
+        queue: &QueueName,
         action: &str,
         ids: &[Uuid],
     ) -> Result<usize, QueueError> {
         if ids.is_empty() {
             return Ok(0);
         }
-        let keys = self.keys(kind);
+        let keys = self.keys(queue);
         let mut inv = SCRIPTS.dead.prepare_invoke();
         inv.key(keys.dead())
             .key(keys.pending(crate::Priority::High))
@@ -882,27 +923,37 @@ impl QueueClient {
         Ok(n as usize)
     }
 
-    /// Registers a fresh `worker` id on `kind`'s queue.
-    pub async fn register(&self, kind: JobKind, worker: &WorkerId) -> Result<(), QueueError> {
-        self.beat(kind, worker, true).await.map(|_| ())
+    /// Registers a fresh `worker` id on the queue `queue`.
+    pub async fn register(
+        &self,
+        queue: impl Into<QueueName>,
+        worker: &WorkerId,
+    ) -> Result<(), QueueError> {
+        let queue = queue.into();
+        self.beat(&queue, worker, true).await.map(|_| ())
     }
 
-    /// Renews `worker`'s lease on `kind`'s queue. False when it is no
+    /// Renews `worker`'s lease on the queue `queue`. False when it is no
     /// longer registered: it was presumed dead and its jobs were recovered,
     /// so it must stop what it runs and register under a new id.
-    pub async fn heartbeat(&self, kind: JobKind, worker: &WorkerId) -> Result<bool, QueueError> {
-        self.beat(kind, worker, false).await
+    pub async fn heartbeat(
+        &self,
+        queue: impl Into<QueueName>,
+        worker: &WorkerId,
+    ) -> Result<bool, QueueError> {
+        let queue = queue.into();
+        self.beat(&queue, worker, false).await
     }
 
     async fn beat(
         &self,
-        kind: JobKind,
+        queue: &QueueName,
         worker: &WorkerId,
         fresh: bool,
     ) -> Result<bool, QueueError> {
         let alive: i64 = SCRIPTS
             .heartbeat
-            .key(self.keys(kind).workers())
+            .key(self.keys(queue).workers())
             .arg(worker.as_str())
             .arg(if fresh { "1" } else { "0" })
             .invoke_async(&mut self.conn.clone())
@@ -913,8 +964,13 @@ impl QueueClient {
     /// Re-queues the jobs of workers silent for longer than `lease`;
     /// returns the ids this finished: dead-lettered (out of attempts) or
     /// cancelled (their cancellation had been asked for).
-    pub async fn recover(&self, kind: JobKind, lease: Duration) -> Result<Vec<Uuid>, QueueError> {
-        let keys = self.keys(kind);
+    pub async fn recover(
+        &self,
+        queue: impl Into<QueueName>,
+        lease: Duration,
+    ) -> Result<Vec<Uuid>, QueueError> {
+        let queue = queue.into();
+        let keys = self.keys(&queue);
         let dead: Vec<String> = SCRIPTS
             .recover
             .key(keys.workers())
@@ -937,8 +993,13 @@ impl QueueClient {
     /// retention and finished (succeeded or cancelled) jobs older than the
     /// queue's retention: out of their sets, their hashes deleted (Postgres
     /// keeps the records). At most `limit` of each per call.
-    pub async fn trim(&self, kind: JobKind, limit: usize) -> Result<Trimmed, QueueError> {
-        let keys = self.keys(kind);
+    pub async fn trim(
+        &self,
+        queue: impl Into<QueueName>,
+        limit: usize,
+    ) -> Result<Trimmed, QueueError> {
+        let queue = queue.into();
+        let keys = self.keys(&queue);
         let ms = |d: Duration| d.as_millis().min(i64::MAX as u128) as i64;
         let (dead_letters, finished): (u64, u64) = SCRIPTS
             .trim
@@ -950,7 +1011,7 @@ impl QueueClient {
             } else {
                 ms(self.dead_retention)
             })
-            .arg(ms(self.settings(kind).retention))
+            .arg(ms(self.settings(&queue).retention))
             .arg(limit)
             .invoke_async(&mut self.conn.clone())
             .await?;
@@ -965,15 +1026,16 @@ impl QueueClient {
     /// attempt never started, so it is not counted.
     pub async fn release(
         &self,
-        kind: JobKind,
+        queue: impl Into<QueueName>,
         worker: &WorkerId,
         jobs: &[(Uuid, u64)],
         uncount: bool,
     ) -> Result<usize, QueueError> {
+        let queue = queue.into();
         if jobs.is_empty() {
             return Ok(0);
         }
-        let keys = self.keys(kind);
+        let keys = self.keys(&queue);
         let mut inv = SCRIPTS.release.prepare_invoke();
         inv.key(keys.inflight(worker))
             .key(keys.pending(crate::Priority::High))
@@ -994,12 +1056,13 @@ impl QueueClient {
     /// their history says why. Returns their ids.
     pub async fn reconcile(
         &self,
-        kind: JobKind,
+        queue: impl Into<QueueName>,
         worker: &WorkerId,
         held: &[Uuid],
         min_age: Duration,
     ) -> Result<Vec<Uuid>, QueueError> {
-        let keys = self.keys(kind);
+        let queue = queue.into();
+        let keys = self.keys(&queue);
         let mut inv = SCRIPTS.reconcile.prepare_invoke();
         inv.key(keys.inflight(worker))
             .key(keys.pending(crate::Priority::High))
@@ -1015,16 +1078,17 @@ impl QueueClient {
         strays.iter().map(|s| parse_id(s)).collect()
     }
 
-    /// Removes `worker` from `kind`'s queue and hands back whatever it
+    /// Removes `worker` from the queue `queue` and hands back whatever it
     /// still holds (attempts counted: they did start), in one script.
     /// `why` goes into each handed-back job's history. Returns how many.
     pub async fn deregister(
         &self,
-        kind: JobKind,
+        queue: impl Into<QueueName>,
         worker: &WorkerId,
         why: &str,
     ) -> Result<usize, QueueError> {
-        let keys = self.keys(kind);
+        let queue = queue.into();
+        let keys = self.keys(&queue);
         let n: i64 = SCRIPTS
             .deregister
             .key(keys.workers())
@@ -1118,7 +1182,7 @@ fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, ClaimError> {
 }
 
 pub(crate) fn record_from_hash(
-    kind: JobKind,
+    queue: &QueueName,
     id: Uuid,
     f: &HashMap<String, String>,
 ) -> Result<JobRecord, QueueError> {
@@ -1140,7 +1204,7 @@ pub(crate) fn record_from_hash(
     };
     Ok(JobRecord {
         id,
-        kind,
+        kind: queue.clone(),
         state,
         attempts: int("attempts").unwrap_or(0) as u32,
         max_attempts: int("max_attempts").unwrap_or(0) as u32,

@@ -122,7 +122,7 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
             let worker = self.registration.id();
             let claimed = self
                 .client
-                .claim(c, self.keys.kind, &worker, want, self.lease)
+                .claim(c, &self.keys.queue, &worker, want, self.lease)
                 .await;
             let batch = match claimed {
                 Ok(b) => b,
@@ -198,7 +198,7 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
         };
         let ctx = JobContext {
             id: job.id,
-            kind: self.keys.kind,
+            queue: self.keys.queue.clone(),
             attempt: job.attempt,
             max_attempts: job.max_attempts,
             enqueued_at_ms: job.enqueued_at_ms,
@@ -223,7 +223,7 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
             // The backend is gone: give the job back untouched.
             let _ = self
                 .client
-                .release(self.keys.kind, worker, &[(job.id, job.lease)], true)
+                .release(&self.keys.queue, worker, &[(job.id, job.lease)], true)
                 .await;
             self.running.remove(&job.id);
             return false;
@@ -232,15 +232,18 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
     }
 
     async fn poison(&self, job: &Claimed, worker: &crate::WorkerId, why: &str) {
-        let error = format!("payload does not decode as a {} job: {why}", self.keys.kind);
-        tracing::error!(job = %job.id, queue = %self.keys.kind, %error, "poison job dead-lettered");
+        let error = format!(
+            "payload does not decode as a {} job: {why}",
+            self.keys.queue
+        );
+        tracing::error!(job = %job.id, queue = %self.keys.queue, %error, "poison job dead-lettered");
         metrics::counter!(hopper_shared::metrics::JOBS_DEAD_LETTERED,
-            "kind" => self.keys.kind.as_str(), "reason" => "poison")
+            "kind" => self.keys.queue.label(), "reason" => "poison")
         .increment(1);
         if let Err(e) = self
             .client
             .fail(
-                self.keys.kind,
+                &self.keys.queue,
                 worker,
                 job.id,
                 job.lease,
@@ -254,7 +257,7 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
     }
 
     async fn pause(&self, backoff: Duration, e: &crate::QueueError) -> Duration {
-        tracing::warn!(queue = %self.keys.kind, "claim failed, retrying in {backoff:?}: {e}");
+        tracing::warn!(queue = %self.keys.queue, "claim failed, retrying in {backoff:?}: {e}");
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = self.stop.cancelled() => {}

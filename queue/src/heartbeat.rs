@@ -9,7 +9,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use hopper_shared::{jobs::JobKind, metrics as m};
+use hopper_shared::{QueueName, metrics as m};
 use tokio_util::sync::CancellationToken;
 
 use crate::{QueueClient, job::Running, registration::Registration};
@@ -20,39 +20,40 @@ const CLOCK_SYNC_EVERY: u32 = 15;
 /// Renews the lease every `interval` until `stop` fires.
 pub(crate) async fn heartbeat_loop(
     client: QueueClient,
-    kind: JobKind,
+    queue: QueueName,
     registration: Arc<Registration>,
     interval: Duration,
     running: Arc<Running>,
     stop: CancellationToken,
 ) {
+    let queue = &queue;
     let mut beats = 0u32;
     loop {
         let outcome = match registration.renew().await {
             Ok(true) => "ok",
             Ok(false) => "evicted",
             Err(e) => {
-                tracing::warn!(queue = %kind, "heartbeat failed: {e}");
+                tracing::warn!(queue = %queue, "heartbeat failed: {e}");
                 "failed"
             }
         };
-        metrics::counter!(m::WORKER_HEARTBEATS, "queue" => kind.as_str(), "outcome" => outcome)
+        metrics::counter!(m::WORKER_HEARTBEATS, "queue" => queue.label(), "outcome" => outcome)
             .increment(1);
-        match client.cancel_requests(kind).await {
+        match client.cancel_requests(queue).await {
             Ok(ids) if !ids.is_empty() => {
                 let n = running.cancel(&ids);
                 if n > 0 {
-                    tracing::info!(queue = %kind, "cancelling {n} running job(s) on request");
+                    tracing::info!(queue = %queue, "cancelling {n} running job(s) on request");
                 }
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(queue = %kind, "reading cancel requests failed: {e}"),
+            Err(e) => tracing::warn!(queue = %queue, "reading cancel requests failed: {e}"),
         }
         beats = beats.wrapping_add(1);
         if beats.is_multiple_of(CLOCK_SYNC_EVERY)
             && let Err(e) = client.sync_clock().await
         {
-            tracing::warn!(queue = %kind, "measuring Redis' clock failed: {e}");
+            tracing::warn!(queue = %queue, "measuring Redis' clock failed: {e}");
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

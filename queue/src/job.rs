@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use hopper_shared::jobs::JobKind;
+use hopper_shared::QueueName;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -115,8 +115,8 @@ impl fmt::Display for WorkerId {
 pub struct JobContext {
     /// The job's id.
     pub id: uuid::Uuid,
-    /// Its kind (queue).
-    pub kind: JobKind,
+    /// Its queue (the task it runs).
+    pub queue: QueueName,
     /// This attempt's number, from 1.
     pub attempt: u32,
     /// Attempts allowed.

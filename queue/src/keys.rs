@@ -20,25 +20,24 @@
 //! The braces are a Redis Cluster hash tag: all keys of a queue map to one
 //! slot, so every Lua script runs on one node.
 
-use hopper_shared::jobs::JobKind;
+use hopper_shared::QueueName;
 
 use crate::job::{Priority, WorkerId};
 
 /// Keys of one queue under one prefix.
 #[derive(Debug, Clone)]
 pub struct QueueKeys {
-    /// The queue (= job kind).
-    pub kind: JobKind,
+    /// The queue's name.
+    pub queue: QueueName,
     tag: String,
 }
 
 impl QueueKeys {
-    /// Keys of `kind`'s queue under `prefix` (tests use a prefix of their own).
-    pub fn new(prefix: &str, kind: JobKind) -> Self {
-        Self {
-            kind,
-            tag: format!("{{{prefix}:{}}}", kind.as_str()),
-        }
+    /// Keys of the queue `queue` under `prefix` (tests use a prefix of their own).
+    pub fn new(prefix: &str, queue: impl Into<QueueName>) -> Self {
+        let queue = queue.into();
+        let tag = format!("{{{prefix}:{queue}}}");
+        Self { queue, tag }
     }
 
     /// The hash tag shared by every key of this queue.
@@ -134,7 +133,7 @@ mod tests {
 
     #[test]
     fn every_key_of_a_queue_shares_its_hash_tag() {
-        let k = QueueKeys::new("t1", JobKind::Embed);
+        let k = QueueKeys::new("t1", QueueName::from_static("ocr.v2"));
         let w = WorkerId::from_raw("w");
         let id = uuid::Uuid::nil();
         for key in [
@@ -152,7 +151,7 @@ mod tests {
             k.tenant_load(),
             k.stats_minute(0),
         ] {
-            assert!(key.starts_with("{t1:embed}:"), "{key}");
+            assert!(key.starts_with("{t1:ocr.v2}:"), "{key}");
         }
     }
 }

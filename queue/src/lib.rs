@@ -17,6 +17,10 @@
 //! * **Nothing O(queue length).** Every script touches a bounded number of
 //!   keys.
 //!
+//! Queues are data: every operation is addressed by a queue name
+//! ([`hopper_shared::QueueName`], a validated string; a built-in job kind
+//! converts to one for free), and a queue's settings are found by its name.
+//!
 //! Key layout: every key of a queue shares the hash tag `{<prefix>:<queue>}`
 //! so one queue lives in one Redis Cluster slot ([`keys`]).
 //!

@@ -11,14 +11,14 @@
 
 use std::sync::{Arc, RwLock};
 
-use hopper_shared::{jobs::JobKind, metrics as m};
+use hopper_shared::{QueueName, metrics as m};
 
 use crate::{QueueClient, QueueError, WorkerId, job::Running};
 
 /// See the module docs.
 pub(crate) struct Registration {
     client: QueueClient,
-    kind: JobKind,
+    queue: QueueName,
     current: RwLock<WorkerId>,
     /// Serialises renewals, so an eviction is handled once.
     renewing: tokio::sync::Mutex<()>,
@@ -29,13 +29,14 @@ impl Registration {
     /// A registration under `worker` (not yet written: see [`Self::register`]).
     pub fn new(
         client: QueueClient,
-        kind: JobKind,
+        queue: impl Into<QueueName>,
         worker: WorkerId,
         running: Arc<Running>,
     ) -> Self {
+        let queue = queue.into();
         Self {
             client,
-            kind,
+            queue,
             current: RwLock::new(worker),
             renewing: tokio::sync::Mutex::new(()),
             running,
@@ -49,7 +50,7 @@ impl Registration {
 
     /// Registers the current id.
     pub async fn register(&self) -> Result<(), QueueError> {
-        self.client.register(self.kind, &self.id()).await
+        self.client.register(&self.queue, &self.id()).await
     }
 
     /// Renews the lease; when the worker was evicted, stops what it ran
@@ -58,16 +59,16 @@ impl Registration {
     pub async fn renew(&self) -> Result<bool, QueueError> {
         let _one = self.renewing.lock().await;
         let old = self.id();
-        if self.client.heartbeat(self.kind, &old).await? {
+        if self.client.heartbeat(&self.queue, &old).await? {
             return Ok(true);
         }
         let stopped = self.running.stop_all(Some(&old));
         let fresh = WorkerId::generate();
-        self.client.register(self.kind, &fresh).await?;
+        self.client.register(&self.queue, &fresh).await?;
         *self.current.write().expect("registration") = fresh.clone();
-        metrics::counter!(m::WORKER_EVICTIONS, "queue" => self.kind.as_str()).increment(1);
+        metrics::counter!(m::WORKER_EVICTIONS, "queue" => self.queue.label()).increment(1);
         tracing::warn!(
-            queue = %self.kind, old = %old, new = %fresh, stopped,
+            queue = %self.queue, old = %old, new = %fresh, stopped,
             "this worker was presumed dead (its lease ran out) and its jobs went to others; \
              stopped its {stopped} running job(s) and registered afresh"
         );

@@ -22,7 +22,7 @@ use std::{
 };
 
 use deadpool_postgres::Pool;
-use hopper_shared::{jobs::JobKind, metrics as m};
+use hopper_shared::{QueueName, metrics as m};
 use tokio_util::sync::CancellationToken;
 
 use crate::{QueueClient, ack::persist_record, job::Running, registration::Registration};
@@ -37,7 +37,7 @@ const TRIM_CALLS: usize = 10;
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn rescuer_loop(
     client: QueueClient,
-    kind: JobKind,
+    queue: QueueName,
     registration: Arc<Registration>,
     interval: Duration,
     lease: Duration,
@@ -45,29 +45,33 @@ pub(crate) async fn rescuer_loop(
     running: Arc<Running>,
     stop: CancellationToken,
 ) {
+    let queue = &queue;
     let mut last_reconcile = Instant::now();
     loop {
-        match client.recover(kind, lease).await {
+        match client.recover(queue, lease).await {
             Ok(finished) => {
                 for id in finished {
-                    record_lost_job(&client, kind, pool.as_ref(), id).await;
+                    record_lost_job(&client, queue, pool.as_ref(), id).await;
                 }
             }
-            Err(e) => tracing::warn!(queue = %kind, "recovery failed: {e}"),
+            Err(e) => tracing::warn!(queue = %queue, "recovery failed: {e}"),
         }
-        trim(&client, kind).await;
+        trim(&client, queue).await;
         if last_reconcile.elapsed() >= lease / 2 {
             last_reconcile = Instant::now();
             let worker = registration.id();
-            match client.reconcile(kind, &worker, &running.ids(), lease).await {
+            match client
+                .reconcile(queue, &worker, &running.ids(), lease)
+                .await
+            {
                 Ok(strays) => {
                     for id in strays {
-                        tracing::warn!(job = %id, queue = %kind, %worker,
+                        tracing::warn!(job = %id, queue = %queue, %worker,
                             "released a stray job: claimed by this worker but not running here");
-                        metrics::counter!(m::JOBS_STRANDED, "queue" => kind.as_str()).increment(1);
+                        metrics::counter!(m::JOBS_STRANDED, "queue" => queue.label()).increment(1);
                     }
                 }
-                Err(e) => tracing::warn!(queue = %kind, "reconciling in-flight jobs failed: {e}"),
+                Err(e) => tracing::warn!(queue = %queue, "reconciling in-flight jobs failed: {e}"),
             }
         }
         tokio::select! {
@@ -77,14 +81,14 @@ pub(crate) async fn rescuer_loop(
     }
 }
 
-/// Forgets what is past its retention in `kind`'s queue (see `trim.lua`),
+/// Forgets what is past its retention in the queue `queue` (see `trim.lua`),
 /// counting it.
-async fn trim(client: &QueueClient, kind: JobKind) {
+async fn trim(client: &QueueClient, queue: &QueueName) {
     for _ in 0..TRIM_CALLS {
-        let trimmed = match client.trim(kind, TRIM_LIMIT).await {
+        let trimmed = match client.trim(queue, TRIM_LIMIT).await {
             Ok(t) => t,
             Err(e) => {
-                tracing::warn!(queue = %kind, "retention trim failed: {e}");
+                tracing::warn!(queue = %queue, "retention trim failed: {e}");
                 return;
             }
         };
@@ -93,7 +97,7 @@ async fn trim(client: &QueueClient, kind: JobKind) {
             ("finished_jobs", trimmed.finished),
         ] {
             if n > 0 {
-                metrics::counter!(m::RETENTION_REMOVED, "store" => store, "queue" => kind.as_str())
+                metrics::counter!(m::RETENTION_REMOVED, "store" => store, "queue" => queue.label())
                     .increment(n);
             }
         }
@@ -106,8 +110,13 @@ async fn trim(client: &QueueClient, kind: JobKind) {
 /// Writes the record of a job finished by recovery — dead-lettered because
 /// its worker was lost on its last attempt, or cancelled as asked — and
 /// queues its callback.
-async fn record_lost_job(client: &QueueClient, kind: JobKind, pool: Option<&Pool>, id: uuid::Uuid) {
-    let rec = match client.job(kind, id).await {
+async fn record_lost_job(
+    client: &QueueClient,
+    queue: &QueueName,
+    pool: Option<&Pool>,
+    id: uuid::Uuid,
+) {
+    let rec = match client.job(queue, id).await {
         Ok(rec) => rec,
         Err(e) => {
             tracing::warn!(job = %id, "could not read a recovered job: {e}");
@@ -118,10 +127,10 @@ async fn record_lost_job(client: &QueueClient, kind: JobKind, pool: Option<&Pool
         .as_ref()
         .is_some_and(|r| r.state == hopper_shared::jobs::JobState::Cancelled)
     {
-        tracing::info!(job = %id, queue = %kind, "cancelled as asked: its worker was lost");
+        tracing::info!(job = %id, queue = %queue, "cancelled as asked: its worker was lost");
     } else {
-        tracing::warn!(job = %id, queue = %kind, "dead-lettered: worker lost on last attempt");
-        metrics::counter!(m::JOBS_DEAD_LETTERED, "kind" => kind.as_str(), "reason" => "worker_lost")
+        tracing::warn!(job = %id, queue = %queue, "dead-lettered: worker lost on last attempt");
+        metrics::counter!(m::JOBS_DEAD_LETTERED, "kind" => queue.label(), "reason" => "worker_lost")
             .increment(1);
     }
     let Some(pool) = pool else { return };

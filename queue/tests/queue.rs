@@ -14,8 +14,8 @@ use std::{
 use apalis_core::{error::BoxDynError, task::data::Data, worker::builder::WorkerBuilder};
 use hopper_queue::{JobContext, Lease, Priority, PushOptions, QueueClient, RedisBackend, WorkerId};
 use hopper_shared::{
-    Config,
-    jobs::{EchoArgs, JobKind, JobState},
+    Config, QueueName,
+    jobs::{EchoArgs, JobKind, JobState, QueueSettings},
 };
 use serde_json::json;
 
@@ -819,4 +819,83 @@ async fn a_delay_over_a_year_is_refused_and_queues_nothing() {
         job.run_at_ms.unwrap() - job.enqueued_at_ms,
         hopper_queue::MAX_DELAY.as_millis() as i64
     );
+}
+
+#[tokio::test]
+async fn a_queue_of_any_valid_name_pushes_claims_and_acks_under_its_own_keys() {
+    use redis::AsyncCommands;
+    let c = config(&[]);
+    let q = client(&c).await;
+    let ocr: QueueName = "ocr.v2".parse().unwrap();
+    let id = q
+        .push(&ocr, &json!({ "page": 1 }), &PushOptions::default())
+        .await
+        .unwrap()
+        .id;
+
+    // Its keys carry its own name in the hash tag; no built-in queue sees it.
+    let keys = q.keys(&ocr);
+    assert_eq!(keys.tag(), format!("{{{}:ocr.v2}}", c.key_prefix));
+    let mut redis = q.connection();
+    assert!(redis.exists::<_, bool>(keys.job(&id)).await.unwrap());
+    assert_eq!(q.stats(&ocr).await.unwrap().pending, 1);
+    assert_eq!(q.stats(&ocr).await.unwrap().queue, ocr);
+    assert_eq!(q.stats(JobKind::Echo).await.unwrap().pending, 0);
+    assert!(q.job(JobKind::Echo, id).await.unwrap().is_none());
+    // A name without settings of its own runs with the defaults.
+    assert_eq!(q.settings(&ocr), QueueSettings::default());
+
+    let w = WorkerId::generate();
+    q.register(&ocr, &w).await.unwrap();
+    let mut batch = q
+        .claim(&mut conn(&q).await, &ocr, &w, 5, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(batch.jobs.len(), 1);
+    let claimed = batch.jobs.remove(0);
+    assert_eq!((claimed.id, claimed.attempt), (id, 1));
+    assert_eq!(claimed.max_attempts, QueueSettings::default().max_attempts);
+    let running = q.job(&ocr, id).await.unwrap().unwrap();
+    assert_eq!(
+        (running.kind.as_str(), running.state),
+        ("ocr.v2", JobState::Running)
+    );
+
+    let ack = hopper_queue::client::Ack {
+        id,
+        result: "{\"text\":\"hello\"}".into(),
+        worker: w.clone(),
+        lease: claimed.lease,
+    };
+    let lost = q.ack_many(&ocr, &[ack]).await.unwrap();
+    assert!(lost.is_empty(), "the owner's ack is taken: {lost:?}");
+    let done = q.job(&ocr, id).await.unwrap().unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.result, Some(json!({ "text": "hello" })));
+    // The record keeps the wire format: `kind` is the queue name, a string.
+    let wire = serde_json::to_value(&done).unwrap();
+    assert_eq!(wire["kind"], json!("ocr.v2"));
+    assert_eq!(q.stats(&ocr).await.unwrap().pending, 0);
+}
+
+#[test]
+fn names_that_break_the_rule_never_become_queues() {
+    for bad in [
+        "OCR",
+        ".ocr",
+        "-ocr",
+        "_ocr",
+        "ocr v2",
+        "{ocr}",
+        "",
+        &"a".repeat(64),
+    ] {
+        let err = bad.parse::<QueueName>().expect_err(bad);
+        assert!(
+            err.to_string().contains("[a-z0-9][a-z0-9_.-]{0,62}"),
+            "{err}"
+        );
+    }
+    assert!(serde_json::from_value::<QueueName>(json!("Ocr")).is_err());
+    assert!("a".repeat(63).parse::<QueueName>().is_ok());
 }

@@ -3,9 +3,11 @@
 //!
 //! [`Config::from_env`] reads every setting, and when any is missing or
 //! invalid it fails with *all* the problems at once, so an operator fixes a
-//! deployment in one round. Per-queue settings start from
-//! [`JobKind::default_settings`] and are overridden by
-//! `HOPPER_QUEUE_<KIND>_<SETTING>` variables (for example
+//! deployment in one round. Per-queue settings are found by queue name
+//! ([`Config::queue`]): a built-in kind's start from
+//! [`JobKind::default_settings`], any other name's from
+//! [`QueueSettings::default`], and both are overridden by
+//! `HOPPER_QUEUE_<NAME>_<SETTING>` variables (for example
 //! `HOPPER_QUEUE_EMBED_CONCURRENCY=4`).
 
 use std::{collections::BTreeMap, net::SocketAddr, str::FromStr, time::Duration};
@@ -13,6 +15,7 @@ use std::{collections::BTreeMap, net::SocketAddr, str::FromStr, time::Duration};
 use crate::{
     Error,
     jobs::{JobKind, QueueSettings},
+    queue_name::QueueName,
 };
 
 /// Default Redis URL (Debian's redis-server on its standard port).
@@ -117,8 +120,8 @@ pub struct Config {
     pub high_priority_burst: u32,
     /// Postgres pool and statement time limits.
     pub db_timeouts: DbTimeouts,
-    /// Per-queue settings.
-    pub queues: BTreeMap<JobKind, QueueSettings>,
+    /// Per-queue settings of the built-in kinds, by queue name.
+    pub queues: BTreeMap<QueueName, QueueSettings>,
     /// An OpenAI-compatible chat endpoint for summaries; extractive
     /// summaries when unset.
     pub summary_llm: Option<LlmConfig>,
@@ -334,31 +337,9 @@ impl Config {
 
         let mut queues = BTreeMap::new();
         for kind in JobKind::ALL {
-            let d = kind.default_settings();
-            let var = |s: &str| format!("HOPPER_QUEUE_{}_{s}", kind.as_str().to_uppercase());
-            let s = QueueSettings {
-                concurrency: env.parse(&var("CONCURRENCY"), d.concurrency),
-                max_attempts: env.parse(&var("MAX_ATTEMPTS"), d.max_attempts),
-                backoff_base: env.millis(&var("BACKOFF_BASE_MS"), d.backoff_base),
-                backoff_max: env.millis(&var("BACKOFF_MAX_MS"), d.backoff_max),
-                soft_time_limit: env.millis(&var("SOFT_LIMIT_MS"), d.soft_time_limit),
-                hard_time_limit: env.millis(&var("HARD_LIMIT_MS"), d.hard_time_limit),
-                retention: env.millis(&var("RETENTION_MS"), d.retention),
-            };
-            if s.concurrency == 0 {
-                env.problem(&var("CONCURRENCY"), "0", "must be at least 1");
-            }
-            if s.max_attempts == 0 {
-                env.problem(&var("MAX_ATTEMPTS"), "0", "must be at least 1");
-            }
-            if s.soft_time_limit > s.hard_time_limit {
-                env.problem(
-                    &var("SOFT_LIMIT_MS"),
-                    &s.soft_time_limit.as_millis().to_string(),
-                    "must not exceed the hard limit",
-                );
-            }
-            queues.insert(kind, s);
+            let name = QueueName::from(kind);
+            let settings = queue_settings(&mut env, &name, kind.default_settings());
+            queues.insert(name, settings);
         }
 
         let summary_llm = match get("HOPPER_SUMMARY_LLM_URL") {
@@ -516,17 +497,53 @@ impl Config {
         })
     }
 
-    /// Settings of one queue.
-    pub fn queue(&self, kind: JobKind) -> &QueueSettings {
-        &self.queues[&kind]
+    /// Settings of the queue `name`: a built-in kind's as configured, any
+    /// other name's the defaults.
+    pub fn queue(&self, name: impl Into<QueueName>) -> QueueSettings {
+        let name = name.into();
+        self.queues.get(&name).cloned().unwrap_or_default()
     }
+}
+
+/// The settings of queue `name`: `defaults` overridden by its
+/// `HOPPER_QUEUE_<NAME>_<SETTING>` variables.
+fn queue_settings<F: Fn(&str) -> Option<String>>(
+    env: &mut Env<'_, F>,
+    name: &QueueName,
+    d: QueueSettings,
+) -> QueueSettings {
+    let suffix = name.env_suffix();
+    let var = |s: &str| format!("HOPPER_QUEUE_{suffix}_{s}");
+    let s = QueueSettings {
+        concurrency: env.parse(&var("CONCURRENCY"), d.concurrency),
+        max_attempts: env.parse(&var("MAX_ATTEMPTS"), d.max_attempts),
+        backoff_base: env.millis(&var("BACKOFF_BASE_MS"), d.backoff_base),
+        backoff_max: env.millis(&var("BACKOFF_MAX_MS"), d.backoff_max),
+        soft_time_limit: env.millis(&var("SOFT_LIMIT_MS"), d.soft_time_limit),
+        hard_time_limit: env.millis(&var("HARD_LIMIT_MS"), d.hard_time_limit),
+        retention: env.millis(&var("RETENTION_MS"), d.retention),
+    };
+    if s.concurrency == 0 {
+        env.problem(&var("CONCURRENCY"), "0", "must be at least 1");
+    }
+    if s.max_attempts == 0 {
+        env.problem(&var("MAX_ATTEMPTS"), "0", "must be at least 1");
+    }
+    if s.soft_time_limit > s.hard_time_limit {
+        env.problem(
+            &var("SOFT_LIMIT_MS"),
+            &s.soft_time_limit.as_millis().to_string(),
+            "must not exceed the hard limit",
+        );
+    }
+    s
 }
 
 /// `HOPPER_EXTRACT_*`; the timeout must leave the ingest job time to store
 /// what was extracted.
 fn extract_limits<F: Fn(&str) -> Option<String>>(
     env: &mut Env<'_, F>,
-    queues: &BTreeMap<JobKind, QueueSettings>,
+    queues: &BTreeMap<QueueName, QueueSettings>,
 ) -> ExtractLimits {
     let d = ExtractLimits::default();
     let limits = ExtractLimits {
@@ -535,7 +552,7 @@ fn extract_limits<F: Fn(&str) -> Option<String>>(
         max_pdf_pages: env.parse("HOPPER_EXTRACT_MAX_PDF_PAGES", d.max_pdf_pages),
         max_html_depth: env.parse("HOPPER_EXTRACT_MAX_HTML_DEPTH", d.max_html_depth),
     };
-    let ingest_limit = queues[&JobKind::Ingest].soft_time_limit;
+    let ingest_limit = queues[JobKind::Ingest.as_str()].soft_time_limit;
     if limits.timeout.is_zero() || limits.timeout >= ingest_limit {
         env.problem(
             "HOPPER_EXTRACT_TIMEOUT_MS",

@@ -12,7 +12,8 @@ use tokio_postgres::NoTls;
 use crate::{
     Config, Error, Result,
     config::{DbTimeouts, is_identifier},
-    jobs::{JobKind, JobRecord, JobState, strip_nul},
+    jobs::{JobRecord, JobState, strip_nul},
+    queue_name::QueueName,
 };
 
 mod embedded {
@@ -226,7 +227,7 @@ pub async fn job_record(pool: &Pool, id: uuid::Uuid) -> Result<Option<JobRecord>
 pub async fn list_job_records(
     pool: &Pool,
     tenant: &str,
-    kind: Option<JobKind>,
+    kind: Option<&QueueName>,
     state: Option<JobState>,
     limit: usize,
 ) -> Result<Vec<JobRecord>> {
@@ -240,7 +241,7 @@ pub async fn list_job_records(
                  ORDER BY finished_at DESC NULLS LAST LIMIT $3"
             ),
             &[
-                &kind.map(|k| k.as_str()),
+                &kind.map(QueueName::as_str),
                 &state.map(|s| s.as_str()),
                 &(limit as i64),
                 &tenant,
@@ -255,7 +256,7 @@ fn record_from_row(row: &tokio_postgres::Row) -> Result<JobRecord> {
     let state: String = row.get(2);
     Ok(JobRecord {
         id: row.get(0),
-        kind: kind.parse::<JobKind>().map_err(corrupt)?,
+        kind: QueueName::try_from(kind).map_err(corrupt)?,
         state: state.parse::<JobState>().map_err(corrupt)?,
         attempts: row.get::<_, i32>(3) as u32,
         max_attempts: row.get::<_, i32>(4) as u32,

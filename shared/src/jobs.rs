@@ -518,8 +518,8 @@ impl fmt::Display for JobState {
 pub struct JobRecord {
     /// The job's id.
     pub id: uuid::Uuid,
-    /// The job's kind (its queue).
-    pub kind: JobKind,
+    /// The job's queue (its task name; a built-in kind or any other).
+    pub kind: crate::QueueName,
     /// Current state.
     pub state: JobState,
     /// Attempts started so far.

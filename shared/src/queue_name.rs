@@ -51,6 +51,36 @@ impl QueueName {
         Ok(Self(Repr::Shared(name.into())))
     }
 
+    /// A name known when compiling (a built-in queue Hopper itself
+    /// pushes to); an invalid one fails the build when used in a `const`.
+    pub const fn from_static(name: &'static str) -> Self {
+        let bytes = name.as_bytes();
+        assert!(
+            !bytes.is_empty() && bytes.len() <= MAX_QUEUE_NAME_LEN,
+            "queue name length"
+        );
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            let alnum = b.is_ascii_lowercase() || b.is_ascii_digit();
+            assert!(
+                alnum || (i > 0 && matches!(b, b'_' | b'.' | b'-')),
+                "queue name character"
+            );
+            i += 1;
+        }
+        Self(Repr::Static(name))
+    }
+
+    /// The name as a metrics label value: no allocation (a static name or
+    /// a shared `Arc<str>`).
+    pub fn label(&self) -> metrics::SharedString {
+        match &self.0 {
+            Repr::Static(s) => metrics::SharedString::from(*s),
+            Repr::Shared(s) => metrics::SharedString::from(Arc::clone(s)),
+        }
+    }
+
     /// The name.
     pub fn as_str(&self) -> &str {
         match &self.0 {
@@ -291,6 +321,15 @@ mod tests {
         set.insert(QueueName::from(JobKind::Embed));
         assert!(set.contains("embed"));
         assert!(set.contains(&"embed".parse::<QueueName>().unwrap()));
+    }
+
+    #[test]
+    fn static_names_are_checked_like_parsed_ones() {
+        const OCR: QueueName = QueueName::from_static("ocr.v2");
+        assert_eq!(OCR, "ocr.v2".parse::<QueueName>().unwrap());
+        assert_eq!(OCR.label().as_ref(), "ocr.v2");
+        assert!(std::panic::catch_unwind(|| QueueName::from_static("Bad")).is_err());
+        assert!(std::panic::catch_unwind(|| QueueName::from_static(".x")).is_err());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use axum::{
 };
 use hopper_queue::{MAX_DELAY, Priority, PushOptions};
 use hopper_shared::{
-    db,
+    QueueName, db,
     jobs::{JobKind, JobState},
     keys::Scope,
 };
@@ -278,7 +278,9 @@ pub async fn cancel(
     };
     // A pipeline step cancelled alone would leave its document waiting for
     // it for ever: the document is what a client stops.
-    if job.kind.is_internal() || job.args.get("batch").is_some_and(|b| !b.is_null()) {
+    if job.kind.job_kind().is_some_and(JobKind::is_internal)
+        || job.args.get("batch").is_some_and(|b| !b.is_null())
+    {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "pipeline_job",
@@ -292,7 +294,7 @@ pub async fn cancel(
         Some((kind, s)) => {
             // A waiting job finished here: its callback goes now.
             if s == "cancelled"
-                && let Some(job) = state.queue.job(kind, id).await?
+                && let Some(job) = state.queue.job(&kind, id).await?
             {
                 state.queue.push_webhook(&job).await?;
             }
@@ -426,9 +428,10 @@ pub async fn list(
         }
     }
     if wanted.is_none_or(|s| s.is_finished_record()) {
-        let kind = (kinds.len() == 1).then(|| kinds[0]);
+        let queue = (kinds.len() == 1).then(|| QueueName::from(kinds[0]));
         let finished =
-            db::list_job_records(&state.pool, &caller.tenant, kind, wanted, limit).await?;
+            db::list_job_records(&state.pool, &caller.tenant, queue.as_ref(), wanted, limit)
+                .await?;
         // A dead letter has a record too; Redis' copy (listed above) wins.
         jobs.extend(finished.into_iter().filter(|j| j.state != JobState::Dead));
     }
