@@ -18,6 +18,7 @@ use std::{
 use hopper_shared::{
     Config, QueueName,
     jobs::{JobRecord, JobState, QueueSettings},
+    queue_settings::QueueSettingsByName,
 };
 use redis::{
     AsyncConnectionConfig, Client,
@@ -184,7 +185,7 @@ pub struct QueueClient {
     client: Client,
     pub(crate) conn: ConnectionManager,
     prefix: Arc<str>,
-    settings: Arc<HashMap<QueueName, QueueSettings>>,
+    settings: Arc<QueueSettingsByName>,
     /// Redis' clock minus ours, in ms (see [`QueueClient::sync_clock`]).
     clock_offset: Arc<AtomicI64>,
     /// High-priority claims in a row before a normal job goes first.
@@ -217,7 +218,7 @@ impl QueueClient {
             client,
             conn,
             prefix: config.key_prefix.as_str().into(),
-            settings: Arc::new(config.queues.clone().into_iter().collect()),
+            settings: Arc::new(config.queues.clone()),
             clock_offset: Arc::default(),
             high_burst: config.high_priority_burst,
             dead_retention: config.retention.dead_letters,
@@ -292,7 +293,7 @@ impl QueueClient {
     /// The configured settings of the queue `queue`.
     pub fn settings(&self, queue: impl Into<QueueName>) -> QueueSettings {
         let queue = queue.into();
-        self.settings.get(&queue).cloned().unwrap_or_default()
+        self.settings.get(&queue)
     }
 
     /// Enqueues one job. `args` must already be validated for `queue`.
@@ -458,11 +459,11 @@ impl QueueClient {
         record_from_hash(&queue, id, &fields).map(Some)
     }
 
-    /// Finds a job by id in any configured queue (one HGETALL per queue,
+    /// Finds a job by id in any built-in queue (one HGETALL per queue,
     /// pipelined).
     pub async fn find_job(&self, id: Uuid) -> Result<Option<JobRecord>, QueueError> {
         let mut pipe = redis::pipe();
-        let queues: Vec<&QueueName> = self.settings.keys().collect();
+        let queues: Vec<&QueueName> = self.settings.built_in_names().collect();
         for queue in &queues {
             pipe.cmd("HGETALL").arg(self.keys(*queue).job(&id));
         }

@@ -61,7 +61,7 @@ fn config(extra: &[(&str, &str)]) -> TestQueue {
         env.insert("REDIS_URL".into(), url);
     }
     TestQueue {
-        config: Config::from_lookup(|k| env.get(k).cloned()).unwrap(),
+        config: Config::from_vars(env).unwrap(),
     }
 }
 
@@ -824,7 +824,7 @@ async fn a_delay_over_a_year_is_refused_and_queues_nothing() {
 #[tokio::test]
 async fn a_queue_of_any_valid_name_pushes_claims_and_acks_under_its_own_keys() {
     use redis::AsyncCommands;
-    let c = config(&[]);
+    let c = config(&[("HOPPER_QUEUE_OCR_V2_MAX_ATTEMPTS", "2")]);
     let q = client(&c).await;
     let ocr: QueueName = "ocr.v2".parse().unwrap();
     let id = q
@@ -842,8 +842,11 @@ async fn a_queue_of_any_valid_name_pushes_claims_and_acks_under_its_own_keys() {
     assert_eq!(q.stats(&ocr).await.unwrap().queue, ocr);
     assert_eq!(q.stats(JobKind::Echo).await.unwrap().pending, 0);
     assert!(q.job(JobKind::Echo, id).await.unwrap().is_none());
-    // A name without settings of its own runs with the defaults.
-    assert_eq!(q.settings(&ocr), QueueSettings::default());
+    // Its settings come from its own variables; a name without any runs
+    // with the defaults.
+    assert_eq!(q.settings(&ocr).max_attempts, 2);
+    let rerank: QueueName = "rerank".parse().unwrap();
+    assert_eq!(q.settings(&rerank), QueueSettings::default());
 
     let w = WorkerId::generate();
     q.register(&ocr, &w).await.unwrap();
@@ -854,7 +857,7 @@ async fn a_queue_of_any_valid_name_pushes_claims_and_acks_under_its_own_keys() {
     assert_eq!(batch.jobs.len(), 1);
     let claimed = batch.jobs.remove(0);
     assert_eq!((claimed.id, claimed.attempt), (id, 1));
-    assert_eq!(claimed.max_attempts, QueueSettings::default().max_attempts);
+    assert_eq!(claimed.max_attempts, 2);
     let running = q.job(&ocr, id).await.unwrap().unwrap();
     assert_eq!(
         (running.kind.as_str(), running.state),

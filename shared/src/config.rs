@@ -10,12 +10,18 @@
 //! `HOPPER_QUEUE_<NAME>_<SETTING>` variables (for example
 //! `HOPPER_QUEUE_EMBED_CONCURRENCY=4`).
 
-use std::{collections::BTreeMap, net::SocketAddr, str::FromStr, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+    str::FromStr,
+    time::Duration,
+};
 
 use crate::{
     Error,
     jobs::{JobKind, QueueSettings},
     queue_name::QueueName,
+    queue_settings::{QUEUE_SETTING_VARS, QueueSettingsByName, configured_suffixes},
 };
 
 /// Default Redis URL (Debian's redis-server on its standard port).
@@ -120,8 +126,8 @@ pub struct Config {
     pub high_priority_burst: u32,
     /// Postgres pool and statement time limits.
     pub db_timeouts: DbTimeouts,
-    /// Per-queue settings of the built-in kinds, by queue name.
-    pub queues: BTreeMap<QueueName, QueueSettings>,
+    /// Per-queue settings, by queue name ([`Config::queue`]).
+    pub queues: QueueSettingsByName,
     /// An OpenAI-compatible chat endpoint for summaries; extractive
     /// summaries when unset.
     pub summary_llm: Option<LlmConfig>,
@@ -241,12 +247,29 @@ impl std::fmt::Debug for Config {
 impl Config {
     /// Loads the configuration from the process environment.
     pub fn from_env() -> Result<Self, Error> {
-        Self::from_lookup(|k| std::env::var(k).ok())
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Loads the configuration from these variables (name, value). Unlike
+    /// [`Config::from_lookup`] it can list them, so it also finds the
+    /// settings of queues other than the built-in ones
+    /// (`HOPPER_QUEUE_<NAME>_<SETTING>` for any name).
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, Error> {
+        let vars: HashMap<String, String> = vars.into_iter().collect();
+        let names: Vec<&str> = vars.keys().map(String::as_str).collect();
+        Self::load(|k| vars.get(k).cloned(), &names)
     }
 
     /// Loads the configuration through `get`, which maps a variable name to
-    /// its value. Every problem found is reported in one error.
+    /// its value. Every problem found is reported in one error. Only the
+    /// built-in queues' settings are read (`get` cannot list the others).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        Self::load(get, &[])
+    }
+
+    /// Loads the configuration through `get`; `var_names` are the variables
+    /// that exist (to find other queues' settings), when known.
+    fn load(get: impl Fn(&str) -> Option<String>, var_names: &[&str]) -> Result<Self, Error> {
         let mut problems = Vec::new();
         let mut env = Env {
             get: &get,
@@ -335,12 +358,21 @@ impl Config {
             env.problem("HOPPER_DB_POOL_TIMEOUT_MS", "0", "must be at least 1");
         }
 
-        let mut queues = BTreeMap::new();
+        let mut built_in = BTreeMap::new();
         for kind in JobKind::ALL {
             let name = QueueName::from(kind);
-            let settings = queue_settings(&mut env, &name, kind.default_settings());
-            queues.insert(name, settings);
+            let settings = queue_settings(&mut env, &name.env_suffix(), kind.default_settings());
+            built_in.insert(name, settings);
         }
+        let built_in_suffixes = built_in.keys().map(QueueName::env_suffix).collect();
+        let configured = configured_suffixes(var_names.iter().copied(), &built_in_suffixes)
+            .into_iter()
+            .map(|suffix| {
+                let settings = queue_settings(&mut env, &suffix, QueueSettings::default());
+                (suffix, settings)
+            })
+            .collect();
+        let queues = QueueSettingsByName::new(built_in, configured);
 
         let summary_llm = match get("HOPPER_SUMMARY_LLM_URL") {
             None => None,
@@ -497,23 +529,24 @@ impl Config {
         })
     }
 
-    /// Settings of the queue `name`: a built-in kind's as configured, any
-    /// other name's the defaults.
+    /// Settings of the queue `name`: as configured (see
+    /// [`crate::queue_settings`]), else the defaults.
     pub fn queue(&self, name: impl Into<QueueName>) -> QueueSettings {
-        let name = name.into();
-        self.queues.get(&name).cloned().unwrap_or_default()
+        self.queues.get(&name.into())
     }
 }
 
-/// The settings of queue `name`: `defaults` overridden by its
-/// `HOPPER_QUEUE_<NAME>_<SETTING>` variables.
+/// The settings of the queue whose env suffix is `suffix`: `d` (the
+/// defaults) overridden by its `HOPPER_QUEUE_<SUFFIX>_<SETTING>` variables.
 fn queue_settings<F: Fn(&str) -> Option<String>>(
     env: &mut Env<'_, F>,
-    name: &QueueName,
+    suffix: &str,
     d: QueueSettings,
 ) -> QueueSettings {
-    let suffix = name.env_suffix();
-    let var = |s: &str| format!("HOPPER_QUEUE_{suffix}_{s}");
+    let var = |s: &str| {
+        debug_assert!(QUEUE_SETTING_VARS.contains(&s), "{s}");
+        format!("HOPPER_QUEUE_{suffix}_{s}")
+    };
     let s = QueueSettings {
         concurrency: env.parse(&var("CONCURRENCY"), d.concurrency),
         max_attempts: env.parse(&var("MAX_ATTEMPTS"), d.max_attempts),
@@ -543,7 +576,7 @@ fn queue_settings<F: Fn(&str) -> Option<String>>(
 /// what was extracted.
 fn extract_limits<F: Fn(&str) -> Option<String>>(
     env: &mut Env<'_, F>,
-    queues: &BTreeMap<QueueName, QueueSettings>,
+    queues: &QueueSettingsByName,
 ) -> ExtractLimits {
     let d = ExtractLimits::default();
     let limits = ExtractLimits {
@@ -552,7 +585,7 @@ fn extract_limits<F: Fn(&str) -> Option<String>>(
         max_pdf_pages: env.parse("HOPPER_EXTRACT_MAX_PDF_PAGES", d.max_pdf_pages),
         max_html_depth: env.parse("HOPPER_EXTRACT_MAX_HTML_DEPTH", d.max_html_depth),
     };
-    let ingest_limit = queues[JobKind::Ingest.as_str()].soft_time_limit;
+    let ingest_limit = queues.get(&JobKind::Ingest.into()).soft_time_limit;
     if limits.timeout.is_zero() || limits.timeout >= ingest_limit {
         env.problem(
             "HOPPER_EXTRACT_TIMEOUT_MS",
@@ -703,14 +736,9 @@ fn short_type<T>() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn load(vars: &[(&str, &str)]) -> Result<Config, Error> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Config::from_lookup(|k| map.get(k).cloned())
+        Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
     }
 
     #[test]
@@ -757,6 +785,33 @@ mod tests {
         assert_eq!(
             c.queue(JobKind::Ingest).max_attempts,
             JobKind::Ingest.default_settings().max_attempts
+        );
+    }
+
+    #[test]
+    fn any_queue_name_takes_its_settings_from_the_environment() {
+        let c = load(&[
+            ("HOPPER_QUEUE_OCR_V2_CONCURRENCY", "2"),
+            ("HOPPER_QUEUE_OCR_V2_HARD_LIMIT_MS", "900000"),
+            ("HOPPER_QUEUE_OCR_V2_SOFT_LIMIT_MS", "800000"),
+        ])
+        .unwrap();
+        let ocr = c.queue("ocr.v2".parse::<QueueName>().unwrap());
+        assert_eq!(ocr.concurrency, 2);
+        assert_eq!(ocr.hard_time_limit, Duration::from_secs(900));
+        assert_eq!(ocr.max_attempts, QueueSettings::default().max_attempts);
+        let other = c.queue("rerank".parse::<QueueName>().unwrap());
+        assert_eq!(other, QueueSettings::default());
+        // The built-in kinds keep theirs.
+        assert_eq!(
+            c.queue(JobKind::Webhook),
+            JobKind::Webhook.default_settings()
+        );
+
+        let err = load(&[("HOPPER_QUEUE_OCR_V2_CONCURRENCY", "0")]).unwrap_err();
+        assert!(
+            err.to_string().contains("HOPPER_QUEUE_OCR_V2_CONCURRENCY"),
+            "{err}"
         );
     }
 

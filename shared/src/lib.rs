@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod keys;
 pub mod metrics;
 pub mod queue_name;
+pub mod queue_settings;
 pub mod retention;
 pub mod telemetry;
 pub mod webhook;

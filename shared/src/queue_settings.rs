@@ -1,0 +1,175 @@
+//! Per-queue settings found by queue name, for any name.
+//!
+//! [`crate::Config`] loads them: the built-in kinds' from
+//! [`crate::jobs::JobKind::default_settings`] overridden by their
+//! `HOPPER_QUEUE_<NAME>_<SETTING>` variables, and those of every other queue
+//! named in such a variable from [`QueueSettings::default`]. A variable
+//! names a queue by its [`QueueName::env_suffix`] (upper-cased, `.` and `-`
+//! as `_`), so `HOPPER_QUEUE_OCR_V2_CONCURRENCY=2` sets `ocr.v2`'s (and
+//! `ocr-v2`'s) concurrency. The queue crate asks [`QueueSettingsByName::get`]
+//! for a queue's settings; a name nobody configured gets the defaults.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::{
+    jobs::QueueSettings,
+    queue_name::{MAX_QUEUE_NAME_LEN, QueueName},
+};
+
+/// The setting suffixes of a `HOPPER_QUEUE_<NAME>_<SETTING>` variable.
+pub const QUEUE_SETTING_VARS: [&str; 7] = [
+    "CONCURRENCY",
+    "MAX_ATTEMPTS",
+    "BACKOFF_BASE_MS",
+    "BACKOFF_MAX_MS",
+    "SOFT_LIMIT_MS",
+    "HARD_LIMIT_MS",
+    "RETENTION_MS",
+];
+
+/// Per-queue settings by queue name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueSettingsByName {
+    /// The built-in kinds' settings, by name.
+    built_in: BTreeMap<QueueName, QueueSettings>,
+    /// Other queues' settings from the environment, by env suffix.
+    configured: BTreeMap<String, QueueSettings>,
+}
+
+impl QueueSettingsByName {
+    /// A table of the built-in queues' settings and other queues' settings
+    /// by env suffix.
+    pub fn new(
+        built_in: BTreeMap<QueueName, QueueSettings>,
+        configured: BTreeMap<String, QueueSettings>,
+    ) -> Self {
+        Self {
+            built_in,
+            configured,
+        }
+    }
+
+    /// The settings of queue `name`: as configured, else the defaults.
+    /// No allocation: this runs on every push.
+    pub fn get(&self, name: &QueueName) -> QueueSettings {
+        self.built_in
+            .get(name)
+            .or_else(|| {
+                if self.configured.is_empty() {
+                    return None;
+                }
+                let mut buf = [0u8; MAX_QUEUE_NAME_LEN];
+                self.configured.get(env_suffix_in(name, &mut buf))
+            })
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The built-in queues' names, in name order.
+    pub fn built_in_names(&self) -> impl Iterator<Item = &QueueName> {
+        self.built_in.keys()
+    }
+}
+
+/// The env suffixes of the queues named in `HOPPER_QUEUE_<NAME>_<SETTING>`
+/// variables among `names`, less those in `skip` (the built-in queues').
+/// A suffix that no valid queue name could have is left out.
+pub fn configured_suffixes<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    skip: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    names
+        .into_iter()
+        .filter_map(|var| var.strip_prefix("HOPPER_QUEUE_"))
+        .filter_map(|rest| {
+            QUEUE_SETTING_VARS.iter().find_map(|setting| {
+                rest.strip_suffix(setting)?
+                    .strip_suffix('_')
+                    .filter(|suffix| could_be_a_name(suffix))
+            })
+        })
+        .filter(|suffix| !skip.contains(*suffix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// [`QueueName::env_suffix`] written into `buf` (a name is ASCII and at
+/// most [`MAX_QUEUE_NAME_LEN`] bytes long).
+fn env_suffix_in<'b>(name: &QueueName, buf: &'b mut [u8; MAX_QUEUE_NAME_LEN]) -> &'b str {
+    let bytes = name.as_str().as_bytes();
+    for (slot, &b) in buf.iter_mut().zip(bytes) {
+        *slot = match b {
+            b'.' | b'-' => b'_',
+            b => b.to_ascii_uppercase(),
+        };
+    }
+    std::str::from_utf8(&buf[..bytes.len()]).expect("queue names are ASCII")
+}
+
+/// Whether `suffix` is the env suffix of some valid queue name.
+fn could_be_a_name(suffix: &str) -> bool {
+    let first_ok = suffix
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+    first_ok
+        && suffix.len() <= crate::queue_name::MAX_QUEUE_NAME_LEN
+        && suffix
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suffixes_come_from_setting_variables_only() {
+        let skip = BTreeSet::from(["ECHO".to_owned()]);
+        let found = configured_suffixes(
+            [
+                "HOPPER_QUEUE_OCR_V2_CONCURRENCY",
+                "HOPPER_QUEUE_OCR_V2_BACKOFF_MAX_MS",
+                "HOPPER_QUEUE_RERANK_SOFT_LIMIT_MS",
+                "HOPPER_QUEUE_ECHO_CONCURRENCY",
+                "HOPPER_QUEUE_lower_CONCURRENCY",
+                "HOPPER_QUEUE__CONCURRENCY",
+                "HOPPER_QUEUE_CONCURRENCY",
+                "HOPPER_QUEUE_X_COLOUR",
+                "HOPPER_API_ADDR",
+            ],
+            &skip,
+        );
+        assert_eq!(
+            found.into_iter().collect::<Vec<_>>(),
+            vec!["OCR_V2".to_owned(), "RERANK".to_owned()]
+        );
+    }
+
+    #[test]
+    fn the_suffix_on_the_stack_is_the_env_suffix() {
+        let name: QueueName = "ocr.v2-fast_x".parse().unwrap();
+        let mut buf = [0u8; MAX_QUEUE_NAME_LEN];
+        assert_eq!(env_suffix_in(&name, &mut buf), name.env_suffix());
+        let long: QueueName = "a".repeat(63).parse().unwrap();
+        assert_eq!(env_suffix_in(&long, &mut buf), "A".repeat(63));
+    }
+
+    #[test]
+    fn any_name_gets_its_configured_settings_or_the_defaults() {
+        let ocr = QueueSettings {
+            concurrency: 2,
+            ..QueueSettings::default()
+        };
+        let table = QueueSettingsByName::new(
+            BTreeMap::new(),
+            BTreeMap::from([("OCR_V2".to_owned(), ocr.clone())]),
+        );
+        assert_eq!(table.get(&"ocr.v2".parse().unwrap()), ocr);
+        assert_eq!(table.get(&"ocr-v2".parse().unwrap()), ocr);
+        assert_eq!(
+            table.get(&"other".parse().unwrap()),
+            QueueSettings::default()
+        );
+    }
+}
