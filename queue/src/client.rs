@@ -192,6 +192,8 @@ pub struct QueueClient {
     high_burst: u32,
     /// Dead letters are forgotten this long after they died (zero: never).
     dead_retention: Duration,
+    /// Settings declared by the tasks read from the registry.
+    pub(crate) declared: Arc<crate::registry::DeclaredSettings>,
 }
 
 impl std::fmt::Debug for QueueClient {
@@ -222,6 +224,7 @@ impl QueueClient {
             clock_offset: Arc::default(),
             high_burst: config.high_priority_burst,
             dead_retention: config.retention.dead_letters,
+            declared: Arc::default(),
         };
         this.ping().await?;
         this.sync_clock().await?;
@@ -290,9 +293,18 @@ impl QueueClient {
         QueueKeys::new(&self.prefix, queue)
     }
 
-    /// The configured settings of the queue `queue`.
+    /// The settings of the queue `queue`: a built-in queue's as configured;
+    /// a declared task's as declared, with its `HOPPER_QUEUE_<NAME>_*`
+    /// variables on top (see [`crate::registry`]); else as configured or
+    /// the defaults.
     pub fn settings(&self, queue: impl Into<QueueName>) -> QueueSettings {
         let queue = queue.into();
+        if !self.settings.is_built_in(&queue)
+            && let Ok(declared) = self.declared.read()
+            && let Some(d) = declared.get(&queue)
+        {
+            return self.settings.over(&queue, d);
+        }
         self.settings.get(&queue)
     }
 
@@ -459,16 +471,21 @@ impl QueueClient {
         record_from_hash(&queue, id, &fields).map(Some)
     }
 
-    /// Finds a job by id in any built-in queue (one HGETALL per queue,
-    /// pipelined).
+    /// Finds a job by id in any built-in queue or declared task's queue
+    /// (one HGETALL per queue, pipelined).
     pub async fn find_job(&self, id: Uuid) -> Result<Option<JobRecord>, QueueError> {
         let mut pipe = redis::pipe();
-        let queues: Vec<&QueueName> = self.settings.built_in_names().collect();
+        let mut queues: Vec<QueueName> = self.settings.built_in_names().cloned().collect();
+        for def in self.tasks().await? {
+            if !queues.contains(&def.name) {
+                queues.push(def.name);
+            }
+        }
         for queue in &queues {
-            pipe.cmd("HGETALL").arg(self.keys(*queue).job(&id));
+            pipe.cmd("HGETALL").arg(self.keys(queue).job(&id));
         }
         let all: Vec<HashMap<String, String>> = pipe.query_async(&mut self.conn.clone()).await?;
-        for (queue, fields) in queues.into_iter().zip(all) {
+        for (queue, fields) in queues.iter().zip(all) {
             if !fields.is_empty() {
                 return record_from_hash(queue, id, &fields).map(Some);
             }

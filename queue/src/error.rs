@@ -48,6 +48,32 @@ pub enum QueueError {
         /// [`crate::job::MAX_DELAY`] in ms.
         max_ms: u128,
     },
+    /// A task's version is in force with another argument schema: a second
+    /// worker may not change it under the same version.
+    #[error(
+        "task `{task}` version {version} is declared with another argument schema \
+         (in force: {in_force}, declared now: {declared}); declare a new version \
+         or remove the task first (`hopper tasks remove {task}`)"
+    )]
+    SchemaConflict {
+        /// The task.
+        task: String,
+        /// The version both declare.
+        version: u32,
+        /// The digest of the schema in force (`none` without one).
+        in_force: String,
+        /// The digest of the refused schema (`none` without one).
+        declared: String,
+    },
+    /// The task name belongs to another owner (another tenant's task, or a
+    /// task open to every tenant declared by a Rust worker).
+    #[error("task `{task}` is declared by {owner}; choose another name")]
+    TaskOwned {
+        /// The task.
+        task: String,
+        /// Who declared it, in words.
+        owner: String,
+    },
     /// Writing a job record to Postgres failed.
     #[error(transparent)]
     Store(#[from] hopper_shared::Error),

@@ -24,6 +24,9 @@
 //! Key layout: every key of a queue shares the hash tag `{<prefix>:<queue>}`
 //! so one queue lives in one Redis Cluster slot ([`keys`]).
 //!
+//! Tasks are declared in a registry ([`registry`]): name, version, argument
+//! schema, default settings, who serves it.
+//!
 //! Entry points: [`QueueClient`] (submit, inspect, stats — used by the API
 //! and the CLI) and [`RedisBackend`] (what an apalis worker pulls from).
 
@@ -38,6 +41,7 @@ mod heartbeat;
 pub mod job;
 pub mod keys;
 mod registration;
+pub mod registry;
 mod rescuer;
 pub mod retry;
 mod scripts;
@@ -48,6 +52,7 @@ pub use client::{AfterFailure, DeadPage, QueueClient, QueueStats, Trimmed, Worke
 pub use error::QueueError;
 pub use job::{JobContext, MAX_DELAY, Permanent, Priority, PushOptions, WorkerId};
 pub use keys::QueueKeys;
+pub use registry::Declared;
 
 /// Microseconds since the Unix epoch.
 pub fn now_us() -> i64 {

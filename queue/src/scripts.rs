@@ -25,6 +25,7 @@ pub(crate) struct Scripts {
     pub reconcile: Script,
     pub held: Script,
     pub trim: Script,
+    pub declare: Script,
 }
 
 macro_rules! script {
@@ -51,4 +52,5 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     reconcile: script!("reconcile.lua"),
     held: script!("held.lua"),
     trim: script!("trim.lua"),
+    declare: script!("declare.lua"),
 });

@@ -902,3 +902,84 @@ fn names_that_break_the_rule_never_become_queues() {
     assert!(serde_json::from_value::<QueueName>(json!("Ocr")).is_err());
     assert!("a".repeat(63).parse::<QueueName>().is_ok());
 }
+
+#[tokio::test]
+async fn the_registry_refuses_a_second_schema_under_one_version_and_foreign_names() {
+    use hopper_queue::{Declared, QueueError};
+    use hopper_shared::tasks::{Runtime, TaskDefinition};
+    let cfg = config(&[("HOPPER_QUEUE_RESIZE_CONCURRENCY", "3")]);
+    let q = client(&cfg).await;
+    let name: QueueName = "resize".parse().unwrap();
+    let mut def = TaskDefinition::new(name.clone());
+    def.schema = Some(json!({"type": "object", "required": ["w"]}));
+    def.settings.concurrency = 2;
+    def.settings.soft_limit_ms = 1_000;
+    let Declared::InForce(stored) = q.declare(&def).await.unwrap() else {
+        panic!("first declaration is in force")
+    };
+    assert_eq!(stored.schema_digest, def.schema_digest());
+    // The same definition again (a second replica) is fine.
+    assert!(matches!(
+        q.declare(&def).await.unwrap(),
+        Declared::InForce(_)
+    ));
+    // Declared settings, with the variable that is set on top.
+    let s = q.settings(&name);
+    assert_eq!(s.concurrency, 3);
+    assert_eq!(s.soft_time_limit, Duration::from_secs(1));
+
+    let mut other = def.clone();
+    other.schema = Some(json!({"type": "object"}));
+    let err = q.declare(&other).await.unwrap_err();
+    assert!(
+        matches!(err, QueueError::SchemaConflict { version: 1, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("hopper tasks remove resize"),
+        "{err}"
+    );
+
+    other.version = 2;
+    assert!(matches!(
+        q.declare(&other).await.unwrap(),
+        Declared::InForce(_)
+    ));
+    assert_eq!(q.declare(&def).await.unwrap(), Declared::Older(2));
+    assert_eq!(q.task(&name).await.unwrap().unwrap().version, 2);
+
+    let mut foreign = TaskDefinition::new(name.clone());
+    foreign.version = 3;
+    foreign.runtime = Runtime::Http;
+    foreign.tenant = Some("acme".into());
+    let err = q.declare(&foreign).await.unwrap_err();
+    assert!(matches!(err, QueueError::TaskOwned { .. }), "{err}");
+
+    let listed = q.tasks().await.unwrap();
+    assert_eq!(
+        listed.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+        ["resize"]
+    );
+    assert!(q.remove_task(&name).await.unwrap());
+    assert!(!q.remove_task(&name).await.unwrap());
+    assert!(q.task(&name).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_job_of_a_declared_task_is_found_by_id() {
+    use hopper_shared::tasks::TaskDefinition;
+    let cfg = config(&[]);
+    let q = client(&cfg).await;
+    let name: QueueName = "thumbnail".parse().unwrap();
+    let pushed = q
+        .push(&name, &json!({"x": 1}), &PushOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        q.find_job(pushed.id).await.unwrap().is_none(),
+        "not declared yet"
+    );
+    q.declare(&TaskDefinition::new(name.clone())).await.unwrap();
+    let found = q.find_job(pushed.id).await.unwrap().unwrap();
+    assert_eq!(found.kind, name);
+}

@@ -21,7 +21,9 @@ use crate::{
     Error,
     jobs::{JobKind, QueueSettings},
     queue_name::QueueName,
-    queue_settings::{QUEUE_SETTING_VARS, QueueSettingsByName, configured_suffixes},
+    queue_settings::{
+        QUEUE_SETTING_VARS, QueueSettingsByName, SettingsOverride, configured_suffixes,
+    },
 };
 
 /// Default Redis URL (Debian's redis-server on its standard port).
@@ -365,14 +367,22 @@ impl Config {
             built_in.insert(name, settings);
         }
         let built_in_suffixes = built_in.keys().map(QueueName::env_suffix).collect();
-        let configured = configured_suffixes(var_names.iter().copied(), &built_in_suffixes)
-            .into_iter()
-            .map(|suffix| {
-                let settings = queue_settings(&mut env, &suffix, QueueSettings::default());
-                (suffix, settings)
-            })
-            .collect();
-        let queues = QueueSettingsByName::new(built_in, configured);
+        let mut configured = BTreeMap::new();
+        let mut overrides = BTreeMap::new();
+        for suffix in configured_suffixes(var_names.iter().copied(), &built_in_suffixes) {
+            let settings = queue_settings(&mut env, &suffix, QueueSettings::default());
+            let set = QUEUE_SETTING_VARS
+                .into_iter()
+                .filter(|s| {
+                    var_names
+                        .iter()
+                        .any(|v| *v == format!("HOPPER_QUEUE_{suffix}_{s}"))
+                })
+                .collect();
+            overrides.insert(suffix.clone(), SettingsOverride::from_set(&settings, &set));
+            configured.insert(suffix, settings);
+        }
+        let queues = QueueSettingsByName::new(built_in, configured).with_overrides(overrides);
 
         let summary_llm = match get("HOPPER_SUMMARY_LLM_URL") {
             None => None,

@@ -73,6 +73,18 @@ impl JobKind {
         }
     }
 
+    /// What the kind does, one line (its task description).
+    pub fn description(self) -> &'static str {
+        match self {
+            JobKind::Echo => "Diagnostic: returns its message; can sleep or fail on request",
+            JobKind::Noop => "Benchmarks: one Redis INCR as its effect",
+            JobKind::Ingest => "Extract, chunk and store a document, then fan out embed jobs",
+            JobKind::Embed => "Embed texts (or a document's chunks) with a transformer",
+            JobKind::Summarize => "Summarise an embedded document",
+            JobKind::Webhook => "Deliver a signed completion callback",
+        }
+    }
+
     /// The names of every kind, for error messages.
     pub fn names() -> Vec<&'static str> {
         Self::ALL.iter().map(|k| k.as_str()).collect()
@@ -298,7 +310,7 @@ impl Default for QueueSettings {
 }
 
 /// Arguments of the diagnostic `echo` kind.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EchoArgs {
     /// Returned as the job's result.
@@ -316,7 +328,7 @@ pub struct EchoArgs {
 }
 
 /// Arguments of a `webhook` job: one signed `POST` of `body` to `url`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookArgs {
     /// Where to deliver (checked against the allow-list again at delivery).
@@ -329,7 +341,7 @@ pub struct WebhookArgs {
 
 /// Arguments of the diagnostic `noop` kind (benchmarks). Its effect is one
 /// Redis `INCR` of the queue's effect counter.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoopArgs {
     /// Submission time in Unix microseconds; when present, the handler
@@ -339,7 +351,7 @@ pub struct NoopArgs {
 }
 
 /// Arguments of an `ingest` job: a stored document to extract and chunk.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IngestArgs {
     /// The document to ingest.
@@ -355,7 +367,7 @@ pub const MAX_EMBED_TEXT_CHARS: usize = 100_000;
 
 /// Arguments of an `embed` job: free texts (stand-alone) or one batch of a
 /// document's chunks (pipeline).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmbedArgs {
     /// Texts to embed; the result carries their vectors.
@@ -370,7 +382,7 @@ pub struct EmbedArgs {
 }
 
 /// One embed batch of a document version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChunkBatch {
     /// The document.
@@ -422,7 +434,7 @@ impl EmbedArgs {
 }
 
 /// Arguments of a `summarize` job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SummarizeArgs {
     /// The document to summarise.

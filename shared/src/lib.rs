@@ -2,7 +2,7 @@
 //!
 //! Everything the API, the workers, the queue backend and the CLI must agree
 //! on lives here: the job kinds and their argument types ([`jobs`]), queue
-//! names ([`queue_name`]), the one
+//! names ([`queue_name`]), task definitions ([`tasks`]), the one
 //! typed configuration loaded from the environment ([`config`]), Postgres
 //! access and migrations ([`db`]), the error type ([`error`]), metric names
 //! ([`metrics`]) and logging set-up ([`telemetry`]).
@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod queue_name;
 pub mod queue_settings;
 pub mod retention;
+pub mod tasks;
 pub mod telemetry;
 pub mod webhook;
 

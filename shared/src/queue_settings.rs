@@ -8,6 +8,10 @@
 //! as `_`), so `HOPPER_QUEUE_OCR_V2_CONCURRENCY=2` sets `ocr.v2`'s (and
 //! `ocr-v2`'s) concurrency. The queue crate asks [`QueueSettingsByName::get`]
 //! for a queue's settings; a name nobody configured gets the defaults.
+//!
+//! A task's own definition (see [`crate::tasks`]) declares its default
+//! settings; [`QueueSettingsByName::over`] applies a queue's environment
+//! variables on top of them, only those that are set.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -34,6 +38,61 @@ pub struct QueueSettingsByName {
     built_in: BTreeMap<QueueName, QueueSettings>,
     /// Other queues' settings from the environment, by env suffix.
     configured: BTreeMap<String, QueueSettings>,
+    /// Which of those settings their variables set, by env suffix.
+    overrides: BTreeMap<String, SettingsOverride>,
+}
+
+/// The settings one queue's `HOPPER_QUEUE_<NAME>_*` variables set (the
+/// others are `None`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SettingsOverride {
+    /// `CONCURRENCY`.
+    pub concurrency: Option<usize>,
+    /// `MAX_ATTEMPTS`.
+    pub max_attempts: Option<u32>,
+    /// `BACKOFF_BASE_MS`.
+    pub backoff_base: Option<std::time::Duration>,
+    /// `BACKOFF_MAX_MS`.
+    pub backoff_max: Option<std::time::Duration>,
+    /// `SOFT_LIMIT_MS`.
+    pub soft_time_limit: Option<std::time::Duration>,
+    /// `HARD_LIMIT_MS`.
+    pub hard_time_limit: Option<std::time::Duration>,
+    /// `RETENTION_MS`.
+    pub retention: Option<std::time::Duration>,
+}
+
+impl SettingsOverride {
+    /// The fields of `resolved` whose variable is among `set` (the setting
+    /// suffixes of the variables present).
+    pub fn from_set(resolved: &QueueSettings, set: &BTreeSet<&str>) -> Self {
+        let has = |v: &str| set.contains(v);
+        Self {
+            concurrency: has("CONCURRENCY").then_some(resolved.concurrency),
+            max_attempts: has("MAX_ATTEMPTS").then_some(resolved.max_attempts),
+            backoff_base: has("BACKOFF_BASE_MS").then_some(resolved.backoff_base),
+            backoff_max: has("BACKOFF_MAX_MS").then_some(resolved.backoff_max),
+            soft_time_limit: has("SOFT_LIMIT_MS").then_some(resolved.soft_time_limit),
+            hard_time_limit: has("HARD_LIMIT_MS").then_some(resolved.hard_time_limit),
+            retention: has("RETENTION_MS").then_some(resolved.retention),
+        }
+    }
+
+    /// `base` with these settings applied; a soft limit left above the hard
+    /// limit is brought down to it.
+    pub fn apply(&self, base: &QueueSettings) -> QueueSettings {
+        let mut s = QueueSettings {
+            concurrency: self.concurrency.unwrap_or(base.concurrency),
+            max_attempts: self.max_attempts.unwrap_or(base.max_attempts),
+            backoff_base: self.backoff_base.unwrap_or(base.backoff_base),
+            backoff_max: self.backoff_max.unwrap_or(base.backoff_max),
+            soft_time_limit: self.soft_time_limit.unwrap_or(base.soft_time_limit),
+            hard_time_limit: self.hard_time_limit.unwrap_or(base.hard_time_limit),
+            retention: self.retention.unwrap_or(base.retention),
+        };
+        s.soft_time_limit = s.soft_time_limit.min(s.hard_time_limit);
+        s
+    }
 }
 
 impl QueueSettingsByName {
@@ -46,6 +105,36 @@ impl QueueSettingsByName {
         Self {
             built_in,
             configured,
+            overrides: BTreeMap::new(),
+        }
+    }
+
+    /// The same table, knowing which settings each configured queue's
+    /// variables set (for [`Self::over`]).
+    pub fn with_overrides(mut self, overrides: BTreeMap<String, SettingsOverride>) -> Self {
+        self.overrides = overrides;
+        self
+    }
+
+    /// Whether `name` is a built-in queue.
+    pub fn is_built_in(&self, name: &QueueName) -> bool {
+        self.built_in.contains_key(name)
+    }
+
+    /// The settings of queue `name` whose task declared `declared`: a
+    /// built-in queue's as configured; any other's `declared` with the
+    /// queue's environment variables applied on top.
+    pub fn over(&self, name: &QueueName, declared: &QueueSettings) -> QueueSettings {
+        if let Some(s) = self.built_in.get(name) {
+            return s.clone();
+        }
+        if self.overrides.is_empty() {
+            return declared.clone();
+        }
+        let mut buf = [0u8; MAX_QUEUE_NAME_LEN];
+        match self.overrides.get(env_suffix_in(name, &mut buf)) {
+            Some(o) => o.apply(declared),
+            None => declared.clone(),
         }
     }
 
@@ -153,6 +242,38 @@ mod tests {
         assert_eq!(env_suffix_in(&name, &mut buf), name.env_suffix());
         let long: QueueName = "a".repeat(63).parse().unwrap();
         assert_eq!(env_suffix_in(&long, &mut buf), "A".repeat(63));
+    }
+
+    #[test]
+    fn variables_apply_on_top_of_declared_settings() {
+        let declared = QueueSettings {
+            concurrency: 2,
+            soft_time_limit: std::time::Duration::from_secs(1800),
+            hard_time_limit: std::time::Duration::from_secs(2000),
+            ..QueueSettings::default()
+        };
+        let from_env = QueueSettings {
+            concurrency: 8,
+            ..QueueSettings::default()
+        };
+        let o = SettingsOverride::from_set(&from_env, &BTreeSet::from(["CONCURRENCY"]));
+        let table = QueueSettingsByName::new(
+            BTreeMap::from([("echo".parse().unwrap(), QueueSettings::default())]),
+            BTreeMap::from([("OCR".to_owned(), from_env)]),
+        )
+        .with_overrides(BTreeMap::from([("OCR".to_owned(), o)]));
+        let ocr = table.over(&"ocr".parse().unwrap(), &declared);
+        assert_eq!(ocr.concurrency, 8, "the variable set wins");
+        assert_eq!(
+            ocr.soft_time_limit, declared.soft_time_limit,
+            "the rest is declared"
+        );
+        assert_eq!(table.over(&"other".parse().unwrap(), &declared), declared);
+        assert_eq!(
+            table.over(&"echo".parse().unwrap(), &declared),
+            QueueSettings::default(),
+            "built-in queues keep their configured settings"
+        );
     }
 
     #[test]
