@@ -40,6 +40,7 @@ pub mod fetcher;
 mod heartbeat;
 pub mod job;
 pub mod keys;
+mod progress;
 mod registration;
 pub mod registry;
 mod rescuer;
@@ -52,6 +53,7 @@ pub use client::{AfterFailure, DeadPage, QueueClient, QueueStats, Trimmed, Worke
 pub use error::QueueError;
 pub use job::{JobContext, MAX_DELAY, Permanent, Priority, PushOptions, WorkerId};
 pub use keys::QueueKeys;
+pub use progress::ProgressStored;
 pub use registry::Declared;
 
 /// Microseconds since the Unix epoch.

@@ -26,6 +26,7 @@ pub(crate) struct Scripts {
     pub held: Script,
     pub trim: Script,
     pub declare: Script,
+    pub progress: Script,
 }
 
 macro_rules! script {
@@ -53,4 +54,5 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     held: script!("held.lua"),
     trim: script!("trim.lua"),
     declare: script!("declare.lua"),
+    progress: script!("progress.lua"),
 });
