@@ -79,6 +79,8 @@ pub struct Caller {
     pub scopes: Vec<Scope>,
     /// The key's prefix (`None` in open mode).
     pub key_prefix: Option<String>,
+    /// The queues a `work` key may serve (`None`: any its tenant may serve).
+    pub queues: Option<Arc<[hopper_shared::QueueName]>>,
 }
 
 impl Caller {
@@ -87,6 +89,7 @@ impl Caller {
             tenant: DEFAULT_TENANT.into(),
             scopes: Scope::ALL.to_vec(),
             key_prefix: None,
+            queues: None,
         }
     }
 
@@ -101,6 +104,11 @@ impl Caller {
                 format!("this API key lacks the `{scope}` scope"),
             ))
         }
+    }
+
+    /// Whether the key's queue list allows serving `queue` (no list: any).
+    pub fn may_serve(&self, queue: &hopper_shared::QueueName) -> bool {
+        self.queues.as_ref().is_none_or(|q| q.contains(queue))
     }
 
     /// Whether a record of `tenant` belongs to this caller.
@@ -218,6 +226,7 @@ impl KeyCache {
                 tenant: key.info.tenant.as_str().into(),
                 scopes: key.info.scopes.clone(),
                 key_prefix: Some(key.info.prefix.clone()),
+                queues: key.info.queues.as_deref().map(Arc::from),
             };
             Arc::new(Known { key, caller })
         });
@@ -431,10 +440,13 @@ mod tests {
             tenant: "a".into(),
             scopes: vec![Scope::Read],
             key_prefix: None,
+            queues: Some(Arc::from(vec![hopper_shared::QueueName::new("a").unwrap()])),
         };
         assert!(c.require(Scope::Read).is_ok());
         let e = c.require(Scope::Admin).unwrap_err();
         assert_eq!(e.status(), StatusCode::FORBIDDEN);
         assert!(c.owns("a") && !c.owns("b"));
+        assert!(c.may_serve(&hopper_shared::QueueName::new("a").unwrap()));
+        assert!(!c.may_serve(&hopper_shared::QueueName::new("b").unwrap()));
     }
 }

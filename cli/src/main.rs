@@ -116,9 +116,12 @@ enum KeysCommand {
         /// The tenant whose data the key reaches.
         #[arg(long)]
         tenant: String,
-        /// Comma-separated: submit, read, admin.
-        #[arg(long, default_value = "submit,read")]
+        /// Comma-separated: submit, read, admin, work.
+        #[arg(long, alias = "scope", default_value = "submit,read")]
         scopes: String,
+        /// Comma-separated queue names a `work` key may serve (any when left out).
+        #[arg(long)]
+        queues: Option<String>,
         /// A label.
         #[arg(long, default_value = "")]
         name: String,
@@ -353,10 +356,17 @@ async fn keys(json: bool, command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Create {
             tenant,
             scopes,
+            queues,
             name,
         } => {
             let scopes = keys::parse_scopes(&scopes).map_err(anyhow::Error::msg)?;
-            let (info, key) = keys::create(&pool, &tenant, &name, &scopes).await?;
+            let queues = queues
+                .as_deref()
+                .map(keys::parse_queues)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let (info, key) =
+                keys::create_limited(&pool, &tenant, &name, &scopes, queues.as_deref()).await?;
             let v = serde_json::json!({ "key": key, "info": info });
             output::print(json, &v, || {
                 format!(

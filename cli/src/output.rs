@@ -142,12 +142,18 @@ pub fn keys(v: &Value) -> String {
             .flatten()
             .filter_map(Value::as_str)
             .collect();
+        // A work key limited to some queues shows them: `work[resize,ocr]`.
+        let mut scopes = scopes.join(",");
+        if let Some(queues) = k["queues"].as_array() {
+            let queues: Vec<&str> = queues.iter().filter_map(Value::as_str).collect();
+            scopes = format!("{scopes}[{}]", queues.join(","));
+        }
         let _ = writeln!(
             s,
             "{:<10} {:<16} {:<20} {:<18} {}",
             k["prefix"].as_str().unwrap_or("?"),
             k["tenant"].as_str().unwrap_or("?"),
-            scopes.join(","),
+            scopes,
             if k["revoked_at_ms"].is_null() {
                 "live"
             } else {

@@ -9,6 +9,10 @@
 //! Keys are created, listed and revoked by `hopper keys …` (straight against
 //! Postgres, so the first admin key needs no key) and by the API's
 //! `/v1/keys` routes (admin scope, own tenant only).
+//!
+//! A `work` key is what a remote worker (the HTTP worker protocol,
+//! `/v1/work/*`) presents: it serves its tenant's tasks, optionally only the
+//! queues named in its `queues` list (`None`: any queue it may serve).
 
 use std::{fmt, str::FromStr};
 
@@ -29,11 +33,14 @@ pub enum Scope {
     Read,
     /// Purge dead letters, manage the tenant's keys.
     Admin,
+    /// Serve tasks as a remote worker (`/v1/work/*`): declare, claim,
+    /// heartbeat, complete and fail jobs.
+    Work,
 }
 
 impl Scope {
     /// Every scope.
-    pub const ALL: [Scope; 3] = [Scope::Submit, Scope::Read, Scope::Admin];
+    pub const ALL: [Scope; 4] = [Scope::Submit, Scope::Read, Scope::Admin, Scope::Work];
 
     /// Its stored name.
     pub fn as_str(self) -> &'static str {
@@ -41,6 +48,7 @@ impl Scope {
             Scope::Submit => "submit",
             Scope::Read => "read",
             Scope::Admin => "admin",
+            Scope::Work => "work",
         }
     }
 }
@@ -51,7 +59,7 @@ impl FromStr for Scope {
         Scope::ALL
             .into_iter()
             .find(|x| x.as_str() == s)
-            .ok_or_else(|| format!("unknown scope `{s}` (submit, read, admin)"))
+            .ok_or_else(|| format!("unknown scope `{s}` (submit, read, admin, work)"))
     }
 }
 
@@ -71,7 +79,7 @@ pub fn parse_scopes(list: &str) -> std::result::Result<Vec<Scope>, String> {
         }
     }
     if scopes.is_empty() {
-        return Err("give at least one scope (submit, read, admin)".into());
+        return Err("give at least one scope (submit, read, admin, work)".into());
     }
     Ok(scopes)
 }
@@ -98,6 +106,8 @@ pub struct KeyInfo {
     pub name: String,
     /// What it may do.
     pub scopes: Vec<Scope>,
+    /// The queues a `work` key may serve (`None`: any it may serve).
+    pub queues: Option<Vec<crate::QueueName>>,
     /// Unix ms: created.
     pub created_at_ms: i64,
     /// Unix ms: revoked, if it was.
@@ -140,6 +150,46 @@ pub async fn create(
     name: &str,
     scopes: &[Scope],
 ) -> Result<(KeyInfo, String)> {
+    create_limited(pool, tenant, name, scopes, None).await
+}
+
+/// Parses `resize,ocr` into queue names (at least one, each valid).
+pub fn parse_queues(list: &str) -> std::result::Result<Vec<crate::QueueName>, String> {
+    let mut queues: Vec<crate::QueueName> = Vec::new();
+    for q in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let q = crate::QueueName::new(q).map_err(|e| e.to_string())?;
+        if !queues.contains(&q) {
+            queues.push(q);
+        }
+    }
+    if queues.is_empty() {
+        return Err("give at least one queue name".into());
+    }
+    Ok(queues)
+}
+
+/// Creates a key whose `work` scope serves only `queues` (any queue when
+/// `None`); returns its info and the full key (shown once). A queue list
+/// needs the `work` scope (it limits nothing else).
+pub async fn create_limited(
+    pool: &Pool,
+    tenant: &str,
+    name: &str,
+    scopes: &[Scope],
+    queues: Option<&[crate::QueueName]>,
+) -> Result<(KeyInfo, String)> {
+    if let Some(queues) = queues {
+        if !scopes.contains(&Scope::Work) {
+            return Err(Error::Invalid(
+                "a queue list limits a `work` key: give the `work` scope too".into(),
+            ));
+        }
+        if queues.is_empty() {
+            return Err(Error::Invalid(
+                "a queue list names at least one queue (leave it out for any queue)".into(),
+            ));
+        }
+    }
     if !valid_tenant(tenant) {
         return Err(Error::Invalid(format!(
             "tenant `{tenant}` must be 1-64 letters, digits, `_`, `-` or `.`"
@@ -153,13 +203,14 @@ pub async fn create(
     let secret = uuid::Uuid::new_v4().simple().to_string();
     let hash = Sha256::digest(secret.as_bytes()).to_vec();
     let names: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+    let queue_names: Option<Vec<&str>> = queues.map(|q| q.iter().map(|q| q.as_str()).collect());
     let client = pool.get().await?;
     let row = client
         .query_one(
-            "INSERT INTO api_keys (id, prefix, secret_sha256, tenant, name, scopes) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
+            "INSERT INTO api_keys (id, prefix, secret_sha256, tenant, name, scopes, queues) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
              RETURNING (extract(epoch FROM created_at) * 1000)::int8",
-            &[&id, &prefix, &hash, &tenant, &name, &names],
+            &[&id, &prefix, &hash, &tenant, &name, &names, &queue_names],
         )
         .await?;
     let info = KeyInfo {
@@ -168,6 +219,7 @@ pub async fn create(
         tenant: tenant.to_owned(),
         name: name.to_owned(),
         scopes: scopes.to_vec(),
+        queues: queues.map(<[crate::QueueName]>::to_vec),
         created_at_ms: row.get(0),
         revoked_at_ms: None,
     };
@@ -176,7 +228,7 @@ pub async fn create(
 
 const KEY_COLUMNS: &str = "id, prefix, tenant, name, scopes, \
      (extract(epoch FROM created_at) * 1000)::int8, \
-     (extract(epoch FROM revoked_at) * 1000)::int8, secret_sha256";
+     (extract(epoch FROM revoked_at) * 1000)::int8, secret_sha256, queues";
 
 fn from_row(row: &tokio_postgres::Row) -> Result<StoredKey> {
     let scopes: Vec<String> = row.get(4);
@@ -184,6 +236,14 @@ fn from_row(row: &tokio_postgres::Row) -> Result<StoredKey> {
         .iter()
         .map(|s| s.parse::<Scope>().map_err(Error::Invalid))
         .collect::<Result<Vec<_>>>()?;
+    let queues: Option<Vec<String>> = row.get(8);
+    let queues = queues
+        .map(|q| {
+            q.iter()
+                .map(|n| crate::QueueName::new(n).map_err(|e| Error::Invalid(e.to_string())))
+                .collect::<Result<Vec<_>>>()
+        })
+        .transpose()?;
     Ok(StoredKey {
         info: KeyInfo {
             id: row.get(0),
@@ -191,6 +251,7 @@ fn from_row(row: &tokio_postgres::Row) -> Result<StoredKey> {
             tenant: row.get(2),
             name: row.get(3),
             scopes,
+            queues,
             created_at_ms: row.get(5),
             revoked_at_ms: row.get(6),
         },
@@ -296,6 +357,7 @@ mod tests {
                 tenant: "t".into(),
                 name: String::new(),
                 scopes: vec![Scope::Read],
+                queues: None,
                 created_at_ms: 0,
                 revoked_at_ms: None,
             },
@@ -314,6 +376,16 @@ mod tests {
         );
         assert!(parse_scopes("").is_err());
         assert!(parse_scopes("read,root").unwrap_err().contains("`root`"));
+        assert_eq!(parse_scopes("work").unwrap(), vec![Scope::Work]);
+        assert_eq!(
+            parse_queues("resize, ocr,resize").unwrap(),
+            vec![
+                crate::QueueName::new("resize").unwrap(),
+                crate::QueueName::new("ocr").unwrap()
+            ]
+        );
+        assert!(parse_queues(" , ").is_err());
+        assert!(parse_queues("ok,not a name").is_err());
         assert!(valid_tenant("acme-prod.eu_1"));
         assert!(!valid_tenant(""));
         assert!(!valid_tenant("a b"));

@@ -2,7 +2,8 @@
 //!
 //! `GET /v1/keys` lists them (never their secrets); `POST /v1/keys` with
 //! `{"name", "scopes": ["submit", "read"]}` creates one in the caller's
-//! tenant and returns the full key once; `DELETE /v1/keys/{id-or-prefix}`
+//! tenant and returns the full key once (a `work` key may carry
+//! `"queues": ["resize"]`, the only queues it serves); `DELETE /v1/keys/{id-or-prefix}`
 //! revokes one. Keys of other tenants are invisible (404). Operators create
 //! keys for any tenant with `hopper keys create` against Postgres.
 
@@ -26,6 +27,10 @@ pub struct NewKey {
     name: String,
     /// What the key may do.
     scopes: Vec<Scope>,
+    /// Only for a `work` key: the queues it may serve (left out: any).
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>, nullable = false)]
+    queues: Option<Vec<String>>,
 }
 
 /// `GET /v1/keys`.
@@ -52,7 +57,7 @@ pub async fn create(
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_args",
-            "a key needs at least one scope (submit, read, admin)",
+            "a key needs at least one scope (submit, read, admin, work)",
         )
         .field(Some("scopes".into())));
     }
@@ -65,7 +70,38 @@ pub async fn create(
         )
         .field(Some("name".into())));
     }
-    let (info, key) = keys::create(&state.pool, &caller.tenant, &new.name, &new.scopes).await?;
+    let queues = new
+        .queues
+        .map(|q| {
+            q.iter()
+                .map(|name| {
+                    hopper_shared::QueueName::new(name).map_err(|e| {
+                        ApiError::new(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "invalid_args",
+                            e.to_string(),
+                        )
+                        .field(Some("queues".into()))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let (info, key) = keys::create_limited(
+        &state.pool,
+        &caller.tenant,
+        &new.name,
+        &new.scopes,
+        queues.as_deref(),
+    )
+    .await
+    .map_err(|e| match e {
+        hopper_shared::Error::Invalid(why) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_args", why)
+                .field(Some("queues".into()))
+        }
+        e => e.into(),
+    })?;
     tracing::info!(tenant = %info.tenant, prefix = %info.prefix, "API key created");
     Ok((
         StatusCode::CREATED,
