@@ -3,7 +3,9 @@
 `Client` (blocking) and `AsyncClient` (asyncio) submit and follow jobs,
 upload and search documents and manage dead letters; both send the calls
 built in `_calls.py`, so they behave alike. Errors are `HopperError`s
-(`errors.py`), results are dataclasses (`models.py`).
+(`errors.py`), results are dataclasses (`models.py`). `Worker` (`worker.py`)
+serves Python functions as tasks over the HTTP worker protocol
+(`python -m hopper worker module:worker`).
 """
 
 from ._async import AsyncClient, AsyncDocuments
@@ -33,6 +35,7 @@ from .models import (
     Submitted,
     Uploaded,
 )
+from .worker import JobContext, Permanent, Worker
 
 __all__ = [
     "AsyncClient",
@@ -51,8 +54,10 @@ __all__ = [
     "HopperError",
     "InvalidArgs",
     "Job",
+    "JobContext",
     "NotFound",
     "PayloadTooLarge",
+    "Permanent",
     "RateLimited",
     "SearchResult",
     "Submitted",
@@ -60,4 +65,5 @@ __all__ = [
     "Unavailable",
     "UnsupportedMediaType",
     "Uploaded",
+    "Worker",
 ]

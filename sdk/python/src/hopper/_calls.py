@@ -57,22 +57,34 @@ class Call(Generic[T]):
     files: Mapping[str, tuple[str, bytes, str]] | None = None
     data: Mapping[str, str] | None = None
     retryable: bool = False
+    #: A JSON body already encoded (the worker's batched results), instead of `json`.
+    content: bytes | None = None
+    #: This call's own timeout in seconds (a long-poll outlasts the client's default).
+    timeout: float | None = None
+    #: Error statuses whose body is still this call's answer (per-item outcomes of a batch).
+    answers: frozenset[int] = frozenset()
 
     def request(self, client: httpx.Client | httpx.AsyncClient) -> httpx.Request:
         """The request, built by `client` (base URL, auth and timeout)."""
+        headers = self.headers
+        if self.content is not None:
+            headers = {**(headers or {}), "Content-Type": "application/json"}
         return client.build_request(
             self.method,
             self.path,
             params=self.params,
             json=self.json,
-            headers=self.headers,
+            content=self.content,
+            headers=headers,
             files=self.files,
             data=self.data,
+            timeout=self.timeout if self.timeout is not None else httpx.USE_CLIENT_DEFAULT,
         )
 
     def read(self, response: httpx.Response) -> T:
-        """The typed result of a 2xx answer; the matching `HopperError` otherwise."""
-        if response.is_error:
+        """The typed result of a 2xx answer (or of a status in `answers`); the
+        matching `HopperError` otherwise."""
+        if response.is_error and response.status_code not in self.answers:
             raise error_from_response(response)
         return self.parse(response.json() if response.content else None)
 

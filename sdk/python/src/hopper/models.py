@@ -77,6 +77,8 @@ class Job(FromJson):
     finished_at_ms: int | None = None
     callback_url: str | None = None
     request_id: str | None = None
+    #: The newest progress a running task reported (`ctx.progress`), if any.
+    progress: Any = None
     history: list[Attempt] = field(default_factory=list)
 
     nested: ClassVar[dict[str, Callable[[Any], Any]]] = {"history": list_of(Attempt)}
