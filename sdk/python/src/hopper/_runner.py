@@ -13,7 +13,8 @@ Everything is driven from one asyncio loop:
   outcome back through a deque and one coalesced loop wake-up;
 * the heartbeat loop renews every held lease in one call per period,
   drops the jobs the server says are lost and raises the cancel flag of the
-  ones it asks to stop; the soft limit raises it locally too;
+  ones it asks to stop; a sweep every 50 ms raises it locally at the soft
+  limit and lets go of a job at its hard limit (the server fails it);
 * the flush loop sends completes and fails in batches: whatever gathered
   while the previous batch was on the wire, at least `flush_ms` apart
   unless `flush_max` are pending; a batch the server could not take is sent
@@ -29,16 +30,17 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import queue
 import threading
 import time
 import traceback
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from . import _work
 from ._async import AsyncClient
-from .errors import Forbidden, HopperError, InvalidArgs, Unauthorized
+from .errors import Forbidden, HopperError, InvalidArgs, Unauthorized, Unavailable
 from .worker import JobContext, Permanent, Task
 
 if TYPE_CHECKING:
@@ -51,6 +53,11 @@ MAX_ERROR_CHARS = 32 * 1024
 #: Pause after a claim or flush the server could not answer, doubling up to the max, in s.
 FIRST_PAUSE_S = 0.2
 MAX_PAUSE_S = 5.0
+#: How long the claim loop lets running jobs finish before claiming for fewer
+#: than half its slots (one claim per batch, not one per job), in s.
+GATHER_S = 0.001
+#: How often soft and hard limits are checked, in s.
+LIMITS_TICK_S = 0.05
 #: Heartbeat period until a claim tells the server's.
 DEFAULT_HEARTBEAT_S = 2.0
 
@@ -84,22 +91,33 @@ class _Slots:
 
 
 class _Held:
-    """A claimed job: its context, the timers of its limits, and whether the
-    worker still speaks for it (`lost`: the server took the lease back)."""
+    """A claimed job: its context, when its limits pass (loop time), whether
+    it ran, and whether the worker still speaks for it (`lost`: the server
+    took the lease back)."""
 
-    __slots__ = ("ctx", "job", "lost", "slots", "timers", "work")
+    __slots__ = ("ctx", "finished", "hard_at", "job", "lost", "slots", "soft_at", "work")
 
     def __init__(self, job: _work.ClaimedJob, slots: _Slots, ctx: JobContext) -> None:
         self.job = job
         self.slots = slots
         self.ctx = ctx
         self.lost = False
-        self.timers: list[asyncio.TimerHandle] = []
+        self.soft_at = math.inf
+        self.hard_at = math.inf
+        self.finished = False
         self.work: asyncio.Task[None] | None = None
 
 
 #: What a finished run reports: the job, then ("ok", result JSON) or ("error", text, retryable).
 _Outcome = tuple[_Held, str, str, bool]
+
+
+def failure(held: _Held, e: BaseException) -> _Outcome:
+    """The outcome of a run that raised `e`: its traceback, retryable unless
+    `Permanent`; a result JSON cannot carry is named by its type alone."""
+    if isinstance(e, _work.NotSerialisable):
+        return (held, "error", str(e), True)
+    return (held, "error", error_text(e), not isinstance(e, Permanent))
 
 
 class _Pool:
@@ -156,6 +174,7 @@ class Runner:
         self._progress: dict[str, tuple[_Held, str]] = {}
         self._pool: _Pool | None = None
         self._fatal: BaseException | None = None
+        self._capacity = 0
 
     # ---- life cycle ---------------------------------------------------------
 
@@ -184,12 +203,31 @@ class Runner:
             if self._pool is not None:
                 self._pool.close()
 
+    async def _declare(self) -> list[_work.Declared] | None:
+        """Declares the tasks, waiting out an API that is not up yet (None:
+        stopped meanwhile); a refusal (409 conflict, 403, 422) is raised."""
+        pause = FIRST_PAUSE_S
+        while True:
+            try:
+                return await self._http._send(_work.declare([t.spec for t in self._tasks]))
+            except Unavailable as e:
+                log.warning("cannot declare the tasks yet (%s); again in %.1f s", e, pause)
+            assert self._stop_event is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_event.wait(), pause)
+            if self._stopping:
+                return None
+            pause = min(MAX_PAUSE_S, pause * 2)
+
     async def _serve(self) -> int:
-        declared = await self._http._send(_work.declare([t.spec for t in self._tasks]))
+        declared = await self._declare()
+        if declared is None:
+            return 0
         settings = {d.name: d.settings for d in declared}
         for task in self._tasks:
             size = task.concurrency or settings.get(task.name, {}).get("concurrency") or 1
             self._slots[task.name] = _Slots(task, size)
+        self._capacity = sum(s.size for s in self._slots.values())
         threads = sum(s.size for s in self._slots.values() if not s.task.is_async)
         if threads:
             self._pool = _Pool(threads)
@@ -199,11 +237,12 @@ class Runner:
             self._w.url,
         )
         loops = [
-            asyncio.create_task(self._heartbeat_loop(), name="hopper-heartbeat"),
-            asyncio.create_task(self._flush_loop(), name="hopper-flush"),
-            asyncio.create_task(self._progress_loop(), name="hopper-progress"),
+            self._spawn(self._heartbeat_loop(), "heartbeat"),
+            self._spawn(self._flush_loop(), "flush"),
+            self._spawn(self._progress_loop(), "progress"),
+            self._spawn(self._limits_loop(), "limits"),
         ]
-        claimer = asyncio.create_task(self._claim_loop(), name="hopper-claim")
+        claimer = self._spawn(self._claim_loop(), "claim")
         assert self._stop_event is not None
         await self._stop_event.wait()
         claimer.cancel()
@@ -218,6 +257,19 @@ class Runner:
             t.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
         return code
+
+    def _spawn(self, loop: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Starts one of the run's loops; one that dies of a bug stops the run with its error."""
+
+        def died(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("the %s loop failed", name, exc_info=task.exception())
+                self._fatal = self._fatal or task.exception()
+                self.stop()
+
+        task = asyncio.create_task(loop, name=f"hopper-{name}")
+        task.add_done_callback(died)
+        return task
 
     def _busy(self) -> int:
         """Jobs this worker still speaks for: waiting, running, or with an
@@ -254,6 +306,10 @@ class Runner:
                 self._changed.clear()
                 await self._changed.wait()
                 continue
+            if free < self._capacity // 2 and self._busy() > 0:
+                # Jobs are finishing: a moment more lets one claim bring a batch.
+                await asyncio.sleep(GATHER_S)
+                free = sum(max(0, s.free) for s in self._slots.values())
             want = min(self._w.max_claim, free)
             call = _work.claim(queues, want, self._w.claim_wait_ms, self._worker_id)
             try:
@@ -291,12 +347,12 @@ class Runner:
             return
         held = _Held(job, slots, JobContext(job, lambda p: self._post_progress(held, p)))
         self._held[job.lease] = held
-        loop = self._loop
-        assert loop is not None
+        assert self._loop is not None
+        now = self._loop.time()
         if job.soft_limit_ms:
-            held.timers.append(loop.call_later(job.soft_limit_ms / 1000, held.ctx._cancel))
+            held.soft_at = now + job.soft_limit_ms / 1000
         if job.hard_limit_ms:
-            held.timers.append(loop.call_later(job.hard_limit_ms / 1000, self._hard_limit, held))
+            held.hard_at = now + job.hard_limit_ms / 1000
         if slots.running < slots.size:
             self._start(held)
         else:
@@ -315,12 +371,8 @@ class Runner:
         try:
             value = held.slots.task.fn(held.job.args, held.ctx)
             outcome: _Outcome = (held, "ok", _work.encode_result(value), True)
-        except Permanent as e:
-            outcome = (held, "error", error_text(e), False)
-        except _work.NotSerialisable as e:
-            outcome = (held, "error", str(e), True)
         except BaseException as e:
-            outcome = (held, "error", error_text(e), True)
+            outcome = failure(held, e)
         self._inbox.append(outcome)
         if not self._inbox_signalled:
             self._inbox_signalled = True
@@ -342,18 +394,13 @@ class Runner:
         except asyncio.CancelledError:
             outcome = (held, "error", "cancelled by the worker (hard limit)", True)
             held.lost = True
-        except Permanent as e:
-            outcome = (held, "error", error_text(e), False)
-        except _work.NotSerialisable as e:
-            outcome = (held, "error", str(e), True)
         except Exception as e:
-            outcome = (held, "error", error_text(e), True)
+            outcome = failure(held, e)
         self._finished(*outcome)
 
     def _finished(self, held: _Held, kind: str, text: str, retryable: bool) -> None:
         """A run ended: frees its slot (starting a waiting job) and queues its outcome."""
-        for timer in held.timers:
-            timer.cancel()
+        held.finished = True
         slots = held.slots
         slots.running -= 1
         while slots.backlog:
@@ -374,6 +421,21 @@ class Runner:
             self._flush_now.set()
         self._outcomes_waiting.set()
         self._changed.set()
+
+    async def _limits_loop(self) -> None:
+        """Every tick: raises the cancel flag of jobs past their soft limit and
+        lets go of those past their hard limit (one sweep, not a timer per job)."""
+        assert self._loop is not None
+        while True:
+            await asyncio.sleep(LIMITS_TICK_S)
+            now = self._loop.time()
+            for held in list(self._held.values()):
+                if held.finished:
+                    continue
+                if now >= held.hard_at:
+                    self._hard_limit(held)
+                elif now >= held.soft_at and not held.ctx.cancelled():
+                    held.ctx._cancel()
 
     def _hard_limit(self, held: _Held) -> None:
         """The hard limit passed: the server fails the attempt; this worker
