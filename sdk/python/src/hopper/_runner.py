@@ -58,8 +58,6 @@ MAX_PAUSE_S = 5.0
 GATHER_S = 0.001
 #: How often soft and hard limits are checked, in s.
 LIMITS_TICK_S = 0.05
-#: Heartbeat period until a claim tells the server's.
-DEFAULT_HEARTBEAT_S = 2.0
 
 
 def error_text(e: BaseException) -> str:
@@ -162,7 +160,7 @@ class Runner:
         self._slots: dict[str, _Slots] = {}
         self._held: dict[str, _Held] = {}
         self._worker_id: str | None = None
-        self._heartbeat_s = DEFAULT_HEARTBEAT_S
+        self._heartbeat_s = 1.0  # the server's, from the first claim on
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
@@ -455,9 +453,10 @@ class Runner:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            await asyncio.sleep(self._heartbeat_s)
-            if self._worker_id is None:
+            if self._worker_id is None:  # no claim answered yet: no id, no period
+                await asyncio.sleep(0.05)
                 continue
+            await asyncio.sleep(self._heartbeat_s)
             try:
                 beat = await self._http._send(_work.heartbeat(self._worker_id, list(self._held)))
             except HopperError as e:
