@@ -22,6 +22,7 @@ pub mod retention;
 pub mod routes;
 pub mod state;
 pub mod telemetry;
+pub mod work;
 
 use std::time::Duration;
 
@@ -53,7 +54,7 @@ pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let max_body = state.config.max_upload_bytes;
     let settings = state.config.api.clone();
-    let mut v1 = routes::v1();
+    let mut v1 = routes::v1().merge(work::router());
     if let Some(per_caller) = limits::per_caller(&settings) {
         v1 = v1.layer(per_caller);
     }
@@ -138,6 +139,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     state.keys.spawn_revocation_watch(state.pool.clone());
     state.unauthenticated.spawn_cleanup();
     retention::spawn_sweeper(state.pool.clone(), config.retention);
+    work::rescuer::spawn(state.clone());
+    let work = state.work.clone();
     let listener = tokio::net::TcpListener::bind(config.api_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.api_addr))?;
@@ -146,7 +149,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         listener,
         app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        // Long-polls answer now, so the drain does not wait for them.
+        work.stop();
+    })
     .await?;
     Ok(())
 }

@@ -25,7 +25,7 @@ use utoipa::{
     },
 };
 
-use crate::routes;
+use crate::{routes, work::openapi::MergeWork};
 
 /// Every error answer: a machine-readable code, a sentence, and the field
 /// or the known values when they help.
@@ -294,7 +294,7 @@ pub struct Readiness {
         ErrorBody, JobKind, QueueName, JobState, JobRecord, AttemptRecord, Scope, KeyInfo, QueueStats,
         WorkerInfo, MinuteOutcomes, DocumentView, DocumentOptions, Hit, DeadActionName
     )),
-    modifiers(&CommonResponses),
+    modifiers(&MergeWork, &CommonResponses),
 )]
 pub struct ApiDoc;
 

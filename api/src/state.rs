@@ -27,6 +27,8 @@ pub struct AppState {
     pub keys: KeyCache,
     /// The per-address budget of requests without a valid key.
     pub unauthenticated: AddressLimiter,
+    /// The HTTP worker protocol's shared parts.
+    pub work: crate::work::WorkState,
 }
 
 impl AppState {
@@ -34,6 +36,7 @@ impl AppState {
     pub fn new(config: Config, queue: QueueClient, pool: Pool, metrics: PrometheusHandle) -> Self {
         Self {
             unauthenticated: AddressLimiter::new(config.api.rate_per_address),
+            work: crate::work::WorkState::new(config.api.max_concurrent_requests),
             config: Arc::new(config),
             queue,
             pool,

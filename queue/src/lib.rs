@@ -39,6 +39,7 @@ pub mod error;
 pub mod fetcher;
 mod heartbeat;
 pub mod job;
+pub mod outcome;
 pub mod keys;
 mod progress;
 mod registration;
@@ -53,6 +54,7 @@ pub use client::{AfterFailure, DeadPage, QueueClient, QueueStats, Trimmed, Worke
 pub use error::QueueError;
 pub use job::{JobContext, MAX_DELAY, Permanent, Priority, PushOptions, WorkerId};
 pub use keys::QueueKeys;
+pub use outcome::{Attempt, Outcome, Recorded, Recorder};
 pub use progress::ProgressStored;
 pub use registry::Declared;
 

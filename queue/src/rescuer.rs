@@ -25,7 +25,7 @@ use deadpool_postgres::Pool;
 use hopper_shared::{QueueName, metrics as m};
 use tokio_util::sync::CancellationToken;
 
-use crate::{QueueClient, ack::persist_record, job::Running, registration::Registration};
+use crate::{QueueClient, job::Running, outcome::record_lost_job, registration::Registration};
 
 /// Dead letters (and, apart, finished jobs) one `trim.lua` call forgets, at
 /// most.
@@ -104,44 +104,5 @@ async fn trim(client: &QueueClient, queue: &QueueName) {
         if trimmed.dead_letters < TRIM_LIMIT as u64 && trimmed.finished < TRIM_LIMIT as u64 {
             return;
         }
-    }
-}
-
-/// Writes the record of a job finished by recovery — dead-lettered because
-/// its worker was lost on its last attempt, or cancelled as asked — and
-/// queues its callback.
-async fn record_lost_job(
-    client: &QueueClient,
-    queue: &QueueName,
-    pool: Option<&Pool>,
-    id: uuid::Uuid,
-) {
-    let rec = match client.job(queue, id).await {
-        Ok(rec) => rec,
-        Err(e) => {
-            tracing::warn!(job = %id, "could not read a recovered job: {e}");
-            return;
-        }
-    };
-    if rec
-        .as_ref()
-        .is_some_and(|r| r.state == hopper_shared::jobs::JobState::Cancelled)
-    {
-        tracing::info!(job = %id, queue = %queue, "cancelled as asked: its worker was lost");
-    } else {
-        tracing::warn!(job = %id, queue = %queue, "dead-lettered: worker lost on last attempt");
-        metrics::counter!(m::JOBS_DEAD_LETTERED, "kind" => queue.label(), "reason" => "worker_lost")
-            .increment(1);
-    }
-    let Some(pool) = pool else { return };
-    let stored = match rec {
-        Some(rec) => match persist_record(pool, &rec).await {
-            Ok(()) => client.push_webhook(&rec).await,
-            Err(e) => Err(e),
-        },
-        None => Ok(()),
-    };
-    if let Err(e) = stored {
-        tracing::warn!(job = %id, "could not store a recovered job's record: {e}");
     }
 }

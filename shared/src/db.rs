@@ -274,6 +274,7 @@ fn record_from_row(row: &tokio_postgres::Row) -> Result<JobRecord> {
         tenant: row.get(14),
         callback_url: None,
         lease: row.get::<_, i64>(15) as u64,
+        progress: None,
     })
 }
 

@@ -574,6 +574,11 @@ pub struct JobRecord {
     /// the attempt holding it may finish the job or write its record.
     #[serde(default)]
     pub lease: u64,
+    /// The last progress report of its running (or last) attempt, as the
+    /// handler sent it (while Redis keeps the job; not in Postgres records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub progress: Option<serde_json::Value>,
 }
 
 /// The tenant of everything submitted without an API key (open mode).

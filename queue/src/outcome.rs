@@ -1,0 +1,524 @@
+//! Recording how an attempt ended: the one implementation every worker's
+//! outcomes go through, Rust handlers ([`crate::ack::AckLayer`]) and remote
+//! workers over HTTP (the API's `/v1/work/complete` and `/v1/work/fail`)
+//! alike.
+//!
+//! A [`Recorder`] serves one queue. [`Recorder::finish`] takes an
+//! [`Attempt`] (what the claim handed out: job, worker id, lease, the job's
+//! submitted facts) and its [`Outcome`], and
+//!
+//! 1. on success, writes the job's record to Postgres **then** acknowledges
+//!    it in Redis: if the process dies in between, the job runs again and
+//!    its idempotent effects leave one copy;
+//! 2. on failure, schedules a retry (exponential backoff with jitter, the
+//!    queue's settings) or, after the last attempt or a permanent error,
+//!    writes the dead record and dead-letters it (reason `attempts` or
+//!    `permanent`); a failed attempt whose cancellation was asked for ends
+//!    as cancelled;
+//! 3. queues the job's completion callback before Redis lets go of it.
+//!
+//! Records and acks are group-committed (one Postgres statement and one
+//! `ack.lua` call per batch of concurrent outcomes), so a remote worker's
+//! batch of 100 results costs a statement and a script, not 100.
+//!
+//! Every write is fenced by the attempt's lease token: the ack, fail or
+//! release only if the attempt holds the job at that moment (inside the
+//! script), and Postgres never replaces a record with one of an earlier
+//! claim. A record that queues a callback is also checked in Redis before
+//! it is written (`held.lua`), so a stale attempt announces nothing; a
+//! recorder started with `fence_every_record` checks every record so (the
+//! API's, whose remote workers may be anywhere: a stale completion writes
+//! nothing at all). An attempt that lost its lease has its outcome dropped,
+//! logged and counted (`hopper_job_lease_lost_total`): [`Recorded::LeaseLost`].
+
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use hopper_shared::{
+    QueueName, db,
+    jobs::{AttemptRecord, JobRecord, JobState, QueueSettings},
+    metrics as m,
+};
+use uuid::Uuid;
+
+use crate::{
+    AfterFailure, JobContext, Priority, QueueClient, QueueError, WorkerId, batch::GroupCommit,
+    client::Ack, now_ms, retry::retry_delay,
+};
+
+/// Answer of a fenced write: true when done, false when the attempt had
+/// lost its lease (nothing was written).
+type Fenced = bool;
+
+/// Attempts at writing a record or an acknowledgement before giving up.
+const WRITE_TRIES: u32 = 5;
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The handler's result.
+    Succeeded(serde_json::Value),
+    /// The error, and whether it is permanent (no retry can fix it).
+    Failed(String, bool),
+}
+
+/// What [`Recorder::finish`] did with an outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// Recorded (success, retry, dead letter or cancellation).
+    Done,
+    /// The attempt no longer held the job: nothing was written.
+    LeaseLost,
+    /// A store was unreachable; the job is left to run again (rescheduled,
+    /// or released by recovery).
+    NotStored(String),
+}
+
+/// One attempt as its claim handed it out: everything recording its
+/// outcome needs, without the Rust handler's [`JobContext`].
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    /// The job.
+    pub id: Uuid,
+    /// Its queue.
+    pub queue: &'a QueueName,
+    /// The worker id it was claimed under.
+    pub worker: &'a WorkerId,
+    /// The claim's lease token.
+    pub lease: u64,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Unix ms: submitted.
+    pub enqueued_at_ms: i64,
+    /// Unix ms: this attempt started.
+    pub started_at_ms: i64,
+    /// The submitted arguments, as stored (JSON text).
+    pub args_json: &'a str,
+    /// Its priority.
+    pub priority: Priority,
+    /// The id of the HTTP request that submitted it.
+    pub request_id: Option<&'a str>,
+    /// Its tenant.
+    pub tenant: &'a str,
+    /// Its completion callback, if any.
+    pub callback_url: Option<&'a str>,
+    /// A client asked for its cancellation: a failure ends it as cancelled.
+    pub cancel_requested: bool,
+}
+
+impl<'a> From<&'a JobContext> for Attempt<'a> {
+    fn from(ctx: &'a JobContext) -> Self {
+        Self {
+            id: ctx.id,
+            queue: &ctx.queue,
+            worker: &ctx.worker,
+            lease: ctx.lease,
+            attempt: ctx.attempt,
+            max_attempts: ctx.max_attempts,
+            enqueued_at_ms: ctx.enqueued_at_ms,
+            started_at_ms: ctx.started_at_ms,
+            args_json: &ctx.args_json,
+            priority: ctx.priority,
+            request_id: ctx.request_id.as_deref(),
+            tenant: &ctx.tenant,
+            callback_url: ctx.callback_url.as_deref(),
+            cancel_requested: ctx.is_cancel_requested(),
+        }
+    }
+}
+
+/// Records the outcomes of one queue's attempts (see the module docs).
+/// Cheap to clone: its group-commit tasks are shared.
+#[derive(Clone)]
+pub struct Recorder {
+    client: QueueClient,
+    settings: QueueSettings,
+    /// Group commit of finished-job records into Postgres (none: no store).
+    records: Option<GroupCommit<JobRecord, Fenced>>,
+    /// Group commit of acks into Redis.
+    acks: GroupCommit<Ack, Fenced>,
+}
+
+impl Recorder {
+    /// The recorder of `queue`, with its group-commit tasks started
+    /// (batches of at most 256). `fence_every_record`: check in Redis that
+    /// each attempt still holds its job before its record is written (one
+    /// `held.lua` call per batch), not only those that queue a callback.
+    pub fn start(
+        client: QueueClient,
+        queue: impl Into<QueueName>,
+        settings: QueueSettings,
+        pool: Option<Pool>,
+        fence_every_record: bool,
+    ) -> Self {
+        let queue = queue.into();
+        let records = pool.map(|pool| {
+            let (client, queue) = (client.clone(), queue.clone());
+            GroupCommit::spawn(256, move |batch: Vec<JobRecord>| {
+                let (pool, client, queue) = (pool.clone(), client.clone(), queue.clone());
+                async move {
+                    store_held_records(&client, &queue, &pool, batch, fence_every_record).await
+                }
+            })
+        });
+        let acks = {
+            let client = client.clone();
+            GroupCommit::spawn(256, move |batch: Vec<Ack>| {
+                let (client, queue) = (client.clone(), queue.clone());
+                async move {
+                    let lost = until_recorded("ack", || client.ack_many(&queue, &batch))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(batch.iter().map(|a| !lost.contains(&a.id)).collect())
+                }
+            })
+        };
+        Self {
+            client,
+            settings,
+            records,
+            acks,
+        }
+    }
+
+    /// The queue's settings this recorder retries by.
+    pub fn settings(&self) -> &QueueSettings {
+        &self.settings
+    }
+
+    /// Records the attempt's outcome in Postgres and Redis, in that order.
+    pub async fn finish(&self, a: &Attempt<'_>, outcome: Outcome) -> Recorded {
+        let queue = a.queue.as_str();
+        let now = now_ms();
+        let (result, error, permanent) = match outcome {
+            Outcome::Succeeded(v) => (Some(v), None, false),
+            Outcome::Failed(e, permanent) => (None, Some(e), permanent),
+        };
+        // What follows a failure: a retry, a cancellation, or the dead letters.
+        let next = match &error {
+            None => None,
+            Some(_) if a.cancel_requested => Some(AfterFailure::Cancelled),
+            Some(_) if permanent => Some(AfterFailure::Dead("permanent")),
+            Some(_) if a.attempt < a.max_attempts => {
+                let s = &self.settings;
+                Some(AfterFailure::RetryIn(retry_delay(
+                    a.attempt,
+                    s.backoff_base,
+                    s.backoff_max,
+                )))
+            }
+            Some(_) => Some(AfterFailure::Dead("attempts")),
+        };
+        match (&error, next) {
+            (None, _) => {
+                metrics::counter!(m::JOBS_SUCCEEDED, "kind" => a.queue.label()).increment(1)
+            }
+            (Some(e), next) => {
+                metrics::counter!(m::JOBS_FAILED, "kind" => a.queue.label()).increment(1);
+                tracing::warn!(job = %a.id, queue = queue, attempt = a.attempt, error = %e, "attempt failed");
+                match next {
+                    Some(AfterFailure::RetryIn(_)) => {
+                        metrics::counter!(m::JOBS_RETRIED, "kind" => a.queue.label()).increment(1)
+                    }
+                    Some(AfterFailure::Dead(reason)) => {
+                        metrics::counter!(m::JOBS_DEAD_LETTERED, "kind" => a.queue.label(), "reason" => reason)
+                            .increment(1)
+                    }
+                    _ => {}
+                }
+            }
+        }
+
+        // A final outcome is written to Postgres first; only then does Redis
+        // let go of the job.
+        let final_state = match (&error, next) {
+            (None, _) => Some(JobState::Succeeded),
+            (Some(_), Some(AfterFailure::Dead(_))) => Some(JobState::Dead),
+            (Some(_), Some(AfterFailure::Cancelled)) => Some(JobState::Cancelled),
+            _ => None,
+        };
+        if let Some(state) = final_state
+            && let Some(records) = &self.records
+        {
+            let record = self
+                .final_record(a, state, now, result.clone(), error.clone())
+                .await;
+            let callback = record.callback_url.is_some().then(|| record.clone());
+            match records.submit(record).await {
+                Ok(true) => {}
+                Ok(false) => return lease_lost(a),
+                Err(e) => {
+                    // Not acknowledged: run it again later; its effects are idempotent.
+                    tracing::error!(job = %a.id, "record not stored, the job will run again: {e}");
+                    let msg = format!("result not stored: {e}");
+                    let again = self
+                        .client
+                        .fail(
+                            a.queue,
+                            a.worker,
+                            a.id,
+                            a.lease,
+                            &msg,
+                            AfterFailure::RetryIn(self.settings.backoff_base),
+                        )
+                        .await;
+                    match again {
+                        Ok(true) => {}
+                        Ok(false) => return lease_lost(a),
+                        Err(e) => {
+                            tracing::error!(job = %a.id, "could not reschedule; the rescuer will: {e}")
+                        }
+                    }
+                    return Recorded::NotStored(msg);
+                }
+            }
+            // The callback is queued before Redis lets go of the job: a crash
+            // here re-runs it, and the webhook's idempotency key keeps it single.
+            if let Some(record) = callback {
+                let queued = until_recorded("webhook", || self.client.push_webhook(&record)).await;
+                if let Err(e) = queued {
+                    tracing::error!(job = %a.id, "completion callback not queued: {e}");
+                }
+            }
+        }
+        let written = match (&result, &error, next) {
+            (Some(value), _, _) => {
+                let ack = Ack {
+                    id: a.id,
+                    result: serde_json::to_string(value).unwrap_or_else(|_| "null".into()),
+                    worker: a.worker.clone(),
+                    lease: a.lease,
+                };
+                self.acks.submit(ack).await
+            }
+            (_, Some(e), Some(next)) => until_recorded("fail", || {
+                self.client.fail(a.queue, a.worker, a.id, a.lease, e, next)
+            })
+            .await
+            .map_err(|e| e.to_string()),
+            _ => unreachable!("an outcome is a result or an error"),
+        };
+        match written {
+            Ok(true) => Recorded::Done,
+            Ok(false) => lease_lost(a),
+            Err(e) => {
+                tracing::error!(job = %a.id,
+                    "could not record the outcome in Redis; the rescuer will release it: {e}");
+                Recorded::NotStored(e)
+            }
+        }
+    }
+
+    /// The Postgres record of a job that just finished, its history included
+    /// (read back from Redis only when earlier attempts exist).
+    async fn final_record(
+        &self,
+        a: &Attempt<'_>,
+        state: JobState,
+        now: i64,
+        result: Option<serde_json::Value>,
+        error: Option<String>,
+    ) -> JobRecord {
+        let mut history = Vec::new();
+        if a.attempt > 1
+            && let Ok(Some(earlier)) = self.client.job(a.queue, a.id).await
+        {
+            history = earlier.history;
+        }
+        history.push(AttemptRecord {
+            attempt: a.attempt,
+            worker: Some(a.worker.to_string()),
+            started_at_ms: Some(a.started_at_ms),
+            finished_at_ms: now,
+            outcome: state.as_str().to_owned(),
+            error: error.clone(),
+        });
+        JobRecord {
+            id: a.id,
+            kind: a.queue.clone(),
+            state,
+            attempts: a.attempt,
+            max_attempts: a.max_attempts,
+            args: serde_json::from_str(a.args_json).unwrap_or(serde_json::Value::Null),
+            result,
+            error,
+            worker: Some(a.worker.to_string()),
+            enqueued_at_ms: a.enqueued_at_ms,
+            started_at_ms: Some(a.started_at_ms),
+            finished_at_ms: Some(now),
+            priority: Some(a.priority.as_str().to_owned()),
+            request_id: a.request_id.map(str::to_owned),
+            run_at_ms: None,
+            history,
+            tenant: a.tenant.to_owned(),
+            callback_url: a.callback_url.map(str::to_owned),
+            lease: a.lease,
+            progress: None,
+        }
+    }
+}
+
+/// The attempt's lease was lost: its job was recovered while it ran (its
+/// worker was presumed dead, or it passed its hard limit) and may have run
+/// again elsewhere. Its outcome was dropped; say so once and count it.
+fn lease_lost(a: &Attempt<'_>) -> Recorded {
+    tracing::warn!(job = %a.id, queue = a.queue.as_str(), attempt = a.attempt,
+        lease = a.lease, worker = %a.worker,
+        "lease lost: the job was recovered while this attempt ran; its outcome is dropped");
+    metrics::counter!(m::JOB_LEASE_LOST, "queue" => a.queue.label()).increment(1);
+    Recorded::LeaseLost
+}
+
+/// Writes the records in `batch` (one statement in Postgres); answers which
+/// attempts still held their jobs.
+///
+/// The upsert itself is fenced by lease, so a stale attempt never replaces
+/// the record of a later claim; it may write first, and the owner's record
+/// replaces it when the owner finishes (the job's state is read from Redis
+/// meanwhile). Only records that queue a completion callback (every record,
+/// with `fence_all`) are checked in Redis first (`held.lua`), so no stale
+/// attempt announces an outcome: a round trip per batch for every job would
+/// cost a Rust worker's drain rate ~15 %.
+async fn store_held_records(
+    client: &QueueClient,
+    queue: &QueueName,
+    pool: &Pool,
+    batch: Vec<JobRecord>,
+    fence_all: bool,
+) -> Result<Vec<Fenced>, String> {
+    let mut held = vec![true; batch.len()];
+    let checked: Vec<usize> = (0..batch.len())
+        .filter(|&i| fence_all || batch[i].callback_url.is_some())
+        .collect();
+    if !checked.is_empty() {
+        let workers: Vec<WorkerId> = checked
+            .iter()
+            .map(|&i| WorkerId::from_raw(batch[i].worker.as_deref().unwrap_or_default()))
+            .collect();
+        let attempts: Vec<_> = checked
+            .iter()
+            .zip(&workers)
+            .map(|(&i, w)| (batch[i].id, w, batch[i].lease))
+            .collect();
+        let answers = until_recorded("lease check", || client.still_held(queue, &attempts))
+            .await
+            .map_err(|e| e.to_string())?;
+        for (&i, h) in checked.iter().zip(answers) {
+            held[i] = h;
+        }
+    }
+    let keep: Vec<JobRecord> = batch
+        .into_iter()
+        .zip(&held)
+        .filter(|(_, h)| **h)
+        .map(|(r, _)| r)
+        .collect();
+    if !keep.is_empty() {
+        with_retries("store records", || db::upsert_job_records(pool, &keep))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(held)
+}
+
+/// Writes the record of a job finished by recovery — dead-lettered because
+/// its worker was lost on its last attempt, or cancelled as asked — and
+/// queues its callback (the rescuers of Rust workers and of the API call it
+/// for each id [`QueueClient::recover`] answers).
+pub async fn record_lost_job(
+    client: &QueueClient,
+    queue: &QueueName,
+    pool: Option<&Pool>,
+    id: Uuid,
+) {
+    let rec = match client.job(queue, id).await {
+        Ok(rec) => rec,
+        Err(e) => {
+            tracing::warn!(job = %id, "could not read a recovered job: {e}");
+            return;
+        }
+    };
+    if rec.as_ref().is_some_and(|r| r.state == JobState::Cancelled) {
+        tracing::info!(job = %id, queue = %queue, "cancelled as asked: its worker was lost");
+    } else {
+        tracing::warn!(job = %id, queue = %queue, "dead-lettered: worker lost on last attempt");
+        metrics::counter!(m::JOBS_DEAD_LETTERED, "kind" => queue.label(), "reason" => "worker_lost")
+            .increment(1);
+    }
+    let Some(pool) = pool else { return };
+    let stored = match rec {
+        Some(rec) => match persist_record(pool, &rec).await {
+            Ok(()) => client.push_webhook(&rec).await,
+            Err(e) => Err(e),
+        },
+        None => Ok(()),
+    };
+    if let Err(e) = stored {
+        tracing::warn!(job = %id, "could not store a recovered job's record: {e}");
+    }
+}
+
+/// Writes a job's record to Postgres.
+pub(crate) async fn persist_record(pool: &Pool, record: &JobRecord) -> Result<(), QueueError> {
+    db::upsert_job_record(pool, record).await?;
+    Ok(())
+}
+
+/// Runs `op` until it succeeds, at most [`WRITE_TRIES`] times, with a
+/// doubling pause between tries.
+async fn with_retries<T, E, F, Fut>(what: &str, mut op: F) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut pause = Duration::from_millis(50);
+    let mut tries = 1;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tries >= WRITE_TRIES => return Err(e),
+            Err(e) => {
+                tracing::warn!("{what} failed (try {tries}/{WRITE_TRIES}), retrying: {e}");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                tries += 1;
+            }
+        }
+    }
+}
+
+/// Records an outcome in Redis. A connection problem (Redis restarting, a
+/// network blip) is retried for as long as it lasts, with a pause capped at
+/// 2 s: the outcome is known and must not be lost, and a job whose ack was
+/// dropped would stay claimed by this live worker, out of reach of recovery.
+/// Any other error is retried [`WRITE_TRIES`] times.
+pub(crate) async fn until_recorded<T, F, Fut>(what: &str, mut op: F) -> Result<T, QueueError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, QueueError>>,
+{
+    let mut pause = Duration::from_millis(50);
+    let mut other_failures = 0;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(QueueError::Redis(e))
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() =>
+            {
+                tracing::warn!("{what} failed, Redis unreachable; retrying in {pause:?}: {e}");
+            }
+            Err(e) => {
+                other_failures += 1;
+                if other_failures >= WRITE_TRIES {
+                    return Err(e);
+                }
+                tracing::warn!("{what} failed ({other_failures}/{WRITE_TRIES}), retrying: {e}");
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
