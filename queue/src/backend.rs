@@ -78,7 +78,7 @@ pub struct RedisBackend<Args> {
     claim_stop: CancellationToken,
     loops: Vec<JoinHandle<()>>,
     closing: Option<BoxFuture<'static, Result<(), QueueError>>>,
-    _args: PhantomData<Args>,
+    _args: PhantomData<fn() -> Args>,
 }
 
 impl<Args> std::fmt::Debug for RedisBackend<Args> {

@@ -171,6 +171,34 @@ impl TestEnv {
         self.children.len() - 1
     }
 
+    /// Starts another workspace binary (a worker built on the library, such
+    /// as `examples/custom-task`) with this environment; returns its index.
+    pub fn start_binary(&mut self, bin: &str, args: &[&str], extra: &[(&str, &str)]) -> usize {
+        let (child, log) = self.spawn(bin, args, extra);
+        self.children.push(child);
+        self.logs.push(log);
+        self.children.len() - 1
+    }
+
+    /// Waits up to `within` for the process at `index` to exit; its exit
+    /// status, or `None` if it still runs.
+    pub fn wait_exit(
+        &mut self,
+        index: usize,
+        within: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.children[index].try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// What the process at `index` wrote to stderr so far.
     pub fn log(&self, index: usize) -> String {
         std::fs::read_to_string(&self.logs[index]).unwrap_or_default()

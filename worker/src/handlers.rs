@@ -1,21 +1,27 @@
-//! Job handlers, one per kind. A handler receives its decoded arguments and
-//! the attempt's [`JobContext`]; what it returns becomes the job's result.
-//! It must commit its effects before returning (the ack follows) and write
-//! them idempotently (a crash re-runs it).
+//! Handlers of the diagnostic built-in tasks, `echo` and `noop` (the
+//! pipeline's are in [`crate::pipeline::handlers`], the webhook's in
+//! [`crate::webhook`]). Like any task's handler, each receives its decoded
+//! arguments and a [`TaskContext`]; what it returns becomes the job's
+//! result. It must commit its effects before returning (the ack follows) and
+//! write them idempotently (a crash re-runs it).
 
 use std::time::Duration;
 
-use apalis_core::{error::BoxDynError, task::data::Data};
-use hopper_queue::{JobContext, QueueClient};
+use hopper_queue::QueueClient;
 use hopper_shared::jobs::{EchoArgs, JobKind, NoopArgs};
 use serde_json::{Value, json};
 
+use crate::{TaskContext, TaskError};
+
 /// The diagnostic `echo` kind: answers its message, optionally after a
 /// sleep (which the soft time limit interrupts) or with a failure.
-pub async fn echo(args: EchoArgs, job: Data<JobContext>) -> Result<Value, BoxDynError> {
+pub async fn echo(args: EchoArgs, ctx: TaskContext) -> Result<Value, TaskError> {
+    let job = ctx.job();
     if args.crash {
         if std::env::var("HOPPER_ALLOW_CRASH_JOBS").as_deref() != Ok("1") {
-            return Err("crash jobs are refused unless HOPPER_ALLOW_CRASH_JOBS=1".into());
+            return Err(TaskError::retryable(
+                "crash jobs are refused unless HOPPER_ALLOW_CRASH_JOBS=1",
+            ));
         }
         tracing::warn!(job = %job.id, "crash job: aborting the worker process");
         std::process::abort();
@@ -23,11 +29,11 @@ pub async fn echo(args: EchoArgs, job: Data<JobContext>) -> Result<Value, BoxDyn
     if args.sleep_ms > 0 {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(args.sleep_ms)) => {}
-            _ = job.cancel.cancelled() => return Err(job.stop_reason().into()),
+            _ = job.cancel.cancelled() => return Err(TaskError::retryable(job.stop_reason())),
         }
     }
     if let Some(error) = args.fail {
-        return Err(error.into());
+        return Err(TaskError::retryable(error));
     }
     Ok(json!({
         "message": args.message,
@@ -69,7 +75,7 @@ impl NoopEffects {
 /// `keep` samples and expires [`LATENCIES_TTL_S`] after the last one, so a
 /// benchmark left running cannot grow Redis without bound; the same round
 /// trip).
-pub async fn noop(args: NoopArgs, fx: Data<NoopEffects>) -> Result<(), BoxDynError> {
+pub async fn noop(args: NoopArgs, fx: &NoopEffects) -> Result<(), TaskError> {
     let mut conn = fx.conn.clone();
     if let Some(sent) = args.sent_us {
         let latency = hopper_queue::now_us() - sent;

@@ -107,3 +107,19 @@ async fn ready(State(mut h): State<Health>) -> impl IntoResponse {
     };
     (status, Json(body))
 }
+
+/// Binds `addr` and serves [`router`] in the background (until the process
+/// ends).
+pub async fn serve(addr: std::net::SocketAddr, health: Health) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (HOPPER_WORKER_METRICS_ADDR)"))?;
+    tracing::info!(%addr, "worker metrics and health on http://{addr}");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router(health)).await {
+            tracing::error!("worker HTTP server stopped: {e}");
+        }
+    });
+    Ok(())
+}

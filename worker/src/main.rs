@@ -1,11 +1,12 @@
-//! `hopper-worker`: runs jobs from the queues named by `--queues`.
+//! `hopper-worker`: serves the built-in tasks named by `--queues` (custom
+//! tasks run in a binary of their own built on the library, see
+//! `examples/custom-task`).
 //!
 //! A worker that serves the embed queue decides its precision and kernels
 //! before it connects to anything ([`EngineChoice::decide`]): bf16 only where
 //! the CPU runs it natively. An impossible choice exits at once, non-zero,
 //! with a one-line reason on stderr; the choice made is logged once.
 
-use anyhow::Context;
 use clap::Parser;
 use hopper_shared::{Config, jobs::JobKind, telemetry};
 use hopper_worker::{
@@ -19,7 +20,8 @@ use hopper_worker::{
 #[derive(Debug, Parser)]
 #[command(name = "hopper-worker", version)]
 struct Args {
-    /// Comma-separated queues to serve (echo, ingest, embed, summarize).
+    /// Comma-separated built-in tasks to serve (echo, noop, ingest, embed,
+    /// summarize, webhook).
     #[arg(long, env = "HOPPER_QUEUES", value_delimiter = ',', required = true)]
     queues: Vec<String>,
     /// Torch device: auto, cpu, cuda or cuda:N.
@@ -71,15 +73,7 @@ async fn start(args: Args) -> anyhow::Result<()> {
     let shutdown = hopper_worker::shutdown_signal()?;
     let config = Config::from_env()?;
     telemetry::init(config.log_format);
-    let queues = args
-        .queues
-        .iter()
-        .map(|q| {
-            q.trim()
-                .parse::<JobKind>()
-                .with_context(|| format!("known kinds: {}", JobKind::names().join(", ")))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let queues = hopper_worker::builtin::parse(&args.queues)?;
     let device = device::resolve(args.device)?;
     let described = device::describe(device)?;
     tracing::info!("{described}");

@@ -1,0 +1,165 @@
+//! [`TaskContext`]: what a task's handler knows about the attempt it runs
+//! and what it may do besides returning its result.
+//!
+//! It reads the attempt's [`JobContext`] (set by the queue's claim loop:
+//! job id, attempt, tenant, lease, cancellation token) without copying it,
+//! reports progress (stored on the job, fenced by the attempt's lease, shown
+//! by `GET /v1/jobs/{id}`) and pushes child jobs (same tenant, optionally
+//! with an idempotency key so a re-run attempt pushes each child once).
+
+use std::sync::Arc;
+
+use apalis_core::task::ExecutionContext;
+use hopper_queue::{JobContext, ProgressStored, PushOptions, QueueClient, QueueError};
+use hopper_shared::{QueueName, queue_name::InvalidQueueName};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Largest progress report, serialised.
+pub const MAX_PROGRESS_BYTES: usize = 16 * 1024;
+
+/// What a handler's attempt is and what it can do. Cheap to clone.
+#[derive(Clone)]
+pub struct TaskContext {
+    exec: Arc<ExecutionContext>,
+    client: Arc<QueueClient>,
+}
+
+/// Why a context operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    /// The progress report or child arguments do not serialise.
+    #[error("does not serialise as JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A progress report larger than [`MAX_PROGRESS_BYTES`].
+    #[error("a progress report of {0} bytes exceeds {MAX_PROGRESS_BYTES}")]
+    ProgressTooLarge(usize),
+    /// A child pushed to an invalid task name.
+    #[error(transparent)]
+    InvalidTask(#[from] InvalidQueueName),
+    /// Redis refused or failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+impl TaskContext {
+    /// The context of the attempt `exec` (a task from a Hopper queue always
+    /// carries its [`JobContext`]).
+    pub(crate) fn new(exec: Arc<ExecutionContext>, client: Arc<QueueClient>) -> Self {
+        Self { exec, client }
+    }
+
+    /// Everything the queue knows about this attempt.
+    pub fn job(&self) -> &JobContext {
+        self.exec
+            .data()
+            .get::<JobContext>()
+            .expect("Hopper's claim loop puts a JobContext on every task")
+    }
+
+    /// The job's id.
+    pub fn id(&self) -> Uuid {
+        self.job().id
+    }
+
+    /// The task (queue) it runs.
+    pub fn task(&self) -> &QueueName {
+        &self.job().queue
+    }
+
+    /// This attempt's number, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.job().attempt
+    }
+
+    /// Attempts allowed in all.
+    pub fn max_attempts(&self) -> u32 {
+        self.job().max_attempts
+    }
+
+    /// The tenant the job belongs to (its children belong to it too).
+    pub fn tenant(&self) -> &str {
+        &self.job().tenant
+    }
+
+    /// Fires at the soft time limit, when a client cancels the job, and
+    /// when the worker stops it (shutdown): stop soon after, returning an
+    /// error ([`TaskContext::stop_reason`] says why).
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.job().cancel
+    }
+
+    /// Whether [`TaskContext::cancellation`] fired.
+    pub fn is_cancelled(&self) -> bool {
+        self.job().cancel.is_cancelled()
+    }
+
+    /// Why the cancellation fired, in words for the job's error.
+    pub fn stop_reason(&self) -> &'static str {
+        self.job().stop_reason()
+    }
+
+    /// The queue client (for reads; push children with
+    /// [`TaskContext::push`]).
+    pub fn client(&self) -> &QueueClient {
+        &self.client
+    }
+
+    /// Reports progress: `progress` (at most [`MAX_PROGRESS_BYTES`] as
+    /// JSON) replaces the job's previous report. False when this attempt no
+    /// longer holds the job (it was recovered or cancelled; nothing was
+    /// written and the handler should stop).
+    pub async fn progress(&self, progress: &impl Serialize) -> Result<bool, ContextError> {
+        let text = serde_json::to_string(progress)?;
+        if text.len() > MAX_PROGRESS_BYTES {
+            return Err(ContextError::ProgressTooLarge(text.len()));
+        }
+        let job = self.job();
+        let stored = self
+            .client
+            .progress(&job.queue, &job.worker, job.id, job.lease, &text)
+            .await?;
+        Ok(stored == ProgressStored::Stored)
+    }
+
+    /// Push options whose idempotency key is this job's id and `label`:
+    /// a child pushed with them is pushed once, however often this job
+    /// runs (within the key's lifetime).
+    pub fn once(&self, label: &str) -> PushOptions {
+        PushOptions {
+            idempotency_key: Some(format!("{}:{label}", self.id())),
+            ..PushOptions::default()
+        }
+    }
+
+    /// Pushes a child job of task `task` with `args`, for this job's tenant
+    /// (unless `opts` names one) and under this job's request id. Give it an
+    /// `idempotency_key` derived from this job ([`TaskContext::once`]), so a
+    /// re-run attempt pushes it once. Returns the child's id.
+    pub async fn push(
+        &self,
+        task: &str,
+        args: &impl Serialize,
+        mut opts: PushOptions,
+    ) -> Result<Uuid, ContextError> {
+        let queue = QueueName::new(task)?;
+        let args = serde_json::to_value(args)?;
+        let job = self.job();
+        if opts.tenant.is_none() {
+            opts.tenant = Some(job.tenant.to_string());
+        }
+        if opts.request_id.is_none() {
+            opts.request_id = job.request_id.clone();
+        }
+        Ok(self.client.push(queue, &args, &opts).await?.id)
+    }
+}
+
+impl std::fmt::Debug for TaskContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskContext")
+            .field("job", self.job())
+            .finish()
+    }
+}
