@@ -2,7 +2,8 @@
 
 Each `hopper` fixture gets its own Redis key prefix (`t-<id>`) and Postgres
 schema (`t_<id>`) through the env vars the binaries read, starts the real
-`target/debug/hopper-api` and `hopper-worker` on free ports, polls readiness
+`target/debug/hopper-api` and `hopper-worker` on free ports (and Python
+workers, `python -m hopper worker tests.sample_tasks:worker`), polls readiness
 instead of sleeping, and at the end stops exactly the processes it started
 (by pid), deletes its Redis keys and drops its schema. The binaries come from
 `cargo build --workspace --bins` (`scripts/test` runs it first).
@@ -14,6 +15,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -25,6 +27,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 BIN = ROOT / "target" / "debug"
+SDK = ROOT / "sdk" / "python"
 
 
 def free_port() -> int:
@@ -58,15 +61,55 @@ class Hopper:
     def _spawn(
         self, binary: str, args: list[str], extra: dict[str, str]
     ) -> subprocess.Popen[bytes]:
-        log = self._logs / f"{binary}-{len(self._procs)}.log"
+        return self._spawn_cmd(binary, [str(BIN / binary), *args], extra)
+
+    def _spawn_cmd(
+        self, name: str, cmd: list[str], extra: dict[str, str], cwd: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        log = self._logs / f"{name}-{len(self._procs)}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [str(BIN / binary), *args],
+                cmd,
                 env={**self.env, **extra},
                 stdout=subprocess.DEVNULL,
                 stderr=out,
+                cwd=cwd,
             )
         self._procs.append((proc, log))
+        return proc
+
+    def log_of(self, proc: subprocess.Popen[bytes]) -> str:
+        """Everything `proc` (started here) wrote to stderr so far."""
+        log = next(log for p, log in self._procs if p is proc)
+        return log.read_text(errors="replace")
+
+    def wait_for_log(self, proc: subprocess.Popen[bytes], text: str, within: float = 30.0) -> None:
+        """Polls `proc`'s stderr until it contains `text`; fails if it exits first."""
+        deadline = time.monotonic() + within
+        while text not in self.log_of(proc):
+            if proc.poll() is not None and text not in self.log_of(proc):
+                raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}:\n{self.logs()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no {text!r} from {proc.args!r} in {within} s:\n{self.logs()}")
+            time.sleep(0.02)
+
+    def start_py_worker(
+        self,
+        *args: str,
+        target: str = "tests.sample_tasks:worker",
+        ready: bool = True,
+        **extra: str,
+    ) -> subprocess.Popen[bytes]:
+        """Starts `python -m hopper worker <target> <args>` against this API (from
+        sdk/python, so `tests.` imports); waits until it declared its tasks and serves."""
+        proc = self._spawn_cmd(
+            "python-worker",
+            [sys.executable, "-m", "hopper", "worker", target, *args],
+            {"HOPPER_API_URL": self.url, **extra},
+            cwd=SDK,
+        )
+        if ready:
+            self.wait_for_log(proc, "serving ")
         return proc
 
     def _ready(self, url: str, proc: subprocess.Popen[bytes], within: float = 60.0) -> None:
