@@ -339,3 +339,54 @@ where
             .map_err(TaskError::into_boxed as fn(TaskError) -> BoxDynError)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    fn fails() -> Result<(), TaskError> {
+        Err(Outer(std::io::Error::other("inner")))?;
+        Ok(())
+    }
+
+    #[test]
+    fn question_mark_is_retryable_and_keeps_the_source_chain() {
+        let e = fails().unwrap_err();
+        assert!(!e.is_permanent());
+        assert_eq!(e.to_string(), "outer: inner");
+        let boxed = e.into_boxed();
+        assert!(boxed.downcast_ref::<Permanent>().is_none());
+        assert_eq!(boxed.to_string(), "outer: inner");
+    }
+
+    #[test]
+    fn permanent_errors_reach_the_ack_layer_as_permanent() {
+        let e = TaskError::permanent("no such file");
+        assert!(e.is_permanent());
+        let boxed = e.into_boxed();
+        assert_eq!(boxed.downcast_ref::<Permanent>().unwrap().0, "no such file");
+        let again = TaskError::from(Permanent("bad".into()));
+        assert!(again.is_permanent());
+        assert!(!TaskError::from_boxed("flaky".into()).is_permanent());
+    }
+
+    #[test]
+    fn an_invalid_name_is_an_error_not_a_panic() {
+        let task = Task::new("Not A Name", |_: (), _: TaskContext| async { Ok(()) });
+        let why = task.definition().unwrap_err();
+        assert!(why.contains("task name `Not A Name` is invalid"), "{why}");
+        let task = Task::new("ok", |_: (), _: TaskContext| async { Ok(()) })
+            .version(2)
+            .max_attempts(9)
+            .internal();
+        let def = task.definition().unwrap();
+        assert_eq!(
+            (def.version, def.settings.max_attempts, def.internal),
+            (2, 9, true)
+        );
+    }
+}
