@@ -7,6 +7,7 @@
 const POLL_MS = 2000;
 const WINDOW_MINUTES = 30;
 const COLORS = { echo: '#4e79a7', noop: '#f28e2b', ingest: '#59a14f', embed: '#e15759', summarize: '#b07aa1', webhook: '#76b7b2' };
+// Declared tasks have no colour of their own: one is derived from the name.
 const STATES = ['pending', 'scheduled', 'running', 'retrying', 'succeeded', 'failed', 'dead', 'cancelled'];
 const SVG_NS = 'http://www.w3.org/2000/svg';
 
@@ -99,6 +100,21 @@ function stateBadge(state) {
   return el('span', { class: `badge state-${state}`, 'data-state': state }, state);
 }
 
+/** The colour of a queue: a built-in kind's, or one derived from the task's name. */
+function color(queue) {
+  if (COLORS[queue]) return COLORS[queue];
+  let h = 0;
+  for (const c of queue) h = (h * 31 + c.codePointAt(0)) >>> 0;
+  return `hsl(${h % 360}, 55%, 50%)`;
+}
+
+/** A colour swatch of a queue (the stylesheet colours the built-in kinds; CSSOM, not markup, the others). */
+function swatch(queue, tag = 'span') {
+  const s = el(tag, { class: `swatch q-${queue}` });
+  if (!COLORS[queue]) s.style.backgroundColor = color(queue);
+  return s;
+}
+
 // ---------------------------------------------------------------- queues
 
 async function refreshQueues() {
@@ -110,12 +126,14 @@ async function refreshQueues() {
     sample.queues[q.queue] = q;
     let row = document.querySelector(`#queues tr[data-queue="${CSS.escape(q.queue)}"]`);
     if (!row) {
-      row = el('tr', { 'data-queue': q.queue }, el('th', { scope: 'row' }, el('span', { class: `swatch q-${q.queue}` }), q.queue));
+      row = el('tr', { 'data-queue': q.queue }, el('th', { scope: 'row' }, swatch(q.queue), q.queue));
       for (const f of ['pending', 'scheduled', 'running', 'dead', 'workers', 'oldest', 'succeeded_rate', 'failed_rate']) {
         row.append(el('td', { 'data-field': f }));
       }
       $('#queues tbody').append(row);
     }
+    const mark = row.querySelector('.swatch');
+    if (mark && !COLORS[q.queue] && !mark.style.backgroundColor) mark.style.backgroundColor = color(q.queue);
     const perMin = (n) => (n / Math.max(1, q.recent_minutes)).toFixed(1);
     const values = {
       pending: q.pending, scheduled: q.scheduled, running: q.running, dead: q.dead, workers: q.workers,
@@ -201,7 +219,7 @@ function drawDepth() {
   const xMin = samples.length ? samples[0].at_ms : now - 60000;
   const series = view.queues.map((q) => ({
     name: q,
-    color: COLORS[q] || '#888',
+    color: color(q),
     points: samples.filter((s) => s.queues[q]).map((s) => {
       const d = s.queues[q];
       return [s.at_ms, d.pending + d.scheduled + d.running];
@@ -212,7 +230,7 @@ function drawDepth() {
   legend.replaceChildren(...view.queues.map((q) => {
     const last = samples.length ? samples[samples.length - 1].queues[q] : null;
     const depth = last ? last.pending + last.scheduled + last.running : 0;
-    return el('span', { 'data-legend': q }, el('i', { class: `swatch q-${q}` }), `${q} ${depth}`);
+    return el('span', { 'data-legend': q }, swatch(q, 'i'), `${q} ${depth}`);
   }));
 }
 

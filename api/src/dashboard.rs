@@ -2,7 +2,9 @@
 //!
 //! One server-rendered page (`api/dashboard/index.html`, with the queue
 //! table filled in here so it shows the current depth before any script
-//! runs) plus one script and one stylesheet, compiled into the binary: no
+//! runs: the built-in kinds and the tasks declared for every tenant; the
+//! page is public, so a tenant's own tasks appear only once the script reads
+//! `/v1/queues` with its key) plus one script and one stylesheet, compiled into the binary: no
 //! build step, no CDN, works air-gapped. The script polls the JSON API the
 //! CLI uses (`/v1/queues`, `/v1/queues/history`, `/v1/workers`, `/v1/jobs`,
 //! dead letters, job detail) every two seconds and draws the charts as SVG.
@@ -16,7 +18,10 @@ use axum::{
     http::header,
     response::{IntoResponse, Response},
 };
-use hopper_shared::jobs::JobKind;
+use hopper_shared::{
+    QueueName,
+    jobs::{DEFAULT_TENANT, JobKind},
+};
 
 use crate::{AppState, error::ApiError};
 
@@ -35,10 +40,19 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 
 /// `GET /dashboard`: the page, with the queue table as it is now.
 pub async fn page(State(state): State<AppState>) -> Response {
+    // Tasks open to every tenant: the page is public.
+    let names: Vec<QueueName> = match state.tasks.visible(&state.queue, DEFAULT_TENANT).await {
+        Ok(tasks) => tasks
+            .iter()
+            .filter(|t| t.def.tenant.is_none())
+            .map(|t| t.def.name.clone())
+            .collect(),
+        Err(_) => JobKind::ALL.iter().map(|&k| k.into()).collect(),
+    };
     let mut rows = String::new();
-    for kind in JobKind::ALL {
-        let stats = state.queue.stats(kind).await.ok();
-        rows.push_str(&queue_row(kind, stats.as_ref()));
+    for name in &names {
+        let stats = state.queue.stats(name).await.ok();
+        rows.push_str(&queue_row(name, stats.as_ref()));
     }
     let html = INDEX_HTML.replacen(ROWS_MARK, &rows, 1);
     (
@@ -72,7 +86,7 @@ pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
 
 /// One row of the queue table; the script updates the same cells by their
 /// `data-field`. Unreachable stats render as dashes.
-fn queue_row(kind: JobKind, s: Option<&hopper_queue::QueueStats>) -> String {
+fn queue_row(queue: &QueueName, s: Option<&hopper_queue::QueueStats>) -> String {
     let cell = |field: &str, value: Option<String>| {
         format!(
             "<td data-field=\"{field}\">{}</td>",
@@ -82,7 +96,7 @@ fn queue_row(kind: JobKind, s: Option<&hopper_queue::QueueStats>) -> String {
     let per_min = |n: u64, s: &hopper_queue::QueueStats| {
         format!("{:.1}", n as f64 / s.recent_minutes.max(1) as f64)
     };
-    let name = escape(kind.as_str());
+    let name = escape(queue.as_str());
     format!(
         "<tr data-queue=\"{name}\"><th scope=\"row\"><span class=\"swatch q-{name}\"></span>{name}</th>{}{}{}{}{}{}{}{}</tr>\n",
         cell("pending", s.map(|s| s.pending.to_string())),
@@ -139,7 +153,7 @@ mod tests {
             escape("<a href=\"x\">&'"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
         );
-        let row = queue_row(JobKind::Echo, None);
+        let row = queue_row(&JobKind::Echo.into(), None);
         assert!(row.starts_with("<tr data-queue=\"echo\">"), "{row}");
         assert!(row.contains("<td data-field=\"pending\">–</td>"), "{row}");
     }

@@ -15,7 +15,7 @@ use serde::Serialize;
 pub struct ApiError {
     #[serde(skip)]
     status: StatusCode,
-    /// A stable, machine-readable code (`unknown_kind`, `invalid_args`, …).
+    /// A stable, machine-readable code (`unknown_task`, `invalid_args`, …).
     error: &'static str,
     /// A sentence for people.
     detail: String,
@@ -24,7 +24,7 @@ pub struct ApiError {
     field: Option<String>,
     /// Known values, when the problem is an unknown one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    known: Option<Vec<&'static str>>,
+    known: Option<Vec<String>>,
     /// Seconds to send as `Retry-After` (429 and 503 answers).
     #[serde(skip)]
     pub retry_after: Option<u64>,
@@ -50,9 +50,20 @@ impl ApiError {
     }
 
     /// Lists the known values.
-    pub fn known(mut self, known: Vec<&'static str>) -> Self {
-        self.known = Some(known);
+    pub fn known<S: Into<String>>(mut self, known: impl IntoIterator<Item = S>) -> Self {
+        self.known = Some(known.into_iter().map(Into::into).collect());
         self
+    }
+
+    /// 422 `invalid_queue_name` for a path or query parameter `field` that
+    /// is not a queue name (the message states the rule).
+    pub fn invalid_queue_name(e: hopper_shared::queue_name::InvalidQueueName, field: &str) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_queue_name",
+            e.to_string(),
+        )
+        .field(Some(field.into()))
     }
 
     /// 422 for a query parameter outside `lo..=hi`.

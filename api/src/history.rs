@@ -3,9 +3,11 @@
 //! Redis keeps each queue's current depth and per-minute outcome counts, but
 //! not depth history. [`DepthHistory`] samples every queue's stats every
 //! [`SAMPLE_EVERY`] into a bounded ring ([`KEEP`] samples: an hour), so a
-//! dashboard opened now shows the last hour at once. Each API replica
-//! samples on its own; the samples are cheap (one Lua call per queue,
-//! O(workers)). Prometheus remains the long-term store.
+//! dashboard opened now shows the last hour at once. Every queue is
+//! sampled: the built-in kinds and every declared task (the registry is
+//! read with each sample); handlers show a caller its own tasks only. Each
+//! API replica samples on its own; the samples are cheap (one Lua call per
+//! queue, O(workers)). Prometheus remains the long-term store.
 
 use std::{
     collections::VecDeque,
@@ -14,7 +16,7 @@ use std::{
 };
 
 use hopper_queue::QueueClient;
-use hopper_shared::jobs::JobKind;
+use hopper_shared::{QueueName, jobs::JobKind};
 use serde::Serialize;
 
 /// Time between samples.
@@ -40,8 +42,8 @@ pub struct Depth {
 pub struct Sample {
     /// Unix ms.
     pub at_ms: i64,
-    /// Depth per queue, in [`JobKind::ALL`] order.
-    pub queues: Vec<(JobKind, Depth)>,
+    /// Depth per queue: the built-in kinds, then the declared tasks.
+    pub queues: Vec<(QueueName, Depth)>,
 }
 
 /// The ring of samples, shared by the sampler and the handlers.
@@ -84,33 +86,40 @@ impl DepthHistory {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let mut queues = Vec::with_capacity(JobKind::ALL.len());
-                for kind in JobKind::ALL {
-                    match queue.stats(kind).await {
-                        Ok(s) => queues.push((
-                            kind,
-                            Depth {
-                                pending: s.pending,
-                                scheduled: s.scheduled,
-                                running: s.running,
-                                dead: s.dead,
-                            },
-                        )),
-                        Err(e) => {
-                            tracing::debug!(error = %e, "queue depth sample skipped");
-                            break;
-                        }
-                    }
-                }
-                if queues.len() == JobKind::ALL.len() {
-                    history.push(Sample {
+                match sample(&queue).await {
+                    Ok(queues) => history.push(Sample {
                         at_ms: hopper_queue::now_ms(),
                         queues,
-                    });
+                    }),
+                    Err(e) => tracing::debug!(error = %e, "queue depth sample skipped"),
                 }
             }
         });
     }
+}
+
+/// The depth of every built-in and declared queue now.
+async fn sample(queue: &QueueClient) -> Result<Vec<(QueueName, Depth)>, hopper_queue::QueueError> {
+    let mut names: Vec<QueueName> = JobKind::ALL.iter().map(|&k| k.into()).collect();
+    for def in queue.tasks().await? {
+        if !names.contains(&def.name) {
+            names.push(def.name);
+        }
+    }
+    let mut queues = Vec::with_capacity(names.len());
+    for name in names {
+        let s = queue.stats(&name).await?;
+        queues.push((
+            name,
+            Depth {
+                pending: s.pending,
+                scheduled: s.scheduled,
+                running: s.running,
+                dead: s.dead,
+            },
+        ));
+    }
+    Ok(queues)
 }
 
 #[cfg(test)]

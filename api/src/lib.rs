@@ -21,6 +21,7 @@ pub mod openapi;
 pub mod retention;
 pub mod routes;
 pub mod state;
+pub mod tasks;
 pub mod telemetry;
 pub mod work;
 

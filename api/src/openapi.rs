@@ -31,7 +31,7 @@ use crate::{routes, work::openapi::MergeWork};
 /// or the known values when they help.
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
-    /// Stable code: `invalid_args`, `unknown_kind`, `unauthorized`, `rate_limited`, …
+    /// Stable code: `invalid_args`, `unknown_task`, `unauthorized`, `rate_limited`, …
     pub error: String,
     /// What went wrong, for people.
     pub detail: String,
@@ -48,8 +48,8 @@ pub struct ErrorBody {
 pub struct Submitted {
     /// The job's id (the first job's, for a repeated idempotency key).
     pub id: uuid::Uuid,
-    /// Its kind.
-    pub kind: JobKind,
+    /// Its kind (task).
+    pub kind: QueueName,
     /// False when an idempotency key matched an earlier submission.
     pub created: bool,
 }
@@ -57,8 +57,8 @@ pub struct Submitted {
 /// A submitted batch.
 #[derive(Serialize, ToSchema)]
 pub struct BatchSubmitted {
-    /// The kind of every job.
-    pub kind: JobKind,
+    /// The kind (task) of every job.
+    pub kind: QueueName,
     /// Their ids, in order.
     pub ids: Vec<uuid::Uuid>,
 }
@@ -68,8 +68,8 @@ pub struct BatchSubmitted {
 pub struct Cancelled {
     /// The job.
     pub id: uuid::Uuid,
-    /// Its kind.
-    pub kind: JobKind,
+    /// Its kind (task).
+    pub kind: QueueName,
     /// `cancelled`, `cancelling`, or the final state it already had.
     pub state: String,
 }
@@ -124,11 +124,18 @@ pub struct History {
     pub outcomes: std::collections::BTreeMap<String, Vec<MinuteOutcomes>>,
 }
 
+/// Every task the caller may see.
+#[derive(Serialize, ToSchema)]
+pub struct TaskList {
+    /// By name.
+    pub tasks: Vec<routes::tasks::TaskView>,
+}
+
 /// A page of dead letters.
 #[derive(Serialize, ToSchema)]
 pub struct DeadList {
     /// The queue.
-    pub queue: JobKind,
+    pub queue: QueueName,
     /// The caller's dead letters in it.
     pub total: u64,
     /// Paging.
@@ -154,7 +161,7 @@ pub enum DeadActionName {
 #[derive(Serialize, ToSchema)]
 pub struct DeadAction {
     /// The queue.
-    pub queue: JobKind,
+    pub queue: QueueName,
     /// `retry` or `purge`.
     pub action: String,
     /// How many dead letters it applied to.
@@ -283,6 +290,9 @@ pub struct Readiness {
         routes::queues::workers,
         routes::dead::list,
         routes::dead::act,
+        routes::tasks::list,
+        routes::tasks::show,
+        routes::tasks::remove,
         routes::keys::list,
         routes::keys::create,
         routes::keys::revoke,

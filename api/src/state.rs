@@ -1,5 +1,5 @@
 //! What every handler shares: configuration, the queue client, the Postgres
-//! pool and the metrics handle. Cheap to clone.
+//! pool, the metrics handle and the cached task registry. Cheap to clone.
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use hopper_queue::QueueClient;
 use hopper_shared::Config;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::{auth::KeyCache, history::DepthHistory, limits::AddressLimiter};
+use crate::{auth::KeyCache, history::DepthHistory, limits::AddressLimiter, tasks::TaskCache};
 
 /// Shared state of the API.
 #[derive(Clone)]
@@ -29,6 +29,8 @@ pub struct AppState {
     pub unauthenticated: AddressLimiter,
     /// The HTTP worker protocol's shared parts.
     pub work: crate::work::WorkState,
+    /// The task registry, as read within the last second.
+    pub tasks: TaskCache,
 }
 
 impl AppState {
@@ -43,6 +45,7 @@ impl AppState {
             metrics,
             history: DepthHistory::default(),
             keys: KeyCache::default(),
+            tasks: TaskCache::default(),
         }
     }
 }

@@ -7,6 +7,7 @@
 
 mod api;
 mod output;
+mod tasks;
 mod upload;
 
 use std::time::Duration;
@@ -42,7 +43,8 @@ struct Cli {
 enum Command {
     /// Submit a job: `hopper submit echo '{"message":"hi"}'` or `@file.json`.
     Submit {
-        /// Job kind (echo, noop, embed; documents go through `hopper documents upload`).
+        /// Task: a built-in kind (echo, noop, embed; documents go through
+        /// `hopper documents upload`) or a declared task (`hopper tasks list`).
         kind: String,
         /// Arguments as JSON, or @path to a JSON file.
         args: String,
@@ -78,6 +80,11 @@ enum Command {
     },
     /// Workers of every queue, their heartbeat age and running jobs.
     Workers,
+    /// Tasks (queues) declared by workers: list, show, remove.
+    Tasks {
+        #[command(subcommand)]
+        command: tasks::TasksCommand,
+    },
     /// Dead letters of a queue.
     Dlq {
         #[command(subcommand)]
@@ -144,7 +151,7 @@ enum JobsCommand {
     /// List jobs by queue and state (waiting, running and dead ones from
     /// Redis, finished ones from Postgres).
     List {
-        /// Only this queue (job kind).
+        /// Only this queue (task).
         #[arg(long)]
         queue: Option<String>,
         /// Only this state: pending, scheduled, running, retrying,
@@ -171,7 +178,7 @@ enum JobsCommand {
 enum DlqCommand {
     /// List a queue's dead letters, newest first.
     List {
-        /// The queue (job kind).
+        /// The queue (task).
         queue: String,
         #[arg(long, default_value_t = 0)]
         offset: u32,
@@ -302,6 +309,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
         Command::Dlq { command } => dlq(&api, cli.json, command).await,
+        Command::Tasks { command } => tasks::run(&api, cli.json, command).await,
         Command::Documents { command } => documents(&api, cli.json, command).await,
         Command::Search {
             query,

@@ -2,8 +2,9 @@
 // Run by tests/tests/dashboard.rs against a live API and echo worker:
 //   HOPPER_URL=http://127.0.0.1:PORT SCREENSHOT=path node dashboard.test.mjs
 // It loads the page, sees a queue's depth change after jobs are submitted,
-// retries a dead job with the page's button, follows the job to its timeline,
-// and saves a screenshot. Any step that fails, any page error or console
+// finds the declared task `thumbnail` (declared by the Rust driver, one worker
+// registered on it) with its worker count and depth, retries a dead job with
+// the page's button, follows the job to its timeline, and saves a screenshot. Any step that fails, any page error or console
 // error (a CSP violation included) fails the run with exit 1.
 import { chromium } from 'playwright-core';
 
@@ -71,6 +72,19 @@ try {
   }, null, { timeout: 15000 });
   const line = await page.locator('#depth-chart polyline[data-series="noop"]').getAttribute('points');
   if (!line || line.split(' ').length < 2) throw new Error(`no depth line for noop: ${line}`);
+
+  step('the declared task thumbnail is listed with its live worker');
+  await api('/v1/jobs/thumbnail/batch', { method: 'POST', body: [{ size: 1 }, { size: 2 }] });
+  await page.waitForFunction(() => {
+    const row = document.querySelector('#queues tr[data-queue="thumbnail"]');
+    return row && row.querySelector('[data-field="workers"]').textContent === '1'
+      && row.querySelector('[data-field="pending"]').textContent === '2';
+  }, null, { timeout: 15000 });
+  await page.locator('#dead-queue option[value="thumbnail"]').waitFor({ state: 'attached', timeout: 10000 });
+  await page.waitForFunction(() => {
+    const legend = document.querySelector('[data-legend="thumbnail"]');
+    return legend && legend.textContent.endsWith(' 2') && legend.querySelector('.swatch').style.backgroundColor !== '';
+  }, null, { timeout: 15000 });
 
   step('make a dead job and retry it from the dead-letter table');
   const { id } = await api('/v1/jobs/echo?max_attempts=1', { method: 'POST', body: { message: 'from the dashboard test', fail: 'boom' } });

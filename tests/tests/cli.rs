@@ -90,7 +90,7 @@ async fn errors_exit_non_zero_with_one_line() {
     let out = hopper(&env, &["submit", "nope", "{}"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown job kind `nope`"), "{err}");
+    assert!(err.contains("no task `nope` is declared"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 
     let out = hopper(&env, &["submit", "echo", r#"{"message": 1}"#]);

@@ -1,12 +1,14 @@
 //! The built-in dashboard, end to end: served by the real API, driven in
 //! Debian's headless Chromium by `tests/dashboard/dashboard.test.mjs`
 //! (playwright-core; `scripts/setup browser` installs both). The script loads
-//! the page, watches a queue's depth change after a submission, retries a
-//! dead job with the page's button, reads the job's timeline and saves a
-//! screenshot to `target/test-artifacts/dashboard.png`.
+//! the page, watches a queue's depth change after a submission, finds a
+//! declared task with its live worker count, retries a dead job with the
+//! page's button, reads the job's timeline and saves a screenshot to
+//! `target/test-artifacts/dashboard.png`.
 
 use std::process::Command;
 
+use hopper_shared::tasks::TaskDefinition;
 use hopper_tests::{TestEnv, workspace};
 
 #[tokio::test]
@@ -19,6 +21,18 @@ async fn dashboard_shows_depth_and_retries_a_dead_job_in_chromium() {
     let mut env = TestEnv::new(&[]);
     let url = env.start_api().await;
     env.start_worker("echo", &[]);
+    // A declared task of its own with one worker registered on its queue,
+    // as a worker serving it does when it starts.
+    let queue = hopper_queue::QueueClient::connect(&env.config())
+        .await
+        .unwrap();
+    let mut thumbnail = TaskDefinition::new("thumbnail".parse().unwrap());
+    thumbnail.schema = Some(serde_json::json!({"type": "object", "required": ["size"]}));
+    queue.declare(&thumbnail).await.unwrap();
+    queue
+        .register(&thumbnail.name, &hopper_queue::WorkerId::generate())
+        .await
+        .unwrap();
 
     let artifacts = workspace().join("target/test-artifacts");
     std::fs::create_dir_all(&artifacts).expect("artefact dir");
@@ -102,7 +116,7 @@ async fn the_dashboard_endpoints_answer_and_refuse_bad_queries() {
         "{b}"
     );
     let (s, b) = env.get("/v1/jobs?queue=nope").await;
-    assert_eq!((s, b["error"].as_str()), (404, Some("unknown_kind")), "{b}");
+    assert_eq!((s, b["error"].as_str()), (404, Some("unknown_task")), "{b}");
     let (s, b) = env.get("/v1/jobs?colour=red").await;
     assert_eq!(
         (s, b["error"].as_str()),

@@ -41,7 +41,7 @@ async fn bad_input_gets_a_clear_json_error() {
 
     let (s, b) = env.post("/v1/jobs/nope", &json!({})).await;
     assert_eq!(s, 404, "{b}");
-    assert_eq!(b["error"], "unknown_kind");
+    assert_eq!(b["error"], "unknown_task");
     assert!(
         b["known"].as_array().unwrap().contains(&json!("echo")),
         "{b}"

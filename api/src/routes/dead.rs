@@ -1,8 +1,11 @@
 //! Dead letters of a queue: list (paged), retry and purge — by id or all.
 //!
-//! `GET  /v1/queues/{kind}/dead?offset=0&limit=50`
-//! `POST /v1/queues/{kind}/dead/retry` with `{"ids": [...]}` or `{"all": true}`
-//! `POST /v1/queues/{kind}/dead/purge` with the same body
+//! `GET  /v1/queues/{queue}/dead?offset=0&limit=50`
+//! `POST /v1/queues/{queue}/dead/retry` with `{"ids": [...]}` or `{"all": true}`
+//! `POST /v1/queues/{queue}/dead/purge` with the same body
+//!
+//! The queue is a built-in kind or a declared task the caller may see (422
+//! for a name that is not a queue name, 404 for one no one declared).
 //!
 //! A retried job goes to the front of its queue with a fresh attempt budget;
 //! a purged one is forgotten by Redis (its Postgres record stays).
@@ -19,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::{AppState, auth::Caller, error::ApiError, routes::jobs::parse_kind};
+use crate::{AppState, auth::Caller, error::ApiError};
 use hopper_shared::keys::Scope;
 
 /// Paging of the dead-letter list.
@@ -52,9 +55,9 @@ pub struct Selection {
 
 /// `GET /v1/queues/{kind}/dead`.
 #[utoipa::path(get, path = "/v1/queues/{kind}/dead", tag = "dead letters",
-    params(("kind" = hopper_shared::jobs::JobKind, Path, description = "The queue"), Page),
-    responses((status = 200, body = crate::openapi::DeadList), (status = 404, description = "Unknown queue", body = crate::openapi::ErrorBody),
-        (status = 422, description = "Bad paging", body = crate::openapi::ErrorBody)))]
+    params(("kind" = hopper_shared::QueueName, Path, description = "The queue (task)"), Page),
+    responses((status = 200, body = crate::openapi::DeadList), (status = 404, description = "No such task", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Bad paging or queue name", body = crate::openapi::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -62,7 +65,11 @@ pub async fn list(
     page: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
-    let kind = parse_kind(&kind)?;
+    let task = state
+        .tasks
+        .get(&state.queue, &kind, &caller.tenant, "queue")
+        .await?;
+    let kind = task.name();
     let Query(page) = page?;
     if !(1..=500).contains(&page.limit) {
         return Err(ApiError::out_of_range("limit", 1, 500));
@@ -82,17 +89,21 @@ pub async fn list(
 
 /// `POST /v1/queues/{kind}/dead/{action}` (`retry` or `purge`).
 #[utoipa::path(post, path = "/v1/queues/{kind}/dead/{action}", tag = "dead letters",
-    params(("kind" = hopper_shared::jobs::JobKind, Path, description = "The queue"), ("action" = crate::openapi::DeadActionName, Path, description = "What to do")),
+    params(("kind" = hopper_shared::QueueName, Path, description = "The queue (task)"), ("action" = crate::openapi::DeadActionName, Path, description = "What to do")),
     request_body = Selection,
-    responses((status = 200, body = crate::openapi::DeadAction), (status = 404, description = "Unknown queue or action", body = crate::openapi::ErrorBody),
-        (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody), (status = 422, description = "Give ids or all", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, body = crate::openapi::DeadAction), (status = 404, description = "No such task or action", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody), (status = 422, description = "Give ids or all; or not a queue name", body = crate::openapi::ErrorBody)))]
 pub async fn act(
     State(state): State<AppState>,
     caller: Caller,
     Path((kind, action)): Path<(String, String)>,
     body: Result<Json<Selection>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let kind = parse_kind(&kind)?;
+    let task = state
+        .tasks
+        .get(&state.queue, &kind, &caller.tenant, "queue")
+        .await?;
+    let kind = task.name();
     if action != "retry" && action != "purge" {
         return Err(ApiError::not_found(format!(
             "no dead-letter action `{action}` (retry, purge)"

@@ -1,14 +1,18 @@
 //! Job submission and job state.
 //!
-//! `POST /v1/jobs/{kind}` takes the job's arguments as the JSON body;
+//! `POST /v1/jobs/{task}` takes the job's arguments as the JSON body;
 //! `delay_ms`, `priority` and `max_attempts` as query parameters; an
 //! `Idempotency-Key` header makes a retried submission return the first
-//! job instead of adding a second. `POST /v1/jobs/{kind}/batch` takes a JSON
-//! array of argument objects (all validated before any is queued).
+//! job instead of adding a second. `POST /v1/jobs/{task}/batch` takes a JSON
+//! array of argument objects (all validated before any is queued). The task
+//! is any declared one the caller may submit, or a built-in kind (see
+//! [`crate::tasks`]: 422 for a name that is not a queue name, 404 listing
+//! the known tasks for one no one declared, 422 for arguments that break
+//! the kind's type or the task's schema).
 //! `GET /v1/jobs/{id}` reads Redis first, then the Postgres record.
 //! `GET /v1/jobs` lists jobs by queue and state.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Json,
@@ -29,7 +33,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::{AppState, auth::Caller, error::ApiError};
+use crate::{AppState, auth::Caller, error::ApiError, tasks::Task};
 
 /// Most jobs one batch request may carry.
 pub const MAX_BATCH: usize = 10_000;
@@ -53,27 +57,16 @@ pub struct SubmitQuery {
     callback_url: Option<String>,
 }
 
-/// Parses a kind from a path; 404 naming the known kinds otherwise.
-pub fn parse_kind(kind: &str) -> Result<JobKind, ApiError> {
-    kind.parse::<JobKind>().map_err(|e| {
-        ApiError::new(StatusCode::NOT_FOUND, "unknown_kind", e.to_string()).known(JobKind::names())
-    })
-}
-
-/// A kind clients may submit: 422 for Hopper's internal ones.
-fn submittable(kind: &str) -> Result<JobKind, ApiError> {
-    let kind = parse_kind(kind)?;
-    if kind.is_internal() {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "internal_kind",
-            format!(
-                "{kind} jobs are queued by Hopper itself ({})",
-                kind.instead()
-            ),
-        ));
-    }
-    Ok(kind)
+/// The task `name` if the caller may submit to it: 422 for a name that is
+/// not a queue name or a task only Hopper queues, 404 listing the known
+/// tasks for one no one declared.
+async fn submittable(state: &AppState, caller: &Caller, name: &str) -> Result<Arc<Task>, ApiError> {
+    let task = state
+        .tasks
+        .get(&state.queue, name, &caller.tenant, "task")
+        .await?;
+    task.submittable()?;
+    Ok(task)
 }
 
 fn options(
@@ -151,30 +144,14 @@ pub fn request_id(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn validate(kind: JobKind, args: &Value, index: Option<usize>) -> Result<(), ApiError> {
-    kind.validate(args).map_err(|e| {
-        let field = match (index, e.field) {
-            (Some(i), Some(f)) => Some(format!("[{i}].{f}")),
-            (Some(i), None) => Some(format!("[{i}]")),
-            (None, f) => f,
-        };
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_args",
-            format!("invalid {kind} job: {}", e.message),
-        )
-        .field(field)
-    })
-}
-
-/// `POST /v1/jobs/{kind}`: validates and enqueues one job; 202 with its id.
+/// `POST /v1/jobs/{task}`: validates and enqueues one job; 202 with its id.
 #[utoipa::path(post, path = "/v1/jobs/{key}", tag = "jobs",
-    params(("key" = JobKind, Path, description = "The job kind (`webhook`, `ingest` and `summarize` are Hopper's own: 422)"), SubmitQuery,
+    params(("key" = QueueName, Path, description = "The task (a built-in kind or a declared task; `webhook`, `ingest` and `summarize` are Hopper's own: 422)"), SubmitQuery,
         ("Idempotency-Key" = Option<String>, Header, description = "Resubmitting with the same key returns the first job")),
     request_body(content = Object, description = "The job's arguments (each kind has its own)"),
     responses((status = 202, body = crate::openapi::Submitted), (status = 200, description = "The idempotency key was seen: the first job", body = crate::openapi::Submitted),
-        (status = 404, description = "Unknown kind", body = crate::openapi::ErrorBody), (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody),
-        (status = 422, description = "Arguments or options refused", body = crate::openapi::ErrorBody)))]
+        (status = 404, description = "No such task (`known` lists those the caller may submit)", body = crate::openapi::ErrorBody), (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Not a queue name, or arguments or options refused", body = crate::openapi::ErrorBody)))]
 pub async fn submit(
     State(state): State<AppState>,
     caller: Caller,
@@ -184,13 +161,13 @@ pub async fn submit(
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Scope::Submit)?;
-    let kind = submittable(&kind)?;
+    let task = submittable(&state, &caller, &kind).await?;
     let opts = options(&state, query, &headers, &caller)?;
     let Json(args) = body?;
-    validate(kind, &args, None)?;
-    let pushed = state.queue.push(kind, &args, &opts).await?;
+    task.validate(&args, None)?;
+    let pushed = state.queue.push(task.name(), &args, &opts).await?;
     if pushed.created {
-        metrics::counter!(hopper_shared::metrics::JOBS_SUBMITTED, "kind" => kind.as_str())
+        metrics::counter!(hopper_shared::metrics::JOBS_SUBMITTED, "kind" => task.name().label())
             .increment(1);
     }
     let status = if pushed.created {
@@ -201,17 +178,17 @@ pub async fn submit(
     Ok((
         status,
         [("location", format!("/v1/jobs/{}", pushed.id))],
-        Json(json!({ "id": pushed.id, "kind": kind, "created": pushed.created })),
+        Json(json!({ "id": pushed.id, "kind": task.name(), "created": pushed.created })),
     ))
 }
 
-/// `POST /v1/jobs/{kind}/batch`: a JSON array of argument objects. All are
+/// `POST /v1/jobs/{task}/batch`: a JSON array of argument objects. All are
 /// validated first; then all are queued in one pipelined round trip.
 #[utoipa::path(post, path = "/v1/jobs/{key}/batch", tag = "jobs",
-    params(("key" = JobKind, Path, description = "The job kind"), SubmitQuery),
+    params(("key" = QueueName, Path, description = "The task"), SubmitQuery),
     request_body(content = Vec<Object>, description = "1 to 10,000 argument objects"),
-    responses((status = 202, body = crate::openapi::BatchSubmitted), (status = 404, description = "Unknown kind", body = crate::openapi::ErrorBody),
-        (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody), (status = 422, description = "A job's arguments refused", body = crate::openapi::ErrorBody)))]
+    responses((status = 202, body = crate::openapi::BatchSubmitted), (status = 404, description = "No such task", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody), (status = 422, description = "Not a queue name, or a job's arguments refused", body = crate::openapi::ErrorBody)))]
 pub async fn submit_batch(
     State(state): State<AppState>,
     caller: Caller,
@@ -221,7 +198,7 @@ pub async fn submit_batch(
     body: Result<Json<Vec<Value>>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Scope::Submit)?;
-    let kind = submittable(&kind)?;
+    let task = submittable(&state, &caller, &kind).await?;
     let opts = options(&state, query, &headers, &caller)?;
     if opts.idempotency_key.is_some() {
         return Err(ApiError::new(
@@ -239,14 +216,14 @@ pub async fn submit_batch(
         ));
     }
     for (i, args) in batch.iter().enumerate() {
-        validate(kind, args, Some(i))?;
+        task.validate(args, Some(i))?;
     }
-    let ids = state.queue.push_many(kind, &batch, &opts).await?;
-    metrics::counter!(hopper_shared::metrics::JOBS_SUBMITTED, "kind" => kind.as_str())
+    let ids = state.queue.push_many(task.name(), &batch, &opts).await?;
+    metrics::counter!(hopper_shared::metrics::JOBS_SUBMITTED, "kind" => task.name().label())
         .increment(ids.len() as u64);
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "kind": kind, "ids": ids })),
+        Json(json!({ "kind": task.name(), "ids": ids })),
     ))
 }
 
@@ -357,8 +334,8 @@ pub async fn vectors(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// One queue (kind); every queue when absent.
-    #[param(value_type = Option<JobKind>)]
+    /// One queue (task); every queue the caller may see when absent.
+    #[param(value_type = Option<String>, pattern = "^[a-z0-9][a-z0-9_.-]{0,62}$")]
     queue: Option<String>,
     /// One state; every state when absent.
     #[param(value_type = Option<JobState>)]
@@ -377,8 +354,8 @@ pub const MAX_LIST: usize = 500;
 /// from their Postgres records, most recently finished first. Without a
 /// state, both, most recent activity first.
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListQuery),
-    responses((status = 200, body = crate::openapi::JobList), (status = 404, description = "Unknown queue", body = crate::openapi::ErrorBody),
-        (status = 422, description = "Bad limit or state", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, body = crate::openapi::JobList), (status = 404, description = "No such task", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Bad limit, state or queue name", body = crate::openapi::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -390,9 +367,16 @@ pub async fn list(
     if !(1..=MAX_LIST).contains(&limit) {
         return Err(ApiError::out_of_range("limit", 1, MAX_LIST));
     }
-    let kinds = match q.queue.as_deref() {
-        Some(k) => vec![parse_kind(k)?],
-        None => JobKind::ALL.to_vec(),
+    let queues = match q.queue.as_deref() {
+        Some(name) => vec![
+            state
+                .tasks
+                .get(&state.queue, name, &caller.tenant, "queue")
+                .await?
+                .name()
+                .clone(),
+        ],
+        None => state.tasks.names(&state.queue, &caller.tenant).await?,
     };
     let wanted = q
         .state
@@ -401,7 +385,7 @@ pub async fn list(
             s.parse::<JobState>().map_err(|e| {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", e)
                     .field(Some("state".into()))
-                    .known(JobState::ALL.iter().map(|s| s.as_str()).collect())
+                    .known(JobState::ALL.iter().map(|s| s.as_str()))
             })
         })
         .transpose()?;
@@ -417,25 +401,25 @@ pub async fn list(
         ],
     };
     let mut jobs = Vec::new();
-    for kind in &kinds {
+    for queue in &queues {
         for s in &from_redis {
             jobs.extend(
                 state
                     .queue
-                    .list_jobs(*kind, *s, Some(&caller.tenant), limit)
+                    .list_jobs(queue, *s, Some(&caller.tenant), limit)
                     .await?,
             );
         }
     }
     if wanted.is_none_or(|s| s.is_finished_record()) {
-        let queue = (kinds.len() == 1).then(|| QueueName::from(kinds[0]));
+        let queue = (queues.len() == 1).then(|| queues[0].clone());
         let finished =
             db::list_job_records(&state.pool, &caller.tenant, queue.as_ref(), wanted, limit)
                 .await?;
         // A dead letter has a record too; Redis' copy (listed above) wins.
         jobs.extend(finished.into_iter().filter(|j| j.state != JobState::Dead));
     }
-    if wanted.is_none() || kinds.len() > 1 {
+    if wanted.is_none() || queues.len() > 1 {
         jobs.sort_by_key(|j| {
             std::cmp::Reverse(
                 j.finished_at_ms

@@ -7,6 +7,7 @@ pub mod jobs;
 pub mod keys;
 pub mod queues;
 pub mod search;
+pub mod tasks;
 pub mod webhooks;
 
 use axum::{
@@ -40,6 +41,8 @@ pub fn v1() -> Router<AppState> {
         .route("/v1/workers", get(queues::workers))
         .route("/v1/queues/{kind}/dead", get(dead::list))
         .route("/v1/queues/{kind}/dead/{action}", post(dead::act))
+        .route("/v1/tasks", get(tasks::list))
+        .route("/v1/tasks/{name}", get(tasks::show).delete(tasks::remove))
         .route("/v1/keys", get(keys::list).post(keys::create))
         .route("/v1/keys/{id}", delete(keys::revoke))
         .route("/v1/webhooks/secret", get(webhooks::secret))

@@ -1,12 +1,14 @@
 //! `GET /v1/queues`: depth of every queue, from the queue's own Lua;
 //! `GET /v1/workers`: the workers of every queue and what they run;
 //! `GET /v1/queues/history`: depth and outcomes over time, for the dashboard.
+//!
+//! "Every queue" is every task the caller may see: the built-in kinds and
+//! the declared tasks open to its tenant (see [`crate::tasks`]).
 
 use axum::{
     Json,
     extract::{Query, State, rejection::QueryRejection},
 };
-use hopper_shared::jobs::JobKind;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -18,10 +20,9 @@ use hopper_shared::keys::Scope;
     responses((status = 200, body = crate::openapi::QueueList)))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
-    let mut queues = Vec::with_capacity(JobKind::ALL.len());
-    for kind in JobKind::ALL {
-        queues.push(state.queue.stats(kind).await?);
-    }
+    let names = state.tasks.names(&state.queue, &caller.tenant).await?;
+    let queues =
+        futures::future::try_join_all(names.iter().map(|name| state.queue.stats(name))).await?;
     Ok(Json(json!({ "queues": queues })))
 }
 
@@ -34,11 +35,11 @@ pub async fn workers(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
     let mut workers = Vec::new();
-    for kind in JobKind::ALL {
-        for mut w in state.queue.workers(kind).await? {
+    for kind in state.tasks.names(&state.queue, &caller.tenant).await? {
+        for mut w in state.queue.workers(&kind).await? {
             // Workers run every tenant's jobs: show the caller's only.
             let ids: Vec<uuid::Uuid> = w.running.iter().filter_map(|s| s.parse().ok()).collect();
-            let mine = state.queue.owned(kind, &caller.tenant, &ids).await?;
+            let mine = state.queue.owned(&kind, &caller.tenant, &ids).await?;
             w.running = mine.iter().map(|id| id.to_string()).collect();
             workers.push(w);
         }
@@ -72,11 +73,12 @@ pub async fn history(
     if !(1..=60).contains(&minutes) {
         return Err(ApiError::out_of_range("minutes", 1, 60));
     }
+    let names = state.tasks.names(&state.queue, &caller.tenant).await?;
     let mut outcomes = serde_json::Map::new();
-    for kind in JobKind::ALL {
+    for name in &names {
         outcomes.insert(
-            kind.as_str().into(),
-            json!(state.queue.outcomes(kind, minutes).await?),
+            name.to_string(),
+            json!(state.queue.outcomes(name, minutes).await?),
         );
     }
     let samples: Vec<Value> = state
@@ -84,10 +86,12 @@ pub async fn history(
         .since(minutes * 60_000)
         .into_iter()
         .map(|s| {
+            // Every queue was sampled: show the caller's tasks only.
             let queues: serde_json::Map<String, Value> = s
                 .queues
                 .iter()
-                .map(|(k, d)| (k.as_str().to_owned(), json!(d)))
+                .filter(|(k, _)| names.contains(k))
+                .map(|(k, d)| (k.to_string(), json!(d)))
                 .collect();
             json!({ "at_ms": s.at_ms, "queues": queues })
         })

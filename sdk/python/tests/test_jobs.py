@@ -54,7 +54,7 @@ def test_unknown_task_raises_not_found_listing_known_kinds(hopper: Hopper) -> No
     hopper.start_api()
     with Client(hopper.url) as client, pytest.raises(NotFound) as caught:
         client.submit("no-such-task", {})
-    assert caught.value.code == "unknown_kind"
+    assert caught.value.code == "unknown_task"
     assert "echo" in caught.value.known
     assert "noop" in caught.value.known
 
