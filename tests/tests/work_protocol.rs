@@ -170,6 +170,19 @@ async fn a_claimed_job_completes_into_redis_and_postgres() {
     )
     .await;
     assert_eq!(st, 200);
+    // The worker protocol is in the OpenAPI document, behind the API key.
+    let (_, doc) = s.env.get("/openapi.json").await;
+    for path in [
+        "tasks",
+        "claim",
+        "heartbeat",
+        "complete",
+        "fail",
+        "progress",
+    ] {
+        let op = &doc["paths"][format!("/v1/work/{path}")]["post"];
+        assert!(op["security"].is_array(), "/v1/work/{path}: {op}");
+    }
 }
 
 #[tokio::test]
@@ -218,6 +231,10 @@ async fn a_stale_attempt_cannot_complete_and_an_unknown_lease_is_404() {
     .await;
     assert_eq!(st, 200, "{b}");
     assert_eq!(b["lost"], json!([first["lease"]]));
+    // Coming back under its evicted id, it is given a fresh one.
+    let again = claim(&s, &["slow"], first["worker"].as_str(), 0).await;
+    assert_ne!(again["worker"], first["worker"], "{again}");
+    assert!(again["worker"].as_str().unwrap().starts_with("http-acme-"));
 
     for lease in ["not-a-token", "aGVsbG8"] {
         let (st, b) = post(
@@ -497,5 +514,44 @@ async fn work_keys_serve_only_their_queues_and_their_tenant() {
         (st, b["error"].as_str()),
         (409, Some("schema_conflict")),
         "{b}"
+    );
+}
+
+#[tokio::test]
+async fn a_long_poll_answers_at_once_when_the_api_shuts_down() {
+    let mut s = setup().await;
+    declare(&s, "idle", json!({})).await;
+    let url = s.env.url("/v1/work/claim");
+    let (http, work) = (s.env.http().clone(), s.work.clone());
+    let polling = tokio::spawn(async move {
+        let res = http
+            .post(url)
+            .bearer_auth(work)
+            .json(&json!({"queues": ["idle"], "wait_ms": 20_000}))
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.json::<Value>().await.unwrap())
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, w) = get(&s.env, &s.submit, "/v1/workers").await;
+        if w.to_string().contains("http-acme-") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the long-poll never registered: {w}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stopping = Instant::now();
+    s.env.terminate(0);
+    let (st, b) = polling.await.unwrap();
+    assert_eq!((st, &b["jobs"]), (200, &json!([])), "{b}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopping.elapsed()
     );
 }
