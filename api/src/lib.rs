@@ -9,8 +9,10 @@
 //! [`state`] what handlers share, [`history`] the queue-depth sampler and
 //! [`dashboard`] the built-in page that reads it, [`retention`] the Postgres
 //! retention sweep, [`telemetry`] the HTTP metrics and the Prometheus
-//! exporter. [`app`] assembles the router with tower-http's middleware;
-//! [`serve`] checks the services, migrates and listens.
+//! exporter, [`work`] the HTTP worker protocol (`/v1/work/*`: remote
+//! workers claim and finish jobs) and its rescuer. [`app`] assembles the
+//! router with tower-http's middleware; [`serve`] checks the services,
+//! migrates and listens.
 
 pub mod auth;
 pub mod dashboard;

@@ -4,9 +4,11 @@
 //! Workers declare their tasks in Redis (`hopper_queue::registry`). Reading
 //! that hash on every submission would cost a round trip per job, so
 //! [`TaskCache`] keeps a snapshot of it, read again when it is older than
-//! [`TTL`] (one `HGETALL` a second at most, whatever the load) and when a
-//! name is not in it (a task declared a moment ago is found at once; a name
-//! no one declared costs one read before the 404). Reading the registry also
+//! [`TTL`] (one `HGETALL` a second at most, whatever the load; requests
+//! arriving during that read use the previous snapshot) and when a name is
+//! not in it (a task declared a moment ago is found at once; a name no one
+//! declared costs one read before the 404, shared by the requests that
+//! missed meanwhile). Reading the registry also
 //! remembers each task's declared settings in the queue client, so a job's
 //! `max_attempts` defaults to its task's.
 //!
@@ -328,10 +330,17 @@ impl TaskCache {
         }
     }
 
-    /// A snapshot read within [`TTL`].
+    /// A snapshot read within [`TTL`] — or, while another request is
+    /// reading the registry, the one before it (so requests do not queue
+    /// behind that read once a second).
     async fn fresh(&self, queue: &QueueClient) -> Result<Arc<Snapshot>, ApiError> {
         let since = Instant::now().checked_sub(TTL).unwrap_or_else(Instant::now);
-        self.read_since(queue, since).await
+        let current = self.current();
+        match current.read_at {
+            Some(at) if at >= since => Ok(current),
+            Some(_) if self.inner.reading.try_lock().is_err() => Ok(current),
+            _ => self.read_since(queue, since).await,
+        }
     }
 
     /// A snapshot whose read began at or after `since`, reading the registry

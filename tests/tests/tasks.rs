@@ -333,3 +333,47 @@ async fn hopper_tasks_lists_shows_and_removes_a_task() {
     let (ok, _, err) = hopper(&env, &["tasks", "remove", "thumbnail"]);
     assert!(!ok && err.contains("404"), "{err}");
 }
+
+/// Calls of `HGETALL` (the registry read) the Redis at `url` has served.
+async fn hgetall_calls(url: &str) -> u64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_hgetall:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn submissions_read_the_registry_at_most_once_a_second_not_once_per_job() {
+    // A Redis of its own: its command counts are this test's alone.
+    let redis = hopper_tests::PrivateRedis::start();
+    let url = redis.url();
+    let mut env = TestEnv::new(&[("REDIS_URL", url.as_str())]);
+    env.start_api().await;
+    declare(&env, &thumbnail("thumbnail", None)).await;
+    let (s, b) = env.post("/v1/jobs/thumbnail", &json!({"size": [1]})).await;
+    assert_eq!(s, 202, "{b}");
+
+    let before = hgetall_calls(&url).await;
+    let started = std::time::Instant::now();
+    let jobs = 300;
+    for i in 0..jobs {
+        let (s, b) = env
+            .post("/v1/jobs/thumbnail", &json!({"size": [i + 1]}))
+            .await;
+        assert_eq!(s, 202, "{b}");
+    }
+    let reads = hgetall_calls(&url).await - before;
+    // One read a second for the cache, one every 2 s for the depth sampler.
+    let seconds = started.elapsed().as_secs() + 1;
+    assert!(
+        reads <= 2 * seconds + 2,
+        "{reads} registry reads for {jobs} submissions in {seconds} s"
+    );
+}
