@@ -322,6 +322,15 @@ impl TaskCache {
             .collect())
     }
 
+    /// The names of every known task, whichever tenant it belongs to (for
+    /// the operator's queue-depth gauges).
+    pub async fn all_names(&self, queue: &QueueClient) -> Result<Vec<QueueName>, ApiError> {
+        let snapshot = self.fresh(queue).await?;
+        let mut names: Vec<QueueName> = snapshot.tasks.keys().cloned().collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Forgets the snapshot (after a removal): the next request reads the
     /// registry.
     pub fn invalidate(&self) {

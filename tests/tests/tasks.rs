@@ -174,6 +174,14 @@ async fn a_declared_task_is_submitted_checked_against_its_schema_and_listed() {
     );
     let (s, b) = env.get("/v1/queues/thumbnail/dead").await;
     assert_eq!((s, &b["total"]), (200, &json!(0)), "{b}");
+    // The operator's depth gauges cover it (what KEDA scales a deployment on).
+    let pending = env
+        .metric(
+            &env.url("/metrics"),
+            "hopper_queue_pending{queue=\"thumbnail\"}",
+        )
+        .await;
+    assert_eq!(pending, 3.0);
 
     // A task only Hopper queues: 422, as for the built-in ones.
     let mut internal = TaskDefinition::new("reindex".parse().unwrap());

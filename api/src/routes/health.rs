@@ -2,10 +2,11 @@
 //!
 //! `/health/live` answers while the process runs. `/health/ready` checks
 //! Redis and Postgres and reports each component; 503 when one is down.
-//! `/metrics` refreshes the queue-depth gauges, then renders everything.
+//! `/metrics` refreshes the queue-depth gauges (every built-in and declared
+//! task's queue), then renders everything.
 
 use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
-use hopper_shared::{db, jobs::JobKind, metrics as m};
+use hopper_shared::{QueueName, db, jobs::JobKind, metrics as m};
 use serde_json::json;
 
 use crate::AppState;
@@ -35,16 +36,20 @@ pub async fn ready(State(mut state): State<AppState>) -> impl IntoResponse {
 
 /// `GET /metrics` in Prometheus' text format.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    for kind in JobKind::ALL {
-        if let Ok(s) = state.queue.stats(kind).await {
-            let q = kind.as_str();
-            metrics::gauge!(m::QUEUE_PENDING, "queue" => q).set(s.pending as f64);
-            metrics::gauge!(m::QUEUE_SCHEDULED, "queue" => q).set(s.scheduled as f64);
-            metrics::gauge!(m::QUEUE_RUNNING, "queue" => q).set(s.running as f64);
-            metrics::gauge!(m::QUEUE_DEAD, "queue" => q).set(s.dead as f64);
-            metrics::gauge!(m::QUEUE_WORKERS, "queue" => q).set(s.workers as f64);
+    let names = match state.tasks.all_names(&state.queue).await {
+        Ok(names) => names,
+        Err(_) => JobKind::ALL.iter().map(|&k| QueueName::from(k)).collect(),
+    };
+    for name in &names {
+        if let Ok(s) = state.queue.stats(name).await {
+            let q = name.label();
+            metrics::gauge!(m::QUEUE_PENDING, "queue" => q.clone()).set(s.pending as f64);
+            metrics::gauge!(m::QUEUE_SCHEDULED, "queue" => q.clone()).set(s.scheduled as f64);
+            metrics::gauge!(m::QUEUE_RUNNING, "queue" => q.clone()).set(s.running as f64);
+            metrics::gauge!(m::QUEUE_DEAD, "queue" => q.clone()).set(s.dead as f64);
+            metrics::gauge!(m::QUEUE_WORKERS, "queue" => q.clone()).set(s.workers as f64);
             let age = s.oldest_pending_age_ms.unwrap_or(0) as f64 / 1000.0;
-            metrics::gauge!(m::QUEUE_OLDEST_PENDING_SECONDS, "queue" => q).set(age);
+            metrics::gauge!(m::QUEUE_OLDEST_PENDING_SECONDS, "queue" => q.clone()).set(age);
         }
     }
     (
