@@ -34,7 +34,16 @@ async fn start(env: &mut TestEnv, extra: &[(&str, &str)]) -> (usize, QueueClient
     (index, client)
 }
 
-/// Pushes a `word_count` job as the default tenant; its id.
+/// Submits a `word_count` job over HTTP (the API checks it against the
+/// declared schema); its id.
+async fn submit(env: &TestEnv, args: Value) -> String {
+    let (status, body) = env.post("/v1/jobs/word_count", &args).await;
+    assert_eq!(status, 202, "{body}");
+    body["id"].as_str().expect("job id").to_owned()
+}
+
+/// Pushes a `word_count` job straight into its queue (no schema check), as
+/// the default tenant; its id.
 async fn push(client: &QueueClient, args: Value) -> String {
     let pushed = client
         .push(word_count(), &args, &PushOptions::default())
@@ -57,11 +66,7 @@ async fn a_task_of_its_own_runs_with_typed_args_result_progress_and_a_child() {
         Some("Counts the words of a text")
     );
 
-    let id = push(
-        &client,
-        json!({"text": "one two three", "then": "four five"}),
-    )
-    .await;
+    let id = submit(&env, json!({"text": "one two three", "then": "four five"})).await;
     let job = env.wait_final(&id, Duration::from_secs(30)).await;
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["result"]["words"], 3, "{job}");
@@ -77,8 +82,11 @@ async fn a_task_of_its_own_runs_with_typed_args_result_progress_and_a_child() {
     // The progress report is shown with the job.
     assert_eq!(job["progress"], json!({"counted": 3}), "{job}");
 
-    // A payload that does not decode is a poison job: dead at once, and
-    // the worker goes on serving.
+    // The API refuses arguments that break the declared schema; one that
+    // gets into the queue anyway and does not decode is a poison job, dead
+    // at once, and the worker goes on serving.
+    let (status, body) = env.post("/v1/jobs/word_count", &json!({"text": 5})).await;
+    assert_eq!(status, 422, "{body}");
     let poison = push(&client, json!({"text": 5})).await;
     let dead = env.wait_final(&poison, Duration::from_secs(30)).await;
     assert_eq!(dead["state"], "dead", "{dead}");
@@ -89,13 +97,13 @@ async fn a_task_of_its_own_runs_with_typed_args_result_progress_and_a_child() {
         "{dead}"
     );
     // A permanent error is dead at once too, with the handler's words.
-    let empty = push(&client, json!({"text": "   "})).await;
+    let empty = submit(&env, json!({"text": "   "})).await;
     let dead = env.wait_final(&empty, Duration::from_secs(30)).await;
     assert_eq!(dead["state"], "dead", "{dead}");
     assert_eq!(dead["attempts"], 1, "{dead}");
     assert_eq!(dead["error"], "`text` has no words to count", "{dead}");
 
-    let after = push(&client, json!({"text": "still here"})).await;
+    let after = submit(&env, json!({"text": "still here"})).await;
     let job = env.wait_final(&after, Duration::from_secs(30)).await;
     assert_eq!(job["state"], "succeeded", "{job}");
     assert!(!env.exited(worker), "{}", env.log(worker));
@@ -111,7 +119,7 @@ async fn the_soft_limit_fires_the_cancellation_token() {
     env.start_api().await;
     let (_worker, client) = start(&mut env, &[]).await;
     let started = Instant::now();
-    let id = push(&client, json!({"text": "slow", "pause_ms": 600_000})).await;
+    let id = submit(&env, json!({"text": "slow", "pause_ms": 600_000})).await;
     let job = env.wait_final(&id, Duration::from_secs(30)).await;
     assert_eq!(job["state"], "dead", "{job}");
     assert_eq!(job["error"], "stopped at the soft time limit", "{job}");
