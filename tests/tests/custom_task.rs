@@ -117,7 +117,7 @@ async fn the_soft_limit_fires_the_cancellation_token() {
         ("HOPPER_QUEUE_WORD_COUNT_MAX_ATTEMPTS", "1"),
     ]);
     env.start_api().await;
-    let (_worker, client) = start(&mut env, &[]).await;
+    start(&mut env, &[]).await;
     let started = Instant::now();
     let id = submit(&env, json!({"text": "slow", "pause_ms": 600_000})).await;
     let job = env.wait_final(&id, Duration::from_secs(30)).await;
