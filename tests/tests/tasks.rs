@@ -216,6 +216,8 @@ async fn a_tenants_task_is_invisible_to_other_tenants() {
             .iter()
             .any(|t| t["name"] == "acme-ocr")
     );
+    let (_, h) = env.get("/v1/queues/history?minutes=1").await;
+    assert!(h["outcomes"]["acme-ocr"].is_array(), "{h}");
 
     env.use_key(Some(&globex));
     let (s, b) = env.post("/v1/jobs/acme-ocr", &json!({"size": [1]})).await;
@@ -239,6 +241,36 @@ async fn a_tenants_task_is_invisible_to_other_tenants() {
     assert!(!b.to_string().contains("acme-ocr"), "{b}");
     let (s, _) = env.get("/v1/queues/acme-ocr/dead").await;
     assert_eq!(s, 404);
+    // Depth history: sampled for every queue, shown to its tenant only.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let history = loop {
+        let (_, h) = env.get("/v1/queues/history?minutes=1").await;
+        let sampled = h["samples"]
+            .as_array()
+            .and_then(|s| s.last())
+            .is_some_and(|s| s["queues"]["shared-ocr"].is_object());
+        if sampled {
+            break h;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "shared-ocr never sampled: {h}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(!history.to_string().contains("acme-ocr"), "{history}");
+    // The public dashboard page renders tasks of every tenant only.
+    let page = env
+        .http()
+        .get(env.url("/dashboard"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("data-queue=\"shared-ocr\""), "{page}");
+    assert!(!page.contains("acme-ocr"), "{page}");
     let (s, _) = env.delete("/v1/tasks/acme-ocr").await;
     assert_eq!(s, 404, "another tenant cannot remove it");
 
