@@ -5,13 +5,17 @@
 //! results, reports progress, pushes a child job once, dead-letters a
 //! payload that does not decode (and keeps serving), stops at the soft
 //! limit through the context's cancellation token, and refuses to start
-//! when the task's version is in force with another schema. `hopper-worker`
+//! when the task's version is in force with another schema or another
+//! tenant owns the name. `hopper-worker`
 //! refuses names that are not built-in tasks, pointing at the example.
 
 use std::time::{Duration, Instant};
 
 use hopper_queue::{PushOptions, QueueClient};
-use hopper_shared::{QueueName, tasks::TaskDefinition};
+use hopper_shared::{
+    QueueName,
+    tasks::{Runtime, TaskDefinition},
+};
 use hopper_tests::TestEnv;
 use serde_json::{Value, json};
 
@@ -127,6 +131,15 @@ async fn the_soft_limit_fires_the_cancellation_token() {
     assert!(started.elapsed() < Duration::from_secs(20));
 }
 
+/// Waits for the process at `index` to exit non-zero; what it wrote.
+fn refused(env: &mut TestEnv, index: usize) -> String {
+    let status = env
+        .wait_exit(index, Duration::from_secs(60))
+        .expect("the worker should refuse to start");
+    assert!(!status.success(), "{status}");
+    env.log(index)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_schema_under_one_version_refuses_to_start() {
     let mut env = TestEnv::new(&[]);
@@ -137,11 +150,7 @@ async fn a_second_schema_under_one_version_refuses_to_start() {
     client.declare(&other).await.unwrap();
 
     let index = env.start_binary(BIN, &[], &[]);
-    let status = env
-        .wait_exit(index, Duration::from_secs(60))
-        .expect("custom-task should refuse to start");
-    assert!(!status.success(), "{status}");
-    let log = env.log(index);
+    let log = refused(&mut env, index);
     assert!(
         log.contains("task `word_count` version 1 is declared with another argument schema"),
         "{log}"
@@ -152,14 +161,30 @@ async fn a_second_schema_under_one_version_refuses_to_start() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_name_a_tenant_owns_refuses_to_start() {
+    let mut env = TestEnv::new(&[]);
+    let client = QueueClient::connect(&env.config()).await.unwrap();
+    // Tenant acme declared its own word_count over HTTP.
+    let mut owned = TaskDefinition::new(word_count());
+    owned.runtime = Runtime::Http;
+    owned.tenant = Some("acme".into());
+    client.declare(&owned).await.unwrap();
+
+    let index = env.start_binary(BIN, &[], &[]);
+    let log = refused(&mut env, index);
+    assert!(
+        log.contains("task `word_count` is declared by another tenant; choose another name"),
+        "{log}"
+    );
+    let in_force = client.task(&word_count()).await.unwrap().unwrap();
+    assert_eq!(in_force.tenant.as_deref(), Some("acme"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn hopper_worker_serves_built_in_tasks_only() {
     let mut env = TestEnv::new(&[]);
     let index = env.start_worker("echo,word_count", &[]);
-    let status = env
-        .wait_exit(index, Duration::from_secs(60))
-        .expect("hopper-worker should refuse word_count");
-    assert!(!status.success(), "{status}");
-    let log = env.log(index);
+    let log = refused(&mut env, index);
     assert!(log.contains("`word_count` is not a built-in task"), "{log}");
     assert!(log.contains("examples/custom-task"), "{log}");
 }
