@@ -6,8 +6,8 @@
 //! payload that does not decode (and keeps serving), stops at the soft
 //! limit through the context's cancellation token, and refuses to start
 //! when the task's version is in force with another schema or another
-//! tenant owns the name. `hopper-worker`
-//! refuses names that are not built-in tasks, pointing at the example.
+//! tenant owns the name. `hopper-worker` refuses names that are not
+//! built-in tasks, pointing at the example.
 
 use std::time::{Duration, Instant};
 

@@ -1,9 +1,10 @@
 //! The built-in tasks (`echo`, `noop`, `ingest`, `embed`, `summarize`,
 //! `webhook`), registered through the same [`Task`] API any user's worker
-//! uses: `hopper-worker --queues echo,embed` is a [`Worker::builder`] with
-//! one [`Task::built_in`] per name. This is the one place that lists them.
+//! uses: `hopper-worker --queues echo,embed` is a
+//! [`crate::Worker::builder`] with one [`Task::built_in`] per name. This is
+//! the one place that lists them.
 //!
-//! Their shared state is built first ([`pipeline_for`]: the tokenizer when
+//! Their shared state is built first (`pipeline_for`: the tokenizer when
 //! documents are ingested, the loaded models when texts are embedded).
 
 use std::sync::Arc;

@@ -14,7 +14,7 @@
 //! at once.
 //!
 //! Under the hood each task is one apalis worker on a
-//! [`hopper_queue::RedisBackend`] of its queue ([`Serve`]): late
+//! [`hopper_queue::RedisBackend`] of its queue (`Serve`): late
 //! acknowledgement, leases, fencing, retries, dead letters, soft and hard
 //! limits all come from there.
 
