@@ -25,7 +25,7 @@ use axum::{
     http::StatusCode,
 };
 use hopper_queue::{QueueError, WorkerId, client::Claimed};
-use hopper_shared::{QueueName, jobs::QueueSettings};
+use hopper_shared::{QueueName, jobs::QueueSettings, metrics as m};
 use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -185,6 +185,10 @@ pub async fn claim(
             };
             if let Some(due) = batch.next_due_in {
                 next_due = Some(next_due.map_or(due, |d: Duration| d.min(due)));
+            }
+            if !batch.jobs.is_empty() {
+                metrics::counter!(m::JOBS_STARTED, "kind" => queue.label())
+                    .increment(batch.jobs.len() as u64);
             }
             for job in batch.jobs {
                 jobs.push(claimed(queue, &worker, &settings[i], job));

@@ -47,21 +47,34 @@ pub fn spawn(state: AppState) {
     });
 }
 
-/// One pass over every declared task.
+/// One pass over every declared task (a failure on one queue is logged and
+/// the others are still served).
 async fn tick(state: &AppState) -> Result<(), hopper_queue::QueueError> {
     for def in state.queue.tasks().await? {
         if def.internal {
             continue;
         }
-        if def.runtime == Runtime::Http {
-            for id in state.queue.recover(&def.name, state.config.lease).await? {
-                record_lost_job(&state.queue, &def.name, Some(&state.pool), id).await;
-            }
-            state.queue.trim(&def.name, TRIM_LIMIT).await?;
+        if let Err(e) = rescue(state, &def.name, def.runtime == Runtime::Http).await {
+            tracing::warn!(queue = %def.name, "rescuing a remote workers' queue failed: {e}");
         }
-        hard_limit(state, &def.name).await?;
     }
     Ok(())
+}
+
+/// Recovery and retention when the queue is served over HTTP only
+/// (`http_only`), and the hard limit of remote attempts in any case.
+async fn rescue(
+    state: &AppState,
+    queue: &QueueName,
+    http_only: bool,
+) -> Result<(), hopper_queue::QueueError> {
+    if http_only {
+        for id in state.queue.recover(queue, state.config.lease).await? {
+            record_lost_job(&state.queue, queue, Some(&state.pool), id).await;
+        }
+        state.queue.trim(queue, TRIM_LIMIT).await?;
+    }
+    hard_limit(state, queue).await
 }
 
 /// Fails the attempts of remote workers on `queue` that passed the task's
