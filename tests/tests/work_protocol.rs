@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use hopper_shared::{QueueName, keys};
 use hopper_tests::TestEnv;
 use serde_json::{Value, json};
 
@@ -410,16 +409,43 @@ async fn work_keys_serve_only_their_queues_and_their_tenant() {
     let s = setup().await;
     declare(&s, "qa", json!({})).await;
     declare(&s, "qb", json!({})).await;
-    let limited = keys::create_limited(
-        &s.env.pool(),
-        "acme",
-        "only qa",
-        &[keys::Scope::Work],
-        Some(&[QueueName::new("qa").unwrap()]),
+    // A work key limited to `qa`, made by the CLI as an operator would.
+    let out = std::process::Command::new(hopper_tests::binary("hopper"))
+        .args([
+            "--json", "keys", "create", "--tenant", "acme", "--scope", "work", "--queues", "qa",
+        ])
+        .envs(&s.env.env)
+        .output()
+        .expect("run hopper");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let made: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(made["info"]["queues"], json!(["qa"]), "{made}");
+    assert_eq!(made["info"]["scopes"], json!(["work"]), "{made}");
+    let limited = made["key"].as_str().unwrap().to_owned();
+    // The API makes the same keys for an admin of the tenant; a queue list
+    // needs the work scope.
+    let admin = s.env.create_key("acme", "admin").await;
+    let (st, b) = post(
+        &s.env,
+        &admin,
+        "/v1/keys",
+        &json!({"scopes": ["work"], "queues": ["qa", "qb"]}),
     )
-    .await
-    .unwrap()
-    .1;
+    .await;
+    assert_eq!(st, 201, "{b}");
+    assert_eq!(b["info"]["queues"], json!(["qa", "qb"]));
+    let (st, b) = post(
+        &s.env,
+        &admin,
+        "/v1/keys",
+        &json!({"scopes": ["read"], "queues": ["qa"]}),
+    )
+    .await;
+    assert_eq!((st, b["field"].as_str()), (422, Some("queues")), "{b}");
     let (st, b) = post(
         &s.env,
         &limited,
