@@ -462,6 +462,22 @@ async fn work_keys_serve_only_their_queues_and_their_tenant() {
     )
     .await;
     assert_eq!((st, b["error"].as_str()), (403, Some("forbidden")), "{b}");
+    // Nor may it finish a job of `qb` that another key of the tenant claimed.
+    let qb_job = submit(&s, "qb", 1).await;
+    let j = claim_one(&s, "qb", None).await;
+    assert_eq!(j["id"], qb_job.as_str());
+    let (st, b) = post(
+        &s.env,
+        &limited,
+        "/v1/work/complete",
+        &json!({"results": [{"lease": j["lease"], "result": 1}]}),
+    )
+    .await;
+    assert_eq!(
+        (st, b["error"].as_str()),
+        (404, Some("unknown_lease")),
+        "{b}"
+    );
     let (st, b) = post(
         &s.env,
         &limited,

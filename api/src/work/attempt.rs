@@ -12,7 +12,7 @@ use hopper_queue::{Attempt, Priority};
 use uuid::Uuid;
 
 use super::token::{LeaseToken, worker_tenant};
-use crate::{AppState, error::ApiError};
+use crate::{AppState, auth::Caller, error::ApiError};
 
 /// The job fields read, in order.
 const FIELDS: [&str; 12] = [
@@ -84,9 +84,12 @@ impl HeldAttempt {
     }
 }
 
-/// Parses `text` as a token of a worker of `tenant` (`None` otherwise).
-pub(crate) fn parse(text: &str, tenant: &str) -> Option<LeaseToken> {
-    LeaseToken::decode(text).filter(|t| worker_tenant(t.worker.as_str()) == Some(tenant))
+/// Parses `text` as a token the caller may use: of a worker of its tenant,
+/// on a queue its key may serve (`None` otherwise).
+pub(crate) fn parse(text: &str, caller: &Caller) -> Option<LeaseToken> {
+    LeaseToken::decode(text).filter(|t| {
+        worker_tenant(t.worker.as_str()) == Some(&*caller.tenant) && caller.may_serve(&t.queue)
+    })
 }
 
 /// Reads what each token names, in order, in one round trip.

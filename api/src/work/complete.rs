@@ -184,7 +184,7 @@ async fn finish(
 ) -> Result<Response, ApiError> {
     let tokens: Vec<_> = items
         .iter()
-        .map(|(t, _)| attempt::parse(t, &caller.tenant))
+        .map(|(t, _)| attempt::parse(t, caller))
         .collect();
     let found = attempt::read(state, &tokens).await?;
     let mut statuses = vec![ItemStatus::Unknown; items.len()];

@@ -83,7 +83,7 @@ pub async fn heartbeat(
     let tokens: Vec<_> = req
         .leases
         .iter()
-        .map(|t| attempt::parse(t, &caller.tenant))
+        .map(|t| attempt::parse(t, &caller))
         .collect();
     // Renew every (queue, worker) named; a pair no longer registered was
     // evicted: its attempts are lost.

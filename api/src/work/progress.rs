@@ -59,7 +59,7 @@ pub async fn progress(
         .field(Some("progress".into())));
     }
     ApiError::no_nul_json("progress", &req.progress)?;
-    let Some(token) = attempt::parse(&req.lease, &caller.tenant) else {
+    let Some(token) = attempt::parse(&req.lease, &caller) else {
         return Err(unknown_lease());
     };
     match state
