@@ -500,7 +500,8 @@ async fn work_keys_serve_only_their_queues_and_their_tenant() {
     .await;
     assert_eq!(st, 403);
 
-    // Another tenant may neither serve acme's task nor take its name.
+    // Another tenant may neither serve acme's task (to it, there is no
+    // such task) nor take its name.
     let other = s.env.create_key("globex", "work").await;
     let (st, b) = post(
         &s.env,
@@ -509,7 +510,11 @@ async fn work_keys_serve_only_their_queues_and_their_tenant() {
         &json!({"queues": ["qa"], "wait_ms": 0}),
     )
     .await;
-    assert_eq!((st, b["error"].as_str()), (403, Some("forbidden")), "{b}");
+    assert_eq!(
+        (st, b["error"].as_str()),
+        (404, Some("unknown_task")),
+        "{b}"
+    );
     let (st, b) = post(
         &s.env,
         &other,

@@ -3,9 +3,10 @@
 //! The worker names its queues, how many jobs it takes (`max_jobs`, up to
 //! 500) and how long it waits (`wait_ms`, up to 30 s; the server answers
 //! `[]` a little before the API's request timeout). Each queue must be a
-//! task the key may serve ([`super::servable`]: 404 undeclared, 403 not
-//! allowed). The worker is registered on every queue's workers set under an
-//! id `http-<tenant>-<random>` like a Rust worker; a worker id the server
+//! task the key may serve ([`super::servable`]: 404 undeclared or another
+//! tenant's, 403 internal or outside the key's queue list). The worker is
+//! registered on every queue's workers set under an id
+//! `http-<tenant>-<random>` like a Rust worker; a worker id the server
 //! evicted (silent past the lease) is replaced, and the answer carries the
 //! new one. Jobs are taken with the queues' own `claim.lua` (attempts
 //! counted, jobs in the worker's in-flight set, a lease token each): one

@@ -152,6 +152,8 @@ pub async fn declare(
             Err(e) => return Err(e.into()),
         }
     }
+    // Submissions and claims see the new definitions at once.
+    state.tasks.invalidate();
     tracing::info!(tenant = %caller.tenant, tasks = ?tasks.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
         "tasks declared over HTTP");
     Ok(Json(DeclaredTasks { tasks }))

@@ -20,7 +20,7 @@
 //! retention.
 //!
 //! Who may serve what: a task declared over HTTP only by its own tenant's
-//! work keys; a global task (declared by a Rust worker) by any work key
+//! work keys (to others it does not exist: 404); a global task (declared by a Rust worker) by any work key
 //! whose queue list allows it (jobs of every tenant then come to it, so a
 //! deployment that keeps tenants apart declares its tasks over HTTP);
 //! Hopper's internal tasks never.
@@ -42,7 +42,7 @@ use std::{
 
 use axum::{Router, http::StatusCode, routing::post};
 use hopper_queue::Recorder;
-use hopper_shared::{QueueName, keys::Scope, tasks::TaskDefinition};
+use hopper_shared::{QueueName, keys::Scope};
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
@@ -153,37 +153,31 @@ pub(crate) fn require_worker(caller: &Caller) -> Result<(), ApiError> {
     caller.require(Scope::Work)
 }
 
-/// The definition of task `name` if the caller may serve it: 404 when it
-/// is not declared, 403 when it is internal, another tenant's, or outside
-/// the key's queue list.
+/// Whether the caller may serve task `name` (read from the API's cached
+/// registry, no round trip per claim): 404 `unknown_task` when it is not
+/// declared or is another tenant's (invisible, as for submissions), 403
+/// when it is internal or outside the key's queue list.
 pub(crate) async fn servable(
     state: &AppState,
     caller: &Caller,
     name: &QueueName,
-) -> Result<TaskDefinition, ApiError> {
-    let Some(def) = state.queue.task(name).await? else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_task",
-            format!("no task `{name}` is declared (declare it with POST /v1/work/tasks)"),
-        )
-        .field(Some("queues".into())));
-    };
+) -> Result<(), ApiError> {
+    let task = state
+        .tasks
+        .get(&state.queue, name.as_str(), &caller.tenant, "queues")
+        .await?;
     let refuse = |why: String| {
         Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", why).field(Some("queues".into())))
     };
-    if def.internal {
+    if task.def.internal {
         return refuse(format!(
             "`{name}` is internal to Hopper; only its own workers serve it"
         ));
     }
-    if !def.open_to(&caller.tenant) {
-        return refuse(format!("`{name}` is another tenant's task"));
-    }
     if !caller.may_serve(name) {
         return refuse(format!("this work key may not serve `{name}`"));
     }
-    Ok(def)
+    Ok(())
 }
 
 /// How one item of a complete, fail or progress call went.
