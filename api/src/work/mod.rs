@@ -20,10 +20,10 @@
 //! retention.
 //!
 //! Who may serve what: a task declared over HTTP only by its own tenant's
-//! work keys (to others it does not exist: 404); a global task (declared by a Rust worker) by any work key
-//! whose queue list allows it (jobs of every tenant then come to it, so a
-//! deployment that keeps tenants apart declares its tasks over HTTP);
-//! Hopper's internal tasks never.
+//! work keys (to others it does not exist: 404); a global task (declared by
+//! a Rust worker) by any work key whose queue list allows it (jobs of every
+//! tenant then come to it, so a deployment that keeps tenants apart
+//! declares its tasks over HTTP); Hopper's internal tasks never.
 
 pub mod attempt;
 pub mod claim;
