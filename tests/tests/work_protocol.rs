@@ -602,3 +602,62 @@ async fn a_long_poll_answers_at_once_when_the_api_shuts_down() {
         stopping.elapsed()
     );
 }
+
+#[tokio::test]
+async fn long_polls_past_their_budget_are_refused_with_503_and_retry_after() {
+    // Two requests in flight at most: one long-poll may wait (half of them).
+    let mut env = TestEnv::new(&[FAST[0], ("HOPPER_MAX_CONCURRENT_REQUESTS", "2")]);
+    env.start_api().await;
+    let work = env.create_key("acme", "work").await;
+    let submit_key = env.create_key("acme", "submit,read").await;
+    let s = Setup {
+        env,
+        work,
+        submit: submit_key,
+    };
+    declare(&s, "busy", json!({})).await;
+    let url = s.env.url("/v1/work/claim");
+    let (http, work) = (s.env.http().clone(), s.work.clone());
+    let first = tokio::spawn(async move {
+        http.post(url)
+            .bearer_auth(work)
+            .json(&json!({"queues": ["busy"], "wait_ms": 20_000}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, w) = get(&s.env, &s.submit, "/v1/workers").await;
+        if w.to_string().contains("http-acme-") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the long-poll never registered: {w}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let res = s
+        .env
+        .http()
+        .post(s.env.url("/v1/work/claim"))
+        .bearer_auth(&s.work)
+        .json(&json!({"queues": ["busy"], "wait_ms": 1000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 503);
+    assert!(
+        res.headers().contains_key("retry-after"),
+        "{:?}",
+        res.headers()
+    );
+    let b: Value = res.json().await.unwrap();
+    assert_eq!(b["error"], "too_many_polls", "{b}");
+    // The waiting one is served as soon as a job comes.
+    submit(&s, "busy", 1).await;
+    assert_eq!(first.await.unwrap(), 200);
+}
