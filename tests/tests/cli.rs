@@ -112,7 +112,7 @@ async fn migrate_creates_the_schema_and_is_idempotent() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["applied"], serde_json::json!([1, 2, 3, 4, 5, 6, 8]));
+    assert_eq!(v["applied"], serde_json::json!([1, 2, 3, 4, 5, 6, 8, 9]));
     let out = hopper(&env, &["migrate", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["applied"], serde_json::json!([]));
