@@ -25,7 +25,15 @@ def load(target: str) -> Worker:
         raise SystemExit(f"hopper worker: expected module:attribute, got {target!r}")
     if "" not in sys.path:
         sys.path.insert(0, "")
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name is None or not f"{module_name}.".startswith(f"{e.name}."):
+            raise  # something the module imports is missing: its traceback helps
+        raise SystemExit(
+            f"hopper worker: no module named {module_name!r} (run from the folder that "
+            "holds it, or set PYTHONPATH)"
+        ) from e
     worker = getattr(module, attr, None)
     if not isinstance(worker, Worker):
         raise SystemExit(
