@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from hopper import JobContext, Worker
+from hopper.__main__ import load
 from hopper._runner import MAX_ERROR_CHARS, error_text
 from hopper._work import ClaimedJob, NotSerialisable, complete, encode_result
 
@@ -138,3 +139,14 @@ def test_progress_must_be_json_and_small() -> None:
         ctx.progress({"blob": "x" * 20_000})
     assert len(sent) == 1
     assert not ctx.cancelled()
+
+
+def test_the_command_line_names_what_it_cannot_load() -> None:
+    assert isinstance(load("tests.sample_tasks:worker"), Worker)
+    for target, says in [
+        ("tests.sample_tasks", "expected module:attribute"),
+        ("tests.sample_tasks:nothing", "is not a hopper.Worker"),
+        ("no_such.module:worker", "no module named 'no_such.module'"),
+    ]:
+        with pytest.raises(SystemExit, match=says):
+            load(target)
