@@ -72,7 +72,7 @@ def test_a_failing_job_reaches_the_dead_letters_and_retry_requeues_it(hopper: Ho
         assert dead.total == 1
         assert [j.id for j in dead.jobs] == [submitted.id]
         assert client.retry_dead("echo", [submitted.id]) == 1
-        assert client.dead("echo").total == 0
+        # (Not "no dead letters now": the worker may already have failed it again.)
         again = client.wait(submitted.id, timeout=30)
         assert again.state == "dead"
         # A fresh attempt budget, the history kept: it really ran again.
