@@ -1239,9 +1239,7 @@ pub(crate) fn record_from_hash(
         lease: int("lease").unwrap_or(0) as u64,
         callback_url: f.get("callback").cloned(),
         // A report that does not parse is not worth failing the read for.
-        progress: f
-            .get("progress")
-            .and_then(|p| serde_json::from_str(p).ok()),
+        progress: f.get("progress").and_then(|p| serde_json::from_str(p).ok()),
         tenant: f
             .get("tenant")
             .cloned()
