@@ -417,3 +417,43 @@ async fn submissions_read_the_registry_at_most_once_a_second_not_once_per_job() 
         "{reads} registry reads for {jobs} submissions in {seconds} s"
     );
 }
+
+#[tokio::test]
+async fn a_declared_tasks_job_is_cancelled_unless_the_task_is_internal() {
+    let mut env = TestEnv::new(&[]);
+    env.start_api().await;
+    // No schema: any object, `batch` included (only the built-in embed
+    // kind's `batch` marks a pipeline step).
+    declare(&env, &TaskDefinition::new("reindex".parse().unwrap())).await;
+    let mut internal = TaskDefinition::new("compact".parse().unwrap());
+    internal.internal = true;
+    let queue = declare(&env, &internal).await;
+
+    let (s, b) = env.post("/v1/jobs/reindex", &json!({"batch": 3})).await;
+    assert_eq!(s, 202, "{b}");
+    let id = b["id"].as_str().unwrap().to_owned();
+    let (s, b) = env.post(&format!("/v1/jobs/{id}/cancel"), &json!({})).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["state"], "cancelled", "{b}");
+
+    // Clients may not submit an internal task; Hopper's own job of one is
+    // not theirs to cancel either.
+    let (s, b) = env.post("/v1/jobs/compact", &json!({})).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (422, Some("internal_kind")),
+        "{b}"
+    );
+    let pushed = queue
+        .push(
+            &internal.name,
+            &json!({}),
+            &hopper_queue::PushOptions::default(),
+        )
+        .await
+        .unwrap();
+    let (s, b) = env
+        .post(&format!("/v1/jobs/{}/cancel", pushed.id), &json!({}))
+        .await;
+    assert_eq!((s, b["error"].as_str()), (409, Some("pipeline_job")), "{b}");
+}

@@ -254,10 +254,20 @@ pub async fn cancel(
         return Err(ApiError::not_found(format!("no job {id} in the queues")));
     };
     // A pipeline step cancelled alone would leave its document waiting for
-    // it for ever: the document is what a client stops.
-    if job.kind.job_kind().is_some_and(JobKind::is_internal)
-        || job.args.get("batch").is_some_and(|b| !b.is_null())
-    {
+    // it for ever: the document is what a client stops. (Any task declared
+    // internal is Hopper's own the same way.)
+    let internal = match job.kind.job_kind() {
+        Some(kind) => {
+            kind.is_internal()
+                || (kind == JobKind::Embed && job.args.get("batch").is_some_and(|b| !b.is_null()))
+        }
+        None => state
+            .tasks
+            .get(&state.queue, job.kind.as_str(), &caller.tenant, "id")
+            .await
+            .is_ok_and(|task| task.submittable().is_err()),
+    };
+    if internal {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "pipeline_job",
