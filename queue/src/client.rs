@@ -474,14 +474,25 @@ impl QueueClient {
     /// Finds a job by id in any built-in queue or declared task's queue
     /// (one HGETALL per queue, pipelined).
     pub async fn find_job(&self, id: Uuid) -> Result<Option<JobRecord>, QueueError> {
-        let mut pipe = redis::pipe();
         let mut queues: Vec<QueueName> = self.settings.built_in_names().cloned().collect();
         for def in self.tasks().await? {
             if !queues.contains(&def.name) {
                 queues.push(def.name);
             }
         }
-        for queue in &queues {
+        self.find_job_in(id, &queues).await
+    }
+
+    /// Finds a job by id in one of `queues` (one HGETALL per queue,
+    /// pipelined): for callers that already know the task names (the API's
+    /// registry cache), without reading the registry.
+    pub async fn find_job_in(
+        &self,
+        id: Uuid,
+        queues: &[QueueName],
+    ) -> Result<Option<JobRecord>, QueueError> {
+        let mut pipe = redis::pipe();
+        for queue in queues {
             pipe.cmd("HGETALL").arg(self.keys(queue).job(&id));
         }
         let all: Vec<HashMap<String, String>> = pipe.query_async(&mut self.conn.clone()).await?;
@@ -755,7 +766,17 @@ impl QueueClient {
         let Some(job) = self.find_job(id).await? else {
             return Ok(None);
         };
-        let keys = self.keys(&job.kind);
+        self.cancel_in(job.kind, id).await
+    }
+
+    /// [`Self::cancel`] for a job known to be in the queue `queue`.
+    pub async fn cancel_in(
+        &self,
+        queue: impl Into<QueueName>,
+        id: Uuid,
+    ) -> Result<Option<(QueueName, String)>, QueueError> {
+        let queue = queue.into();
+        let keys = self.keys(&queue);
         let state: String = SCRIPTS
             .cancel
             .key(keys.job(&id))
@@ -766,7 +787,7 @@ impl QueueClient {
             .arg(id.to_string())
             .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok((!state.is_empty()).then_some((job.kind, state)))
+        Ok((!state.is_empty()).then_some((queue, state)))
     }
 
     /// Ids of running jobs whose cancellation was requested.

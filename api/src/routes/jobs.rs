@@ -245,9 +245,10 @@ pub async fn cancel(
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Scope::Submit)?;
     let id = parse_id(&id)?;
+    let names = state.tasks.all_names(&state.queue).await?;
     let Some(job) = state
         .queue
-        .find_job(id)
+        .find_job_in(id, &names)
         .await?
         .filter(|j| caller.owns(&j.tenant))
     else {
@@ -277,7 +278,7 @@ pub async fn cancel(
             ),
         ));
     }
-    match state.queue.cancel(id).await? {
+    match state.queue.cancel_in(job.kind.clone(), id).await? {
         Some((kind, s)) => {
             // A waiting job finished here: its callback goes now.
             if s == "cancelled"
@@ -302,7 +303,8 @@ pub async fn show(
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Scope::Read)?;
     let id = parse_id(&id)?;
-    let job = match state.queue.find_job(id).await? {
+    let names = state.tasks.all_names(&state.queue).await?;
+    let job = match state.queue.find_job_in(id, &names).await? {
         Some(job) => Some(job),
         None => db::job_record(&state.pool, id).await?,
     };
