@@ -45,7 +45,7 @@ class Forbidden(HopperError):
 
 
 class NotFound(HopperError):
-    """404: no such job, document, route or kind (`known` lists the kinds)."""
+    """404: no such job, document, route or task (`known` lists the known tasks)."""
 
 
 class Conflict(HopperError):
