@@ -289,6 +289,18 @@ impl TestEnv {
         key
     }
 
+    /// Runs the `hopper` CLI with `args` in this environment (its Redis,
+    /// Postgres and key prefix; `HOPPER_API_URL` = the API, once started)
+    /// and waits for it.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(binary("hopper"))
+            .args(args)
+            .envs(&self.env)
+            .env("HOPPER_API_URL", self.api.clone().unwrap_or_default())
+            .output()
+            .expect("run hopper")
+    }
+
     /// `DELETE {api}{path}`; returns status and JSON.
     pub async fn delete(&self, path: &str) -> (u16, Value) {
         self.request(self.http.delete(self.url(path))).await

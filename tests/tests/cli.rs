@@ -6,12 +6,7 @@ use hopper_tests::{TestEnv, binary};
 use serde_json::json;
 
 fn hopper(env: &TestEnv, args: &[&str]) -> std::process::Output {
-    Command::new(binary("hopper"))
-        .args(args)
-        .envs(&env.env)
-        .env("HOPPER_API_URL", env.api.clone().unwrap_or_default())
-        .output()
-        .expect("run hopper")
+    env.cli(args)
 }
 
 #[tokio::test]

@@ -6,11 +6,9 @@
 //! removed by `hopper tasks`. Unknown names get 404 listing the known tasks;
 //! names that are not queue names get 422.
 
-use std::process::Command;
-
 use hopper_queue::{Declared, QueueClient};
 use hopper_shared::tasks::{Runtime, TaskDefinition};
-use hopper_tests::{TestEnv, binary};
+use hopper_tests::TestEnv;
 use serde_json::{Value, json};
 
 /// A task `name` taking `{"size": [positive integers], "label"?: string}`
@@ -296,12 +294,7 @@ async fn a_tenants_task_is_invisible_to_other_tenants() {
 }
 
 fn hopper(env: &TestEnv, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(binary("hopper"))
-        .args(args)
-        .envs(&env.env)
-        .env("HOPPER_API_URL", env.api.clone().unwrap_or_default())
-        .output()
-        .expect("run hopper");
+    let out = env.cli(args);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -410,13 +410,9 @@ async fn work_keys_serve_only_their_queues_and_their_tenant() {
     declare(&s, "qa", json!({})).await;
     declare(&s, "qb", json!({})).await;
     // A work key limited to `qa`, made by the CLI as an operator would.
-    let out = std::process::Command::new(hopper_tests::binary("hopper"))
-        .args([
-            "--json", "keys", "create", "--tenant", "acme", "--scope", "work", "--queues", "qa",
-        ])
-        .envs(&s.env.env)
-        .output()
-        .expect("run hopper");
+    let out = s.env.cli(&[
+        "--json", "keys", "create", "--tenant", "acme", "--scope", "work", "--queues", "qa",
+    ]);
     assert!(
         out.status.success(),
         "{}",
