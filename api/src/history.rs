@@ -16,8 +16,10 @@ use std::{
 };
 
 use hopper_queue::QueueClient;
-use hopper_shared::{QueueName, jobs::JobKind};
+use hopper_shared::QueueName;
 use serde::Serialize;
+
+use crate::tasks::TaskCache;
 
 /// Time between samples.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
@@ -79,14 +81,21 @@ impl DepthHistory {
 
     /// Samples every queue until the process ends. A failed sample (Redis
     /// away) is skipped; the chart shows the gap.
-    pub fn spawn_sampler(&self, queue: QueueClient) {
+    pub fn spawn_sampler(&self, queue: QueueClient, tasks: TaskCache) {
         let history = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SAMPLE_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                match sample(&queue).await {
+                let names = match tasks.all_names(&queue).await {
+                    Ok(names) => names,
+                    Err(e) => {
+                        tracing::debug!(error = ?e, "queue depth sample skipped");
+                        continue;
+                    }
+                };
+                match sample(&queue, names).await {
                     Ok(queues) => history.push(Sample {
                         at_ms: hopper_queue::now_ms(),
                         queues,
@@ -98,14 +107,12 @@ impl DepthHistory {
     }
 }
 
-/// The depth of every built-in and declared queue now.
-async fn sample(queue: &QueueClient) -> Result<Vec<(QueueName, Depth)>, hopper_queue::QueueError> {
-    let mut names: Vec<QueueName> = JobKind::ALL.iter().map(|&k| k.into()).collect();
-    for def in queue.tasks().await? {
-        if !names.contains(&def.name) {
-            names.push(def.name);
-        }
-    }
+/// The depth of the queues `names` (every built-in and declared task, from
+/// the API's registry cache) now.
+async fn sample(
+    queue: &QueueClient,
+    names: Vec<QueueName>,
+) -> Result<Vec<(QueueName, Depth)>, hopper_queue::QueueError> {
     let mut queues = Vec::with_capacity(names.len());
     for name in names {
         let s = queue.stats(&name).await?;

@@ -138,7 +138,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let metrics = hopper_shared::metrics::install_exporter();
     let state = AppState::new(config.clone(), queue, pool, metrics);
-    state.history.spawn_sampler(state.queue.clone());
+    state
+        .history
+        .spawn_sampler(state.queue.clone(), state.tasks.clone());
     state.keys.spawn_revocation_watch(state.pool.clone());
     state.unauthenticated.spawn_cleanup();
     retention::spawn_sweeper(state.pool.clone(), config.retention);

@@ -282,6 +282,11 @@ impl QueueClient {
             .await?)
     }
 
+    /// The built-in queues' names, in name order.
+    pub(crate) fn built_in_names(&self) -> impl Iterator<Item = &QueueName> {
+        self.settings.built_in_names()
+    }
+
     /// The key prefix of every queue.
     pub fn prefix(&self) -> &str {
         &self.prefix
@@ -474,12 +479,7 @@ impl QueueClient {
     /// Finds a job by id in any built-in queue or declared task's queue
     /// (one HGETALL per queue, pipelined).
     pub async fn find_job(&self, id: Uuid) -> Result<Option<JobRecord>, QueueError> {
-        let mut queues: Vec<QueueName> = self.settings.built_in_names().cloned().collect();
-        for def in self.tasks().await? {
-            if !queues.contains(&def.name) {
-                queues.push(def.name);
-            }
-        }
+        let queues = self.task_names().await?;
         self.find_job_in(id, &queues).await
     }
 

@@ -149,6 +149,16 @@ impl QueueClient {
         }
     }
 
+    /// Every task's name: the built-in queues' and the declared tasks', in
+    /// name order (registry read now).
+    pub async fn task_names(&self) -> Result<Vec<QueueName>, QueueError> {
+        let mut names: Vec<QueueName> = self.built_in_names().cloned().collect();
+        names.extend(self.tasks().await?.into_iter().map(|d| d.name));
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
     /// Names of the declared tasks served over HTTP (whose queues the API
     /// rescues, no Rust worker running there).
     pub async fn http_tasks(&self) -> Result<Vec<QueueName>, QueueError> {
