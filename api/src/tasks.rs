@@ -372,13 +372,7 @@ impl TaskCache {
         // Reading the registry also remembers each task's settings in the
         // queue client (`QueueClient::remember_settings`).
         let defs = queue.tasks().await?;
-        let mut tasks: HashMap<QueueName, Arc<Task>> = JobKind::ALL
-            .iter()
-            .map(|&k| {
-                let def = TaskDefinition::built_in(k);
-                (def.name.clone(), Arc::new(Task::new(def, None)))
-            })
-            .collect();
+        let mut tasks = BUILT_IN.clone();
         for def in defs {
             let previous = current.tasks.get(&def.name).cloned();
             let task = Task::new(def, previous.as_deref());
@@ -402,6 +396,19 @@ impl TaskCache {
             .unwrap_or_default()
     }
 }
+
+/// The built-in kinds as tasks before any worker declared them (their
+/// definitions generate schemas: made once, not at every registry read).
+static BUILT_IN: std::sync::LazyLock<HashMap<QueueName, Arc<Task>>> =
+    std::sync::LazyLock::new(|| {
+        JobKind::ALL
+            .iter()
+            .map(|&k| {
+                let def = TaskDefinition::built_in(k);
+                (def.name.clone(), Arc::new(Task::new(def, None)))
+            })
+            .collect()
+    });
 
 impl Snapshot {
     fn visible(&self, name: &QueueName, tenant: &str) -> Option<Arc<Task>> {
