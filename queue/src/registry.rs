@@ -15,11 +15,7 @@
 
 use std::collections::HashMap;
 
-use hopper_shared::{
-    QueueName,
-    jobs::QueueSettings,
-    tasks::{Runtime, TaskDefinition},
-};
+use hopper_shared::{QueueName, jobs::QueueSettings, tasks::TaskDefinition};
 
 use crate::{QueueClient, QueueError, scripts::SCRIPTS};
 
@@ -157,18 +153,6 @@ impl QueueClient {
         names.sort();
         names.dedup();
         Ok(names)
-    }
-
-    /// Names of the declared tasks served over HTTP (whose queues the API
-    /// rescues, no Rust worker running there).
-    pub async fn http_tasks(&self) -> Result<Vec<QueueName>, QueueError> {
-        Ok(self
-            .tasks()
-            .await?
-            .into_iter()
-            .filter(|d| d.runtime == Runtime::Http)
-            .map(|d| d.name)
-            .collect())
     }
 }
 
