@@ -1261,6 +1261,7 @@ pub(crate) fn record_from_hash(
         callback_url: f.get("callback").cloned(),
         // A report that does not parse is not worth failing the read for.
         progress: f.get("progress").and_then(|p| serde_json::from_str(p).ok()),
+        notify: f.get("notify").and_then(|n| serde_json::from_str(n).ok()),
         tenant: f
             .get("tenant")
             .cloned()

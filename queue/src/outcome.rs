@@ -356,6 +356,7 @@ impl Recorder {
             callback_url: a.callback_url.map(str::to_owned),
             lease: a.lease,
             progress: None,
+            notify: None,
         }
     }
 }

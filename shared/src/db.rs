@@ -275,6 +275,7 @@ fn record_from_row(row: &tokio_postgres::Row) -> Result<JobRecord> {
         callback_url: None,
         lease: row.get::<_, i64>(15) as u64,
         progress: None,
+        notify: None,
     })
 }
 

@@ -579,6 +579,39 @@ pub struct JobRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub progress: Option<serde_json::Value>,
+    /// A task told of the job's outcome when it finishes (the Celery bridge
+    /// publishes Celery results this way); while Redis keeps the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub notify: Option<Notify>,
+}
+
+/// A task to tell when a job finishes, besides its webhook: when the job
+/// reaches a final state (succeeded, dead, cancelled), Hopper queues one job
+/// of `task` with the arguments `{"data": <data>, "job": <the job's record>}`,
+/// once per outcome, before Redis lets go of the job (as for webhooks). The
+/// Celery bridge asks for this to publish each Celery-sent job's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Notify {
+    /// The task whose job is queued.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub task: crate::QueueName,
+    /// Passed as is to that job.
+    pub data: serde_json::Value,
+}
+
+/// Hopper's namespace for job ids derived from foreign ids.
+const FOREIGN_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6f70_7065_725f_4a6f_625f_4964_735f_7631);
+
+/// The job id of a job known elsewhere by `id` (a Celery task id): the id
+/// itself when it is a UUID, else a UUIDv5 of it in Hopper's namespace, so
+/// the same foreign id always names the same job and `GET /v1/jobs/{id}`
+/// finds it by the id its producer knows.
+pub fn foreign_job_id(id: &str) -> uuid::Uuid {
+    uuid::Uuid::parse_str(id)
+        .unwrap_or_else(|_| uuid::Uuid::new_v5(&FOREIGN_ID_NAMESPACE, id.as_bytes()))
 }
 
 /// The tenant of everything submitted without an API key (open mode).

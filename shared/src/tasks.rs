@@ -139,6 +139,9 @@ impl TaskSettings {
 /// The longest hard limit a task may declare: one day.
 pub const MAX_HARD_LIMIT_MS: u64 = 24 * 3600 * 1000;
 
+/// Most positional parameter names a task may declare.
+pub const MAX_PARAMS: usize = 64;
+
 /// Largest argument schema a task may declare, serialised.
 pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
 
@@ -170,6 +173,12 @@ pub struct TaskDefinition {
     /// What it does, for listings.
     #[serde(default)]
     pub description: Option<String>,
+    /// The names of its arguments in positional order, for callers that pass
+    /// them by position (a Celery producer's `add.delay(2, 3)` becomes
+    /// `{"a": 2, "b": 3}` when the params are `["a", "b"]`). None: a Celery
+    /// message's arguments arrive as `{"args": [...], "kwargs": {...}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Vec<String>>,
     /// Unix ms: when it was declared (by the declaration in force).
     #[serde(default)]
     pub declared_at_ms: i64,
@@ -202,6 +211,7 @@ impl TaskDefinition {
             internal: false,
             tenant: None,
             description: None,
+            params: None,
             declared_at_ms: 0,
             schema_digest: String::new(),
         }
@@ -260,6 +270,27 @@ impl TaskDefinition {
                 field: Some("description".into()),
                 message: "at most 1000 characters".into(),
             });
+        }
+        if let Some(params) = &self.params {
+            let bad = |message: String| {
+                Err(InvalidTask {
+                    field: Some("params".into()),
+                    message,
+                })
+            };
+            if params.len() > MAX_PARAMS {
+                return bad(format!("at most {MAX_PARAMS} names"));
+            }
+            for (i, p) in params.iter().enumerate() {
+                if p.is_empty() || p.len() > 64 || p.chars().any(|c| c.is_control()) {
+                    return bad(format!(
+                        "name {i} must be 1 to 64 characters, no control characters"
+                    ));
+                }
+                if params[..i].contains(p) {
+                    return bad(format!("`{p}` is given twice"));
+                }
+            }
         }
         Ok(())
     }
