@@ -162,15 +162,15 @@ class Hopper:
         return proc
 
     def start_py_worker(
-        self, target: str = "sdk_tasks:worker", **extra: str
+        self, target: str = "sdk_tasks:worker", cwd: Path = HERE, **extra: str
     ) -> subprocess.Popen[bytes]:
-        """Starts `python -m hopper worker <target>` (from this folder) against the API;
-        waits until it declared its tasks and serves."""
+        """Starts `python -m hopper worker <target>` (from `cwd`, this folder unless
+        given) against the API; waits until it declared its tasks and serves."""
         proc = self._spawn(
             "python-worker",
             [sys.executable, "-m", "hopper", "worker", target],
             {"HOPPER_API_URL": self.url, "HOPPER_CELERY_TEST_DIR": str(self.dir), **extra},
-            cwd=HERE,
+            cwd=cwd,
         )
 
         def serving() -> bool:
