@@ -16,3 +16,12 @@ pub mod intake;
 pub mod publish;
 pub mod result;
 pub mod route;
+pub mod submit;
+
+use hopper_shared::QueueName;
+
+/// The internal task whose jobs are Celery messages as the intake moved them.
+pub const INTAKE_TASK: QueueName = QueueName::from_static("celery.intake");
+
+/// The internal task that publishes a Celery-sent job's result.
+pub const RESULT_TASK: QueueName = QueueName::from_static("celery.result");

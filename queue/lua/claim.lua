@@ -1,13 +1,17 @@
 -- claim.lua: promote due scheduled jobs, then claim up to n jobs for a worker.
 -- KEYS[1] pending:high  KEYS[2] pending  KEYS[3] scheduled  KEYS[4] worker's in-flight set
 -- KEYS[5] wake list  KEYS[6] workers zset  KEYS[7] high-priority streak counter
+-- KEYS[8] done zset  KEYS[9] unfinished jobs per tenant (hash)
 -- ARGV: 1 job key prefix ('{p:q}:job:'), 2 n, 3 worker id, 4 promote limit, 5 lease ms,
 --       6 high-priority burst (after this many high claims in a row one normal job goes
 --       first; 0: high always first)
 -- Returns {-2} when the worker is not registered or its lease ran out (it was, or is about
--- to be, presumed dead: it must register afresh), else {next due in ms or -1, then for each
--- job: id, args, attempt, max_attempts, enqueued_at, priority, request_id, tenant, callback,
--- lease}.
+-- to be, presumed dead: it must register afresh), else {next due in ms or -1, the number E
+-- of jobs found expired, their E ids, then for each claimed job: id, args, attempt,
+-- max_attempts, enqueued_at, priority, request_id, tenant, callback, lease, hard_ms, soft_ms,
+-- notify}.
+-- A job whose expiry time passed before it was claimed is not handed out: it is finished
+-- as cancelled here (its record and callbacks are the caller's to write).
 -- Every claimed job is in the worker's in-flight set, marked running, with its attempt and
 -- its claim number (the lease token that fences its ack) counted before the script
 -- returns: nothing is in limbo.
@@ -32,11 +36,19 @@ local function next_pending(list)
     if redis.call('HGET', prefix .. id, 'state') == 'pending' then return id end
   end
 end
-local out = {-1}
+-- Finishes the job at `key` as cancelled: it expired before a worker took it.
+local function expire(key, id)
+  local err = 'expired: not started before its expiry time'
+  redis.call('HSET', key, 'state', 'cancelled', 'finished_at', now, 'error', err)
+  push_history(key, {attempt = 0, finished_at_ms = now, outcome = 'expired', error = err})
+  redis.call('ZADD', KEYS[8], now, id)
+  tenant_done(KEYS[9], key)
+end
+local jobs, expired = {}, {}
 local claimed = 0
 local streak = tonumber(redis.call('GET', KEYS[7]) or '0')
 local streak0 = streak
-while claimed < n do
+while claimed < n and #expired < 1000 do
   local first, second = KEYS[1], KEYS[2]
   if burst > 0 and streak >= burst then first, second = KEYS[2], KEYS[1] end
   local id, from = next_pending(first), first
@@ -44,26 +56,29 @@ while claimed < n do
   if not id then break end
   if from == KEYS[1] then streak = streak + 1 else streak = 0 end
   local key = prefix .. id
-  local attempts = redis.call('HINCRBY', key, 'attempts', 1)
-  local lease = redis.call('HINCRBY', key, 'lease', 1)
-  redis.call('HSET', key, 'state', 'running', 'started_at', now, 'worker', worker)
-  redis.call('SADD', KEYS[4], id)
-  local f = redis.call('HMGET', key, 'args', 'max_attempts', 'enqueued_at', 'priority',
-    'request_id', 'tenant', 'callback')
-  out[#out + 1] = id
-  out[#out + 1] = f[1]
-  out[#out + 1] = attempts
-  out[#out + 1] = f[2]
-  out[#out + 1] = f[3]
-  out[#out + 1] = f[4] or 'normal'
-  out[#out + 1] = f[5] or ''
-  out[#out + 1] = f[6] or 'default'
-  out[#out + 1] = f[7] or ''
-  out[#out + 1] = lease
-  claimed = claimed + 1
+  local expires = tonumber(redis.call('HGET', key, 'expires_at') or '0')
+  if expires > 0 and expires <= now then
+    expire(key, id)
+    expired[#expired + 1] = id
+  else
+    local attempts = redis.call('HINCRBY', key, 'attempts', 1)
+    local lease = redis.call('HINCRBY', key, 'lease', 1)
+    redis.call('HSET', key, 'state', 'running', 'started_at', now, 'worker', worker)
+    redis.call('SADD', KEYS[4], id)
+    local f = redis.call('HMGET', key, 'args', 'max_attempts', 'enqueued_at', 'priority',
+      'request_id', 'tenant', 'callback', 'hard_ms', 'soft_ms', 'notify')
+    for _, v in ipairs({id, f[1], attempts, f[2], f[3], f[4] or 'normal', f[5] or '',
+        f[6] or 'default', f[7] or '', lease, f[8] or '0', f[9] or '0', f[10] or ''}) do
+      jobs[#jobs + 1] = v
+    end
+    claimed = claimed + 1
+  end
 end
 if streak ~= streak0 then redis.call('SET', KEYS[7], streak) end
-if claimed > 0 then redis.call('LPOP', KEYS[5], claimed) end
+if claimed + #expired > 0 then redis.call('LPOP', KEYS[5], claimed + #expired) end
+local out = {-1, #expired}
+for _, id in ipairs(expired) do out[#out + 1] = id end
+for _, v in ipairs(jobs) do out[#out + 1] = v end
 local nxt = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
 if nxt[2] then out[1] = math.max(tonumber(nxt[2]) - now, 0) end
 return out

@@ -68,3 +68,19 @@ local function requeue(key, id, high, normal, wake)
   if wake then redis.call('LPUSH', wake, '1') end
 end
 
+
+-- Writes the hash of a new job at `key` (state 'pending' or 'scheduled'; run_at 0 when it
+-- waits for nothing): the one layout push.lua and intake.lua share.
+local function new_job(key, id, args, kind, max_attempts, now, state, priority, run_at, tenant)
+  redis.call('HSET', key, 'id', id, 'args', args, 'kind', kind, 'max_attempts', max_attempts,
+    'attempts', 0, 'enqueued_at', now, 'state', state, 'priority', priority, 'run_at', run_at,
+    'tenant', tenant)
+end
+
+-- `n` new jobs of `tenant` wait: one wake token each on `wake` (kept to `cap` tokens), so idle
+-- workers claim at once, and `n` more unfinished jobs of the tenant in `tenants`.
+local function queued(wake, cap, tenants, tenant, n)
+  for _ = 1, n do redis.call('LPUSH', wake, '1') end
+  redis.call('LTRIM', wake, 0, cap - 1)
+  redis.call('HINCRBY', tenants, tenant, n)
+end

@@ -3,8 +3,8 @@
 //! [`AckLayer`] is the backend's own middleware (apalis puts it outside the
 //! user's layers). For each attempt it:
 //!
-//! 1. runs the handler under the queue's hard time limit, fires the job's
-//!    cancellation token at the soft limit, and catches a panic, so no job
+//! 1. runs the handler under the hard time limit (the job's own, else its
+//!    queue's), fires the job's cancellation token at the soft limit, and catches a panic, so no job
 //!    can crash or wedge the worker;
 //! 2. records the outcome through the queue's [`Recorder`]
 //!    ([`crate::outcome`], shared with remote workers): on success the
@@ -111,9 +111,12 @@ where
             let started = Instant::now();
             // The soft limit fires the job's token from within this future
             // (no task per attempt); the hard limit abandons the attempt.
-            let hard = shared.recorder.settings().hard_time_limit;
+            // A job's own limits (given at submission) replace its task's.
+            let settings = shared.recorder.settings();
+            let hard = ctx.hard_time_limit.unwrap_or(settings.hard_time_limit);
+            let soft = ctx.soft_time_limit.unwrap_or(settings.soft_time_limit);
             let attempt = tokio::time::timeout(hard, AssertUnwindSafe(fut).catch_unwind());
-            let soft = tokio::time::sleep(shared.recorder.settings().soft_time_limit);
+            let soft = tokio::time::sleep(soft);
             tokio::pin!(attempt, soft);
             let mut soft_fired = false;
             let result: Result<Res, BoxDynError> = loop {

@@ -164,6 +164,7 @@ impl<Args: DeserializeOwned + Send + 'static> RedisBackend<Args> {
             batch: self.settings.concurrency.clamp(1, 256),
             tx,
             stop: self.claim_stop.clone(),
+            pool: self.pool.clone(),
         };
         let heartbeat = heartbeat_loop(
             self.client.clone(),

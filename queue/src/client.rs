@@ -37,7 +37,7 @@ use crate::{
 /// Idempotency keys are remembered this long.
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// At most this many wake tokens are kept per queue.
-const WAKE_CAP: i64 = 10_000;
+pub(crate) const WAKE_CAP: i64 = 10_000;
 /// Due scheduled jobs promoted per claim, at most.
 const PROMOTE_LIMIT: usize = 200;
 /// Per-minute outcome counters are kept this long.
@@ -69,6 +69,12 @@ pub struct Claimed {
     /// The claim's lease token (the job's claim number): only an attempt
     /// holding it may acknowledge, fail or release the job.
     pub lease: u64,
+    /// Its own hard time limit (submitted with the job), if any.
+    pub hard_time_limit: Option<Duration>,
+    /// Its own soft time limit, if any.
+    pub soft_time_limit: Option<Duration>,
+    /// The task told when it finishes, if any.
+    pub notify: Option<hopper_shared::jobs::Notify>,
 }
 
 /// A successful attempt, as acknowledged.
@@ -89,6 +95,10 @@ pub struct Ack {
 pub struct ClaimBatch {
     /// Claimed jobs, now in the worker's in-flight set.
     pub jobs: Vec<Claimed>,
+    /// Jobs found past their expiry time on the way: finished as cancelled
+    /// by the claim; their records and callbacks are the claimant's to write
+    /// ([`crate::outcome::record_finished_job`]).
+    pub expired: Vec<Uuid>,
     /// How long until the earliest scheduled job falls due (Redis' clock).
     pub next_due_in: Option<Duration>,
 }
@@ -414,7 +424,7 @@ impl QueueClient {
         opts: &PushOptions,
     ) -> Result<(Vec<String>, Vec<String>), QueueError> {
         let keys = self.keys(queue);
-        let id = Uuid::now_v7();
+        let id = opts.id.unwrap_or_else(Uuid::now_v7);
         let delay = opts.delay.unwrap_or_default();
         if delay > MAX_DELAY {
             return Err(QueueError::DelayTooLong {
@@ -455,6 +465,13 @@ impl QueueClient {
                 opts.callback_url.clone().unwrap_or_default(),
                 opts.max_unfinished.unwrap_or(0).to_string(),
                 opts.max_high_unfinished.unwrap_or(0).to_string(),
+                opts.expires_at_ms.unwrap_or(0).max(0).to_string(),
+                limit_ms(opts.hard_time_limit).to_string(),
+                limit_ms(opts.soft_time_limit).to_string(),
+                match &opts.notify {
+                    Some(n) => serde_json::to_string(n)?,
+                    None => String::new(),
+                },
             ],
         ))
     }
@@ -504,24 +521,37 @@ impl QueueClient {
         Ok(None)
     }
 
-    /// Queues the signed completion callback of a finished job, if it asked
-    /// for one. Keyed by job, final state and attempt count, so a re-run
-    /// after a crash queues it once.
-    pub async fn push_webhook(&self, job: &JobRecord) -> Result<(), QueueError> {
-        let Some(url) = &job.callback_url else {
-            return Ok(());
-        };
+    /// Queues the callbacks of a finished job: its signed completion
+    /// webhook, if it asked for one, and the job of the task it names in
+    /// `notify` (with `{"data": …, "job": <its record>}`), if any. Each is
+    /// keyed by job, final state and attempt count, so a re-run after a
+    /// crash queues it once.
+    pub async fn push_callbacks(&self, job: &JobRecord) -> Result<(), QueueError> {
         let mut public = job.clone();
         public.callback_url = None;
-        let key = format!(
-            "webhook:{}:{}:{}",
-            job.id,
-            job.state.as_str(),
-            job.history.len()
-        );
-        let body = serde_json::json!({ "event": "job.finished", "job": public });
-        self.push_callback(url, "job.finished", body, &job.tenant, key)
-            .await
+        public.notify = None;
+        let once = format!("{}:{}:{}", job.id, job.state.as_str(), job.history.len());
+        if let Some(url) = &job.callback_url {
+            let body = serde_json::json!({ "event": "job.finished", "job": public });
+            self.push_callback(
+                url,
+                "job.finished",
+                body,
+                &job.tenant,
+                format!("webhook:{once}"),
+            )
+            .await?;
+        }
+        if let Some(notify) = &job.notify {
+            let args = serde_json::json!({ "data": notify.data, "job": public });
+            let opts = PushOptions {
+                idempotency_key: Some(format!("notify:{once}")),
+                tenant: Some(job.tenant.clone()),
+                ..Default::default()
+            };
+            self.push(notify.task.clone(), &args, &opts).await?;
+        }
+        Ok(())
     }
 
     /// Queues one signed callback of `event` with `body` to `url` (already
@@ -640,6 +670,8 @@ impl QueueClient {
             .key(keys.wake())
             .key(keys.workers())
             .key(keys.high_streak())
+            .key(keys.done())
+            .key(keys.tenant_load())
             .arg(keys.job_prefix())
             .arg(n)
             .arg(worker.as_str())
@@ -1180,8 +1212,24 @@ fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, ClaimError> {
     if next_due == -2 {
         return Err(ClaimError::Evicted);
     }
-    let mut jobs = Vec::with_capacity(rest.len() / 10);
-    for c in rest.chunks(10) {
+    let (count, rest) = rest
+        .split_first()
+        .ok_or_else(|| corrupt("no expired count"))?;
+    let count = int(count)?.max(0) as usize;
+    if rest.len() < count {
+        return Err(corrupt("truncated reply").into());
+    }
+    let (expired, rest) = rest.split_at(count);
+    let expired = expired
+        .iter()
+        .map(|v| parse_id(&text(v)?))
+        .collect::<Result<Vec<_>, _>>()?;
+    let limit = |v: &redis::Value| -> Result<Option<Duration>, QueueError> {
+        let ms = int(v)?;
+        Ok((ms > 0).then(|| Duration::from_millis(ms as u64)))
+    };
+    let mut jobs = Vec::with_capacity(rest.len() / CLAIMED_FIELDS);
+    for c in rest.chunks(CLAIMED_FIELDS) {
         let [
             id,
             args,
@@ -1193,10 +1241,14 @@ fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, ClaimError> {
             tenant,
             callback,
             lease,
+            hard,
+            soft,
+            notify,
         ] = c
         else {
             return Err(corrupt("truncated reply").into());
         };
+        let notify = text(notify)?;
         jobs.push(Claimed {
             id: parse_id(&text(id)?)?,
             args: text(args)?,
@@ -1212,12 +1264,28 @@ fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, ClaimError> {
             tenant: text(tenant)?,
             callback_url: Some(text(callback)?).filter(|c| !c.is_empty()),
             lease: int(lease)? as u64,
+            hard_time_limit: limit(hard)?,
+            soft_time_limit: limit(soft)?,
+            notify: if notify.is_empty() {
+                None
+            } else {
+                Some(serde_json::from_str(&notify).map_err(|e| corrupt(&format!("notify: {e}")))?)
+            },
         });
     }
     Ok(ClaimBatch {
         jobs,
+        expired,
         next_due_in: (next_due >= 0).then(|| Duration::from_millis(next_due as u64)),
     })
+}
+
+/// Fields per job in `claim.lua`'s reply.
+const CLAIMED_FIELDS: usize = 13;
+
+/// A per-job time limit as `push.lua` takes it: ms, at least 1; 0 for none.
+fn limit_ms(limit: Option<Duration>) -> u64 {
+    limit.map_or(0, |d| (d.as_millis() as u64).max(1))
 }
 
 pub(crate) fn record_from_hash(

@@ -56,6 +56,8 @@ pub(crate) struct Fetcher<Args> {
     pub batch: usize,
     pub tx: mpsc::Sender<Task<Args>>,
     pub stop: CancellationToken,
+    /// Where the records of jobs found expired go.
+    pub pool: Option<deadpool_postgres::Pool>,
 }
 
 impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
@@ -141,9 +143,17 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
                 }
             };
             backoff = BACKOFF_MIN;
-            let ClaimBatch { jobs, next_due_in } = batch;
+            let ClaimBatch {
+                jobs,
+                expired,
+                next_due_in,
+            } = batch;
             self.slots.add_permits(want - jobs.len());
-            if jobs.is_empty() {
+            let found_expired = !expired.is_empty();
+            if found_expired {
+                self.record_finished(expired);
+            }
+            if jobs.is_empty() && !found_expired {
                 if !self.wait_for_work(c, next_due_in).await {
                     conn = None;
                 }
@@ -210,6 +220,9 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
             request_id: job.request_id,
             tenant: job.tenant.into(),
             callback_url: job.callback_url,
+            notify: job.notify,
+            hard_time_limit: job.hard_time_limit,
+            soft_time_limit: job.soft_time_limit,
             cancel: CancellationToken::new(),
             cancel_requested: Default::default(),
             stopped_by_worker: Default::default(),
@@ -240,7 +253,7 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
         metrics::counter!(hopper_shared::metrics::JOBS_DEAD_LETTERED,
             "kind" => self.keys.queue.label(), "reason" => "poison")
         .increment(1);
-        if let Err(e) = self
+        match self
             .client
             .fail(
                 &self.keys.queue,
@@ -252,8 +265,28 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
             )
             .await
         {
-            tracing::warn!(job = %job.id, "could not dead-letter poison job: {e}");
+            // Its record, and the callbacks it asked for (a Celery producer
+            // waits for its result).
+            Ok(true) => self.record_finished(vec![job.id]),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(job = %job.id, "could not dead-letter poison job: {e}"),
         }
+    }
+
+    /// Writes the records of jobs finished without their handler — found
+    /// expired by a claim, or poison — and queues their callbacks, off the
+    /// claim loop's path.
+    fn record_finished(&self, ids: Vec<uuid::Uuid>) {
+        let (client, queue, pool) = (
+            self.client.clone(),
+            self.keys.queue.clone(),
+            self.pool.clone(),
+        );
+        tokio::spawn(async move {
+            for id in ids {
+                crate::outcome::record_finished_job(&client, &queue, pool.as_ref(), id).await;
+            }
+        });
     }
 
     async fn pause(&self, backoff: Duration, e: &crate::QueueError) -> Duration {

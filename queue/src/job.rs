@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use hopper_shared::QueueName;
+use hopper_shared::{QueueName, jobs::Notify};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -74,6 +74,19 @@ pub struct PushOptions {
     ///
     /// [`DEFAULT_TENANT`]: hopper_shared::jobs::DEFAULT_TENANT
     pub tenant: Option<String>,
+    /// The job's id; a fresh UUIDv7 when `None`. A given id names one job
+    /// for good: pushing it again adds nothing and answers `created: false`
+    /// (a Celery task id, see [`hopper_shared::jobs::foreign_job_id`]).
+    pub id: Option<uuid::Uuid>,
+    /// Unix ms (on Redis' clock): a job not claimed by then is finished as
+    /// cancelled ("expired") instead of running.
+    pub expires_at_ms: Option<i64>,
+    /// Its own hard time limit, instead of its task's.
+    pub hard_time_limit: Option<Duration>,
+    /// Its own soft time limit, instead of its task's.
+    pub soft_time_limit: Option<Duration>,
+    /// A task to tell when it finishes (see [`Notify`]).
+    pub notify: Option<Notify>,
 }
 
 /// A worker process' identity on one or more queues: host, pid and a random
@@ -138,6 +151,12 @@ pub struct JobContext {
     pub tenant: Arc<str>,
     /// Where its completion callback goes, if anywhere.
     pub callback_url: Option<String>,
+    /// The task told when it finishes, if any.
+    pub notify: Option<Notify>,
+    /// Its own hard time limit, when it was submitted with one.
+    pub hard_time_limit: Option<Duration>,
+    /// Its own soft time limit, when it was submitted with one.
+    pub soft_time_limit: Option<Duration>,
     /// The id of the HTTP request that submitted it.
     pub request_id: Option<String>,
     /// Fires at the soft time limit and on cooperative cancellation; a

@@ -36,7 +36,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use hopper_shared::{
     QueueName, db,
-    jobs::{AttemptRecord, JobRecord, JobState, QueueSettings},
+    jobs::{AttemptRecord, JobRecord, JobState, Notify, QueueSettings},
     metrics as m,
 };
 use uuid::Uuid;
@@ -104,6 +104,8 @@ pub struct Attempt<'a> {
     pub tenant: &'a str,
     /// Its completion callback, if any.
     pub callback_url: Option<&'a str>,
+    /// The task told when it finishes, if any.
+    pub notify: Option<&'a Notify>,
     /// A client asked for its cancellation: a failure ends it as cancelled.
     pub cancel_requested: bool,
 }
@@ -124,6 +126,7 @@ impl<'a> From<&'a JobContext> for Attempt<'a> {
             request_id: ctx.request_id.as_deref(),
             tenant: &ctx.tenant,
             callback_url: ctx.callback_url.as_deref(),
+            notify: ctx.notify.as_ref(),
             cancel_requested: ctx.is_cancel_requested(),
         }
     }
@@ -245,7 +248,7 @@ impl Recorder {
             let record = self
                 .final_record(a, state, now, result.clone(), error.clone())
                 .await;
-            let callback = record.callback_url.is_some().then(|| record.clone());
+            let callback = announces(&record).then(|| record.clone());
             match records.submit(record).await {
                 Ok(true) => {}
                 Ok(false) => return lease_lost(a),
@@ -274,12 +277,13 @@ impl Recorder {
                     return Recorded::NotStored(msg);
                 }
             }
-            // The callback is queued before Redis lets go of the job: a crash
-            // here re-runs it, and the webhook's idempotency key keeps it single.
+            // The callbacks are queued before Redis lets go of the job: a
+            // crash here re-runs it, and their idempotency keys keep them single.
             if let Some(record) = callback {
-                let queued = until_recorded("webhook", || self.client.push_webhook(&record)).await;
+                let queued =
+                    until_recorded("callbacks", || self.client.push_callbacks(&record)).await;
                 if let Err(e) = queued {
-                    tracing::error!(job = %a.id, "completion callback not queued: {e}");
+                    tracing::error!(job = %a.id, "completion callbacks not queued: {e}");
                 }
             }
         }
@@ -356,7 +360,7 @@ impl Recorder {
             callback_url: a.callback_url.map(str::to_owned),
             lease: a.lease,
             progress: None,
-            notify: None,
+            notify: a.notify.cloned(),
         }
     }
 }
@@ -391,7 +395,7 @@ async fn store_held_records(
 ) -> Result<Vec<Fenced>, String> {
     let mut held = vec![true; batch.len()];
     let checked: Vec<usize> = (0..batch.len())
-        .filter(|&i| fence_all || batch[i].callback_url.is_some())
+        .filter(|&i| fence_all || announces(&batch[i]))
         .collect();
     if !checked.is_empty() {
         let workers: Vec<WorkerId> = checked
@@ -424,11 +428,19 @@ async fn store_held_records(
     Ok(held)
 }
 
-/// Writes the record of a job finished by recovery — dead-lettered because
-/// its worker was lost on its last attempt, or cancelled as asked — and
-/// queues its callback (the rescuers of Rust workers and of the API call it
-/// for each id [`QueueClient::recover`] answers).
-pub async fn record_lost_job(
+/// Whether a finished job's record queues callbacks (a webhook, a notified
+/// task): then it is written only by an attempt that still holds the job.
+fn announces(record: &JobRecord) -> bool {
+    record.callback_url.is_some() || record.notify.is_some()
+}
+
+/// Writes the record of a job finished by a script rather than by its
+/// attempt — dead-lettered by recovery because its worker was lost on its
+/// last attempt, cancelled as asked, or found expired by a claim — and
+/// queues its callbacks (the rescuers of Rust workers and of the API call it
+/// for each id [`QueueClient::recover`] answers, and the claimants for each
+/// expired id a claim answers).
+pub async fn record_finished_job(
     client: &QueueClient,
     queue: &QueueName,
     pool: Option<&Pool>,
@@ -437,27 +449,33 @@ pub async fn record_lost_job(
     let rec = match client.job(queue, id).await {
         Ok(rec) => rec,
         Err(e) => {
-            tracing::warn!(job = %id, "could not read a recovered job: {e}");
+            tracing::warn!(job = %id, "could not read a finished job: {e}");
             return;
         }
     };
-    if rec.as_ref().is_some_and(|r| r.state == JobState::Cancelled) {
-        tracing::info!(job = %id, queue = %queue, "cancelled as asked: its worker was lost");
-    } else {
-        tracing::warn!(job = %id, queue = %queue, "dead-lettered: worker lost on last attempt");
-        metrics::counter!(m::JOBS_DEAD_LETTERED, "kind" => queue.label(), "reason" => "worker_lost")
-            .increment(1);
+    match &rec {
+        Some(r) if r.state == JobState::Cancelled => {
+            tracing::info!(job = %id, queue = %queue, reason = r.error.as_deref().unwrap_or(""),
+                "cancelled")
+        }
+        Some(r) if r.history.last().is_some_and(|h| h.outcome == "worker_lost") => {
+            tracing::warn!(job = %id, queue = %queue, "dead-lettered: worker lost on last attempt");
+            metrics::counter!(m::JOBS_DEAD_LETTERED, "kind" => queue.label(), "reason" => "worker_lost")
+                .increment(1);
+        }
+        _ => {}
     }
-    let Some(pool) = pool else { return };
-    let stored = match rec {
-        Some(rec) => match persist_record(pool, &rec).await {
-            Ok(()) => client.push_webhook(&rec).await,
-            Err(e) => Err(e),
-        },
+    let Some(rec) = rec else { return };
+    let stored = match pool {
+        Some(pool) => persist_record(pool, &rec).await,
         None => Ok(()),
     };
-    if let Err(e) = stored {
-        tracing::warn!(job = %id, "could not store a recovered job's record: {e}");
+    let announced = match stored {
+        Ok(()) => client.push_callbacks(&rec).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = announced {
+        tracing::warn!(job = %id, "could not store a finished job's record or callbacks: {e}");
     }
 }
 

@@ -23,7 +23,7 @@ use crate::{QueueClient, QueueError, scripts::SCRIPTS};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Declared {
     /// Stored: the definition is in force.
-    InForce(TaskDefinition),
+    InForce(Box<TaskDefinition>),
     /// A newer version (this one) is in force and stays.
     Older(u32),
 }
@@ -66,7 +66,7 @@ impl QueueClient {
         match outcome.as_str() {
             "declared" => {
                 self.remember_settings(std::slice::from_ref(&def));
-                Ok(Declared::InForce(def))
+                Ok(Declared::InForce(Box::new(def)))
             }
             "older" => Ok(Declared::Older(detail.parse().unwrap_or_default())),
             "conflict" => Err(QueueError::SchemaConflict {

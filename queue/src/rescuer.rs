@@ -25,7 +25,7 @@ use deadpool_postgres::Pool;
 use hopper_shared::{QueueName, metrics as m};
 use tokio_util::sync::CancellationToken;
 
-use crate::{QueueClient, job::Running, outcome::record_lost_job, registration::Registration};
+use crate::{QueueClient, job::Running, outcome::record_finished_job, registration::Registration};
 
 /// Dead letters (and, apart, finished jobs) one `trim.lua` call forgets, at
 /// most.
@@ -51,7 +51,7 @@ pub(crate) async fn rescuer_loop(
         match client.recover(queue, lease).await {
             Ok(finished) => {
                 for id in finished {
-                    record_lost_job(&client, queue, pool.as_ref(), id).await;
+                    record_finished_job(&client, queue, pool.as_ref(), id).await;
                 }
             }
             Err(e) => tracing::warn!(queue = %queue, "recovery failed: {e}"),

@@ -27,6 +27,7 @@ pub(crate) struct Scripts {
     pub trim: Script,
     pub declare: Script,
     pub progress: Script,
+    pub intake: Script,
 }
 
 macro_rules! script {
@@ -55,4 +56,5 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     trim: script!("trim.lua"),
     declare: script!("declare.lua"),
     progress: script!("progress.lua"),
+    intake: script!("intake.lua"),
 });

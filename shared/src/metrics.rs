@@ -86,6 +86,12 @@ pub const EMBED_CACHE_MISSES: &str = "hopper_embed_cache_misses_total";
 pub const GPU_MEMORY_USED_BYTES: &str = "hopper_gpu_memory_used_bytes";
 /// The CUDA device's total memory, labelled by `device`; only on CUDA.
 pub const GPU_MEMORY_TOTAL_BYTES: &str = "hopper_gpu_memory_total_bytes";
+/// Counter: Celery messages the intake moved from kombu's lists into Hopper.
+pub const CELERY_MESSAGES_TAKEN: &str = "hopper_celery_messages_taken_total";
+/// Counter: Celery messages refused (labels `reason`: content_type, unknown_task, …).
+pub const CELERY_MESSAGES_REFUSED: &str = "hopper_celery_messages_refused_total";
+/// Counter: Celery results published to the result backend (label `status`).
+pub const CELERY_RESULTS_PUBLISHED: &str = "hopper_celery_results_published_total";
 
 /// Buckets of [`EMBED_BATCH_SIZE`].
 pub const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];

@@ -229,8 +229,15 @@ impl TaskDefinition {
             JobKind::Summarize => schemars::schema_for!(crate::jobs::SummarizeArgs),
             JobKind::Webhook => schemars::schema_for!(crate::jobs::WebhookArgs),
         };
+        let schema = schema.to_value();
+        // Built-ins are called by keyword; a positional Celery call follows
+        // the schema's order of properties.
+        let params = schema["properties"]
+            .as_object()
+            .map(|p| p.keys().cloned().collect());
         Self {
-            schema: Some(schema.to_value()),
+            schema: Some(schema),
+            params,
             settings: TaskSettings::from(&kind.default_settings()),
             internal: kind.is_internal(),
             description: Some(kind.description().to_owned()),

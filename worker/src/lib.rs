@@ -19,6 +19,7 @@
 
 pub mod builder;
 pub mod builtin;
+pub mod celery;
 pub mod context;
 pub mod device;
 pub mod embed;
@@ -63,6 +64,8 @@ pub struct WorkerOptions {
     pub embed_threads: Option<usize>,
     /// Forward passes at once (the engine's choice when `None`).
     pub embed_streams: Option<usize>,
+    /// The Celery bridge's settings (`HOPPER_CELERY_*`), when it is on.
+    pub celery: Option<hopper_celery::config::CeleryConfig>,
 }
 
 /// Room (in texts) the embed queue counts per job when it asks the engine
@@ -78,9 +81,10 @@ pub async fn run(
     opts: WorkerOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    if opts.queues.is_empty() {
+    if opts.queues.is_empty() && opts.celery.is_none() {
         bail!(
-            "no queues given (built-ins: {})",
+            "no queues given (built-ins: {}), and the Celery bridge is off \
+             (HOPPER_CELERY_QUEUES)",
             JobKind::names().join(", ")
         );
     }
@@ -108,6 +112,14 @@ pub async fn run(
     for kind in opts.queues.iter().copied() {
         worker = builtin::add(worker, kind, &config, &client, &pipeline);
     }
+    let pump_stop = tokio_util::sync::CancellationToken::new();
+    if let Some(celery) = opts.celery {
+        worker = celery::add(worker, celery, &client, pump_stop.clone()).await?;
+    }
+    let shutdown = async move {
+        shutdown.await;
+        pump_stop.cancel();
+    };
     worker.run_until(shutdown).await
 }
 

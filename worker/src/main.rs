@@ -21,8 +21,9 @@ use hopper_worker::{
 #[command(name = "hopper-worker", version)]
 struct Args {
     /// Comma-separated built-in tasks to serve (echo, noop, ingest, embed,
-    /// summarize, webhook).
-    #[arg(long, env = "HOPPER_QUEUES", value_delimiter = ',', required = true)]
+    /// summarize, webhook). May be empty when the Celery bridge is on
+    /// (`HOPPER_CELERY_QUEUES`).
+    #[arg(long, env = "HOPPER_QUEUES", value_delimiter = ',')]
     queues: Vec<String>,
     /// Torch device: auto, cpu, cuda or cuda:N.
     #[arg(long, env = "HOPPER_DEVICE", default_value = "auto")]
@@ -73,7 +74,14 @@ async fn start(args: Args) -> anyhow::Result<()> {
     let shutdown = hopper_worker::shutdown_signal()?;
     let config = Config::from_env()?;
     telemetry::init(config.log_format);
-    let queues = hopper_worker::builtin::parse(&args.queues)?;
+    let named: Vec<String> = args
+        .queues
+        .into_iter()
+        .filter(|q| !q.trim().is_empty())
+        .collect();
+    let queues = hopper_worker::builtin::parse(&named)?;
+    let celery = hopper_celery::config::CeleryConfig::from_lookup(|k| std::env::var(k).ok())?;
+    let celery = celery.enabled().then_some(celery);
     let device = device::resolve(args.device)?;
     let described = device::describe(device)?;
     tracing::info!("{described}");
@@ -98,6 +106,7 @@ async fn start(args: Args) -> anyhow::Result<()> {
         embed_queue_texts: args.embed_queue_texts,
         embed_threads: args.embed_threads,
         embed_streams: args.embed_streams,
+        celery,
     };
     hopper_worker::run(config, opts, shutdown).await
 }

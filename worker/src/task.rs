@@ -225,6 +225,18 @@ impl<Args, Out, H> Task<Args, Out, H> {
         self.edit(|d| d.description = Some(text))
     }
 
+    /// Its arguments' names in positional order, so a Celery producer may
+    /// pass them by position: with `["a", "b"]`, `add.delay(2, 3)` arrives
+    /// as `{"a": 2, "b": 3}` (see the `hopper-celery` crate).
+    pub fn params<I, S>(self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let names: Vec<String> = names.into_iter().map(Into::into).collect();
+        self.edit(|d| d.params = Some(names))
+    }
+
     /// Only Hopper itself (or other tasks) queue it: clients may not
     /// submit it.
     pub fn internal(self) -> Self {

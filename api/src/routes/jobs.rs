@@ -132,6 +132,7 @@ fn options(
         callback_url,
         max_unfinished: Some(state.config.api.max_pending_per_tenant),
         max_high_unfinished: Some(state.config.api.max_high_priority_per_tenant),
+        ..Default::default()
     })
 }
 
@@ -231,11 +232,21 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     ApiError::parse_uuid(id, "job")
 }
 
+/// A job id as a client may give it: the job's UUID, or the task id a
+/// Celery producer knows it by (the same job: see
+/// [`hopper_shared::jobs::foreign_job_id`]).
+fn any_job_id(id: &str) -> Result<Uuid, ApiError> {
+    if id.is_empty() || id.len() > 255 || id.chars().any(char::is_control) {
+        return parse_id(id);
+    }
+    Ok(hopper_shared::jobs::foreign_job_id(id))
+}
+
 /// `POST /v1/jobs/{id}/cancel`: a waiting job is cancelled at once
 /// (`cancelled`); a running one is asked to stop (`cancelling`) and its
 /// handler's cancellation token fires within a heartbeat.
 #[utoipa::path(post, path = "/v1/jobs/{key}/cancel", tag = "jobs",
-    params(("key" = uuid::Uuid, Path, description = "The job id")),
+    params(("key" = String, Path, description = "The job id, or the task id a Celery producer knows it by")),
     responses((status = 200, body = crate::openapi::Cancelled), (status = 404, description = "No such job of this tenant", body = crate::openapi::ErrorBody),
         (status = 409, description = "A step of a document's pipeline (delete the document instead)", body = crate::openapi::ErrorBody)))]
 pub async fn cancel(
@@ -244,7 +255,7 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Scope::Submit)?;
-    let id = parse_id(&id)?;
+    let id = any_job_id(&id)?;
     let names = state.tasks.all_names(&state.queue).await?;
     let Some(job) = state
         .queue
@@ -284,7 +295,7 @@ pub async fn cancel(
             if s == "cancelled"
                 && let Some(job) = state.queue.job(&kind, id).await?
             {
-                state.queue.push_webhook(&job).await?;
+                state.queue.push_callbacks(&job).await?;
             }
             Ok(Json(json!({ "id": id, "kind": kind, "state": s })))
         }
@@ -294,7 +305,7 @@ pub async fn cancel(
 
 /// `GET /v1/jobs/{id}`: the job's state, attempts, timings and result.
 #[utoipa::path(get, path = "/v1/jobs/{key}", tag = "jobs",
-    params(("key" = uuid::Uuid, Path, description = "The job id")),
+    params(("key" = String, Path, description = "The job id, or the task id a Celery producer knows it by")),
     responses((status = 200, body = hopper_shared::jobs::JobRecord), (status = 404, description = "No such job of this tenant", body = crate::openapi::ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
@@ -302,7 +313,7 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Scope::Read)?;
-    let id = parse_id(&id)?;
+    let id = any_job_id(&id)?;
     let names = state.tasks.all_names(&state.queue).await?;
     let job = match state.queue.find_job_in(id, &names).await? {
         Some(job) => Some(job),

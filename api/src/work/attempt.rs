@@ -6,16 +6,17 @@
 //! batch; the fence that counts is inside the queue's scripts, which check
 //! the lease again when they write.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use hopper_queue::{Attempt, Priority};
+use hopper_shared::jobs::Notify;
 use uuid::Uuid;
 
 use super::token::{LeaseToken, worker_tenant};
 use crate::{AppState, auth::Caller, error::ApiError};
 
 /// The job fields read, in order.
-const FIELDS: [&str; 12] = [
+const FIELDS: [&str; 14] = [
     "state",
     "lease",
     "worker",
@@ -28,6 +29,8 @@ const FIELDS: [&str; 12] = [
     "request_id",
     "tenant",
     "callback",
+    "notify",
+    "hard_ms",
 ];
 
 /// What a token names now.
@@ -58,6 +61,9 @@ pub(crate) struct HeldAttempt {
     request_id: Option<String>,
     tenant: String,
     callback_url: Option<String>,
+    notify: Option<Notify>,
+    /// Its own hard time limit (given at submission), if any.
+    pub hard_time_limit: Option<Duration>,
     /// A client asked for its cancellation.
     pub cancel_requested: bool,
 }
@@ -79,6 +85,7 @@ impl HeldAttempt {
             request_id: self.request_id.as_deref(),
             tenant: &self.tenant,
             callback_url: self.callback_url.as_deref(),
+            notify: self.notify.as_ref(),
             cancel_requested: self.cancel_requested,
         }
     }
@@ -163,6 +170,8 @@ fn classify(token: &LeaseToken, f: &[Option<String>], cancel_requested: bool) ->
                 .unwrap_or(hopper_shared::jobs::DEFAULT_TENANT)
                 .to_owned(),
             callback_url: get(11).filter(|c| !c.is_empty()).map(str::to_owned),
+            notify: get(12).and_then(|n| serde_json::from_str(n).ok()),
+            hard_time_limit: (int(13) > 0).then(|| Duration::from_millis(int(13) as u64)),
             cancel_requested,
         })),
         "succeeded" if same_attempt => Found::Succeeded,

@@ -187,6 +187,9 @@ pub async fn claim(
             if let Some(due) = batch.next_due_in {
                 next_due = Some(next_due.map_or(due, |d: Duration| d.min(due)));
             }
+            if !batch.expired.is_empty() {
+                record_expired(&state, queue, batch.expired);
+            }
             if !batch.jobs.is_empty() {
                 metrics::counter!(m::JOBS_STARTED, "kind" => queue.label())
                     .increment(batch.jobs.len() as u64);
@@ -322,6 +325,17 @@ async fn wait_for_push(
     }
 }
 
+/// Writes the records (and queues the callbacks) of jobs a claim found
+/// expired, off the claim's path.
+fn record_expired(state: &AppState, queue: &QueueName, ids: Vec<Uuid>) {
+    let (client, queue, pool) = (state.queue.clone(), queue.clone(), state.pool.clone());
+    tokio::spawn(async move {
+        for id in ids {
+            hopper_queue::outcome::record_finished_job(&client, &queue, Some(&pool), id).await;
+        }
+    });
+}
+
 /// The answer's form of a claimed job.
 fn claimed(
     queue: &QueueName,
@@ -342,8 +356,14 @@ fn claimed(
         attempt: job.attempt,
         max_attempts: job.max_attempts,
         lease: token.encode(),
-        soft_limit_ms: settings.soft_time_limit.as_millis() as u64,
-        hard_limit_ms: settings.hard_time_limit.as_millis() as u64,
+        soft_limit_ms: job
+            .soft_time_limit
+            .unwrap_or(settings.soft_time_limit)
+            .as_millis() as u64,
+        hard_limit_ms: job
+            .hard_time_limit
+            .unwrap_or(settings.hard_time_limit)
+            .as_millis() as u64,
         enqueued_at_ms: job.enqueued_at_ms,
         tenant: job.tenant,
         request_id: job.request_id,

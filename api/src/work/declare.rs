@@ -57,6 +57,11 @@ pub struct NewTask {
     #[serde(default)]
     #[schema(nullable = false)]
     pub description: Option<String>,
+    /// Its arguments' names in positional order: a Celery producer's
+    /// positional arguments become these named arguments.
+    #[serde(default)]
+    #[schema(nullable = false)]
+    pub params: Option<Vec<String>>,
 }
 
 fn first() -> u32 {
@@ -132,7 +137,7 @@ pub async fn declare(
     for def in defs {
         let name = def.name.clone();
         match state.queue.declare(&def).await {
-            Ok(Declared::InForce(def)) => tasks.push(def),
+            Ok(Declared::InForce(def)) => tasks.push(*def),
             Ok(Declared::Older(_)) => match state.queue.task(&name).await? {
                 Some(def) => tasks.push(def),
                 None => tasks.push(def),
@@ -196,6 +201,7 @@ fn definition(
         runtime: Runtime::Http,
         tenant: Some(caller.tenant.to_string()),
         description: t.description.clone(),
+        params: t.params.clone(),
         ..TaskDefinition::new(name)
     };
     def.check()

@@ -19,7 +19,7 @@
 
 use std::time::Duration;
 
-use hopper_queue::{Outcome, WorkerId, outcome::record_lost_job};
+use hopper_queue::{Outcome, WorkerId, outcome::record_finished_job};
 use hopper_shared::{QueueName, tasks::Runtime};
 
 use super::{
@@ -70,15 +70,15 @@ async fn rescue(
 ) -> Result<(), hopper_queue::QueueError> {
     if http_only {
         for id in state.queue.recover(queue, state.config.lease).await? {
-            record_lost_job(&state.queue, queue, Some(&state.pool), id).await;
+            record_finished_job(&state.queue, queue, Some(&state.pool), id).await;
         }
         state.queue.trim(queue, TRIM_LIMIT).await?;
     }
     hard_limit(state, queue).await
 }
 
-/// Fails the attempts of remote workers on `queue` that passed the task's
-/// hard time limit.
+/// Fails the attempts of remote workers on `queue` that passed their hard
+/// time limit (the job's own, else the task's).
 async fn hard_limit(state: &AppState, queue: &QueueName) -> Result<(), hopper_queue::QueueError> {
     let keys = state.queue.keys(queue);
     let mut conn = state.queue.connection();
@@ -136,11 +136,12 @@ async fn hard_limit(state: &AppState, queue: &QueueName) -> Result<(), hopper_qu
             return Ok(());
         }
     };
-    let hard = state.queue.settings(queue).hard_time_limit;
+    let task_hard = state.queue.settings(queue).hard_time_limit;
     let now = state.queue.redis_now_ms();
     let recorder = state.work.recorder(state, queue);
     for found in found {
         let Found::Held(held) = found else { continue };
+        let hard = held.hard_time_limit.unwrap_or(task_hard);
         let ran = Duration::from_millis((now - held.started_at_ms).max(0) as u64);
         if ran < hard {
             continue;

@@ -76,6 +76,7 @@ class TaskSpec:
     schema: Mapping[str, Any] | None = None
     settings: Mapping[str, int] | None = None
     description: str | None = None
+    params: Sequence[str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"name": self.name, "version": self.version}
@@ -85,6 +86,8 @@ class TaskSpec:
             body["settings"] = dict(self.settings)
         if self.description is not None:
             body["description"] = self.description
+        if self.params is not None:
+            body["params"] = list(self.params)
         return body
 
 

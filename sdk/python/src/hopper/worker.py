@@ -173,10 +173,15 @@ class Worker:
         backoff_max_ms: int | None = None,
         retention_ms: int | None = None,
         description: str | None = None,
+        params: Sequence[str] | None = None,
     ) -> Callable[[F], F]:
         """Registers `fn(args, ctx)` (sync or async) as task `name`. `schema`
         (JSON Schema of the args) and the settings given are declared; the
-        rest come from the server's defaults. Returns `fn` unchanged."""
+        rest come from the server's defaults. `params` names the arguments
+        in positional order, so a Celery producer's `add.delay(2, 3)` arrives
+        as `{"a": 2, "b": 3}` with `params=["a", "b"]` (without it, Celery
+        messages arrive as `{"args": [...], "kwargs": {...}}`). Returns `fn`
+        unchanged."""
         if name in self.tasks:
             raise ValueError(f"task {name!r} is registered twice")
         if version < 1:
@@ -200,6 +205,7 @@ class Worker:
                 schema=schema,
                 settings=settings,
                 description=description or (doc.splitlines()[0] if doc else None),
+                params=tuple(params) if params is not None else None,
             )
             self.tasks[name] = Task(
                 name=name,
