@@ -40,7 +40,7 @@ def test_unknown_task_is_dead_lettered_by_name(bridged: Hopper) -> None:
     dead = dead_letter_of(bridged, result.id)
     assert "tasks.nobody_declared" in (dead["error"] or "")
     assert "HOPPER_CELERY_ROUTES" in (dead["error"] or ""), "the fix is named"
-    assert dead["args"]["queue"] == "celery"
+    assert dead["args"]["source"] == "celery", "the kombu queue it came from"
 
 
 def test_pickle_message_is_dead_lettered_with_the_reason(bridged: Hopper) -> None:
