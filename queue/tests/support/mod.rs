@@ -1,0 +1,113 @@
+//! What the queue's integration tests added for the Celery bridge
+//! (`intake.rs`, `job_options.rs`) share: a key prefix per test on the real
+//! Redis at `REDIS_URL`, removed when the test ends, and small waits.
+
+#![allow(dead_code)]
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use hopper_queue::{QueueClient, WorkerId};
+use hopper_shared::{Config, QueueName};
+
+/// A test's configuration under a key prefix of its own; dropping it
+/// deletes every key under that prefix (`{<prefix>:*`).
+pub struct TestQueue {
+    pub config: Config,
+}
+
+impl TestQueue {
+    /// A fresh prefix on the Redis at `REDIS_URL`.
+    pub fn new() -> Self {
+        let prefix = format!("qt-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let mut env: HashMap<String, String> = HashMap::new();
+        env.insert("HOPPER_KEY_PREFIX".into(), prefix);
+        if let Ok(url) = std::env::var("REDIS_URL") {
+            env.insert("REDIS_URL".into(), url);
+        }
+        Self {
+            config: Config::from_vars(env).unwrap(),
+        }
+    }
+
+    /// A key outside the queue's keys but under this test's prefix (so it
+    /// is removed with them): `{<prefix>:}<name>`.
+    pub fn foreign_key(&self, name: &str) -> String {
+        format!("{{{}:}}{name}", self.config.key_prefix)
+    }
+
+    /// A client on this prefix.
+    pub async fn client(&self) -> QueueClient {
+        QueueClient::connect(&self.config)
+            .await
+            .expect("Redis is running (scripts/setup)")
+    }
+}
+
+impl Drop for TestQueue {
+    fn drop(&mut self) {
+        use redis::Commands;
+        let Ok(mut conn) =
+            redis::Client::open(self.config.redis_url.as_str()).and_then(|c| c.get_connection())
+        else {
+            return;
+        };
+        let keys: Vec<String> = conn
+            .scan_match::<_, String>(format!("{{{}:*", self.config.key_prefix))
+            .map(|it| it.filter_map(Result::ok).collect())
+            .unwrap_or_default();
+        for chunk in keys.chunks(1000) {
+            let _: Result<(), _> = conn.del(chunk);
+        }
+    }
+}
+
+/// A connection of its own (claims run on one).
+pub async fn conn(q: &QueueClient) -> redis::aio::MultiplexedConnection {
+    q.dedicated_connection(Duration::from_secs(1))
+        .await
+        .unwrap()
+}
+
+/// A registered worker id on `queue`.
+pub async fn registered(q: &QueueClient, queue: &QueueName) -> WorkerId {
+    let w = WorkerId::generate();
+    q.register(queue.clone(), &w).await.unwrap();
+    w
+}
+
+/// Claims up to `n` jobs of `queue` for `w` with a long lease.
+pub async fn claim(
+    q: &QueueClient,
+    queue: &QueueName,
+    w: &WorkerId,
+    n: usize,
+) -> hopper_queue::client::ClaimBatch {
+    q.claim(
+        &mut conn(q).await,
+        queue.clone(),
+        w,
+        n,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap()
+}
+
+/// Polls `probe` every 10 ms until it answers `Some`, for at most `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
