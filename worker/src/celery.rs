@@ -18,7 +18,7 @@
 //! result backend is unreachable, recovered when their worker dies, counted
 //! on `/metrics` and the dashboard.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use hopper_celery::{
     INTAKE_TASK, RESULT_TASK,
@@ -36,8 +36,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Task, TaskContext, TaskError, WorkerBuilder};
 
-/// Jobs of each bridge task one worker runs at once.
-const CONCURRENCY: usize = 64;
+/// Jobs of each bridge task one worker runs at once (each waits on one
+/// Redis round trip, no CPU).
+const CONCURRENCY: usize = 128;
+/// How long Redis keeps a bridge task's finished jobs (they are not
+/// recorded in Postgres: the Celery-sent jobs themselves are).
+const RETENTION: Duration = Duration::from_secs(600);
 
 /// A `celery.result` job's arguments (see `hopper_shared::jobs::Notify`).
 #[derive(Debug, Deserialize)]
@@ -73,6 +77,8 @@ pub async fn add(
     )
     .internal()
     .concurrency(CONCURRENCY)
+    .retention(RETENTION)
+    .without_records()
     .description("Celery messages moved in from kombu's lists: each queues its Hopper job");
     let publish = Task::new(
         RESULT_TASK.as_str(),
@@ -83,6 +89,8 @@ pub async fn add(
     )
     .internal()
     .concurrency(CONCURRENCY)
+    .retention(RETENTION)
+    .without_records()
     .description("Publishes the Celery result of a finished Celery-sent job");
     tokio::spawn(run_pump(client.clone(), config, stop));
     Ok(builder.task(intake).task(publish))

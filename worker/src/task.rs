@@ -133,6 +133,8 @@ pub struct Task<Args, Out, H> {
     def: Result<TaskDefinition, String>,
     handler: H,
     admission: Option<Admission>,
+    /// Whether finished jobs are recorded in Postgres.
+    records: bool,
     _types: PhantomData<fn(Args) -> Out>,
 }
 
@@ -154,6 +156,7 @@ where
             def,
             handler,
             admission: None,
+            records: true,
             _types: PhantomData,
         }
     }
@@ -165,6 +168,7 @@ where
             def: Ok(TaskDefinition::built_in(kind)),
             handler,
             admission: None,
+            records: true,
             _types: PhantomData,
         }
     }
@@ -237,6 +241,20 @@ impl<Args, Out, H> Task<Args, Out, H> {
         self.edit(|d| d.params = Some(names))
     }
 
+    /// How long Redis keeps its finished jobs (then only their Postgres
+    /// records remain, if any).
+    pub fn retention(self, keep: std::time::Duration) -> Self {
+        self.edit(|d| d.settings.retention_ms = keep.as_millis() as u64)
+    }
+
+    /// Its finished jobs are not recorded in Postgres: for plumbing whose
+    /// jobs matter only while Redis keeps them (the Celery bridge's). Dead
+    /// letters are still listed, retried and purged from Redis.
+    pub fn without_records(mut self) -> Self {
+        self.records = false;
+        self
+    }
+
     /// Only Hopper itself (or other tasks) queue it: clients may not
     /// submit it.
     pub fn internal(self) -> Self {
@@ -299,7 +317,7 @@ where
             &queue,
             at.worker.clone(),
             at.lease,
-            Some(at.pool.clone()),
+            self.records.then(|| at.pool.clone()),
         );
         if let Some(admission) = self.admission {
             backend = backend.with_admission(admission);
