@@ -29,6 +29,13 @@ pub(crate) async fn heartbeat_loop(
     let queue = &queue;
     let mut beats = 0u32;
     loop {
+        // First a pause: the backend registers the worker as it starts, and a
+        // renewal racing that registration would find no registration and
+        // count the worker evicted.
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.cancelled() => return,
+        }
         let outcome = match registration.renew().await {
             Ok(true) => "ok",
             Ok(false) => "evicted",
@@ -54,10 +61,6 @@ pub(crate) async fn heartbeat_loop(
             && let Err(e) = client.sync_clock().await
         {
             tracing::warn!(queue = %queue, "measuring Redis' clock failed: {e}");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.cancelled() => return,
         }
     }
 }
