@@ -286,6 +286,28 @@ impl Recorder {
                     tracing::error!(job = %a.id, "completion callbacks not queued: {e}");
                 }
             }
+        } else if let Some(state) = final_state
+            && (a.callback_url.is_some() || a.notify.is_some())
+        {
+            // No store (a backend without Postgres): the callbacks are still
+            // queued — by an attempt that holds the job, as above.
+            let attempt = [(a.id, a.worker, a.lease)];
+            let held =
+                until_recorded("lease check", || self.client.still_held(a.queue, &attempt)).await;
+            match held.as_deref() {
+                Ok([true]) => {
+                    let record = self
+                        .final_record(a, state, now, result.clone(), error.clone())
+                        .await;
+                    let queued =
+                        until_recorded("callbacks", || self.client.push_callbacks(&record)).await;
+                    if let Err(e) = queued {
+                        tracing::error!(job = %a.id, "completion callbacks not queued: {e}");
+                    }
+                }
+                Ok(_) => return lease_lost(a),
+                Err(e) => tracing::error!(job = %a.id, "completion callbacks not queued: {e}"),
+            }
         }
         let written = match (&result, &error, next) {
             (Some(value), _, _) => {
