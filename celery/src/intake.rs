@@ -1,63 +1,82 @@
-//! The intake pump: moves Celery messages from kombu's lists into jobs of
-//! the internal task `celery.intake`, atomically (`QueueClient::intake`,
-//! one script per batch), the most urgent sub-list first.
+//! The intake pump: turns Celery messages in kombu's lists into Hopper jobs,
+//! each message leaving its list in the script that pushes its job
+//! (`hopper_queue::intake`: no window where a message is in neither place,
+//! never two jobs for one message).
 //!
-//! Each configured kombu queue `q` has four lists (kombu's priority steps
-//! 0, 3, 6, 9: `q`, `q\x06\x163`, …). The pump moves up to [`BATCH`]
-//! messages per queue per round. With nothing to move it waits on the
-//! queue's bare list with `BLMOVE q q RIGHT RIGHT` — which blocks until a
-//! message arrives and then puts it back where it was (a rotation of one
-//! element onto the same end), so waiting takes nothing out of the list —
-//! for at most [`IDLE_WAIT`] (the other sub-lists are looked at after it).
-//! While `celery.intake` holds the configured lookahead the pump pauses, so
-//! kombu's order of urgency decides under a backlog.
+//! Each round it peeks the oldest messages of every configured kombu queue
+//! `q` — its four lists in kombu's order (priority steps 0, 3, 6, 9: `q`,
+//! `q\x06\x163`, …), at most [`BATCH`] — works out each one's job
+//! ([`Submitter::plan`]: the Celery id as the job's id, delay, expiry,
+//! limits, where its result goes) and takes them in one script. A message
+//! it cannot plan (pickle, an undeclared task, canvas, bad arguments)
+//! becomes a job of `celery.intake` instead, whose handler publishes its
+//! FAILURE and dead-letters it with the reason.
 //!
-//! Any number of pumps may run (one per worker with the bridge on): each
-//! message moves once. Redis errors pause the pump with a capped backoff;
-//! nothing is lost meanwhile (the messages stay in kombu's lists).
+//! With nothing to take it waits on the queue's bare list with
+//! `BLMOVE q q RIGHT RIGHT`, which blocks until a message arrives and then
+//! puts it back where it was (a rotation of one element onto the same end),
+//! for at most [`IDLE_WAIT`]. While the tasks it feeds hold
+//! `HOPPER_CELERY_LOOKAHEAD` waiting jobs it pauses, so under a backlog the
+//! messages wait in kombu's lists and kombu's order of urgency decides what
+//! runs next.
+//!
+//! Any number of pumps may run (one per worker with the bridge on): a
+//! message another pump took first stops this pump's batch there. Redis
+//! errors pause the pump with a capped backoff; the messages stay in
+//! kombu's lists meanwhile.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
-use hopper_queue::{IntakeFrom, QueueClient};
+use hopper_queue::{IntakeItem, PushOptions, QueueClient};
+use hopper_shared::{QueueName, metrics as m};
 use tokio_util::sync::CancellationToken;
 
-use crate::{INTAKE_TASK, config::CeleryConfig};
+use crate::{
+    INTAKE_TASK,
+    config::CeleryConfig,
+    submit::{IntakeArgs, Submitter},
+};
 
-/// Most messages moved per queue per round.
+/// Most messages taken per queue per round.
 pub const BATCH: usize = 256;
 /// Longest wait on an idle queue's bare list.
 pub const IDLE_WAIT: Duration = Duration::from_millis(250);
-/// Pause while `celery.intake` is at its lookahead.
+/// Pause while the tasks fed hold the lookahead.
 const FULL_PAUSE: Duration = Duration::from_millis(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Runs the pump until `stop` fires.
-pub async fn run_pump(client: QueueClient, config: Arc<CeleryConfig>, stop: CancellationToken) {
+pub async fn run_pump(
+    client: QueueClient,
+    config: Arc<CeleryConfig>,
+    submitter: Submitter,
+    stop: CancellationToken,
+) {
     let lists: Vec<(String, Vec<String>)> = config
         .queues
         .iter()
         .map(|q| (q.clone(), config.sublists(q).to_vec()))
         .collect();
     tracing::info!(queues = ?config.queues, lookahead = config.lookahead, "Celery intake started");
+    let mut fed: BTreeSet<QueueName> = BTreeSet::new();
     let mut waiter = None;
     let mut backoff = BACKOFF_MIN;
     let mut turn = 0usize;
     while !stop.is_cancelled() {
-        let mut moved = 0;
-        let mut full = false;
+        let fed_now: Vec<QueueName> = fed.iter().cloned().collect();
+        match client.pending_total(&fed_now).await {
+            Ok(waiting) if waiting >= config.lookahead as u64 => {
+                pause(&stop, FULL_PAUSE).await;
+                continue;
+            }
+            _ => {}
+        }
+        let mut taken = 0;
         let mut failed = None;
         for (queue, sublists) in &lists {
-            let from = IntakeFrom {
-                source: queue,
-                lists: sublists,
-                room: BATCH,
-                lookahead: config.lookahead,
-                tenant: &config.tenant,
-            };
-            match client.intake(&INTAKE_TASK, &from).await {
-                Ok(Some(n)) => moved += n,
-                Ok(None) => full = true,
+            match take(&client, &submitter, queue, sublists, &mut fed).await {
+                Ok(n) => taken += n,
                 Err(e) => failed = Some(e),
             }
         }
@@ -69,13 +88,8 @@ pub async fn run_pump(client: QueueClient, config: Arc<CeleryConfig>, stop: Canc
             continue;
         }
         backoff = BACKOFF_MIN;
-        if moved > 0 {
-            metrics::counter!(hopper_shared::metrics::CELERY_MESSAGES_TAKEN)
-                .increment(moved as u64);
-            continue;
-        }
-        if full {
-            pause(&stop, FULL_PAUSE).await;
+        if taken > 0 {
+            metrics::counter!(m::CELERY_MESSAGES_TAKEN).increment(taken as u64);
             continue;
         }
         // Nothing waits: block on one queue's bare list (in turn) until a
@@ -107,6 +121,59 @@ pub async fn run_pump(client: QueueClient, config: Arc<CeleryConfig>, stop: Canc
         }
     }
     tracing::info!("Celery intake stopped");
+}
+
+/// One round on one kombu queue: peek, plan, take. Answers how many
+/// messages were taken; adds the tasks fed to `fed`.
+async fn take(
+    client: &QueueClient,
+    submitter: &Submitter,
+    queue: &str,
+    sublists: &[String],
+    fed: &mut BTreeSet<QueueName>,
+) -> Result<usize, hopper_queue::QueueError> {
+    let peeked = client.intake_peek(sublists, BATCH).await?;
+    if peeked.is_empty() {
+        return Ok(0);
+    }
+    let mut items = Vec::with_capacity(peeked.len());
+    for (list, message) in peeked {
+        let item = match submitter.plan(&message).await? {
+            Ok(plan) => {
+                fed.insert(plan.queue.clone());
+                IntakeItem {
+                    list,
+                    message,
+                    queue: plan.queue,
+                    args: plan.args,
+                    opts: plan.opts,
+                }
+            }
+            // The intake task's handler refuses it again: it publishes the
+            // FAILURE and dead-letters it with the reason.
+            Err(_) => IntakeItem {
+                list,
+                queue: INTAKE_TASK,
+                args: serde_json::to_value(IntakeArgs {
+                    source: queue.to_owned(),
+                    message: message.clone(),
+                })
+                .unwrap_or_default(),
+                message,
+                opts: PushOptions {
+                    tenant: Some(submitter.tenant().to_owned()),
+                    ..Default::default()
+                },
+            },
+        };
+        items.push(item);
+    }
+    let pushed = client.intake(sublists, &items).await?;
+    for (item, p) in items.iter().zip(&pushed) {
+        tracing::debug!(queue, task = %item.queue, job = %p.id, created = p.created,
+            "Celery message taken");
+    }
+    Ok(pushed.len())
 }
 
 async fn pause(stop: &CancellationToken, d: Duration) {

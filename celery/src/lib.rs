@@ -6,9 +6,9 @@
 //! messages, atomically, into jobs of the internal task `celery.intake`; the
 //! worker that serves it parses each envelope ([`envelope`]), finds the
 //! Hopper task it names ([`route`]) and queues the job. When that job
-//! finishes, the queue core queues a `celery.result` job (the job's
-//! `notify`), whose handler writes the Celery result ([`result`]) where
-//! `AsyncResult` looks for it.
+//! finishes, the queue core appends its outcome to the outbox
+//! `celery.result` (the job's `notify`), from which the bridge writes the
+//! Celery result ([`result`], [`publish`]) where `AsyncResult` looks for it.
 
 pub mod config;
 pub mod envelope;
@@ -23,5 +23,6 @@ use hopper_shared::QueueName;
 /// The internal task whose jobs are Celery messages as the intake moved them.
 pub const INTAKE_TASK: QueueName = QueueName::from_static("celery.intake");
 
-/// The internal task that publishes a Celery-sent job's result.
+/// The outbox every Celery-sent job's outcome is told to (its `notify`);
+/// the bridge publishes Celery results from it ([`publish::run_results`]).
 pub const RESULT_TASK: QueueName = QueueName::from_static("celery.result");

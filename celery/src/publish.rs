@@ -1,5 +1,11 @@
 //! Writing Celery results where `AsyncResult` looks for them.
 //!
+//! [`run_results`] reads the outbox `celery.result` — every Celery-sent job
+//! appends its outcome there when it finishes (its `notify`, see
+//! `hopper_queue::outbox`) — builds each Celery meta ([`crate::result`]),
+//! writes it, and only then removes the entries it handled: at least once,
+//! and a second write of one result changes nothing a client can see.
+//!
 //! Celery's Redis result backend stores a task's meta JSON under
 //! `<prefix>celery-task-meta-<id>` (`SETEX`, `result_expires`) and publishes
 //! the same value on a channel of the same name, which a waiting
@@ -9,6 +15,14 @@
 //! result into another.
 
 use std::time::Duration;
+
+use futures::future::join_all;
+use hopper_queue::QueueClient;
+use hopper_shared::{jobs::JobRecord, metrics as m};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::{RESULT_TASK, result::ResultData};
 
 use redis::{
     Client, Script,
@@ -82,5 +96,104 @@ impl ResultStore {
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(written == 1)
+    }
+}
+
+/// Entries handled per round.
+const BATCH: usize = 256;
+/// Longest wait on an empty outbox.
+const IDLE_WAIT: Duration = Duration::from_millis(250);
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// One outbox entry: a finished Celery-sent job.
+#[derive(Debug, Deserialize)]
+struct Finished {
+    data: ResultData,
+    job: JobRecord,
+}
+
+/// Publishes the results the outbox `celery.result` holds, until `stop`
+/// fires (see the module docs). Failures pause it with a capped backoff;
+/// the entries wait in the outbox meanwhile.
+pub async fn run_results(client: QueueClient, store: ResultStore, stop: CancellationToken) {
+    let outbox = RESULT_TASK;
+    let mut waiter = None;
+    let mut backoff = BACKOFF_MIN;
+    while !stop.is_cancelled() {
+        let round = publish_round(&client, &store).await;
+        match round {
+            Ok(0) => {}
+            Ok(_) => {
+                backoff = BACKOFF_MIN;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!("publishing Celery results failed, retrying in {backoff:?}: {e}");
+                pause(&stop, backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        }
+        let conn = match &mut waiter {
+            Some(c) => c,
+            None => match client.dedicated_connection(IDLE_WAIT).await {
+                Ok(c) => waiter.insert(c),
+                Err(e) => {
+                    tracing::warn!("Celery results cannot connect, retrying in {backoff:?}: {e}");
+                    pause(&stop, backoff).await;
+                    continue;
+                }
+            },
+        };
+        tokio::select! {
+            r = client.outbox_wait(conn, &outbox, IDLE_WAIT) => if r.is_err() { waiter = None },
+            _ = stop.cancelled() => {}
+        }
+    }
+}
+
+/// One round: up to [`BATCH`] results written, then their entries removed.
+/// Answers how many entries it handled.
+async fn publish_round(client: &QueueClient, store: &ResultStore) -> Result<usize, String> {
+    let entries = client
+        .outbox_peek(&RESULT_TASK, BATCH)
+        .await
+        .map_err(|e| e.to_string())?;
+    if entries.is_empty() {
+        return Ok(0);
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let writes = entries.iter().map(|entry| async move {
+        let finished: Finished = match serde_json::from_str(entry) {
+            Ok(f) => f,
+            Err(e) => {
+                // Nothing can ever publish it: say so and let it go.
+                tracing::error!("an outbox entry is not a finished Celery job, dropped: {e}");
+                return Ok(());
+            }
+        };
+        let meta = crate::result::meta(&finished.job, &finished.data, now);
+        let status = meta["status"].as_str().unwrap_or("").to_owned();
+        store
+            .publish(&finished.data.result_key, &meta, finished.data.result_ttl_s)
+            .await?;
+        metrics::counter!(m::CELERY_RESULTS_PUBLISHED, "status" => status).increment(1);
+        Ok::<(), redis::RedisError>(())
+    });
+    for written in join_all(writes).await {
+        written.map_err(|e| format!("result backend: {e}"))?;
+    }
+    client
+        .outbox_done(&RESULT_TASK, &entries)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(entries.len())
+}
+
+async fn pause(stop: &CancellationToken, d: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = stop.cancelled() => {}
     }
 }

@@ -1,7 +1,9 @@
-//! Turning an intake job (one Celery message, as the pump moved it) into the
-//! Hopper job it asks for.
+//! Turning a Celery message into the Hopper job it asks for.
 //!
-//! [`Submitter::submit`] parses the envelope ([`crate::envelope`]), finds
+//! [`Submitter::plan`] works the job out — the intake pump pushes it in the
+//! script that takes the message ([`crate::intake`]) — and
+//! [`Submitter::submit`] queues it for an intake job (a message the pump
+//! could not plan, or a dead letter retried). Both parse the envelope ([`crate::envelope`]), finds
 //! the Hopper task ([`crate::route`], then the registry: a task must be
 //! declared), maps `[args, kwargs]` to the task's arguments and queues the
 //! job under the Celery task id ([`foreign_job_id`]; the idempotency key
@@ -48,6 +50,17 @@ pub struct IntakeArgs {
     pub source: String,
     /// The message: kombu's JSON envelope, as the producer pushed it.
     pub message: String,
+}
+
+/// The job a Celery message becomes.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Its task.
+    pub queue: QueueName,
+    /// Its arguments.
+    pub args: serde_json::Value,
+    /// Its options: the Celery id as job id, delay, expiry, limits, notify.
+    pub opts: PushOptions,
 }
 
 /// What became of one message.
@@ -106,13 +119,25 @@ impl Submitter {
         }
     }
 
+    /// The tenant of the jobs it makes.
+    pub fn tenant(&self) -> &str {
+        &self.config.tenant
+    }
+
     /// Queues the job `job`'s message asks for (see the module docs).
     pub async fn submit(&self, job: &IntakeArgs) -> Result<Submitted, SubmitError> {
-        let refusal = match envelope::parse(&job.message) {
-            Ok(message) => match self.queue(&message).await? {
-                Ok(queued) => return Ok(queued),
-                Err(refusal) => refusal.for_message(&message),
-            },
+        let refusal = match self.plan(&job.message).await? {
+            Ok(plan) => {
+                let pushed = self
+                    .client
+                    .push(plan.queue.clone(), &plan.args, &plan.opts)
+                    .await?;
+                return Ok(Submitted::Queued {
+                    task: plan.queue,
+                    id: pushed.id,
+                    created: pushed.created,
+                });
+            }
             Err(refusal) => refusal,
         };
         if let Some(meta) = refusal_meta(&refusal, OffsetDateTime::now_utc())
@@ -129,11 +154,24 @@ impl Submitter {
         Ok(Submitted::Refused(refusal))
     }
 
-    /// Queues a parsed message; `Err(refusal)` when it cannot run.
-    async fn queue(
+    /// The job a message asks for, or why it cannot run (a [`Refusal`]
+    /// naming the message's id and task when they could be read).
+    pub async fn plan(&self, raw: &str) -> Result<Result<Plan, Refusal>, QueueError> {
+        let message = match envelope::parse(raw) {
+            Ok(message) => message,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        Ok(self
+            .plan_message(&message)
+            .await?
+            .map_err(|refusal| refusal.for_message(&message)))
+    }
+
+    /// The job a parsed message asks for; `Err(refusal)` when it cannot run.
+    async fn plan_message(
         &self,
         message: &CeleryMessage,
-    ) -> Result<Result<Submitted, Refusal>, SubmitError> {
+    ) -> Result<Result<Plan, Refusal>, QueueError> {
         let task = match self.config.routes.task_for(&message.task) {
             Ok(task) => task,
             Err(refusal) => return Ok(Err(refusal)),
@@ -186,13 +224,10 @@ impl Submitter {
             notify,
             ..Default::default()
         };
-        let pushed = self.client.push(task.clone(), &args, &opts).await?;
-        tracing::debug!(celery_id = %message.id, task = %task, job = %pushed.id,
-            created = pushed.created, "Celery message queued");
-        Ok(Ok(Submitted::Queued {
-            task,
-            id: pushed.id,
-            created: pushed.created,
+        Ok(Ok(Plan {
+            queue: task,
+            args,
+            opts,
         }))
     }
 

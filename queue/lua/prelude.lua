@@ -70,11 +70,13 @@ end
 
 
 -- Writes the hash of a new job at `key` (state 'pending' or 'scheduled'; run_at 0 when it
--- waits for nothing): the one layout push.lua and intake.lua share.
-local function new_job(key, id, args, kind, max_attempts, now, state, priority, run_at, tenant)
+-- waits for nothing), with the optional fields in `extra` (name, value, …): the one layout
+-- of a new job.
+local function new_job(key, id, args, kind, max_attempts, now, state, priority, run_at, tenant,
+    extra)
   redis.call('HSET', key, 'id', id, 'args', args, 'kind', kind, 'max_attempts', max_attempts,
     'attempts', 0, 'enqueued_at', now, 'state', state, 'priority', priority, 'run_at', run_at,
-    'tenant', tenant)
+    'tenant', tenant, unpack(extra))
 end
 
 -- `n` new jobs of `tenant` wait: one wake token each on `wake` (kept to `cap` tokens), so idle
@@ -83,4 +85,53 @@ local function queued(wake, cap, tenants, tenant, n)
   for _ = 1, n do redis.call('LPUSH', wake, '1') end
   redis.call('LTRIM', wake, 0, cap - 1)
   redis.call('HINCRBY', tenants, tenant, n)
+end
+
+-- Enqueues one job: the body of push.lua (see its header for the keys K and arguments A),
+-- shared with intake.lua, which pushes one job per message it takes. Returns {id, created}.
+local function push_job(K, A)
+  local cap = tonumber(A[14])
+  if cap > 0 then
+    local load = tonumber(redis.call('HGET', K[6], A[12]) or '0')
+    if load >= cap then return {'', -load} end
+  end
+  local high = A[9] == 'high'
+  local high_cap = tonumber(A[15] or '0')
+  if high and high_cap > 0 then
+    local load = tonumber(redis.call('HGET', K[6], A[12] .. ':high') or '0')
+    if load >= high_cap then return {'high', -load} end
+  end
+  if A[8] == '1' then
+    local existing = redis.call('GET', K[5])
+    if existing then return {existing, 0} end
+    redis.call('SET', K[5], A[1], 'EX', tonumber(A[7]))
+  end
+  -- A job id given by the caller (a Celery task id) names one job for good.
+  if redis.call('EXISTS', K[1]) == 1 then return {A[1], 0} end
+  local now = now_ms()
+  local run_at = 0
+  local state = 'pending'
+  if tonumber(A[6]) > 0 then
+    state = 'scheduled'
+    run_at = now + tonumber(A[6])
+  end
+  local extra = {}
+  for _, f in ipairs({{11, 'request_id', ''}, {13, 'callback', ''}, {16, 'expires_at', '0'},
+      {17, 'hard_ms', '0'}, {18, 'soft_ms', '0'}, {19, 'notify', ''}}) do
+    if A[f[1]] ~= f[3] then
+      extra[#extra + 1] = f[2]
+      extra[#extra + 1] = A[f[1]]
+    end
+  end
+  new_job(K[1], A[1], A[2], A[3], A[4], now, state, A[9], run_at, A[12], extra)
+  if state == 'scheduled' then
+    redis.call('ZADD', K[3], run_at, A[1])
+  else
+    redis.call('LPUSH', K[2], A[1])
+  end
+  -- One wake token per push: an idle worker blocked on the wake list claims at
+  -- once (or, for a scheduled job, recomputes how long to sleep).
+  queued(K[4], tonumber(A[10]), K[6], A[12], 1)
+  if high then redis.call('HINCRBY', K[6], A[12] .. ':high', 1) end
+  return {A[1], 1}
 end

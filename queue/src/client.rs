@@ -417,7 +417,7 @@ impl QueueClient {
     }
 
     /// Keys and arguments of `push.lua` for one job, with a fresh id.
-    fn push_parts(
+    pub(crate) fn push_parts(
         &self,
         queue: &QueueName,
         args: &serde_json::Value,
@@ -522,16 +522,16 @@ impl QueueClient {
     }
 
     /// Queues the callbacks of a finished job: its signed completion
-    /// webhook, if it asked for one, and the job of the task it names in
-    /// `notify` (with `{"data": …, "job": <its record>}`), if any. Each is
-    /// keyed by job, final state and attempt count, so a re-run after a
-    /// crash queues it once.
+    /// webhook, if it asked for one (keyed by job, final state and attempt
+    /// count, so a re-run after a crash queues it once), and its outcome
+    /// `{"data": …, "job": <its record>}` appended to the outbox its
+    /// `notify` names, if any ([`crate::outbox`]; read at least once).
     pub async fn push_callbacks(&self, job: &JobRecord) -> Result<(), QueueError> {
         let mut public = job.clone();
         public.callback_url = None;
         public.notify = None;
-        let once = format!("{}:{}:{}", job.id, job.state.as_str(), job.history.len());
         if let Some(url) = &job.callback_url {
+            let once = format!("{}:{}:{}", job.id, job.state.as_str(), job.history.len());
             let body = serde_json::json!({ "event": "job.finished", "job": public });
             self.push_callback(
                 url,
@@ -543,13 +543,8 @@ impl QueueClient {
             .await?;
         }
         if let Some(notify) = &job.notify {
-            let args = serde_json::json!({ "data": notify.data, "job": public });
-            let opts = PushOptions {
-                idempotency_key: Some(format!("notify:{once}")),
-                tenant: Some(job.tenant.clone()),
-                ..Default::default()
-            };
-            self.push(notify.task.clone(), &args, &opts).await?;
+            let entry = serde_json::json!({ "data": notify.data, "job": public });
+            self.tell(&notify.task, &entry).await?;
         }
         Ok(())
     }

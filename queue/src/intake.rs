@@ -1,71 +1,136 @@
 //! Intake: jobs made from messages that another system's producers left in
-//! Redis lists (a Celery producer's kombu lists), moved atomically.
+//! Redis lists (a Celery producer's kombu lists), each message leaving its
+//! list in the very script that pushes its job.
 //!
-//! [`QueueClient::intake`] runs `intake.lua`: up to `room` messages leave
-//! their lists — the most urgent list first, each list oldest first — and
-//! become pending jobs of one queue in the same script, so a message is
-//! never in neither place, whatever crashes when. Each job's arguments are
-//! `{"source": <the source's name>, "message": <the message as it was>}`;
-//! the worker serving that queue translates it (see the `hopper-celery`
-//! crate). The move stops while the queue already holds `lookahead`
-//! pending jobs, so the foreign lists' order of urgency still decides what
-//! runs next under a backlog.
+//! A reader [`QueueClient::intake_peek`]s the oldest messages of the lists
+//! (most urgent list first, each oldest first; nothing is taken), works out
+//! each message's job — its queue, arguments and options, which may be the
+//! queue of a reader that dead-letters what it cannot run — and hands them
+//! to [`QueueClient::intake`]: `intake.lua` checks that each message is
+//! still at its list's old end, pops it and pushes its job (`push_job`, the
+//! body of `push.lua`), in order, and stops at the first message another
+//! reader took meanwhile. So a message is never in neither place, never
+//! makes two jobs, and any number of readers may run.
 //!
-//! The foreign lists are not under the queue's hash tag: intake needs them
-//! on the same Redis (not a Redis Cluster) as the queue.
+//! The foreign lists are not under a queue's hash tag: intake needs them on
+//! the same Redis (not a Redis Cluster) as the queues.
 
 use hopper_shared::QueueName;
-use uuid::Uuid;
 
-use crate::{Priority, QueueClient, QueueError, scripts::SCRIPTS};
+use crate::{
+    PushOptions, QueueClient, QueueError,
+    client::{Pushed, parse_id},
+    scripts::SCRIPTS,
+};
 
-/// What to move, and into which queue.
+/// One peeked message and the job it becomes.
 #[derive(Debug, Clone)]
-pub struct IntakeFrom<'a> {
-    /// The source's name, put into each job's arguments (the Celery queue).
-    pub source: &'a str,
-    /// The lists' keys, most urgent first.
-    pub lists: &'a [String],
-    /// Most messages to move in this call.
-    pub room: usize,
-    /// Move nothing while the queue holds this many pending jobs.
-    pub lookahead: usize,
-    /// The jobs' tenant.
-    pub tenant: &'a str,
+pub struct IntakeItem {
+    /// Which of the lists it was peeked from (an index into them).
+    pub list: usize,
+    /// The message, as peeked.
+    pub message: String,
+    /// The queue of its job.
+    pub queue: QueueName,
+    /// The job's arguments.
+    pub args: serde_json::Value,
+    /// The job's options.
+    pub opts: PushOptions,
 }
 
 impl QueueClient {
-    /// Moves up to `from.room` messages from `from.lists` into new jobs of
-    /// `queue` (see the module docs). Answers how many moved, or `None` when
-    /// the queue holds its lookahead already (nothing moved).
+    /// The oldest messages of `lists`, at most `n` in all: the first list's
+    /// oldest first, then the next list's, … (list index, message). Nothing
+    /// is taken.
+    pub async fn intake_peek(
+        &self,
+        lists: &[String],
+        n: usize,
+    ) -> Result<Vec<(usize, String)>, QueueError> {
+        if n == 0 || lists.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for list in lists {
+            pipe.cmd("LRANGE").arg(list).arg(-(n as i64)).arg(-1);
+        }
+        let all: Vec<Vec<String>> = pipe.query_async(&mut self.conn.clone()).await?;
+        let mut out = Vec::new();
+        for (i, mut messages) in all.into_iter().enumerate() {
+            // LPUSHed: the oldest is at the right end.
+            messages.reverse();
+            for m in messages {
+                if out.len() == n {
+                    return Ok(out);
+                }
+                out.push((i, m));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Jobs waiting (pending, either priority) in `queues`, in all.
+    pub async fn pending_total(&self, queues: &[QueueName]) -> Result<u64, QueueError> {
+        if queues.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        for q in queues {
+            let keys = self.keys(q);
+            pipe.cmd("LLEN").arg(keys.pending(crate::Priority::Normal));
+            pipe.cmd("LLEN").arg(keys.pending(crate::Priority::High));
+        }
+        let lens: Vec<u64> = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(lens.iter().sum())
+    }
+
+    /// Takes `items` (peeked from `lists`, in the order peeked) and pushes
+    /// their jobs, atomically, stopping at the first message no longer at
+    /// its list's old end. Answers the jobs pushed, one per message taken, in
+    /// order (`created` false: the job existed already, as for an
+    /// idempotency key).
     pub async fn intake(
         &self,
-        queue: &QueueName,
-        from: &IntakeFrom<'_>,
-    ) -> Result<Option<usize>, QueueError> {
-        let keys = self.keys(queue);
-        let ids: Vec<Uuid> = (0..from.room).map(|_| Uuid::now_v7()).collect();
+        lists: &[String],
+        items: &[IntakeItem],
+    ) -> Result<Vec<Pushed>, QueueError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut inv = SCRIPTS.intake.prepare_invoke();
-        inv.key(keys.pending(Priority::Normal))
-            .key(keys.wake())
-            .key(keys.tenant_load());
-        for list in from.lists {
+        for list in lists {
             inv.key(list);
         }
-        for id in &ids {
-            inv.key(keys.job(id));
+        inv.arg(lists.len());
+        for item in items {
+            let (keys, argv) = self.push_parts(&item.queue, &item.args, &item.opts)?;
+            for k in keys {
+                inv.key(k);
+            }
+            inv.arg(item.list + 1).arg(&item.message);
+            for a in argv {
+                inv.arg(a);
+            }
         }
-        inv.arg(from.lists.len())
-            .arg(from.lookahead)
-            .arg(queue.as_str())
-            .arg(self.settings(queue).max_attempts)
-            .arg(from.tenant)
-            .arg(crate::client::WAKE_CAP)
-            .arg(from.source);
-        for id in &ids {
-            inv.arg(id.to_string());
+        let reply: Vec<redis::Value> = inv.invoke_async(&mut self.conn.clone()).await?;
+        let corrupt = |why: &str| QueueError::Corrupt {
+            id: "<intake>".into(),
+            why: why.into(),
+        };
+        let mut pushed = Vec::new();
+        for pair in reply.get(1..).unwrap_or_default().chunks(2) {
+            let [id, created] = pair else {
+                return Err(corrupt("truncated reply"));
+            };
+            let id: String =
+                redis::from_redis_value_ref(id).map_err(|e| corrupt(&e.to_string()))?;
+            let created: i64 =
+                redis::from_redis_value_ref(created).map_err(|e| corrupt(&e.to_string()))?;
+            pushed.push(Pushed {
+                id: parse_id(&id)?,
+                created: created == 1,
+            });
         }
-        let moved: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
-        Ok((moved >= 0).then_some(moved as usize))
+        Ok(pushed)
     }
 }

@@ -94,6 +94,11 @@ impl QueueKeys {
         format!("{}:done", self.tag)
     }
 
+    /// Finished jobs' outcomes told to this name (see [`crate::outbox`]).
+    pub fn outbox(&self) -> String {
+        format!("{}:outbox", self.tag)
+    }
+
     /// Unfinished jobs (waiting, running or retrying) per tenant.
     pub fn tenant_load(&self) -> String {
         format!("{}:tenants", self.tag)

@@ -28,6 +28,7 @@ pub(crate) struct Scripts {
     pub declare: Script,
     pub progress: Script,
     pub intake: Script,
+    pub outbox_done: Script,
 }
 
 macro_rules! script {
@@ -57,4 +58,5 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     declare: script!("declare.lua"),
     progress: script!("progress.lua"),
     intake: script!("intake.lua"),
+    outbox_done: script!("outbox_done.lua"),
 });

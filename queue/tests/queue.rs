@@ -19,50 +19,14 @@ use hopper_shared::{
 };
 use serde_json::json;
 
-/// A test's configuration under a key prefix of its own; dropping it
-/// deletes every key under that prefix.
-struct TestQueue {
-    config: Config,
-}
+mod support;
 
-impl std::ops::Deref for TestQueue {
-    type Target = Config;
-    fn deref(&self) -> &Config {
-        &self.config
-    }
-}
+use support::TestQueue;
 
-impl Drop for TestQueue {
-    fn drop(&mut self) {
-        use redis::Commands;
-        let Ok(mut conn) =
-            redis::Client::open(self.config.redis_url.as_str()).and_then(|c| c.get_connection())
-        else {
-            return;
-        };
-        let keys: Vec<String> = conn
-            .scan_match::<_, String>(format!("{{{}:*", self.config.key_prefix))
-            .map(|it| it.filter_map(Result::ok).collect())
-            .unwrap_or_default();
-        for chunk in keys.chunks(1000) {
-            let _: Result<(), _> = conn.del(chunk);
-        }
-    }
-}
-
+/// A test's configuration under a key prefix of its own (removed when it
+/// drops), with these variables set.
 fn config(extra: &[(&str, &str)]) -> TestQueue {
-    let prefix = format!("qt-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let mut env: HashMap<String, String> = extra
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    env.insert("HOPPER_KEY_PREFIX".into(), prefix);
-    if let Ok(url) = std::env::var("REDIS_URL") {
-        env.insert("REDIS_URL".into(), url);
-    }
-    TestQueue {
-        config: Config::from_vars(env).unwrap(),
-    }
+    TestQueue::with(extra)
 }
 
 async fn client(c: &Config) -> QueueClient {

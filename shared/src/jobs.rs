@@ -579,25 +579,25 @@ pub struct JobRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub progress: Option<serde_json::Value>,
-    /// A task told of the job's outcome when it finishes (the Celery bridge
+    /// Whom to tell of the job's outcome when it finishes (the Celery bridge
     /// publishes Celery results this way); while Redis keeps the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub notify: Option<Notify>,
 }
 
-/// A task to tell when a job finishes, besides its webhook: when the job
-/// reaches a final state (succeeded, dead, cancelled), Hopper queues one job
-/// of `task` with the arguments `{"data": <data>, "job": <the job's record>}`,
-/// once per outcome, before Redis lets go of the job (as for webhooks). The
-/// Celery bridge asks for this to publish each Celery-sent job's result.
+/// Whom to tell when a job finishes, besides its webhook: when the job
+/// reaches a final state (succeeded, dead, cancelled), Hopper appends
+/// `{"data": <data>, "job": <the job's record>}` to the outbox named `task`
+/// (`hopper_queue::outbox`; at least once), before Redis lets go of the job.
+/// The Celery bridge asks for this to publish each Celery-sent job's result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Notify {
-    /// The task whose job is queued.
+    /// The outbox's name (a queue name: the outbox lives under its tag).
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub task: crate::QueueName,
-    /// Passed as is to that job.
+    /// Passed as is in the entry.
     pub data: serde_json::Value,
 }
 

@@ -2,56 +2,46 @@
 //! unchanged Celery producers hand their tasks to Hopper (see the
 //! `hopper-celery` crate for the wire formats).
 //!
-//! [`add`] gives the worker two internal tasks and starts the intake pump
-//! ([`hopper_celery::intake`]):
+//! [`add`] starts two loops and gives the worker one internal task:
 //!
-//! * `celery.intake` — one job per Celery message the pump moved out of
-//!   kombu's lists: queues the Hopper job the message asks for
-//!   ([`hopper_celery::submit`]); a message that cannot run (pickle, an
-//!   undeclared task, canvas) is dead-lettered here with the reason, and its
-//!   FAILURE result published;
-//! * `celery.result` — one job per finished Celery-sent job (queued by the
-//!   queue core through the job's `notify`): writes the Celery result
-//!   (`SUCCESS`, `FAILURE` or `REVOKED`) where `AsyncResult` reads it.
-//!
-//! Both are ordinary Hopper tasks: retried with backoff when Redis or the
-//! result backend is unreachable, recovered when their worker dies, counted
-//! on `/metrics` and the dashboard.
+//! * the intake pump ([`hopper_celery::intake`]) turns each Celery message
+//!   in kombu's lists into the Hopper job it asks for, in the script that
+//!   takes the message;
+//! * the results loop ([`hopper_celery::publish::run_results`]) reads the
+//!   outbox every Celery-sent job's outcome is told to and writes the
+//!   Celery result (`SUCCESS`, `FAILURE` or `REVOKED`) where `AsyncResult`
+//!   reads it;
+//! * the task `celery.intake` handles what the pump could not plan (pickle,
+//!   an undeclared task, canvas; and dead letters retried by an operator):
+//!   it plans the message again ([`hopper_celery::submit`]) and queues its
+//!   job, or publishes its FAILURE and dead-letters it with the reason.
+//!   Retried with backoff when Redis or the result backend is unreachable,
+//!   recovered when its worker dies, like any task.
 
 use std::{sync::Arc, time::Duration};
 
 use hopper_celery::{
-    INTAKE_TASK, RESULT_TASK,
+    INTAKE_TASK,
     config::CeleryConfig,
     intake::run_pump,
-    publish::ResultStore,
-    result::{ResultData, meta},
+    publish::{ResultStore, run_results},
     submit::{IntakeArgs, Submitted, Submitter},
 };
 use hopper_queue::QueueClient;
-use hopper_shared::{jobs::JobRecord, metrics as m};
-use serde::Deserialize;
+use hopper_shared::metrics as m;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Task, TaskContext, TaskError, WorkerBuilder};
 
-/// Jobs of each bridge task one worker runs at once (each waits on one
-/// Redis round trip, no CPU).
-const CONCURRENCY: usize = 128;
-/// How long Redis keeps a bridge task's finished jobs (they are not
-/// recorded in Postgres: the Celery-sent jobs themselves are).
-const RETENTION: Duration = Duration::from_secs(600);
+/// Intake jobs one worker runs at once (each waits on one Redis round trip).
+const CONCURRENCY: usize = 16;
+/// How long Redis keeps finished intake jobs (they are not recorded in
+/// Postgres: the Celery-sent jobs themselves are).
+const RETENTION: Duration = Duration::from_secs(3600);
 
-/// A `celery.result` job's arguments (see `hopper_shared::jobs::Notify`).
-#[derive(Debug, Deserialize)]
-struct ResultJob {
-    data: ResultData,
-    job: JobRecord,
-}
-
-/// `builder` with the bridge's two tasks; the intake pump runs until `stop`
-/// fires. Fails when the result backend cannot be reached.
+/// `builder` with the bridge's task; the pump and the results loop run until
+/// `stop` fires. Fails when the result backend cannot be reached.
 pub async fn add(
     builder: WorkerBuilder,
     config: CeleryConfig,
@@ -68,10 +58,11 @@ pub async fn add(
             )
         })?;
     let submitter = Submitter::new(client.clone(), config.clone(), results.clone());
+    let handler = submitter.clone();
     let intake = Task::new(
         INTAKE_TASK.as_str(),
         move |args: IntakeArgs, _ctx: TaskContext| {
-            let submitter = submitter.clone();
+            let submitter = handler.clone();
             async move { take(&submitter, &args).await }
         },
     )
@@ -79,24 +70,13 @@ pub async fn add(
     .concurrency(CONCURRENCY)
     .retention(RETENTION)
     .without_records()
-    .description("Celery messages moved in from kombu's lists: each queues its Hopper job");
-    let publish = Task::new(
-        RESULT_TASK.as_str(),
-        move |args: ResultJob, _ctx: TaskContext| {
-            let results = results.clone();
-            async move { publish(&results, &args).await }
-        },
-    )
-    .internal()
-    .concurrency(CONCURRENCY)
-    .retention(RETENTION)
-    .without_records()
-    .description("Publishes the Celery result of a finished Celery-sent job");
-    tokio::spawn(run_pump(client.clone(), config, stop));
-    Ok(builder.task(intake).task(publish))
+    .description("Celery messages the intake could not plan: queued, or refused with the reason");
+    tokio::spawn(run_pump(client.clone(), config, submitter, stop.clone()));
+    tokio::spawn(run_results(client.clone(), results, stop));
+    Ok(builder.task(intake))
 }
 
-/// Queues the job an intake job's message asks for.
+/// Queues the job an intake job's message asks for, or refuses it.
 async fn take(submitter: &Submitter, args: &IntakeArgs) -> Result<Value, TaskError> {
     match submitter.submit(args).await {
         Ok(Submitted::Queued { task, id, created }) => {
@@ -111,15 +91,4 @@ async fn take(submitter: &Submitter, args: &IntakeArgs) -> Result<Value, TaskErr
         }
         Err(e) => Err(TaskError::retryable(e)),
     }
-}
-
-/// Writes one Celery result.
-async fn publish(results: &ResultStore, args: &ResultJob) -> Result<Value, TaskError> {
-    let meta = meta(&args.job, &args.data, time::OffsetDateTime::now_utc());
-    let status = meta["status"].as_str().unwrap_or("").to_owned();
-    let written = results
-        .publish(&args.data.result_key, &meta, args.data.result_ttl_s)
-        .await?;
-    metrics::counter!(m::CELERY_RESULTS_PUBLISHED, "status" => status.clone()).increment(1);
-    Ok(json!({ "status": status, "written": written }))
 }

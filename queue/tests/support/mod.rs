@@ -21,8 +21,16 @@ pub struct TestQueue {
 impl TestQueue {
     /// A fresh prefix on the Redis at `REDIS_URL`.
     pub fn new() -> Self {
+        Self::with(&[])
+    }
+
+    /// A fresh prefix on the Redis at `REDIS_URL`, with these variables set.
+    pub fn with(extra: &[(&str, &str)]) -> Self {
         let prefix = format!("qt-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-        let mut env: HashMap<String, String> = HashMap::new();
+        let mut env: HashMap<String, String> = extra
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         env.insert("HOPPER_KEY_PREFIX".into(), prefix);
         if let Ok(url) = std::env::var("REDIS_URL") {
             env.insert("REDIS_URL".into(), url);
@@ -43,6 +51,13 @@ impl TestQueue {
         QueueClient::connect(&self.config)
             .await
             .expect("Redis is running (scripts/setup)")
+    }
+}
+
+impl std::ops::Deref for TestQueue {
+    type Target = Config;
+    fn deref(&self) -> &Config {
+        &self.config
     }
 }
 
