@@ -2,36 +2,25 @@
 //! given `id`, `expires_at_ms`, its own hard/soft time limits, `notify`)
 //! against a real Redis: a given id names one job for good, an expired job
 //! is cancelled by the claim instead of running, the limits travel with the
-//! claim, and a finished job with a `notify` queues exactly one job of the
-//! task it names.
+//! claim, and a `notify` travels with the job to its claim and record (what
+//! the finished job then tells the outbox it names: `outbox.rs`).
 
 mod support;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use hopper_queue::{Attempt, Outcome, PushOptions, Recorded, Recorder, client::Claimed};
+use hopper_queue::PushOptions;
 use hopper_shared::{
     QueueName,
-    jobs::{JobState, Notify, QueueSettings},
+    jobs::{JobState, Notify},
 };
 use redis::AsyncCommands;
 use serde_json::json;
-use support::{TestQueue, claim, eventually, registered};
+use support::{TestQueue, claim, now_ms, registered};
 use uuid::Uuid;
 
 fn queue() -> QueueName {
     QueueName::new("t-opts").unwrap()
-}
-
-fn notify_task() -> QueueName {
-    QueueName::new("t-notify").unwrap()
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 #[tokio::test]
@@ -152,129 +141,35 @@ async fn a_jobs_own_time_limits_come_back_on_its_claim() {
     assert_eq!((b.hard_time_limit, b.soft_time_limit), (None, None));
 }
 
-/// The record of `claimed` as `Recorder::finish` takes it.
-fn attempt<'a>(
-    claimed: &'a Claimed,
-    queue: &'a QueueName,
-    w: &'a hopper_queue::WorkerId,
-) -> Attempt<'a> {
-    Attempt {
-        id: claimed.id,
-        queue,
-        worker: w,
-        lease: claimed.lease,
-        attempt: claimed.attempt,
-        max_attempts: claimed.max_attempts,
-        enqueued_at_ms: claimed.enqueued_at_ms,
-        started_at_ms: now_ms(),
-        args_json: &claimed.args,
-        priority: claimed.priority,
-        request_id: claimed.request_id.as_deref(),
-        tenant: &claimed.tenant,
-        callback_url: claimed.callback_url.as_deref(),
-        notify: claimed.notify.as_ref(),
-        cancel_requested: false,
-    }
-}
-
-/// The jobs of `t-notify`, claimed: their args.
-async fn notified(q: &hopper_queue::QueueClient) -> Vec<serde_json::Value> {
-    let w = registered(q, &notify_task()).await;
-    let batch = claim(q, &notify_task(), &w, 10).await;
-    batch
-        .jobs
-        .iter()
-        .map(|j| serde_json::from_str(&j.args).unwrap())
-        .collect()
-}
-
 #[tokio::test]
-async fn a_finished_job_with_notify_queues_one_job_of_the_named_task() {
+async fn a_notify_travels_with_the_job_to_its_claim_and_record() {
     let t = TestQueue::new();
     let q = t.client().await;
-    let data = json!({ "task_id": "celery-1", "result_key": "k" });
-    let opts = PushOptions {
-        notify: Some(Notify {
-            task: notify_task(),
-            data: data.clone(),
-        }),
-        tenant: Some("acme".into()),
-        ..Default::default()
+    let notify = Notify {
+        task: QueueName::new("t-told").unwrap(),
+        data: json!({ "task_id": "celery-1", "nested": { "é": [1, null] } }),
     };
-    let id = q.push(queue(), &json!({ "n": 1 }), &opts).await.unwrap().id;
-    let w = registered(&q, &queue()).await;
-    let batch = claim(&q, &queue(), &w, 1).await;
-    let claimed = &batch.jobs[0];
-    assert_eq!(claimed.notify.as_ref().map(|n| &n.data), Some(&data));
-
-    // Acknowledged through a recorder without Postgres, as Rust workers
-    // without a store (and the backend tests) record.
-    let recorder = Recorder::start(q.clone(), queue(), QueueSettings::default(), None, false);
-    let recorded = recorder
-        .finish(
-            &attempt(claimed, &queue(), &w),
-            Outcome::Succeeded(json!({ "ok": true })),
-        )
-        .await;
-    assert_eq!(recorded, Recorded::Done);
-    let rec = eventually("the job succeeded", Duration::from_secs(5), || async {
-        let rec = q.job(queue(), id).await.unwrap().unwrap();
-        (rec.state == JobState::Succeeded).then_some(rec)
-    })
-    .await;
-
-    let jobs = notified(&q).await;
-    assert_eq!(jobs.len(), 1, "{jobs:?}");
-    assert_eq!(jobs[0]["data"], data);
-    let job = &jobs[0]["job"];
-    assert_eq!(job["id"], id.to_string());
-    assert_eq!(job["state"], "succeeded");
-    assert_eq!(job["result"], json!({ "ok": true }));
-    assert_eq!(job["tenant"], "acme");
-    assert!(
-        job.get("notify").is_none(),
-        "the record passed on leaves notify out"
-    );
-
-    // The callbacks queued again for the same outcome (a crash, a re-run):
-    // still one job.
-    q.push_callbacks(&rec).await.unwrap();
-    q.push_callbacks(&rec).await.unwrap();
-    let stats = q.stats(notify_task()).await.unwrap();
-    assert_eq!(
-        (stats.pending, stats.running),
-        (0, 1),
-        "one job of t-notify"
-    );
-}
-
-#[tokio::test]
-async fn push_callbacks_on_a_record_with_notify_queues_it_once() {
-    let t = TestQueue::new();
-    let q = t.client().await;
-    let data = json!({ "anything": [1, 2] });
     let opts = PushOptions {
-        notify: Some(Notify {
-            task: notify_task(),
-            data: data.clone(),
-        }),
+        notify: Some(notify.clone()),
         ..Default::default()
     };
     let id = q.push(queue(), &json!({}), &opts).await.unwrap().id;
-    let mut rec = q.job(queue(), id).await.unwrap().unwrap();
-    assert_eq!(rec.notify.as_ref().map(|n| &n.data), Some(&data));
-    rec.state = JobState::Succeeded;
-    rec.result = Some(json!("done"));
-    q.push_callbacks(&rec).await.unwrap();
-    q.push_callbacks(&rec).await.unwrap();
-    let jobs = notified(&q).await;
-    assert_eq!(jobs.len(), 1, "{jobs:?}");
-    assert_eq!(jobs[0]["data"], data);
-    assert_eq!(jobs[0]["job"]["state"], "succeeded");
-    assert_eq!(jobs[0]["job"]["result"], "done");
-    // A record without notify (nor webhook) queues nothing.
-    rec.notify = None;
-    rec.id = Uuid::now_v7();
-    q.push_callbacks(&rec).await.unwrap();
-    assert!(notified(&q).await.is_empty());
+    let plain = q.push(queue(), &json!({}), &PushOptions::default()).await;
+    let plain = plain.unwrap().id;
+    let rec = q.job(queue(), id).await.unwrap().unwrap();
+    assert_eq!(rec.notify.as_ref(), Some(&notify));
+    assert!(
+        q.job(queue(), plain)
+            .await
+            .unwrap()
+            .unwrap()
+            .notify
+            .is_none()
+    );
+    let w = registered(&q, &queue()).await;
+    let batch = claim(&q, &queue(), &w, 10).await;
+    let find = |id: Uuid| batch.jobs.iter().find(|j| j.id == id).unwrap();
+    assert_eq!(find(id).notify.as_ref(), Some(&notify));
+    assert!(find(plain).notify.is_none());
+    // What a finished job tells the outbox it names: see outbox.rs.
 }

@@ -1,15 +1,17 @@
-//! What the queue's integration tests added for the Celery bridge
-//! (`intake.rs`, `job_options.rs`) share: a key prefix per test on the real
-//! Redis at `REDIS_URL`, removed when the test ends, and small waits.
+//! What the queue's integration tests share (`queue.rs`, and those added
+//! for the Celery bridge: `intake.rs`, `job_options.rs`, `outbox.rs`): a key
+//! prefix per test on the real Redis at `REDIS_URL`, removed when the test
+//! ends, claims, a claimed job's attempt as a `Recorder` takes it, and small
+//! waits.
 
 #![allow(dead_code)]
 
 use std::{
     collections::HashMap,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use hopper_queue::{QueueClient, WorkerId};
+use hopper_queue::{Attempt, QueueClient, WorkerId, client::Claimed};
 use hopper_shared::{Config, QueueName};
 
 /// A test's configuration under a key prefix of its own; dropping it
@@ -124,5 +126,35 @@ where
         }
         assert!(Instant::now() < deadline, "{what}: not within {within:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Unix ms on this machine's clock.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The attempt of `claimed` (by `w`, in `queue`) as `Recorder::finish`
+/// takes it, started now.
+pub fn attempt<'a>(claimed: &'a Claimed, queue: &'a QueueName, w: &'a WorkerId) -> Attempt<'a> {
+    Attempt {
+        id: claimed.id,
+        queue,
+        worker: w,
+        lease: claimed.lease,
+        attempt: claimed.attempt,
+        max_attempts: claimed.max_attempts,
+        enqueued_at_ms: claimed.enqueued_at_ms,
+        started_at_ms: now_ms(),
+        args_json: &claimed.args,
+        priority: claimed.priority,
+        request_id: claimed.request_id.as_deref(),
+        tenant: &claimed.tenant,
+        callback_url: claimed.callback_url.as_deref(),
+        notify: claimed.notify.as_ref(),
+        cancel_requested: false,
     }
 }
