@@ -6,9 +6,8 @@
 //! could not plan, or a dead letter retried). Both parse the envelope ([`crate::envelope`]), finds
 //! the Hopper task ([`crate::route`], then the registry: a task must be
 //! declared), maps `[args, kwargs]` to the task's arguments and queues the
-//! job under the Celery task id ([`foreign_job_id`]; the idempotency key
-//! `celery:<id>` too), so running an intake job twice (a crash after the
-//! push) queues nothing twice. The job carries the message's `eta` (as a
+//! job under the Celery task id ([`foreign_job_id`]), so running an intake
+//! job twice (a crash after the push) queues nothing twice. The job carries the message's `eta` (as a
 //! delay), `expires`, time limits and, unless `ignore_result`, a
 //! [`Notify`] of `celery.result` with what publishing its result needs.
 //!
@@ -104,7 +103,8 @@ pub struct Submitter {
 #[derive(Default)]
 struct Snapshot {
     read_at: Option<Instant>,
-    tasks: Vec<TaskDefinition>,
+    /// Shared, not cloned per message (a definition carries its schema).
+    tasks: Vec<Arc<TaskDefinition>>,
 }
 
 impl Submitter {
@@ -213,8 +213,9 @@ impl Submitter {
             _ => Priority::Normal,
         };
         let opts = PushOptions {
+            // The Celery id names the job: a message sent twice makes one job
+            // while Redis keeps it (Celery itself dedups nothing).
             id: Some(foreign_job_id(&message.id)),
-            idempotency_key: Some(format!("celery:{}", message.id)),
             delay,
             priority,
             tenant: Some(self.config.tenant.clone()),
@@ -233,7 +234,10 @@ impl Submitter {
 
     /// The definition of `task` (the registry read at most once a second;
     /// its declared settings remembered for the pushes).
-    async fn definition(&self, task: &QueueName) -> Result<Option<TaskDefinition>, QueueError> {
+    async fn definition(
+        &self,
+        task: &QueueName,
+    ) -> Result<Option<Arc<TaskDefinition>>, QueueError> {
         let mut snapshot = self.registry.lock().await;
         let fresh = snapshot
             .read_at
@@ -248,9 +252,10 @@ impl Submitter {
                 .read_at
                 .is_none_or(|at| at.elapsed() > REGISTRY_TTL / 10)
         {
-            snapshot.tasks = self.client.tasks().await?;
+            let tasks = self.client.tasks().await?;
+            self.client.remember_settings(&tasks);
+            snapshot.tasks = tasks.into_iter().map(Arc::new).collect();
             snapshot.read_at = Some(Instant::now());
-            self.client.remember_settings(&snapshot.tasks);
         }
         Ok(snapshot.tasks.iter().find(|d| &d.name == task).cloned())
     }

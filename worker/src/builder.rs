@@ -53,6 +53,7 @@ impl Worker {
             config,
             tasks: Vec::new(),
             connections: None,
+            declared: Vec::new(),
         }
     }
 }
@@ -66,6 +67,8 @@ pub struct WorkerBuilder {
     /// set up its pipeline and health server); `run` opens its own when
     /// `None`.
     connections: Option<(QueueClient, deadpool_postgres::Pool)>,
+    /// Run once every task is declared, before any is served.
+    declared: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 impl WorkerBuilder {
@@ -83,6 +86,13 @@ impl WorkerBuilder {
 
     /// Uses connections opened already (Postgres migrated) instead of
     /// opening its own, and starts no HTTP server of its own.
+    /// Runs `f` once every task is declared (before any is served): what
+    /// needs the registry to know this worker's tasks starts there.
+    pub(crate) fn when_declared(mut self, f: impl FnOnce() + Send + 'static) -> Self {
+        self.declared.push(Box::new(f));
+        self
+    }
+
     pub(crate) fn connected(mut self, client: QueueClient, pool: deadpool_postgres::Pool) -> Self {
         self.connections = Some((client, pool));
         self
@@ -103,6 +113,7 @@ impl WorkerBuilder {
             config,
             tasks,
             connections,
+            declared,
         } = self;
         telemetry::init(config.log_format);
         check(&tasks)?;
@@ -140,6 +151,10 @@ impl WorkerBuilder {
                     client.task(&def.name).await?;
                 }
             }
+        }
+
+        for f in declared {
+            f();
         }
 
         let worker = WorkerId::generate();

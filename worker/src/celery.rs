@@ -71,9 +71,12 @@ pub async fn add(
     .retention(RETENTION)
     .without_records()
     .description("Celery messages the intake could not plan: queued, or refused with the reason");
-    tokio::spawn(run_pump(client.clone(), config, submitter, stop.clone()));
-    tokio::spawn(run_results(client.clone(), results, stop));
-    Ok(builder.task(intake))
+    // Once this worker's tasks are declared, so the first messages find them.
+    let client = client.clone();
+    Ok(builder.task(intake).when_declared(move || {
+        tokio::spawn(run_pump(client.clone(), config, submitter, stop.clone()));
+        tokio::spawn(run_results(client, results, stop));
+    }))
 }
 
 /// Queues the job an intake job's message asks for, or refuses it.
