@@ -65,17 +65,23 @@ pub async fn run_pump(
     let mut turn = 0usize;
     while !stop.is_cancelled() {
         let fed_now: Vec<QueueName> = fed.iter().cloned().collect();
-        match client.pending_total(&fed_now).await {
+        // Take no more than the lookahead leaves room for.
+        let room = match client.pending_total(&fed_now).await {
             Ok(waiting) if waiting >= config.lookahead as u64 => {
                 pause(&stop, FULL_PAUSE).await;
                 continue;
             }
-            _ => {}
-        }
+            Ok(waiting) => config.lookahead - waiting as usize,
+            Err(_) => config.lookahead,
+        };
         let mut taken = 0;
         let mut failed = None;
         for (queue, sublists) in &lists {
-            match take(&client, &submitter, queue, sublists, &mut fed).await {
+            let n = room.saturating_sub(taken).min(BATCH);
+            if n == 0 {
+                break;
+            }
+            match take(&client, &submitter, queue, sublists, n, &mut fed).await {
                 Ok(n) => taken += n,
                 Err(e) => failed = Some(e),
             }
@@ -123,16 +129,17 @@ pub async fn run_pump(
     tracing::info!("Celery intake stopped");
 }
 
-/// One round on one kombu queue: peek, plan, take. Answers how many
-/// messages were taken; adds the tasks fed to `fed`.
+/// One round on one kombu queue: peek, plan, take, at most `n` messages.
+/// Answers how many were taken; adds the tasks fed to `fed`.
 async fn take(
     client: &QueueClient,
     submitter: &Submitter,
     queue: &str,
     sublists: &[String],
+    n: usize,
     fed: &mut BTreeSet<QueueName>,
 ) -> Result<usize, hopper_queue::QueueError> {
-    let peeked = client.intake_peek(sublists, BATCH).await?;
+    let peeked = client.intake_peek(sublists, n).await?;
     if peeked.is_empty() {
         return Ok(0);
     }
