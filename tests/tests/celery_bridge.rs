@@ -2,10 +2,13 @@
 //! fed by raw `LPUSH`es of kombu envelopes — the fixtures celery 5.7 produced
 //! (`celery/tests/fixtures/`), with their id, task and body rewritten — so no
 //! Python is needed: a message runs as a job under its Celery id, its result
-//! lands (SET with a TTL, and PUBLISH) where `AsyncResult` reads it, a message
-//! pushed twice runs once, refusals are dead-lettered with a FAILURE result,
-//! `ignore_result`, `eta` and `timelimit` are honoured, and a worker SIGKILLed
-//! while the intake holds messages loses none.
+//! lands (SET with a TTL, and PUBLISH) where `AsyncResult` reads it — through
+//! the outbox `celery.result`, which ends empty — with no job of the bridge's
+//! own on the way, a message pushed twice runs once, refusals are
+//! dead-lettered with a FAILURE result, `ignore_result`, `eta` and
+//! `timelimit` are honoured, the pump pauses at `HOPPER_CELERY_LOOKAHEAD`
+//! (the backlog waits in kombu's list), takes kombu's priority sub-lists
+//! most urgent first, and a worker SIGKILLed mid-intake loses none.
 //!
 //! Each test has its own `TestEnv` (key prefix, schema); the kombu lists and
 //! result keys live under that prefix too (`{t-<id>:}celery`,
@@ -83,18 +86,11 @@ impl Bridge {
         }
     }
 
-    /// Starts a `hopper-worker` serving `echo` with the bridge on (not
-    /// waiting for it).
-    fn spawn_worker(&mut self) -> usize {
-        let index = self.env.start_worker("echo", &[]);
-        self.started.push(index);
-        index
-    }
-
-    /// Starts a `hopper-worker` serving `echo` with the bridge on, and
+    /// Starts a `hopper-worker` serving `queues` with the bridge on, and
     /// waits until one serves `celery.intake`.
-    async fn start_worker(&mut self) -> usize {
-        let index = self.spawn_worker();
+    async fn start_worker_on(&mut self, queues: &str) -> usize {
+        let index = self.env.start_worker(queues, &[]);
+        self.started.push(index);
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.q.stats(INTAKE).await.unwrap().workers == 0 {
             assert!(
@@ -107,9 +103,66 @@ impl Bridge {
         index
     }
 
+    /// Starts a `hopper-worker` serving `echo` with the bridge on, and
+    /// waits until one serves `celery.intake`.
+    async fn start_worker(&mut self) -> usize {
+        self.start_worker_on("echo").await
+    }
+
+    /// Declares `echo` in the registry and leaves it without a worker: a
+    /// `hopper-worker` serving it (bridge off) starts, declares it, and is
+    /// stopped (a definition stays after its workers stop).
+    async fn declare_echo_without_worker(&mut self) {
+        let index = self
+            .env
+            .start_worker("echo", &[("HOPPER_CELERY_QUEUES", "")]);
+        self.started.push(index);
+        self.eventually("echo declared", Duration::from_secs(60), || async {
+            self.q.task(&ECHO).await.unwrap().map(|_| ())
+        })
+        .await;
+        self.env.terminate(index);
+        assert_eq!(self.q.stats(INTAKE).await.unwrap().workers, 0);
+    }
+
     /// kombu's list of queue `celery` (priority 0).
     fn list(&self) -> String {
-        format!("{}celery", self.broker_prefix)
+        self.sublist(0)
+    }
+
+    /// kombu's list of queue `celery` for priority step `step` (0, 3, 6, 9).
+    fn sublist(&self, step: u8) -> String {
+        match step {
+            0 => format!("{}celery", self.broker_prefix),
+            _ => format!("{}celery\x06\x16{step}", self.broker_prefix),
+        }
+    }
+
+    /// How many outcomes wait in the outbox the bridge writes results from
+    /// (`{<prefix>:celery.result}:outbox`).
+    async fn outbox_len(&self) -> usize {
+        self.conn()
+            .llen(self.q.keys(RESULT).outbox())
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the outbox is empty (every result written).
+    async fn wait_outbox_empty(&self) {
+        self.eventually("the outbox empty", Duration::from_secs(30), || async {
+            (self.outbox_len().await == 0).then_some(())
+        })
+        .await;
+    }
+
+    /// No job of `celery.intake` was ever made (every message was planned
+    /// by the pump).
+    async fn assert_no_intake_jobs(&self) {
+        let stats = self.q.stats(INTAKE).await.unwrap();
+        assert_eq!((stats.pending, stats.running), (0, 0), "{stats:?}");
+        assert!(self.done_ids(INTAKE).await.is_empty());
+        let dead = self.q.dead_letters(INTAKE, None, 0, 10).await.unwrap();
+        assert!(dead.jobs.is_empty(), "{:?}", dead.jobs);
     }
 
     /// Where Celery's `AsyncResult` reads task `id`'s result.
@@ -120,6 +173,17 @@ impl Bridge {
     /// `LPUSH`es `message` onto kombu's list, as a Celery producer does.
     async fn produce(&self, message: &str) {
         let _: i64 = self.conn().lpush(self.list(), message).await.unwrap();
+    }
+
+    /// `LPUSH`es `n` echo messages (message `m<i>`) with fresh Celery ids,
+    /// oldest first; their ids.
+    async fn produce_echoes(&self, n: usize) -> Vec<String> {
+        let ids: Vec<String> = (0..n).map(|_| celery_id()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            let kwargs = json!({ "message": format!("m{i}") });
+            self.produce(&echo_message(id, kwargs, |_| {})).await;
+        }
+        ids
     }
 
     /// A handle on the test's Redis connection (multiplexed: cheap).
@@ -379,9 +443,11 @@ async fn an_echo_message_runs_under_its_celery_id_and_its_result_is_set_and_publ
         (RESULT_EXPIRES_S - 30..=RESULT_EXPIRES_S).contains(&ttl),
         "TTL {ttl}"
     );
-    // kombu's list is empty; the intake job that carried it succeeded.
+    // kombu's list is empty, the outbox too; the pump made the job itself.
     let left = b.waiting().await;
     assert_eq!(left, 0);
+    b.wait_outbox_empty().await;
+    b.assert_no_intake_jobs().await;
     assert!(!b.env.exited(w), "{}", b.logs());
 }
 
@@ -396,26 +462,13 @@ async fn the_same_message_pushed_twice_runs_once() {
     let job = b.wait_final(&id, Duration::from_secs(60)).await;
     assert_eq!(job.state, JobState::Succeeded);
 
-    // Both intake jobs ran: one queued the job, the other found it queued.
-    let created = b
-        .eventually(
-            "both intake jobs succeeded",
-            Duration::from_secs(30),
-            || async {
-                let mut created = Vec::new();
-                for raw in b.done_ids(INTAKE).await {
-                    let rec = b.q.job(INTAKE, raw.parse().unwrap()).await.unwrap();
-                    if let Some(rec) = rec.filter(|r| r.state == JobState::Succeeded) {
-                        created.push(rec.result.unwrap()["created"].clone());
-                    }
-                }
-                (created.len() == 2).then_some(created)
-            },
-        )
-        .await;
-    let mut created: Vec<bool> = created.iter().map(|c| c.as_bool().unwrap()).collect();
-    created.sort();
-    assert_eq!(created, [false, true]);
+    // Both were taken (the second found the job under its id already).
+    b.eventually("both messages taken", Duration::from_secs(30), || async {
+        (b.waiting().await == 0).then_some(())
+    })
+    .await;
+    b.wait_outbox_empty().await;
+    b.assert_no_intake_jobs().await;
     let job = b.q.job(ECHO, job.id).await.unwrap().unwrap();
     assert_eq!((job.attempts, job.history.len()), (1, 1), "ran once");
     assert_eq!(b.done_ids(ECHO).await.len(), 1, "one echo job in all");
@@ -485,15 +538,14 @@ async fn ignore_result_runs_the_job_and_writes_no_result() {
     let job = b.wait_final(&id, Duration::from_secs(60)).await;
     assert_eq!(job.state, JobState::Succeeded);
     assert!(job.notify.is_none(), "{job:?}");
-    // For a while after it succeeded: no result, and nothing for celery.result.
+    // For a while after it succeeded: no result, and nothing told to the
+    // outbox (it is empty the whole time).
     let until = Instant::now() + Duration::from_millis(1500);
     while Instant::now() < until {
         assert!(b.meta(&id).await.is_none(), "a result was written");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(b.outbox_len().await, 0, "an outcome was told");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let stats = b.q.stats(RESULT).await.unwrap();
-    assert_eq!((stats.pending, stats.running), (0, 0), "{stats:?}");
-    assert!(b.done_ids(RESULT).await.is_empty());
     // The check can fail: a message with results does get one here.
     let other = celery_id();
     b.produce(&echo_message(&other, json!({ "message": "loud" }), |_| {}))
@@ -503,6 +555,7 @@ async fn ignore_result_runs_the_job_and_writes_no_result() {
         b.meta(&other)
     })
     .await;
+    b.wait_outbox_empty().await;
     assert!(b.meta(&id).await.is_none());
 }
 
@@ -567,30 +620,22 @@ async fn a_worker_killed_while_the_intake_holds_messages_loses_none() {
         ("HOPPER_CELERY_LOOKAHEAD", "2"),
     ])
     .await;
-    let ids: Vec<String> = (0..MESSAGES).map(|_| celery_id()).collect();
-    for (i, id) in ids.iter().enumerate() {
-        b.produce(&echo_message(
-            id,
-            json!({ "message": format!("m{i}") }),
-            |_| {},
-        ))
-        .await;
-    }
+    let ids = b.produce_echoes(MESSAGES).await;
     let first = b.start_worker().await;
-    // Kill it mid-way: some messages became jobs, others wait in kombu's list.
+    // Kill it mid-way: some messages became jobs (some of them running),
+    // others wait in kombu's list.
     let (left, made) = b
         .eventually("the intake mid-way", Duration::from_secs(60), || async {
             let left = b.waiting().await;
             assert!(left > 0, "the intake finished before the kill");
             let made = b.q.stats(ECHO).await.unwrap();
             let made = made.pending + made.running + b.done_ids(ECHO).await.len() as u64;
-            let intake = b.q.stats(INTAKE).await.unwrap();
-            (made >= 20 && intake.pending + intake.running > 0).then_some((left, made))
+            (made >= 20).then_some((left, made))
         })
         .await;
     b.env.kill(first);
-    let intake = b.q.stats(INTAKE).await.unwrap();
-    eprintln!("killed with {left} messages in kombu's list, {made} echo jobs, intake {intake:?}");
+    let echo = b.q.stats(ECHO).await.unwrap();
+    eprintln!("killed with {left} messages in kombu's list, {made} echo jobs made, {echo:?}");
     b.start_worker().await;
 
     b.eventually("every message done", Duration::from_secs(120), || async {
@@ -617,4 +662,91 @@ async fn a_worker_killed_while_the_intake_holds_messages_loses_none() {
             .await;
         assert_eq!(meta["status"], "SUCCESS", "{meta}");
     }
+    b.wait_outbox_empty().await;
+    b.assert_no_intake_jobs().await;
+}
+
+#[tokio::test]
+async fn the_pump_pauses_at_the_lookahead_and_the_backlog_waits_in_kombus_list() {
+    const MESSAGES: usize = 20;
+    let mut b = Bridge::new(&[("HOPPER_CELERY_LOOKAHEAD", "5")]).await;
+    b.declare_echo_without_worker().await;
+    // The bridge runs in a worker that serves noop only: no echo worker.
+    b.start_worker_on("noop").await;
+    let ids = b.produce_echoes(MESSAGES).await;
+    b.eventually("5 echo jobs", Duration::from_secs(30), || async {
+        (b.q.stats(ECHO).await.unwrap().pending >= 5).then_some(())
+    })
+    .await;
+    // And no more, for a while: 15 wait in kombu's list, the oldest 5 became
+    // the jobs.
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        assert_eq!(b.q.stats(ECHO).await.unwrap().pending, 5, "{}", b.logs());
+        assert_eq!(b.waiting().await, MESSAGES - 5);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let job = b.q.job(ECHO, foreign_job_id(id)).await.unwrap();
+        assert_eq!(job.is_some(), i < 5, "message {i}");
+    }
+
+    // An echo worker comes: all 20 run, and their results are written.
+    b.start_worker_on("echo").await;
+    for (i, id) in ids.iter().enumerate() {
+        let job = b.wait_final(id, Duration::from_secs(60)).await;
+        assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+        assert_eq!(job.result.unwrap()["message"], format!("m{i}"));
+    }
+    assert_eq!(b.waiting().await, 0);
+    for id in &ids {
+        b.eventually("a result", Duration::from_secs(30), || b.meta(id))
+            .await;
+    }
+    b.wait_outbox_empty().await;
+}
+
+#[tokio::test]
+async fn the_most_urgent_priority_sub_list_is_taken_first() {
+    // A lookahead of one job: with no echo worker the pump takes exactly
+    // one message, the most urgent one.
+    let mut b = Bridge::new(&[("HOPPER_CELERY_LOOKAHEAD", "1")]).await;
+    b.declare_echo_without_worker().await;
+    let urgent = celery_id();
+    let later: Vec<String> = (0..3).map(|_| celery_id()).collect();
+    // Three messages of priority 9 first, then one of priority 0 (bare).
+    for (i, id) in later.iter().enumerate() {
+        let message = echo_message(id, json!({ "message": format!("p9-{i}") }), |_| {});
+        let _: i64 = b.conn().lpush(b.sublist(9), message).await.unwrap();
+    }
+    b.produce(&echo_message(&urgent, json!({ "message": "p0" }), |_| {}))
+        .await;
+    b.start_worker_on("noop").await;
+
+    let first = b.wait_job(&urgent, Duration::from_secs(30), |_| true).await;
+    let until = Instant::now() + Duration::from_millis(1000);
+    while Instant::now() < until {
+        assert_eq!(b.q.stats(ECHO).await.unwrap().pending, 1, "{}", b.logs());
+        let left: usize = b.conn().llen(b.sublist(9)).await.unwrap();
+        assert_eq!(left, 3, "the priority-9 messages wait");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(b.waiting().await, 0);
+
+    // With an echo worker, the rest run after it, oldest first.
+    b.start_worker_on("echo").await;
+    let mut enqueued = Vec::new();
+    for id in &later {
+        let job = b.wait_final(id, Duration::from_secs(60)).await;
+        assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+        enqueued.push(job.enqueued_at_ms);
+    }
+    assert!(
+        enqueued.iter().all(|&at| at > first.enqueued_at_ms),
+        "the bare list's message was taken first: {} vs {enqueued:?}",
+        first.enqueued_at_ms
+    );
+    assert!(enqueued.is_sorted(), "oldest first: {enqueued:?}");
+    let first = b.wait_final(&urgent, Duration::from_secs(60)).await;
+    assert_eq!(first.state, JobState::Succeeded);
 }
