@@ -15,7 +15,7 @@
 //! | `HOPPER_CELERY_RESULT_PREFIX` | `''` | `result_backend_transport_options['global_keyprefix']` |
 //! | `HOPPER_CELERY_RESULT_EXPIRES_S` | 86400 (0 = never) | `result_expires` |
 //! | `HOPPER_CELERY_DEFAULT_PRIORITY` | none | `task_default_priority` |
-//! | `HOPPER_CELERY_LOOKAHEAD` | 512 | — (intake jobs waiting at most) |
+//! | `HOPPER_CELERY_LOOKAHEAD` | 512 | — (pending jobs of the tasks the intake feeds, at most: beyond, messages wait in kombu's lists, in kombu's order) |
 
 use hopper_shared::config::DEFAULT_REDIS_URL;
 use hopper_shared::jobs::DEFAULT_TENANT;
@@ -53,8 +53,8 @@ pub struct CeleryConfig {
     /// Celery's `task_default_priority`: messages with a lower number (more
     /// urgent on Redis) become Hopper `high` jobs; `None`: all are normal.
     pub default_priority: Option<u8>,
-    /// How many intake jobs may wait at most (kombu's priority order holds
-    /// within this window).
+    /// Pending jobs of the tasks the intake feeds, at most: beyond it the
+    /// messages wait in kombu's lists, where kombu's priority order holds.
     pub lookahead: usize,
 }
 
