@@ -72,7 +72,10 @@ async fn bad_input_gets_a_clear_json_error() {
     assert_eq!(s, 422, "{b}");
     assert_eq!(b["field"], "max_attempts");
 
+    // Any id a Celery producer may know a job by: unknown → 404; too long → 400.
     let (s, b) = env.get("/v1/jobs/not-a-uuid").await;
+    assert_eq!(s, 404, "{b}");
+    let (s, b) = env.get(&format!("/v1/jobs/{}", "x".repeat(300))).await;
     assert_eq!(s, 400, "{b}");
     let (s, b) = env.get(&format!("/v1/jobs/{}", uuid::Uuid::now_v7())).await;
     assert_eq!(s, 404, "{b}");
@@ -294,15 +297,27 @@ async fn a_worker_serves_its_own_metrics_and_readiness() {
             .contains("Cpu"),
         "{ready}"
     );
-    let text = env
-        .http()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The first heartbeat comes one interval after the worker starts.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let text = loop {
+        let text = env
+            .http()
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let beats = hopper_tests::metric_value(
+            &text,
+            "hopper_worker_heartbeats_total{queue=\"echo\",outcome=\"ok\"}",
+        );
+        if beats.is_some_and(|b| b >= 1.0) || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     assert!(
         text.contains("hopper_jobs_succeeded_total{kind=\"echo\"} 1"),
         "{text}"
