@@ -27,13 +27,14 @@
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
-use hopper_queue::{IntakeItem, PushOptions, QueueClient};
+use hopper_queue::{IntakeItem, ListEnd, PushOptions, QueueClient};
 use hopper_shared::{QueueName, metrics as m};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     INTAKE_TASK,
     config::CeleryConfig,
+    idle::{IdleWait, pause},
     submit::{IntakeArgs, Submitter},
 };
 
@@ -60,7 +61,7 @@ pub async fn run_pump(
         .collect();
     tracing::info!(queues = ?config.queues, lookahead = config.lookahead, "Celery intake started");
     let mut fed: BTreeSet<QueueName> = BTreeSet::new();
-    let mut waiter = None;
+    let mut idle = IdleWait::default();
     let mut backoff = BACKOFF_MIN;
     let mut turn = 0usize;
     while !stop.is_cancelled() {
@@ -90,7 +91,7 @@ pub async fn run_pump(
             tracing::warn!("Celery intake failed, retrying in {backoff:?}: {e}");
             pause(&stop, backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
-            waiter = None;
+            idle.reset();
             continue;
         }
         backoff = BACKOFF_MIN;
@@ -100,30 +101,14 @@ pub async fn run_pump(
         }
         // Nothing waits: block on one queue's bare list (in turn) until a
         // message arrives there, or for IDLE_WAIT.
-        let conn = match &mut waiter {
-            Some(c) => c,
-            None => match client.dedicated_connection(IDLE_WAIT).await {
-                Ok(c) => waiter.insert(c),
-                Err(e) => {
-                    tracing::warn!("Celery intake cannot connect, retrying in {backoff:?}: {e}");
-                    pause(&stop, backoff).await;
-                    continue;
-                }
-            },
-        };
         let bare = &lists[turn % lists.len()].1[0];
         turn = turn.wrapping_add(1);
-        let mut blmove = redis::cmd("BLMOVE");
-        blmove
-            .arg(bare)
-            .arg(bare)
-            .arg("RIGHT")
-            .arg("RIGHT")
-            .arg(IDLE_WAIT.as_secs_f64());
-        let wait = blmove.query_async::<Option<redis::Value>>(conn);
-        tokio::select! {
-            r = wait => if r.is_err() { waiter = None },
-            _ = stop.cancelled() => {}
+        if let Err(e) = idle
+            .until_element(&client, bare, ListEnd::Right, IDLE_WAIT, &stop)
+            .await
+        {
+            tracing::warn!("Celery intake cannot connect, retrying in {backoff:?}: {e}");
+            pause(&stop, backoff).await;
         }
     }
     tracing::info!("Celery intake stopped");
@@ -181,11 +166,4 @@ async fn take(
             "Celery message taken");
     }
     Ok(pushed.len())
-}
-
-async fn pause(stop: &CancellationToken, d: Duration) {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => {}
-        _ = stop.cancelled() => {}
-    }
 }

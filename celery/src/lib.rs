@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod envelope;
+mod idle;
 pub mod intake;
 pub mod publish;
 pub mod result;

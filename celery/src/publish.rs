@@ -17,12 +17,16 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use hopper_queue::QueueClient;
+use hopper_queue::{ListEnd, QueueClient};
 use hopper_shared::{jobs::JobRecord, metrics as m};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::{RESULT_TASK, result::ResultData};
+use crate::{
+    RESULT_TASK,
+    idle::{IdleWait, pause},
+    result::ResultData,
+};
 
 use redis::{
     Client, Script,
@@ -117,8 +121,8 @@ struct Finished {
 /// fires (see the module docs). Failures pause it with a capped backoff;
 /// the entries wait in the outbox meanwhile.
 pub async fn run_results(client: QueueClient, store: ResultStore, stop: CancellationToken) {
-    let outbox = RESULT_TASK;
-    let mut waiter = None;
+    let outbox = client.keys(RESULT_TASK).outbox();
+    let mut idle = IdleWait::default();
     let mut backoff = BACKOFF_MIN;
     while !stop.is_cancelled() {
         let round = publish_round(&client, &store).await;
@@ -135,20 +139,12 @@ pub async fn run_results(client: QueueClient, store: ResultStore, stop: Cancella
                 continue;
             }
         }
-        let conn = match &mut waiter {
-            Some(c) => c,
-            None => match client.dedicated_connection(IDLE_WAIT).await {
-                Ok(c) => waiter.insert(c),
-                Err(e) => {
-                    tracing::warn!("Celery results cannot connect, retrying in {backoff:?}: {e}");
-                    pause(&stop, backoff).await;
-                    continue;
-                }
-            },
-        };
-        tokio::select! {
-            r = client.outbox_wait(conn, &outbox, IDLE_WAIT) => if r.is_err() { waiter = None },
-            _ = stop.cancelled() => {}
+        if let Err(e) = idle
+            .until_element(&client, &outbox, ListEnd::Left, IDLE_WAIT, &stop)
+            .await
+        {
+            tracing::warn!("Celery results cannot connect, retrying in {backoff:?}: {e}");
+            pause(&stop, backoff).await;
         }
     }
 }
@@ -189,11 +185,4 @@ async fn publish_round(client: &QueueClient, store: &ResultStore) -> Result<usiz
         .await
         .map_err(|e| e.to_string())?;
     Ok(entries.len())
-}
-
-async fn pause(stop: &CancellationToken, d: Duration) {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => {}
-        _ = stop.cancelled() => {}
-    }
 }

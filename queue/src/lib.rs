@@ -57,6 +57,7 @@ pub use error::QueueError;
 pub use intake::IntakeItem;
 pub use job::{JobContext, MAX_DELAY, Permanent, Priority, PushOptions, WorkerId};
 pub use keys::QueueKeys;
+pub use outbox::ListEnd;
 pub use outcome::{Attempt, Outcome, Recorded, Recorder};
 pub use progress::ProgressStored;
 pub use registry::Declared;

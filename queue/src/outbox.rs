@@ -88,23 +88,48 @@ impl QueueClient {
     }
 
     /// Waits (on `conn`, a dedicated connection) until `name`'s outbox holds
-    /// an entry, at most `wait`; takes nothing (a rotation of one element
-    /// onto the same end).
+    /// an entry, at most `wait`; takes nothing (see
+    /// [`QueueClient::wait_for_element`]).
     pub async fn outbox_wait(
         &self,
         conn: &mut MultiplexedConnection,
         name: &QueueName,
         wait: Duration,
     ) -> Result<(), QueueError> {
-        let key = self.keys(name).outbox();
+        Self::wait_for_element(conn, &self.keys(name).outbox(), ListEnd::Left, wait).await
+    }
+
+    /// Waits (on `conn`, a dedicated connection) until the list `key` holds
+    /// an element, at most `wait`, taking nothing: `BLMOVE key key end end`
+    /// blocks until an element arrives, then moves it from that end back to
+    /// the same end.
+    pub async fn wait_for_element(
+        conn: &mut MultiplexedConnection,
+        key: &str,
+        end: ListEnd,
+        wait: Duration,
+    ) -> Result<(), QueueError> {
+        let end = match end {
+            ListEnd::Left => "LEFT",
+            ListEnd::Right => "RIGHT",
+        };
         redis::cmd("BLMOVE")
-            .arg(&key)
-            .arg(&key)
-            .arg("LEFT")
-            .arg("LEFT")
+            .arg(key)
+            .arg(key)
+            .arg(end)
+            .arg(end)
             .arg(wait.as_secs_f64())
             .query_async::<Option<redis::Value>>(conn)
             .await?;
         Ok(())
     }
+}
+
+/// An end of a Redis list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListEnd {
+    /// The head (`LPUSH` adds there).
+    Left,
+    /// The tail (`RPUSH` adds there).
+    Right,
 }
