@@ -1,8 +1,8 @@
 # scripts/lib/celery.sh - the Celery migration's venv under $HOPPER_CACHE/venv-celery: every package
 # pinned by tests/celery/requirements.txt (pip freeze of a working venv: celery[redis] 5.7.0 and its
 # dependencies, fastapi/uvicorn/python-multipart/httpx for examples/fastapi-celery, pytest, ruff,
-# mypy, hatchling), then sdk/python installed editable (no dependencies, no build isolation, like
-# scripts/lib/sdk.sh), so one interpreter is both the Celery producer and the Hopper SDK worker.
+# mypy, hatchling), then sdk/python installed editable (venv_with_sdk in scripts/lib/sdk.sh), so one
+# interpreter is both the Celery producer and the Hopper SDK worker.
 # Stamped by the sha256 of the pins and the SDK's pyproject.toml: a second run changes nothing.
 # Not a default step; used by tests/celery, examples/fastapi-celery and scripts/bench/celery.
 # shellcheck shell=bash
@@ -20,14 +20,8 @@ celery_ready() {
 
 celery_up() {
   celery_ready && return 0
-  have python3 || die "python3 is needed for the Celery venv"
   say "Celery venv in $CELERY_VENV (pinned by tests/celery/requirements.txt)"
-  rm -rf "$CELERY_VENV"
-  python3 -m venv "$CELERY_VENV" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
-  "$CELERY_VENV/bin/pip" install -q --disable-pip-version-check -r "$CELERY_REQ" >/dev/null ||
-    die "pip install -r tests/celery/requirements.txt failed"
-  "$CELERY_VENV/bin/pip" install -q --disable-pip-version-check --no-build-isolation --no-deps \
-    -e "$ROOT/sdk/python" >/dev/null || die "pip install -e sdk/python failed"
+  venv_with_sdk "$CELERY_VENV" "$CELERY_REQ"   # scripts/lib/sdk.sh
   celery_req_sha >"$CELERY_STAMP"
 }
 

@@ -18,15 +18,23 @@ sdk_ready() {
 
 sdk_up() {
   sdk_ready && return 0
-  have python3 || die "python3 is needed for the Python SDK"
   say "Python SDK venv in $SDK_VENV (pinned by sdk/python/requirements-dev.txt)"
-  rm -rf "$SDK_VENV"
-  python3 -m venv "$SDK_VENV" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
-  "$SDK_VENV/bin/pip" install -q --disable-pip-version-check -r "$SDK_REQ" >/dev/null ||
-    die "pip install -r sdk/python/requirements-dev.txt failed"
-  "$SDK_VENV/bin/pip" install -q --disable-pip-version-check --no-build-isolation --no-deps \
-    -e "$SDK_DIR" >/dev/null || die "pip install -e sdk/python failed"
+  venv_with_sdk "$SDK_VENV" "$SDK_REQ"
   sdk_req_sha >"$SDK_STAMP"
+}
+
+# venv_with_sdk VENV REQ: makes the venv VENV afresh from the pins in REQ, then installs sdk/python
+# into it editable (no dependencies, no build isolation, so nothing is fetched for the build).
+# The SDK's venv and the Celery venv (scripts/lib/celery.sh) are both made so.
+venv_with_sdk() {
+  local venv=$1 req=$2
+  have python3 || die "python3 is needed to make $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$req" >/dev/null ||
+    die "pip install -r ${req#"$ROOT"/} failed"
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-build-isolation --no-deps \
+    -e "$SDK_DIR" >/dev/null || die "pip install -e sdk/python failed"
 }
 
 sdk_status() {
