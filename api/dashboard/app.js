@@ -87,6 +87,15 @@ function duration(ms) {
   return `${(ms / 60000).toFixed(1)} min`;
 }
 
+/** How far off a future time is: `in 12 s`, `in 5 min`, `in 3.5 h`, `in 2.0 d`. */
+function until(ms) {
+  const s = Math.max(0, (ms - Date.now()) / 1000);
+  if (s < 60) return `in ${s.toFixed(0)} s`;
+  if (s < 3600) return `in ${(s / 60).toFixed(0)} min`;
+  if (s < 86400) return `in ${(s / 3600).toFixed(1)} h`;
+  return `in ${(s / 86400).toFixed(1)} d`;
+}
+
 function clock(ms) {
   return ms ? new Date(ms).toLocaleTimeString() : '–';
 }
@@ -276,6 +285,30 @@ async function refreshWorkers() {
   }));
 }
 
+// ---------------------------------------------------------------- schedules
+
+async function refreshSchedules() {
+  const { schedules } = await api('/v1/schedules');
+  const body = $('#schedules tbody');
+  if (!schedules.length) {
+    body.replaceChildren(el('tr', {}, el('td', { colspan: 6, class: 'muted' }, 'no schedules')));
+    return;
+  }
+  body.replaceChildren(...schedules.map((s) => {
+    const next = s.next_fire_ms === undefined || s.next_fire_ms === null
+      ? el('span', { class: 'muted' }, s.paused ? '–' : 'never')
+      : el('time', { datetime: new Date(s.next_fire_ms).toISOString(), title: new Date(s.next_fire_ms).toISOString() },
+        `${new Date(s.next_fire_ms).toLocaleString()} (${until(s.next_fire_ms)})`);
+    return el('tr', { 'data-schedule': s.id },
+      el('td', {}, s.id), el('td', {}, s.task),
+      el('td', { 'data-field': 'timing' }, s.cron ? el('code', {}, s.cron) : `every ${duration(s.every_ms)}`),
+      el('td', { 'data-field': 'timezone' }, s.cron ? (s.timezone || 'UTC') : '–'),
+      el('td', { 'data-field': 'next' }, next),
+      el('td', {}, el('span', { class: `badge ${s.paused ? 'state-scheduled' : 'state-running'}`, 'data-field': 'state' },
+        s.paused ? 'paused' : 'active')));
+  }));
+}
+
 // ---------------------------------------------------------------- dead letters
 
 async function refreshDead() {
@@ -413,7 +446,7 @@ async function refreshHealth() {
 }
 
 async function tick() {
-  const jobs = [refreshQueues(), refreshWorkers(), refreshDead(), refreshJobs(), refreshHealth()];
+  const jobs = [refreshQueues(), refreshWorkers(), refreshSchedules(), refreshDead(), refreshJobs(), refreshHealth()];
   if (Date.now() - view.lastHistory > 15000) {
     view.lastHistory = Date.now();
     jobs.push(refreshHistory());

@@ -6,8 +6,8 @@
 //! page is public, so a tenant's own tasks appear only once the script reads
 //! `/v1/queues` with its key) plus one script and one stylesheet, compiled into the binary: no
 //! build step, no CDN, works air-gapped. The script polls the JSON API the
-//! CLI uses (`/v1/queues`, `/v1/queues/history`, `/v1/workers`, `/v1/jobs`,
-//! dead letters, job detail) every two seconds and draws the charts as SVG.
+//! CLI uses (`/v1/queues`, `/v1/queues/history`, `/v1/workers`,
+//! `/v1/schedules`, `/v1/jobs`, dead letters, job detail) every two seconds and draws the charts as SVG.
 //!
 //! The page is served with a strict Content-Security-Policy (same-origin
 //! scripts, styles and fetches only; no inline script), and the script puts

@@ -80,6 +80,17 @@ impl ApiError {
         .field(Some(field.into()))
     }
 
+    /// 422 `invalid_schedule`: a schedule's `field` (when known) is refused
+    /// for the reason `problem`.
+    pub fn invalid_schedule(field: Option<String>, problem: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_schedule",
+            problem,
+        )
+        .field(field)
+    }
+
     /// Parses a path id as a UUID; 400 naming what it should have been
     /// (`job`, `document`) otherwise.
     pub fn parse_uuid(id: &str, what: &str) -> Result<uuid::Uuid, Self> {

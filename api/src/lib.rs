@@ -145,6 +145,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     state.unauthenticated.spawn_cleanup();
     retention::spawn_sweeper(state.pool.clone(), config.retention);
     work::rescuer::spawn(state.clone());
+    if config.scheduler {
+        // Never stopped: it dies with the process, and a tick it was firing
+        // is either wholly done or left to the other schedulers.
+        hopper_queue::scheduler::spawn_scheduler(
+            state.queue.clone(),
+            tokio_util::sync::CancellationToken::new(),
+        );
+    }
     let work = state.work.clone();
     let listener = tokio::net::TcpListener::bind(config.api_addr)
         .await

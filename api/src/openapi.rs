@@ -15,6 +15,7 @@ use hopper_shared::{
     documents::{DocumentOptions, DocumentView, Hit},
     jobs::{AttemptRecord, JobKind, JobRecord, JobState},
     keys::{KeyInfo, Scope},
+    schedules::{MissedTicks, Schedule, ScheduleRun, ScheduleSpec},
 };
 use serde::Serialize;
 use utoipa::{
@@ -293,6 +294,13 @@ pub struct Readiness {
         routes::tasks::list,
         routes::tasks::show,
         routes::tasks::remove,
+        routes::schedules::create,
+        routes::schedules::list,
+        routes::schedules::show,
+        routes::schedules::remove,
+        routes::schedules::pause,
+        routes::schedules::resume,
+        routes::schedules::runs,
         routes::keys::list,
         routes::keys::create,
         routes::keys::revoke,
@@ -302,11 +310,43 @@ pub struct Readiness {
     ),
     components(schemas(
         ErrorBody, JobKind, QueueName, JobState, JobRecord, AttemptRecord, Scope, KeyInfo, QueueStats,
-        WorkerInfo, MinuteOutcomes, DocumentView, DocumentOptions, Hit, DeadActionName
+        WorkerInfo, MinuteOutcomes, DocumentView, DocumentOptions, Hit, DeadActionName,
+        ScheduleSpec, Schedule, ScheduleRun, MissedTicks
     )),
-    modifiers(&MergeWork, &CommonResponses),
+    modifiers(&MergeWork, &CommonResponses, &FlatSchedule),
 )]
 pub struct ApiDoc;
+
+/// Documents `Schedule` as one object: utoipa makes a flattened struct an
+/// `allOf` of its parts, and the spec's part forbids other properties (the
+/// request body refuses unknown fields), which every stored schedule, with
+/// its `tenant`, would break.
+pub struct FlatSchedule;
+
+impl Modify for FlatSchedule {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::Schema;
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let schemas = &mut components.schemas;
+        let (Some(RefOr::T(Schema::Object(spec))), Some(RefOr::T(Schema::AllOf(stored)))) =
+            (schemas.get("ScheduleSpec"), schemas.get("Schedule"))
+        else {
+            return;
+        };
+        let mut flat = spec.clone();
+        flat.additional_properties = None;
+        flat.description = stored.description.clone();
+        for part in &stored.items {
+            if let RefOr::T(Schema::Object(more)) = part {
+                flat.properties.extend(more.properties.clone());
+                flat.required.extend(more.required.iter().cloned());
+            }
+        }
+        schemas.insert("Schedule".into(), RefOr::T(Schema::Object(flat)));
+    }
+}
 
 /// Adds the answers every `/v1` operation can give, and the bearer key.
 pub struct CommonResponses;

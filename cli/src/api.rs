@@ -1,10 +1,27 @@
 //! A small client of the Hopper API. Error answers become one-line errors
 //! carrying the API's own `detail` (and `field`, when named).
 
-use std::time::{Duration, Instant};
+use std::{
+    fmt::Write,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
+
+/// `raw` as one path segment: a name that is not a valid id is the API's
+/// to refuse, so it is only escaped here.
+pub fn segment(raw: &str) -> String {
+    let mut s = String::new();
+    for b in raw.bytes() {
+        if b.is_ascii_alphanumeric() || b"_.-".contains(&b) {
+            s.push(b as char);
+        } else {
+            let _ = write!(s, "%{b:02X}");
+        }
+    }
+    s
+}
 
 /// The API at one base URL.
 #[derive(Clone)]

@@ -7,6 +7,7 @@
 
 mod api;
 mod output;
+mod schedules;
 mod tasks;
 mod upload;
 
@@ -84,6 +85,11 @@ enum Command {
     Tasks {
         #[command(subcommand)]
         command: tasks::TasksCommand,
+    },
+    /// Periodic schedules: add, list, show, pause, resume, remove, runs.
+    Schedules {
+        #[command(subcommand)]
+        command: schedules::SchedulesCommand,
     },
     /// Dead letters of a queue.
     Dlq {
@@ -310,6 +316,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Dlq { command } => dlq(&api, cli.json, command).await,
         Command::Tasks { command } => tasks::run(&api, cli.json, command).await,
+        Command::Schedules { command } => schedules::run(&api, cli.json, command).await,
         Command::Documents { command } => documents(&api, cli.json, command).await,
         Command::Search {
             query,

@@ -112,14 +112,15 @@ pub fn jobs(r: &Value) -> String {
     s
 }
 
-fn now_ms() -> i64 {
+/// Unix time now, in ms.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// `850ms`, `12.3s`, `4.0m`, `2.5h`.
-fn human_ms(ms: i64) -> String {
+pub fn human_ms(ms: i64) -> String {
     let ms = ms.max(0);
     match ms {
         0..1_000 => format!("{ms}ms"),

@@ -60,18 +60,9 @@ pub async fn run(api: &Api, json: bool, command: TasksCommand) -> anyhow::Result
     }
 }
 
-/// The API path of task `name` (a name that is not a queue name is the
-/// API's to refuse, so it is only escaped here).
+/// The API path of task `name`.
 fn path(name: &str) -> String {
-    let mut p = String::from("/v1/tasks/");
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b"_.-".contains(&b) {
-            p.push(b as char);
-        } else {
-            let _ = write!(p, "%{b:02X}");
-        }
-    }
-    p
+    format!("/v1/tasks/{}", crate::api::segment(name))
 }
 
 /// Who may submit the task.

@@ -3,9 +3,9 @@
 -- its job, so none is ever in neither place (kombu's own BRPOP-then-HSET has such a window)
 -- and none makes two jobs. The caller peeked the messages (LRANGE) and worked out each one's
 -- job; a message no longer at its list's old end (another reader took it) stops the batch.
--- KEYS[1 .. L] the foreign lists; then, per message, the 6 keys of push.lua
+-- KEYS[1 .. L] the foreign lists; then, per message, the keys of push.lua (PUSH_KEYS)
 -- ARGV: 1 L, then per message: the index (1 .. L) of its list, the message as peeked, then
---       the 19 arguments of push.lua
+--       the arguments of push.lua (PUSH_ARGS)
 -- Returns {taken, then per message taken: its job's id, created (1, or 0 when it existed)}.
 local lists = tonumber(ARGV[1])
 local out = {0}
@@ -14,13 +14,13 @@ while a <= #ARGV do
   local list = KEYS[tonumber(ARGV[a])]
   if redis.call('LINDEX', list, -1) ~= ARGV[a + 1] then break end
   redis.call('RPOP', list)
-  local K = {KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]}
-  local A = {}
-  for i = 1, 19 do A[i] = ARGV[a + 1 + i] end
+  local K, A = {}, {}
+  for i = 1, PUSH_KEYS do K[i] = KEYS[k + i - 1] end
+  for i = 1, PUSH_ARGS do A[i] = ARGV[a + 1 + i] end
   local pushed = push_job(K, A)
   out[1] = out[1] + 1
   out[#out + 1] = pushed[1]
   out[#out + 1] = pushed[2]
-  k, a = k + 6, a + 21
+  k, a = k + PUSH_KEYS, a + 2 + PUSH_ARGS
 end
 return out

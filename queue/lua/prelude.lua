@@ -2,21 +2,31 @@
 -- Time is Redis' own (TIME), never the caller's: a worker whose clock is off cannot make a
 -- live worker look dead nor run a delayed job early.
 
--- Unix milliseconds on Redis' clock.
+-- Unix milliseconds on Redis' clock, read once per script run (a script is atomic: its
+-- steps happen at one moment; a batch script pushing many jobs asks once).
+local now_cached
 local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if not now_cached then
+    local t = redis.call('TIME')
+    now_cached = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return now_cached
 end
 
--- A job of `tenant` (with `priority`) is finished: the tenant has one unfinished job less
--- (never below 0), and one unfinished high-priority job less (field '<tenant>:high') when it
--- was one.
-local function tenant_done_as(tenants, tenant, priority)
+-- `count` jobs of `tenant` (with `priority`) are finished: the tenant has `count` unfinished
+-- jobs less (never below 0), and as many unfinished high-priority jobs less (field
+-- '<tenant>:high') when they were.
+local function tenants_done_as(tenants, tenant, priority, count)
   tenant = tenant or 'default'
-  if redis.call('HINCRBY', tenants, tenant, -1) < 0 then redis.call('HSET', tenants, tenant, 0) end
-  if priority == 'high' and redis.call('HINCRBY', tenants, tenant .. ':high', -1) < 0 then
+  if redis.call('HINCRBY', tenants, tenant, -count) < 0 then redis.call('HSET', tenants, tenant, 0) end
+  if priority == 'high' and redis.call('HINCRBY', tenants, tenant .. ':high', -count) < 0 then
     redis.call('HSET', tenants, tenant .. ':high', 0)
   end
+end
+
+-- One job of `tenant` (with `priority`) is finished.
+local function tenant_done_as(tenants, tenant, priority)
+  tenants_done_as(tenants, tenant, priority, 1)
 end
 
 -- The job at `key` is finished (see tenant_done_as).
@@ -82,14 +92,40 @@ end
 -- `n` new jobs of `tenant` wait: one wake token each on `wake` (kept to `cap` tokens), so idle
 -- workers claim at once, and `n` more unfinished jobs of the tenant in `tenants`.
 local function queued(wake, cap, tenants, tenant, n)
-  for _ = 1, n do redis.call('LPUSH', wake, '1') end
-  redis.call('LTRIM', wake, 0, cap - 1)
+  local tokens = {}
+  for i = 1, n do tokens[i] = '1' end
+  if redis.call('LPUSH', wake, unpack(tokens)) > cap then redis.call('LTRIM', wake, 0, cap - 1) end
   redis.call('HINCRBY', tenants, tenant, n)
 end
 
+-- The keys and arguments push_job takes (intake.lua and fire.lua pass them through per job).
+local PUSH_KEYS, PUSH_ARGS = 7, 21
+
+-- Whether a job in `state` is over.
+local function final_state(state)
+  return state == 'succeeded' or state == 'dead' or state == 'cancelled'
+end
+
 -- Enqueues one job: the body of push.lua (see its header for the keys K and arguments A),
--- shared with intake.lua, which pushes one job per message it takes. Returns {id, created}.
+-- shared with intake.lua, which pushes one job per message it takes, and fire.lua, which
+-- pushes a schedule's tick. Returns {id, created}.
 local function push_job(K, A)
+  -- A second submission under an idempotency key answers the first job.
+  if A[8] == '1' then
+    local existing = redis.call('GET', K[5])
+    if existing then return {existing, 0} end
+  end
+  -- A unique job: while the key's holder counts (for its window, or until it is over), the
+  -- holder is the answer.
+  if A[20] ~= '' then
+    local holder = redis.call('GET', K[7])
+    if holder then
+      if A[20] ~= 'finished' then return {holder, 0} end
+      local job_prefix = string.sub(K[1], 1, #K[1] - #A[1])
+      local state = redis.call('HGET', job_prefix .. holder, 'state')
+      if state and not final_state(state) then return {holder, 0} end
+    end
+  end
   local cap = tonumber(A[14])
   if cap > 0 then
     local load = tonumber(redis.call('HGET', K[6], A[12]) or '0')
@@ -101,11 +137,8 @@ local function push_job(K, A)
     local load = tonumber(redis.call('HGET', K[6], A[12] .. ':high') or '0')
     if load >= high_cap then return {'high', -load} end
   end
-  if A[8] == '1' then
-    local existing = redis.call('GET', K[5])
-    if existing then return {existing, 0} end
-    redis.call('SET', K[5], A[1], 'EX', tonumber(A[7]))
-  end
+  if A[20] ~= '' then redis.call('SET', K[7], A[1], 'PX', tonumber(A[21])) end
+  if A[8] == '1' then redis.call('SET', K[5], A[1], 'EX', tonumber(A[7])) end
   -- A job id given by the caller (a Celery task id) names one job for good.
   if redis.call('EXISTS', K[1]) == 1 then return {A[1], 0} end
   local now = now_ms()

@@ -1,7 +1,7 @@
 -- push.lua: enqueue one job, atomically.
 -- KEYS[1] job hash   KEYS[2] pending list (of its priority)   KEYS[3] scheduled zset
 -- KEYS[4] wake list  KEYS[5] idempotency key (used only when ARGV[8] == '1')
--- KEYS[6] unfinished jobs per tenant (hash)
+-- KEYS[6] unfinished jobs per tenant (hash)  KEYS[7] unique key (used only when ARGV[20] ~= '')
 -- ARGV: 1 id, 2 args json, 3 kind, 4 max_attempts, 5 (unused), 6 delay ms (0: now),
 --       7 idempotency ttl s, 8 has idempotency key, 9 priority, 10 wake cap,
 --       11 request id of the submission ('' when none), 12 tenant,
@@ -9,7 +9,11 @@
 --       this queue (0: none), 15 its cap of unfinished high-priority jobs here (0: none),
 --       16 expires at (Unix ms on Redis' clock; 0: never), 17 its own hard time limit in ms
 --       (0: the task's), 18 its own soft time limit in ms (0: the task's), 19 the task to
---       notify when it finishes, as JSON ('' when none)
--- Returns {id, created}: the existing job's id and 0 when the key was seen; {'', -load} when
+--       notify when it finishes, as JSON ('' when none), 20 unique: '' (not unique), 'window'
+--       (a second job within ARGV[21] ms answers the first) or 'finished' (until the first
+--       is over: succeeded, dead or cancelled, or gone; ARGV[21] ms at most), 21 the unique
+--       key's lifetime in ms
+-- Returns {id, created}: the existing job's id and 0 when the idempotency or unique key, or
+-- the given id, was seen; {'', -load} when
 -- the tenant is at its cap, {'high', -load} at its high-priority cap (nothing is written).
 return push_job(KEYS, ARGV)

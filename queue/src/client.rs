@@ -437,6 +437,27 @@ impl QueueClient {
             .max_attempts
             .unwrap_or_else(|| self.settings(queue).max_attempts);
         let idem = opts.idempotency_key.as_deref();
+        let tenant = opts
+            .tenant
+            .as_deref()
+            .unwrap_or(hopper_shared::jobs::DEFAULT_TENANT);
+        let (unique_key, unique_mode, unique_ms) = match &opts.unique {
+            None => (String::new(), "", 0),
+            Some(u) => {
+                let key = match &u.key {
+                    Some(k) => format!("{tenant}:key:{k}"),
+                    None => format!(
+                        "{tenant}:args:{}",
+                        hopper_shared::tasks::canonical_digest(args)
+                    ),
+                };
+                let (mode, hold) = match u.scope {
+                    crate::job::UniqueScope::Window(d) => ("window", d.min(crate::job::UNIQUE_MAX)),
+                    crate::job::UniqueScope::UntilFinished => ("finished", crate::job::UNIQUE_MAX),
+                };
+                (key, mode, hold.as_millis().max(1) as u64)
+            }
+        };
         Ok((
             vec![
                 keys.job(&id),
@@ -445,6 +466,7 @@ impl QueueClient {
                 keys.wake(),
                 keys.idempotency(idem.unwrap_or("")),
                 keys.tenant_load(),
+                keys.unique(&unique_key),
             ],
             vec![
                 id.to_string(),
@@ -458,10 +480,7 @@ impl QueueClient {
                 opts.priority.as_str().to_owned(),
                 WAKE_CAP.to_string(),
                 opts.request_id.clone().unwrap_or_default(),
-                opts.tenant
-                    .as_deref()
-                    .unwrap_or(hopper_shared::jobs::DEFAULT_TENANT)
-                    .to_owned(),
+                tenant.to_owned(),
                 opts.callback_url.clone().unwrap_or_default(),
                 opts.max_unfinished.unwrap_or(0).to_string(),
                 opts.max_high_unfinished.unwrap_or(0).to_string(),
@@ -472,6 +491,8 @@ impl QueueClient {
                     Some(n) => serde_json::to_string(n)?,
                     None => String::new(),
                 },
+                unique_mode.to_owned(),
+                unique_ms.to_string(),
             ],
         ))
     }

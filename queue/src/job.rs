@@ -87,7 +87,34 @@ pub struct PushOptions {
     pub soft_time_limit: Option<Duration>,
     /// A task to tell when it finishes (see [`Notify`]).
     pub notify: Option<Notify>,
+    /// One job at a time per key (see [`Unique`]).
+    pub unique: Option<Unique>,
 }
+
+/// A unique job: while the first job under its key counts, submitting
+/// another answers the first (`created: false`) and adds nothing. Keys are
+/// per queue and per tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unique {
+    /// The key; `None`: the task and a digest of the arguments (canonical
+    /// JSON), so equal arguments are one job.
+    pub key: Option<String>,
+    /// How long the first job counts.
+    pub scope: UniqueScope,
+}
+
+/// How long a unique job holds its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UniqueScope {
+    /// For this long after its submission, whatever becomes of it.
+    Window(Duration),
+    /// Until it is over (succeeded, dead or cancelled), at most
+    /// [`UNIQUE_MAX`] after its submission.
+    UntilFinished,
+}
+
+/// The longest a unique key holds (a window, or a job that never finishes).
+pub const UNIQUE_MAX: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// A worker process' identity on one or more queues: host, pid and a random
 /// suffix, so two processes never share an in-flight set.

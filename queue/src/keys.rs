@@ -13,6 +13,8 @@
 //! {<prefix>:<queue>}:cancel           SET   running ids whose cancellation was asked for
 //! {<prefix>:<queue>}:tenants          HASH  tenant -> unfinished jobs (the per-tenant cap)
 //! {<prefix>:<queue>}:idem:<key>       STRING  idempotency key -> job id (with a TTL)
+//! {<prefix>:<queue>}:unique:<key>     STRING  unique key (tenant:key or tenant:args:<sha256>)
+//!                                             -> the job holding it (with a TTL)
 //! {<prefix>:<queue>}:stats:<minute>   HASH  succeeded / failed / retried / dead counts
 //! {<prefix>:<queue>}:fair             STRING  high-priority claims in a row (fair priorities)
 //! ```
@@ -112,6 +114,11 @@ impl QueueKeys {
     /// An idempotency key's record.
     pub fn idempotency(&self, key: &str) -> String {
         format!("{}:idem:{key}", self.tag)
+    }
+
+    /// A unique job's key: the id of the job holding it.
+    pub fn unique(&self, key: &str) -> String {
+        format!("{}:unique:{key}", self.tag)
     }
 
     /// A key of the queue's own, outside the layout above (benchmarks keep

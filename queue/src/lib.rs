@@ -48,6 +48,8 @@ mod registration;
 pub mod registry;
 mod rescuer;
 pub mod retry;
+pub mod schedule;
+pub mod scheduler;
 mod scripts;
 
 pub use backend::{Admission, Lease, RedisBackend, ShutdownHandle};
@@ -55,12 +57,16 @@ pub use browse::MinuteOutcomes;
 pub use client::{AfterFailure, DeadPage, QueueClient, QueueStats, Trimmed, WorkerInfo};
 pub use error::QueueError;
 pub use intake::IntakeItem;
-pub use job::{JobContext, MAX_DELAY, Permanent, Priority, PushOptions, WorkerId};
+pub use job::{
+    JobContext, MAX_DELAY, Permanent, Priority, PushOptions, UNIQUE_MAX, Unique, UniqueScope,
+    WorkerId,
+};
 pub use keys::QueueKeys;
 pub use outbox::ListEnd;
 pub use outcome::{Attempt, Outcome, Recorded, Recorder};
 pub use progress::ProgressStored;
 pub use registry::Declared;
+pub use schedule::FireRound;
 
 /// Microseconds since the Unix epoch.
 pub fn now_us() -> i64 {

@@ -29,6 +29,8 @@ pub(crate) struct Scripts {
     pub progress: Script,
     pub intake: Script,
     pub outbox_done: Script,
+    pub fire: Script,
+    pub schedule_set: Script,
 }
 
 macro_rules! script {
@@ -59,4 +61,6 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     progress: script!("progress.lua"),
     intake: script!("intake.lua"),
     outbox_done: script!("outbox_done.lua"),
+    fire: script!("fire.lua"),
+    schedule_set: script!("schedule_set.lua"),
 });

@@ -126,6 +126,10 @@ pub struct Config {
     /// so high priority cannot starve normal (`HOPPER_HIGH_PRIORITY_BURST`,
     /// default 10; 0: high always first).
     pub high_priority_burst: u32,
+    /// Whether this process (an API or a worker) runs the scheduler loop that
+    /// fires schedule ticks (`HOPPER_SCHEDULER`, default `true`; any number may:
+    /// each tick fires exactly once).
+    pub scheduler: bool,
     /// Postgres pool and statement time limits.
     pub db_timeouts: DbTimeouts,
     /// Per-queue settings, by queue name ([`Config::queue`]).
@@ -349,6 +353,7 @@ impl Config {
         }
         let shutdown_grace = env.millis("HOPPER_SHUTDOWN_GRACE_MS", Duration::from_secs(30));
         let high_priority_burst = env.parse("HOPPER_HIGH_PRIORITY_BURST", 10);
+        let scheduler = env.parse("HOPPER_SCHEDULER", true);
         let db_timeouts = DbTimeouts {
             pool: env.millis("HOPPER_DB_POOL_TIMEOUT_MS", DbTimeouts::default().pool),
             statement: env.millis(
@@ -529,6 +534,7 @@ impl Config {
             lease,
             shutdown_grace,
             high_priority_burst,
+            scheduler,
             db_timeouts,
             queues,
             summary_llm,

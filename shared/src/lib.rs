@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod queue_name;
 pub mod queue_settings;
 pub mod retention;
+pub mod schedules;
 pub mod tasks;
 pub mod telemetry;
 pub mod webhook;

@@ -92,6 +92,10 @@ pub const CELERY_MESSAGES_TAKEN: &str = "hopper_celery_messages_taken_total";
 pub const CELERY_MESSAGES_REFUSED: &str = "hopper_celery_messages_refused_total";
 /// Counter: Celery results published to the result backend (label `status`).
 pub const CELERY_RESULTS_PUBLISHED: &str = "hopper_celery_results_published_total";
+/// Schedule ticks handled by this process, by `outcome` (`fired`, `skipped`).
+pub const SCHEDULE_TICKS: &str = "hopper_schedule_ticks_total";
+/// Seconds from a schedule's tick to the push of its job (fire-time lag).
+pub const SCHEDULE_FIRE_LAG_SECONDS: &str = "hopper_schedule_fire_lag_seconds";
 
 /// Buckets of [`EMBED_BATCH_SIZE`].
 pub const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];

@@ -308,11 +308,7 @@ impl TaskDefinition {
     pub fn schema_digest(&self) -> String {
         match &self.schema {
             None => String::new(),
-            Some(schema) => {
-                let mut canonical = String::new();
-                write_canonical(schema, &mut canonical);
-                hex::encode(Sha256::digest(canonical.as_bytes()))
-            }
+            Some(schema) => canonical_digest(schema),
         }
     }
 
@@ -325,6 +321,14 @@ impl TaskDefinition {
     pub fn open_to(&self, tenant: &str) -> bool {
         self.tenant.as_deref().is_none_or(|t| t == tenant)
     }
+}
+
+/// SHA-256 (hex) of `v` in canonical form (object keys sorted, no spaces):
+/// equal for equal JSON values however their keys were ordered.
+pub fn canonical_digest(v: &serde_json::Value) -> String {
+    let mut canonical = String::new();
+    write_canonical(v, &mut canonical);
+    hex::encode(Sha256::digest(canonical.as_bytes()))
 }
 
 /// `v` as JSON with object keys in byte order, whatever map type serde_json

@@ -4,7 +4,8 @@
 // It loads the page, sees a queue's depth change after jobs are submitted,
 // finds the declared task `thumbnail` (declared by the Rust driver, one worker
 // registered on it) with its worker count and depth, retries a dead job with
-// the page's button, follows the job to its timeline, and saves a screenshot. Any step that fails, any page error or console
+// the page's button, follows the job to its timeline, sees a schedule created
+// through the API listed and then paused, and saves a screenshot. Any step that fails, any page error or console
 // error (a CSP violation included) fails the run with exit 1.
 import { chromium } from 'playwright-core';
 
@@ -118,6 +119,29 @@ try {
   await page.selectOption('#jobs-queue', 'noop');
   await page.selectOption('#jobs-state', 'pending');
   await page.waitForFunction(() => document.querySelectorAll('#jobs tr[data-job-row]').length === 25, null, { timeout: 10000 });
+
+  step('a schedule created through the API is listed with its timing and next fire, then paused');
+  // Once a day at 04:30 in Paris: it fires no job during the test.
+  await api('/v1/schedules', { method: 'POST', body: {
+    id: 'nightly-report', task: 'echo', args: { message: 'nightly' }, cron: '30 4 * * *', timezone: 'Europe/Paris',
+  } });
+  await page.waitForFunction(() => {
+    const row = document.querySelector('#schedules tr[data-schedule="nightly-report"]');
+    return row && row.querySelector('[data-field="timing"]').textContent === '30 4 * * *'
+      && row.querySelector('[data-field="timezone"]').textContent === 'Europe/Paris'
+      && row.querySelector('[data-field="state"]').textContent === 'active'
+      && row.querySelector('[data-field="next"] time') !== null;
+  }, null, { timeout: 15000 });
+  const next = await page.locator('#schedules tr[data-schedule="nightly-report"] [data-field="next"] time').getAttribute('datetime');
+  const { next_fire_ms: nextFire } = await api('/v1/schedules/nightly-report');
+  if (Date.parse(next) !== nextFire) throw new Error(`next fire shown ${next}, the API says ${nextFire}`);
+  if (!next.endsWith(':30:00.000Z')) throw new Error(`04:30 in Paris is not half past a UTC hour: ${next}`);
+  await api('/v1/schedules/nightly-report/pause', { method: 'POST', body: {} });
+  await page.waitForFunction(() => {
+    const row = document.querySelector('#schedules tr[data-schedule="nightly-report"]');
+    return row && row.querySelector('[data-field="state"]').textContent === 'paused'
+      && row.querySelector('[data-field="next"] time') === null;
+  }, null, { timeout: 15000 });
 
   step('workers table shows the echo worker');
   await page.locator('#workers tr[data-worker] >> text=echo').first().waitFor({ timeout: 10000 });

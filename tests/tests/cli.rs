@@ -311,3 +311,143 @@ async fn submit_passes_a_callback_url_and_reports_its_refusal() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn schedules_add_list_runs_pause_and_remove() {
+    let mut env = TestEnv::new(&[]);
+    env.start_api().await;
+    let ok = |out: &std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    // Refusals name the field, in one line; a timing is required.
+    let out = hopper(
+        &env,
+        &["schedules", "add", "bad", "noop", "--cron", "61 * * * *"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("field `cron`") && err.contains("61 * * * *"),
+        "{err}"
+    );
+    let out = hopper(&env, &["schedules", "add", "bad", "noop"]);
+    assert!(!out.status.success());
+
+    // No noop worker: the ticks' jobs wait, and the runs name them.
+    let text = ok(&hopper(
+        &env,
+        &[
+            "schedules",
+            "add",
+            "tick",
+            "noop",
+            "--every-ms",
+            "1000",
+            "--args",
+            "{}",
+        ],
+    ));
+    assert!(
+        text.starts_with("created schedule tick: every 1.0s, next fire "),
+        "{text}"
+    );
+    let text = ok(&hopper(
+        &env,
+        &[
+            "schedules",
+            "add",
+            "nightly",
+            "echo",
+            "--cron",
+            "30 4 * * *",
+            "--timezone",
+            "Europe/Paris",
+            "--args",
+            r#"{"message":"hi"}"#,
+            "--missed",
+            "latest",
+        ],
+    ));
+    assert!(text.contains("cron 30 4 * * * (Europe/Paris)"), "{text}");
+
+    let text = ok(&hopper(&env, &["schedules", "list"]));
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("NEXT FIRE"),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("tick ") && l.contains("every 1.0s")),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("nightly ") && l.contains("Europe/Paris")),
+        "{text}"
+    );
+    let text = ok(&hopper(&env, &["schedules", "show", "nightly"]));
+    assert!(
+        text.contains("missed     latest") && text.contains(r#"{"message":"hi"}"#),
+        "{text}"
+    );
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let fired = loop {
+        let out = ok(&hopper(&env, &["schedules", "runs", "tick", "--json"]));
+        let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let fired: Vec<String> = r["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["outcome"] == "fired")
+            .map(|r| r["job_id"].as_str().unwrap().to_owned())
+            .collect();
+        if !fired.is_empty() {
+            break fired;
+        }
+        assert!(std::time::Instant::now() < deadline, "no run in 30 s: {r}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let text = ok(&hopper(&env, &["schedules", "runs", "tick"]));
+    assert!(text.starts_with("TICK (UTC)"), "{text}");
+    assert!(text.contains("fired") && text.contains(&fired[0]), "{text}");
+    let text = ok(&hopper(&env, &["jobs", "show", &fired[0]]));
+    assert!(text.contains("kind noop"), "{text}");
+
+    let text = ok(&hopper(&env, &["schedules", "pause", "tick"]));
+    assert_eq!(text, "tick: paused\n");
+    let text = ok(&hopper(&env, &["schedules", "list"]));
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("tick ") && l.ends_with("paused")),
+        "{text}"
+    );
+    let text = ok(&hopper(&env, &["schedules", "resume", "tick"]));
+    assert!(text.starts_with("tick: resumed, next fire "), "{text}");
+
+    let text = ok(&hopper(&env, &["schedules", "remove", "tick"]));
+    assert!(
+        text.starts_with("removed schedule tick: noop, every 1.0s;"),
+        "{text}"
+    );
+    let out = hopper(&env, &["schedules", "show", "tick"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no schedule `tick`"),
+        "{err}"
+    );
+    let out = ok(&hopper(&env, &["schedules", "list", "--json"]));
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["schedules"][0]["id"], "nightly", "{r}");
+    assert_eq!(r["schedules"].as_array().unwrap().len(), 1, "{r}");
+}

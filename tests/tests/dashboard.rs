@@ -3,7 +3,8 @@
 //! (playwright-core; `scripts/setup browser` installs both). The script loads
 //! the page, watches a queue's depth change after a submission, finds a
 //! declared task with its live worker count, retries a dead job with the
-//! page's button, reads the job's timeline and saves a screenshot to
+//! page's button, reads the job's timeline, lists a schedule created through
+//! the API (then paused) and saves a screenshot to
 //! `target/test-artifacts/dashboard.png`.
 
 use std::process::Command;

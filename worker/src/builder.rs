@@ -184,7 +184,13 @@ impl WorkerBuilder {
             });
         }
 
+        let scheduler_stop = tokio_util::sync::CancellationToken::new();
+        if config.scheduler {
+            hopper_queue::scheduler::spawn_scheduler(client.clone(), scheduler_stop.clone());
+        }
+
         shutdown.await;
+        scheduler_stop.cancel();
         tracing::info!("shutdown requested: no new claims, draining running jobs");
         for h in &handles {
             h.stop_claiming();

@@ -3,7 +3,9 @@
 //! `POST /v1/jobs/{task}` takes the job's arguments as the JSON body;
 //! `delay_ms`, `priority` and `max_attempts` as query parameters; an
 //! `Idempotency-Key` header makes a retried submission return the first
-//! job instead of adding a second. `POST /v1/jobs/{task}/batch` takes a JSON
+//! job instead of adding a second; `unique_for_ms` / `unique_until_finished`
+//! (with an optional `unique_key`, else a digest of the arguments) make one
+//! job at a time per key: a duplicate answers the first (200). `POST /v1/jobs/{task}/batch` takes a JSON
 //! array of argument objects (all validated before any is queued). The task
 //! is any declared one the caller may submit, or a built-in kind (see
 //! [`crate::tasks`]: 422 for a name that is not a queue name, 404 listing
@@ -23,7 +25,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::IntoResponse,
 };
-use hopper_queue::{MAX_DELAY, Priority, PushOptions};
+use hopper_queue::{MAX_DELAY, Priority, PushOptions, UNIQUE_MAX, Unique, UniqueScope};
 use hopper_shared::{
     QueueName, db,
     jobs::{JobKind, JobState},
@@ -55,6 +57,67 @@ pub struct SubmitQuery {
     max_attempts: Option<u32>,
     /// Where to `POST` the signed result when the job finishes.
     callback_url: Option<String>,
+    /// A unique job for this many ms: another submission with the same
+    /// arguments (or `unique_key`) within the window answers this job
+    /// (200, `created: false`). At most 30 days.
+    #[param(minimum = 1, maximum = 2_592_000_000.0)]
+    unique_for_ms: Option<u64>,
+    /// A unique job until it is over (succeeded, dead or cancelled): another
+    /// submission with the same arguments (or `unique_key`) meanwhile
+    /// answers this job.
+    unique_until_finished: Option<bool>,
+    /// The key of a unique job, instead of a digest of its arguments (1–255
+    /// characters; per tenant and task).
+    unique_key: Option<String>,
+}
+
+/// The unique-job options of `q`, checked.
+fn unique(q: &SubmitQuery) -> Result<Option<Unique>, ApiError> {
+    let scope = match (q.unique_for_ms, q.unique_until_finished.unwrap_or(false)) {
+        (Some(_), true) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_option",
+                "give unique_for_ms or unique_until_finished, not both",
+            )
+            .field(Some("unique_for_ms".into())));
+        }
+        (Some(ms), false) => {
+            if ms == 0 || u128::from(ms) > UNIQUE_MAX.as_millis() {
+                return Err(ApiError::out_of_range(
+                    "unique_for_ms",
+                    1,
+                    format!("{} (30 days)", UNIQUE_MAX.as_millis()),
+                ));
+            }
+            Some(UniqueScope::Window(Duration::from_millis(ms)))
+        }
+        (None, true) => Some(UniqueScope::UntilFinished),
+        (None, false) => None,
+    };
+    if let Some(key) = &q.unique_key
+        && (key.is_empty() || key.len() > 255 || key.chars().any(char::is_control))
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_option",
+            "unique_key must be 1-255 characters, none of them control characters",
+        )
+        .field(Some("unique_key".into())));
+    }
+    match scope {
+        Some(scope) => Ok(Some(Unique {
+            key: q.unique_key.clone(),
+            scope,
+        })),
+        None if q.unique_key.is_some() => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_option",
+            "unique_key needs unique_for_ms or unique_until_finished",
+        )
+        .field(Some("unique_key".into()))),
+        None => Ok(None),
+    }
 }
 
 /// The task `name` if the caller may submit to it: 422 for a name that is
@@ -76,6 +139,7 @@ fn options(
     caller: &Caller,
 ) -> Result<PushOptions, ApiError> {
     let Query(q) = q?;
+    let unique = unique(&q)?;
     let callback_url = q
         .callback_url
         .as_deref()
@@ -132,6 +196,7 @@ fn options(
         callback_url,
         max_unfinished: Some(state.config.api.max_pending_per_tenant),
         max_high_unfinished: Some(state.config.api.max_high_priority_per_tenant),
+        unique,
         ..Default::default()
     })
 }
@@ -150,7 +215,7 @@ pub fn request_id(headers: &HeaderMap) -> Option<String> {
     params(("key" = QueueName, Path, description = "The task (a built-in kind or a declared task; `webhook`, `ingest` and `summarize` are Hopper's own: 422)"), SubmitQuery,
         ("Idempotency-Key" = Option<String>, Header, description = "Resubmitting with the same key returns the first job")),
     request_body(content = Object, description = "The job's arguments (each kind has its own)"),
-    responses((status = 202, body = crate::openapi::Submitted), (status = 200, description = "The idempotency key was seen: the first job", body = crate::openapi::Submitted),
+    responses((status = 202, body = crate::openapi::Submitted), (status = 200, description = "The idempotency key, or the unique job's key, was seen: the first job", body = crate::openapi::Submitted),
         (status = 404, description = "No such task (`known` lists those the caller may submit)", body = crate::openapi::ErrorBody), (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody),
         (status = 422, description = "Not a queue name, or arguments or options refused", body = crate::openapi::ErrorBody)))]
 pub async fn submit(

@@ -6,6 +6,7 @@ pub mod health;
 pub mod jobs;
 pub mod keys;
 pub mod queues;
+pub mod schedules;
 pub mod search;
 pub mod tasks;
 pub mod webhooks;
@@ -43,6 +44,17 @@ pub fn v1() -> Router<AppState> {
         .route("/v1/queues/{kind}/dead/{action}", post(dead::act))
         .route("/v1/tasks", get(tasks::list))
         .route("/v1/tasks/{name}", get(tasks::show).delete(tasks::remove))
+        .route(
+            "/v1/schedules",
+            post(schedules::create).get(schedules::list),
+        )
+        .route(
+            "/v1/schedules/{id}",
+            get(schedules::show).delete(schedules::remove),
+        )
+        .route("/v1/schedules/{id}/pause", post(schedules::pause))
+        .route("/v1/schedules/{id}/resume", post(schedules::resume))
+        .route("/v1/schedules/{id}/runs", get(schedules::runs))
         .route("/v1/keys", get(keys::list).post(keys::create))
         .route("/v1/keys/{id}", delete(keys::revoke))
         .route("/v1/webhooks/secret", get(webhooks::secret))

@@ -3,6 +3,7 @@ the errors a bad submission maps to, dead letters and API keys."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 
@@ -106,3 +107,24 @@ def test_api_keys_a_created_key_works_and_a_bad_one_is_unauthorized(hopper: Hopp
         bad.job(submitted.id)
     with Client(hopper.url) as anonymous, pytest.raises(Unauthorized):
         anonymous.submit("noop", {})
+
+
+async def test_a_unique_job_submitted_concurrently_is_one_job(hopper: Hopper) -> None:
+    hopper.start_api()
+    async with AsyncClient(hopper.url) as client:
+        submitted = await asyncio.gather(
+            *(
+                client.submit("echo", {"message": "once"}, unique_until_finished=True)
+                for _ in range(20)
+            )
+        )
+        assert sum(s.created for s in submitted) == 1
+        assert {s.id for s in submitted} == {submitted[0].id}
+        keyed = [
+            await client.submit(
+                "echo", {"message": m}, unique_for_ms=60_000, unique_key="daily-report"
+            )
+            for m in ("a", "b")
+        ]
+    assert [k.created for k in keyed] == [True, False]
+    assert keyed[0].id == keyed[1].id

@@ -93,8 +93,13 @@ class AsyncClient:
         max_attempts: int | None = None,
         idempotency_key: str | None = None,
         callback_url: str | None = None,
+        unique_for_ms: int | None = None,
+        unique_until_finished: bool = False,
+        unique_key: str | None = None,
     ) -> Submitted:
-        """Queues one job of `task`; retried only when `idempotency_key` is given."""
+        """Queues one job of `task`; retried only when `idempotency_key` is given or the job
+        is unique (`unique_for_ms`, or `unique_until_finished`; keyed by `unique_key` or
+        by its arguments): a repeat then answers the first job (`created` false)."""
         return await self._send(
             _calls.submit(
                 task,
@@ -104,6 +109,9 @@ class AsyncClient:
                 max_attempts=max_attempts,
                 idempotency_key=idempotency_key,
                 callback_url=callback_url,
+                unique_for_ms=unique_for_ms,
+                unique_until_finished=unique_until_finished,
+                unique_key=unique_key,
             )
         )
 

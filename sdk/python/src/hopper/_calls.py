@@ -139,17 +139,28 @@ def submit(
     max_attempts: int | None = None,
     idempotency_key: str | None = None,
     callback_url: str | None = None,
+    unique_for_ms: int | None = None,
+    unique_until_finished: bool = False,
+    unique_key: str | None = None,
 ) -> Call[Submitted]:
-    """`POST /v1/jobs/{task}`: retried only under an idempotency key (the API
-    then answers a repeat with the first job)."""
+    """`POST /v1/jobs/{task}`: retried only under an idempotency key or as a
+    unique job (the API then answers a repeat with the first job)."""
+    params = _options(delay_ms, priority, max_attempts, callback_url)
+    if unique_for_ms is not None:
+        params["unique_for_ms"] = unique_for_ms
+    if unique_until_finished:
+        params["unique_until_finished"] = "true"
+    if unique_key is not None:
+        params["unique_key"] = unique_key
+    unique = unique_for_ms is not None or unique_until_finished
     return Call(
         "POST",
         f"/v1/jobs/{task}",
         Submitted.from_json,
-        params=_options(delay_ms, priority, max_attempts, callback_url),
+        params=params,
         json=dict(args),
         headers={"Idempotency-Key": idempotency_key} if idempotency_key else None,
-        retryable=idempotency_key is not None,
+        retryable=idempotency_key is not None or unique,
     )
 
 
