@@ -16,9 +16,8 @@
 
 use std::time::Duration;
 
-use futures::future::join_all;
 use hopper_queue::{ListEnd, QueueClient};
-use hopper_shared::{jobs::JobRecord, metrics as m};
+use hopper_shared::metrics as m;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -33,23 +32,32 @@ use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
 
-/// `SET(EX)` + `PUBLISH`, unless the key holds a `SUCCESS` already.
-/// KEYS[1] the result key; ARGV: 1 the meta JSON, 2 seconds to keep it (0: for ever).
-/// Returns 1 when written, 0 when a success was there.
+/// `SET(EX)` + `PUBLISH` of each result, unless its key holds a `SUCCESS`
+/// already: a round's results in one call (a script run per result cost
+/// about as much Redis time as the whole rest of a Celery task's handling).
+/// KEYS: the result keys; ARGV: per key, the meta JSON and the seconds to
+/// keep it (0: for ever). Returns how many were written.
 const PUBLISH: &str = r#"
-local stored = redis.call('GET', KEYS[1])
-if stored then
-  local ok, meta = pcall(cjson.decode, stored)
-  if ok and type(meta) == 'table' and meta.status == 'SUCCESS' then return 0 end
+local written = 0
+for i, key in ipairs(KEYS) do
+  local meta, ttl = ARGV[2 * i - 1], tonumber(ARGV[2 * i])
+  local stored = redis.call('GET', key)
+  local success = false
+  if stored then
+    local ok, old = pcall(cjson.decode, stored)
+    success = ok and type(old) == 'table' and old.status == 'SUCCESS'
+  end
+  if not success then
+    if ttl > 0 then
+      redis.call('SET', key, meta, 'EX', ttl)
+    else
+      redis.call('SET', key, meta)
+    end
+    redis.call('PUBLISH', key, meta)
+    written = written + 1
+  end
 end
-local ttl = tonumber(ARGV[2])
-if ttl > 0 then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-redis.call('PUBLISH', KEYS[1], ARGV[1])
-return 1
+return written
 "#;
 
 /// The Celery result backend (a Redis, maybe another database or server
@@ -92,14 +100,27 @@ impl ResultStore {
         meta: &serde_json::Value,
         ttl_s: u64,
     ) -> Result<bool, redis::RedisError> {
-        let written: i64 = self
-            .script
-            .key(key)
-            .arg(meta.to_string())
-            .arg(ttl_s)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(written == 1)
+        Ok(self
+            .publish_many(&[(key.to_owned(), meta.to_string(), ttl_s)])
+            .await?
+            == 1)
+    }
+
+    /// [`Self::publish`] for many results (key, meta JSON, seconds to keep
+    /// it) in one round trip; answers how many were written. The keys must
+    /// live on one Redis node (Celery's Redis result backend is one server).
+    pub async fn publish_many(
+        &self,
+        results: &[(String, String, u64)],
+    ) -> Result<usize, redis::RedisError> {
+        if results.is_empty() {
+            return Ok(0);
+        }
+        let mut inv = self.script.prepare_invoke();
+        for (key, meta, ttl_s) in results {
+            inv.key(key).arg(meta).arg(ttl_s);
+        }
+        inv.invoke_async(&mut self.conn.clone()).await
     }
 }
 
@@ -114,7 +135,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 #[derive(Debug, Deserialize)]
 struct Finished {
     data: ResultData,
-    job: JobRecord,
+    job: crate::result::FinishedJob,
 }
 
 /// Publishes the results the outbox `celery.result` holds, until `stop`
@@ -160,25 +181,31 @@ async fn publish_round(client: &QueueClient, store: &ResultStore) -> Result<usiz
         return Ok(0);
     }
     let now = time::OffsetDateTime::now_utc();
-    let writes = entries.iter().map(|entry| async move {
+    let mut results = Vec::with_capacity(entries.len());
+    let mut statuses: Vec<String> = Vec::with_capacity(entries.len());
+    for entry in &entries {
         let finished: Finished = match serde_json::from_str(entry) {
             Ok(f) => f,
             Err(e) => {
                 // Nothing can ever publish it: say so and let it go.
                 tracing::error!("an outbox entry is not a finished Celery job, dropped: {e}");
-                return Ok(());
+                continue;
             }
         };
         let meta = crate::result::meta(&finished.job, &finished.data, now);
-        let status = meta["status"].as_str().unwrap_or("").to_owned();
-        store
-            .publish(&finished.data.result_key, &meta, finished.data.result_ttl_s)
-            .await?;
+        statuses.push(meta["status"].as_str().unwrap_or("").to_owned());
+        results.push((
+            finished.data.result_key,
+            meta.to_string(),
+            finished.data.result_ttl_s,
+        ));
+    }
+    store
+        .publish_many(&results)
+        .await
+        .map_err(|e| format!("result backend: {e}"))?;
+    for status in statuses {
         metrics::counter!(m::CELERY_RESULTS_PUBLISHED, "status" => status).increment(1);
-        Ok::<(), redis::RedisError>(())
-    });
-    for written in join_all(writes).await {
-        written.map_err(|e| format!("result backend: {e}"))?;
     }
     client
         .outbox_done(&RESULT_TASK, &entries)

@@ -116,10 +116,41 @@ fn status(state: JobState) -> &'static str {
     }
 }
 
+/// What a Celery meta needs of a finished job's record: read from the
+/// outbox entry without the rest of the record (its arguments, history, …).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct FinishedJob {
+    /// Its final state.
+    pub state: JobState,
+    /// The handler's result, when it succeeded.
+    #[serde(default)]
+    pub result: Option<Value>,
+    /// The last error.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The worker of its last attempt.
+    #[serde(default)]
+    pub worker: Option<String>,
+    /// Attempts started.
+    pub attempts: u32,
+}
+
+impl From<&JobRecord> for FinishedJob {
+    fn from(job: &JobRecord) -> Self {
+        Self {
+            state: job.state,
+            result: job.result.clone(),
+            error: job.error.clone(),
+            worker: job.worker.clone(),
+            attempts: job.attempts,
+        }
+    }
+}
+
 /// The result meta of `job` (meant for a finished one: succeeded → SUCCESS
 /// with its result, dead → FAILURE with the exception its error names,
 /// cancelled → REVOKED with `TaskRevokedError`).
-pub fn meta(job: &JobRecord, data: &ResultData, now: OffsetDateTime) -> Value {
+pub fn meta(job: &FinishedJob, data: &ResultData, now: OffsetDateTime) -> Value {
     let status = status(job.state);
     let error = job.error.as_deref();
     let (result, traceback) = match job.state {
@@ -252,7 +283,9 @@ mod tests {
     use super::*;
     use time::macros::datetime;
 
-    fn job(state: JobState, result: Option<Value>, error: Option<&str>) -> JobRecord {
+    /// A finished job as its outbox entry holds it (a whole record: the
+    /// fields it does not need are skipped when read).
+    fn job(state: JobState, result: Option<Value>, error: Option<&str>) -> FinishedJob {
         serde_json::from_value(json!({
             "id": "018f0000-0000-7000-8000-000000000001",
             "kind": "add",

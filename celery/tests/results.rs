@@ -103,7 +103,7 @@ fn celery_client_reads_our_results() -> anyhow::Result<()> {
             result_ttl_s: 60,
             queue: Some("celery".into()),
         };
-        written.push((data.result_key.clone(), meta(&job, &data, now)));
+        written.push((data.result_key.clone(), meta(&(&job).into(), &data, now)));
         expected["task_id"] = json!(task_id);
         expected["name"] = json!("tasks.add");
         cases.push(expected);
@@ -121,7 +121,11 @@ fn celery_client_reads_our_results() -> anyhow::Result<()> {
     };
     written.push((
         data.result_key.clone(),
-        meta(&job(JobState::Dead, None, Some("disk full")), &data, now),
+        meta(
+            &(&job(JobState::Dead, None, Some("disk full"))).into(),
+            &data,
+            now,
+        ),
     ));
     cases.push(json!({"task_id": task_id, "status": "FAILURE",
                       "raises": "builtins.RuntimeError", "message": "disk full"}));

@@ -10,23 +10,34 @@
 -- Also forgets up to 2 finished jobs per ack older than the retention,
 -- so Redis does not grow forever (Postgres keeps their records).
 local now, prefix, worker = now_ms(), ARGV[2], ARGV[4]
-local acked, lost = 0, {}
+local acked, lost, done, finished = 0, {}, {}, {}
+local cancels = redis.call('SCARD', KEYS[4]) > 0
 for i = 5, #ARGV, 3 do
   local id, key = ARGV[i], prefix .. ARGV[i]
   local f = redis.call('HMGET', key, 'state', 'lease', 'attempts', 'started_at', 'history',
     'tenant', 'priority')
   if take(KEYS[1], id, f[1], f[2], ARGV[i + 2]) then
-    redis.call('SREM', KEYS[4], id)
+    if cancels then redis.call('SREM', KEYS[4], id) end
     local history = history_with(f[5], {attempt = tonumber(f[3]), worker = worker,
       started_at_ms = tonumber(f[4]), finished_at_ms = now, outcome = 'succeeded'})
     redis.call('HSET', key, 'state', 'succeeded', 'finished_at', now, 'result', ARGV[i + 1],
       'history', history)
-    redis.call('ZADD', KEYS[2], now, id)
-    tenant_done_as(KEYS[5], f[6], f[7])
+    done[#done + 1] = now
+    done[#done + 1] = id
+    -- The tenants' counts drop once per tenant and priority, after the loop.
+    local who = (f[6] or 'default') .. '\n' .. (f[7] or 'normal')
+    finished[who] = (finished[who] or 0) + 1
     acked = acked + 1
   else
     lost[#lost + 1] = id
   end
+end
+for i = 1, #done, 1000 do
+  redis.call('ZADD', KEYS[2], unpack(done, i, math.min(i + 999, #done)))
+end
+for who, count in pairs(finished) do
+  local cut = string.find(who, '\n', 1, true)
+  tenants_done_as(KEYS[5], string.sub(who, 1, cut - 1), string.sub(who, cut + 1), count)
 end
 if acked > 0 then
   redis.call('HINCRBY', KEYS[3], 'succeeded', acked)

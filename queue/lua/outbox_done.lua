@@ -4,10 +4,8 @@
 -- KEYS[1] the outbox (list, oldest at the head)
 -- ARGV: the handled entries, oldest first
 -- Returns how many were removed.
+local head = redis.call('LRANGE', KEYS[1], 0, #ARGV - 1)
 local removed = 0
-for i = 1, #ARGV do
-  if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[i] then break end
-  redis.call('LPOP', KEYS[1])
-  removed = removed + 1
-end
+while removed < #ARGV and head[removed + 1] == ARGV[removed + 1] do removed = removed + 1 end
+if removed > 0 then redis.call('LTRIM', KEYS[1], removed, -1) end
 return removed

@@ -91,11 +91,12 @@ end
 
 -- `n` new jobs of `tenant` wait: one wake token each on `wake` (kept to `cap` tokens), so idle
 -- workers claim at once, and `n` more unfinished jobs of the tenant in `tenants`.
+-- (`tenant` nil: the tenants' counts are the caller's.)
 local function queued(wake, cap, tenants, tenant, n)
   local tokens = {}
-  for i = 1, n do tokens[i] = '1' end
+  for i = 1, math.min(n, cap, 1000) do tokens[i] = '1' end
   if redis.call('LPUSH', wake, unpack(tokens)) > cap then redis.call('LTRIM', wake, 0, cap - 1) end
-  redis.call('HINCRBY', tenants, tenant, n)
+  if tenant then redis.call('HINCRBY', tenants, tenant, n) end
 end
 
 -- The keys and arguments push_job takes (intake.lua and fire.lua pass them through per job).
@@ -106,10 +107,34 @@ local function final_state(state)
   return state == 'succeeded' or state == 'dead' or state == 'cancelled'
 end
 
+-- Wake tokens and tenants' counts that a batch script (intake.lua) adds once per queue, after
+-- its loop: `deferred[wake]` = {cap, tenants, {tenant = n}}.
+local function defer_queued(deferred, wake, cap, tenants, tenant)
+  local d = deferred[wake]
+  if not d then
+    d = {cap, tenants, {}}
+    deferred[wake] = d
+  end
+  d[3][tenant] = (d[3][tenant] or 0) + 1
+end
+
+-- Adds what defer_queued gathered.
+local function flush_queued(deferred)
+  for wake, d in pairs(deferred) do
+    local n = 0
+    for tenant, count in pairs(d[3]) do
+      redis.call('HINCRBY', d[2], tenant, count)
+      n = n + count
+    end
+    queued(wake, d[1], d[2], nil, n)
+  end
+end
+
 -- Enqueues one job: the body of push.lua (see its header for the keys K and arguments A),
 -- shared with intake.lua, which pushes one job per message it takes, and fire.lua, which
--- pushes a schedule's tick. Returns {id, created}.
-local function push_job(K, A)
+-- pushes a schedule's tick. With `deferred` (a batch), its wake token and tenant count are
+-- gathered there for flush_queued. Returns {id, created}.
+local function push_job(K, A, deferred)
   -- A second submission under an idempotency key answers the first job.
   if A[8] == '1' then
     local existing = redis.call('GET', K[5])
@@ -164,7 +189,11 @@ local function push_job(K, A)
   end
   -- One wake token per push: an idle worker blocked on the wake list claims at
   -- once (or, for a scheduled job, recomputes how long to sleep).
-  queued(K[4], tonumber(A[10]), K[6], A[12], 1)
+  if deferred then
+    defer_queued(deferred, K[4], tonumber(A[10]), K[6], A[12])
+  else
+    queued(K[4], tonumber(A[10]), K[6], A[12], 1)
+  end
   if high then redis.call('HINCRBY', K[6], A[12] .. ':high', 1) end
   return {A[1], 1}
 end

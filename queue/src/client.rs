@@ -564,7 +564,17 @@ impl QueueClient {
             .await?;
         }
         if let Some(notify) = &job.notify {
-            let entry = serde_json::json!({ "data": notify.data, "job": public });
+            // Written straight to JSON: building a `Value` of the record first
+            // cost a bridge worker ~5 % of its CPU.
+            #[derive(serde::Serialize)]
+            struct Entry<'a> {
+                data: &'a serde_json::Value,
+                job: &'a JobRecord,
+            }
+            let entry = Entry {
+                data: &notify.data,
+                job: &public,
+            };
             self.tell(&notify.task, &entry).await?;
         }
         Ok(())

@@ -6,10 +6,12 @@
 //! (most urgent list first, each oldest first; nothing is taken), works out
 //! each message's job — its queue, arguments and options, which may be the
 //! queue of a reader that dead-letters what it cannot run — and hands them
-//! to [`QueueClient::intake`]: `intake.lua` checks that each message is
-//! still at its list's old end, pops it and pushes its job (`push_job`, the
-//! body of `push.lua`), in order, and stops at the first message another
-//! reader took meanwhile. So a message is never in neither place, never
+//! to [`QueueClient::intake`]: `intake.lua` pops each message from its
+//! list's old end and, when it is the message peeked, pushes its job
+//! (`push_job`, the body of `push.lua`), in order; at the first message
+//! another reader took meanwhile it puts back what it popped instead and
+//! stops. Wake tokens and tenants' counts are added once per queue per
+//! batch. So a message is never in neither place, never
 //! makes two jobs, and any number of readers may run.
 //!
 //! The foreign lists are not under a queue's hash tag: intake needs them on

@@ -31,17 +31,17 @@ use crate::{QueueClient, QueueError, scripts::SCRIPTS};
 pub const OUTBOX_CAP: i64 = 1_000_000;
 
 impl QueueClient {
-    /// Appends `entry` to the outbox of `name`.
+    /// Appends `entry` (as JSON) to the outbox of `name`.
     pub async fn tell(
         &self,
         name: &QueueName,
-        entry: &serde_json::Value,
+        entry: &impl serde::Serialize,
     ) -> Result<(), QueueError> {
         let key = self.keys(name).outbox();
         redis::pipe()
             .cmd("RPUSH")
             .arg(&key)
-            .arg(entry.to_string())
+            .arg(serde_json::to_string(entry)?)
             .ignore()
             .cmd("LTRIM")
             .arg(&key)

@@ -84,7 +84,10 @@ def produce(jobs: int, ids_file: Path) -> dict[str, Any]:
         app.send_task("bench.noop", task_id=task_id)
     elapsed = time.perf_counter() - started
     ids_file.write_text("\n".join(ids))
-    return {"producer_jobs_per_s": round(jobs / elapsed), "producer_s": round(elapsed, 3)}
+    return {
+        "producer_jobs_per_s": round(jobs / elapsed),
+        "producer_s": round(elapsed, 3),
+    }
 
 
 def drained(ids_file: Path, within: float) -> dict[str, Any]:
@@ -92,27 +95,40 @@ def drained(ids_file: Path, within: float) -> dict[str, Any]:
     keys = [result_key(i) for i in ids]
     client = redis.Redis.from_url(RESULTS)
     deadline = time.monotonic() + within
-    done = 0
-    while done < len(keys):
-        done = sum(client.exists(*keys[i : i + 5000]) for i in range(0, len(keys), 5000))
+    # The waiting must not load the machine it measures: tasks finish roughly in the order
+    # sent, so the keys are checked a chunk at a time, oldest first, and a round stops at the
+    # first chunk not yet complete; a complete chunk is never read again until the end.
+    chunks = [keys[i : i + 500] for i in range(0, len(keys), 500)]
+    while chunks:
+        while chunks and client.exists(*chunks[0]) == len(chunks[0]):
+            chunks.pop(0)
+        if not chunks:
+            break
         if time.monotonic() > deadline:
-            raise SystemExit(
-                json.dumps({"error": f"{done} of {len(keys)} results after {within} s"})
-            )
+            left = sum(len(c) - client.exists(*c) for c in chunks)
+            message = f"{len(keys) - left} of {len(keys)} results after {within} s"
+            raise SystemExit(json.dumps({"error": message}))
         time.sleep(0.2)
     metas: list[dict[str, Any]] = []
     for i in range(0, len(keys), 5000):
         metas.extend(json.loads(raw or "{}") for raw in client.mget(keys[i : i + 5000]))
     failed = [m for m in metas if m["status"] != "SUCCESS"]
     if failed:
-        raise SystemExit(json.dumps({"error": f"{len(failed)} not SUCCESS, e.g. {failed[0]}"}))
+        raise SystemExit(
+            json.dumps({"error": f"{len(failed)} not SUCCESS, e.g. {failed[0]}"})
+        )
     done_at = sorted(datetime.fromisoformat(m["date_done"]).timestamp() for m in metas)
     span = done_at[-1] - done_at[0]
-    return {"drain_jobs_per_s": round((len(done_at) - 1) / span), "drain_s": round(span, 3)}
+    return {
+        "drain_jobs_per_s": round((len(done_at) - 1) / span),
+        "drain_s": round(span, 3),
+    }
 
 
 def probe_send() -> dict[str, Any]:
-    result = app.send_task("bench.sleep", kwargs={"message": "probe", "sleep_ms": PROBE_SLEEP_MS})
+    result = app.send_task(
+        "bench.sleep", kwargs={"message": "probe", "sleep_ms": PROBE_SLEEP_MS}
+    )
     return {"id": result.id}
 
 
@@ -138,7 +154,9 @@ def probe_started(
     while (started := start_of(side, task_id, attempt, api)) is None:
         if time.monotonic() > deadline:
             if since is None:
-                raise SystemExit(json.dumps({"error": f"attempt {attempt} not started"}))
+                raise SystemExit(
+                    json.dumps({"error": f"attempt {attempt} not started"})
+                )
             return {"rerun_s": f">{within:g}"}
         time.sleep(0.05)
     if since is None:

@@ -8,6 +8,12 @@
 //! with a one-line reason on stderr; the choice made is logged once.
 
 use clap::Parser;
+
+// mimalloc, not glibc's malloc: a worker's hot path is many small short-lived allocations
+// (JSON values, job records, Redis commands), and glibc's malloc/free took a quarter of a
+// bridge worker's CPU under load (perf, scripts/bench/celery).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use hopper_shared::{Config, jobs::JobKind, telemetry};
 use hopper_worker::{
     WorkerOptions,
