@@ -250,12 +250,13 @@ impl QueueClient {
     /// exactly once across all the processes doing this (see the module
     /// docs). Answers what this process did and when the next tick falls.
     pub async fn fire_due_schedules(&self) -> Result<FireRound, QueueError> {
-        let index: BTreeMap<String, String> = redis::cmd("HGETALL")
+        // The tasks that have schedules (the index's values).
+        let tasks: Vec<String> = redis::cmd("HVALS")
             .arg(self.schedules_index_key())
             .query_async(&mut self.conn.clone())
             .await?;
-        let tasks: BTreeSet<QueueName> = index
-            .values()
+        let tasks: BTreeSet<QueueName> = tasks
+            .iter()
             .filter_map(|t| QueueName::new(t).ok())
             .collect();
         let mut round = FireRound::default();
