@@ -105,7 +105,8 @@ async fn a_waiting_unique_job_cancelled_frees_its_key() {
 async fn a_window_holds_for_its_length_whatever_the_job_does() {
     let t = TestQueue::new();
     let q = t.client().await;
-    let opts = unique(None, UniqueScope::Window(Duration::from_millis(300)));
+    // Long enough that a loaded machine cannot end it between two pushes.
+    let opts = unique(None, UniqueScope::Window(Duration::from_secs(2)));
     let first = q.push(queue(), &json!({ "n": 1 }), &opts).await.unwrap();
     q.cancel_in(queue(), first.id).await.unwrap();
     let dup = q.push(queue(), &json!({ "n": 1 }), &opts).await.unwrap();
@@ -114,7 +115,7 @@ async fn a_window_holds_for_its_length_whatever_the_job_does() {
         (first.id, false),
         "cancelled, but within the window"
     );
-    let next = support::eventually("the window to end", Duration::from_secs(5), || {
+    let next = support::eventually("the window to end", Duration::from_secs(15), || {
         let q = q.clone();
         let opts = opts.clone();
         async move {
