@@ -83,22 +83,14 @@ async fn creation_checks_every_field_and_names_the_one_it_refuses() {
     )
     .await;
     assert!(b["detail"].as_str().unwrap().contains("3 fields"), "{b}");
-    refused(
-        &env,
-        nightly(json!({"cron": "0 0 30 2 *"})),
-        422,
-        "invalid_schedule",
-        Some("cron"),
-    )
-    .await;
-    refused(
-        &env,
-        nightly(json!({"cron": "* ".repeat(5_000)})),
-        422,
-        "invalid_schedule",
-        Some("cron"),
-    )
-    .await;
+    let every = |ms: Value| nightly(json!({"cron": null, "timezone": null, "every_ms": ms}));
+    let schedule_field = |body: Value, field: &'static str| (body, "invalid_schedule", Some(field));
+    for (body, code, field) in [
+        schedule_field(nightly(json!({"cron": "0 0 30 2 *"})), "cron"),
+        schedule_field(nightly(json!({"cron": "* ".repeat(5_000)})), "cron"),
+    ] {
+        refused(&env, body, 422, code, field).await;
+    }
     let b = refused(
         &env,
         nightly(json!({"timezone": "Mars/Olympus"})),
@@ -111,123 +103,28 @@ async fn creation_checks_every_field_and_names_the_one_it_refuses() {
         b["detail"].as_str().unwrap().contains("Mars/Olympus"),
         "{b}"
     );
-    // Timing: exactly one of cron and every_ms, an interval in range.
-    refused(
-        &env,
-        nightly(json!({"every_ms": 1000})),
-        422,
-        "invalid_schedule",
-        Some("cron"),
-    )
-    .await;
-    refused(
-        &env,
-        nightly(json!({"cron": null, "timezone": null})),
-        422,
-        "invalid_schedule",
-        Some("cron"),
-    )
-    .await;
-    let every = |ms: Value| nightly(json!({"cron": null, "timezone": null, "every_ms": ms}));
-    refused(
-        &env,
-        every(json!(999)),
-        422,
-        "invalid_schedule",
-        Some("every_ms"),
-    )
-    .await;
-    refused(
-        &env,
-        every(json!(u64::MAX)),
-        422,
-        "invalid_schedule",
-        Some("every_ms"),
-    )
-    .await;
-    refused(
-        &env,
-        every(json!(1e30)),
-        422,
-        "invalid_schedule",
-        Some("every_ms"),
-    )
-    .await;
-    refused(
-        &env,
-        every(json!(-5)),
-        422,
-        "invalid_schedule",
-        Some("every_ms"),
-    )
-    .await;
-    refused(
-        &env,
-        every(json!("1000")),
-        422,
-        "invalid_schedule",
-        Some("every_ms"),
-    )
-    .await;
-    refused(
-        &env,
-        nightly(json!({"grace_ms": 90_000_000})),
-        422,
-        "invalid_schedule",
-        Some("grace_ms"),
-    )
-    .await;
-    refused(
-        &env,
-        nightly(json!({"missed": "sometimes"})),
-        422,
-        "invalid_schedule",
-        Some("missed"),
-    )
-    .await;
-    refused(
-        &env,
-        nightly(json!({"id": "Not An Id"})),
-        422,
-        "invalid_schedule",
-        Some("id"),
-    )
-    .await;
-    refused(
-        &env,
-        nightly(json!({"id": "x".repeat(100_000)})),
-        422,
-        "invalid_schedule",
-        Some("id"),
-    )
-    .await;
-    refused(
-        &env,
-        nightly(json!({"colour": "red"})),
-        422,
-        "invalid_schedule",
-        Some("colour"),
-    )
-    .await;
-    refused(
-        &env,
-        nightly(json!({"task": null})),
-        422,
-        "invalid_schedule",
-        Some("task"),
-    )
-    .await;
-    refused(&env, json!([1, 2]), 422, "invalid_schedule", None).await;
-    // The task: a queue name, known, open to clients; its arguments checked
-    // as a submission's.
-    refused(
-        &env,
-        nightly(json!({"task": "Not A Task"})),
-        422,
-        "invalid_schedule",
-        Some("task"),
-    )
-    .await;
+    // Timing: exactly one of cron and every_ms, an interval in range; then the
+    // other fields, and the shape of the body.
+    for (body, code, field) in [
+        schedule_field(nightly(json!({"every_ms": 1000})), "cron"),
+        schedule_field(nightly(json!({"cron": null, "timezone": null})), "cron"),
+        schedule_field(every(json!(999)), "every_ms"),
+        schedule_field(every(json!(u64::MAX)), "every_ms"),
+        schedule_field(every(json!(1e30)), "every_ms"),
+        schedule_field(every(json!(-5)), "every_ms"),
+        schedule_field(every(json!("1000")), "every_ms"),
+        schedule_field(nightly(json!({"grace_ms": 90_000_000})), "grace_ms"),
+        schedule_field(nightly(json!({"missed": "sometimes"})), "missed"),
+        schedule_field(nightly(json!({"id": "Not An Id"})), "id"),
+        schedule_field(nightly(json!({"id": "x".repeat(100_000)})), "id"),
+        schedule_field(nightly(json!({"colour": "red"})), "colour"),
+        schedule_field(nightly(json!({"task": null})), "task"),
+        (json!([1, 2]), "invalid_schedule", None),
+        // The task: a queue name, known, open to clients.
+        schedule_field(nightly(json!({"task": "Not A Task"})), "task"),
+    ] {
+        refused(&env, body, 422, code, field).await;
+    }
     let b = refused(
         &env,
         nightly(json!({"task": "nope"})),
@@ -240,47 +137,29 @@ async fn creation_checks_every_field_and_names_the_one_it_refuses() {
         b["known"].as_array().unwrap().contains(&json!("echo")),
         "{b}"
     );
-    refused(
-        &env,
-        nightly(json!({"task": "webhook"})),
-        422,
-        "internal_kind",
-        None,
-    )
-    .await;
-    refused(
-        &env,
-        nightly(json!({"args": {"message": 5}})),
-        422,
-        "invalid_args",
-        Some("message"),
-    )
-    .await;
-    refused(
-        &env,
-        nightly(json!({"args": {"message": "a\u{0}b"}})),
-        422,
-        "invalid_args",
-        Some("message"),
-    )
-    .await;
-    // echo takes no other field: not even the fire time.
-    refused(
-        &env,
-        nightly(json!({"fire_time_arg": "at"})),
-        422,
-        "invalid_args",
-        Some("at"),
-    )
-    .await;
-    refused(
-        &env,
-        nightly(json!({"fire_time_arg": ""})),
-        422,
-        "invalid_schedule",
-        Some("fire_time_arg"),
-    )
-    .await;
+    // Its arguments are checked as a submission's; echo takes no other field:
+    // not even the fire time.
+    for (body, code, field) in [
+        (nightly(json!({"task": "webhook"})), "internal_kind", None),
+        (
+            nightly(json!({"args": {"message": 5}})),
+            "invalid_args",
+            Some("message"),
+        ),
+        (
+            nightly(json!({"args": {"message": "a\u{0}b"}})),
+            "invalid_args",
+            Some("message"),
+        ),
+        (
+            nightly(json!({"fire_time_arg": "at"})),
+            "invalid_args",
+            Some("at"),
+        ),
+        schedule_field(nightly(json!({"fire_time_arg": ""})), "fire_time_arg"),
+    ] {
+        refused(&env, body, 422, code, field).await;
+    }
 
     // A declared task whose schema wants the fire time: given, it passes.
     let mut report = TaskDefinition::new("report".parse().unwrap());
