@@ -546,7 +546,9 @@ impl QueueClient {
     /// webhook, if it asked for one (keyed by job, final state and attempt
     /// count, so a re-run after a crash queues it once), and its outcome
     /// `{"data": …, "job": <its record>}` appended to the outbox its
-    /// `notify` names, if any ([`crate::outbox`]; read at least once).
+    /// `notify` names, if any ([`crate::outbox`]; read at least once) — or,
+    /// for a workflow's member, its outcome recorded in its workflow and the
+    /// nodes it made ready pushed ([`crate::workflow`]).
     pub async fn push_callbacks(&self, job: &JobRecord) -> Result<(), QueueError> {
         let mut public = job.clone();
         public.callback_url = None;
@@ -562,6 +564,9 @@ impl QueueClient {
                 format!("webhook:{once}"),
             )
             .await?;
+        }
+        if let Some(member) = job.notify.as_ref().and_then(crate::workflow::member_of) {
+            return self.workflow_member_finished(&member, job).await;
         }
         if let Some(notify) = &job.notify {
             // Written straight to JSON: building a `Value` of the record first

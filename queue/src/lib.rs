@@ -51,6 +51,7 @@ pub mod retry;
 pub mod schedule;
 pub mod scheduler;
 mod scripts;
+pub mod workflow;
 
 pub use backend::{Admission, Lease, RedisBackend, ShutdownHandle};
 pub use browse::MinuteOutcomes;

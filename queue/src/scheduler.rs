@@ -1,5 +1,6 @@
 //! The scheduler loop: fires due schedule ticks, in every API and worker
-//! process.
+//! process (and, every few seconds, finishes what dead workflow movers left:
+//! [`crate::workflow`]).
 //!
 //! There is no leader: each process runs this loop, and `fire.lua` lets
 //! exactly one of them handle each tick ([`crate::schedule`]). A dead
@@ -21,12 +22,22 @@ const MIN_SLEEP: Duration = Duration::from_millis(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often the loop measures Redis' clock against its own again.
 pub const CLOCK_SYNC: Duration = Duration::from_secs(30);
+/// How often the loop looks for workflows a dead mover left
+/// ([`QueueClient::repair_stalled_workflows`]).
+pub const WORKFLOW_REPAIR: Duration = Duration::from_secs(5);
 
 /// Runs the scheduler loop until `stop` fires.
 pub async fn run_scheduler(client: QueueClient, stop: CancellationToken) {
     let mut backoff = Duration::from_millis(50);
     let mut synced = tokio::time::Instant::now();
+    let mut repaired = tokio::time::Instant::now();
     while !stop.is_cancelled() {
+        if repaired.elapsed() >= WORKFLOW_REPAIR {
+            repaired = tokio::time::Instant::now();
+            if let Err(e) = client.repair_stalled_workflows().await {
+                tracing::warn!("scheduler: cannot repair stalled workflows: {e}");
+            }
+        }
         if synced.elapsed() >= CLOCK_SYNC {
             synced = tokio::time::Instant::now();
             if let Err(e) = client.sync_clock().await {

@@ -31,12 +31,27 @@ pub(crate) struct Scripts {
     pub outbox_done: Script,
     pub fire: Script,
     pub schedule_set: Script,
+    pub workflow_create: Script,
+    pub workflow_step: Script,
+    pub workflow_queued: Script,
+    pub workflow_cancel: Script,
 }
 
 macro_rules! script {
     ($file:literal) => {
         Script::new(concat!(
             include_str!("../lua/prelude.lua"),
+            include_str!(concat!("../lua/", $file))
+        ))
+    };
+}
+
+/// A workflow script: the prelude, `lua/workflow_lib.lua`, then the file.
+macro_rules! workflow_script {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("../lua/prelude.lua"),
+            include_str!("../lua/workflow_lib.lua"),
             include_str!(concat!("../lua/", $file))
         ))
     };
@@ -63,4 +78,8 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     outbox_done: script!("outbox_done.lua"),
     fire: script!("fire.lua"),
     schedule_set: script!("schedule_set.lua"),
+    workflow_create: workflow_script!("workflow_create.lua"),
+    workflow_step: workflow_script!("workflow_step.lua"),
+    workflow_queued: workflow_script!("workflow_queued.lua"),
+    workflow_cancel: workflow_script!("workflow_cancel.lua"),
 });

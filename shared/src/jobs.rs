@@ -325,6 +325,12 @@ pub struct EchoArgs {
     /// worker runs with `HOPPER_ALLOW_CRASH_JOBS=1`.
     #[serde(default)]
     pub crash: bool,
+    /// Fail the first this many attempts, then answer (flaky-task drills).
+    #[serde(default)]
+    pub fail_attempts: u32,
+    /// A workflow node's upstream results: answered back as `input`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
 }
 
 /// Arguments of a `webhook` job: one signed `POST` of `body` to `url`.

@@ -25,6 +25,7 @@ pub mod schedules;
 pub mod tasks;
 pub mod telemetry;
 pub mod webhook;
+pub mod workflows;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -35,11 +35,21 @@ pub async fn echo(args: EchoArgs, ctx: TaskContext) -> Result<Value, TaskError> 
     if let Some(error) = args.fail {
         return Err(TaskError::retryable(error));
     }
-    Ok(json!({
+    if job.attempt <= args.fail_attempts {
+        return Err(TaskError::retryable(format!(
+            "failing attempt {} of the first {} (fail_attempts)",
+            job.attempt, args.fail_attempts
+        )));
+    }
+    let mut answer = json!({
         "message": args.message,
         "attempt": job.attempt,
         "worker": job.worker.as_str(),
-    }))
+    });
+    if let Some(input) = args.input {
+        answer["input"] = input;
+    }
+    Ok(answer)
 }
 
 /// The start-latency list expires this long after its last sample.
