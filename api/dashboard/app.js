@@ -17,6 +17,8 @@ const view = {
   outcomes: {},        // name -> [{minute_ms, succeeded, failed, ...}]
   deadQueue: null,     // the queue whose dead letters are shown
   jobId: null,         // the job shown in detail
+  workflowId: null,    // the workflow drawn
+  workflowSettled: false, // whether nothing in it can change any more
   lastHistory: 0,
 };
 
@@ -309,6 +311,171 @@ async function refreshSchedules() {
   }));
 }
 
+// ---------------------------------------------------------------- workflows
+
+const NODE_W = 168, NODE_H = 42, COL_GAP = 56, ROW_GAP = 14, DAG_PAD = 8;
+// Past this many nodes the drawing would be unreadable: the counts say enough.
+const MAX_DRAWN_NODES = 400;
+
+/** `succeeded 3, queued 1` from a workflow's counts, in the nodes' life order. */
+function nodeCounts(counts) {
+  const order = ['waiting', 'queued', 'succeeded', 'dead', 'cancelled', 'skipped'];
+  const names = Object.keys(counts || {}).sort((a, b) => order.indexOf(a) - order.indexOf(b));
+  return names.filter((k) => counts[k] > 0).map((k) => `${k} ${counts[k]}`).join(', ') || '–';
+}
+
+function workflowLink(id) {
+  return el('a', { href: `#workflow=${id}`, 'data-workflow-link': id, title: id }, `…${id.slice(-12)}`);
+}
+
+async function refreshWorkflows() {
+  const { workflows } = await api('/v1/workflows?limit=20');
+  const body = $('#workflows tbody');
+  if (!workflows.length) {
+    body.replaceChildren(el('tr', {}, el('td', { colspan: 6, class: 'muted' }, 'no workflows')));
+    return;
+  }
+  body.replaceChildren(...workflows.map((w) => el('tr', { 'data-workflow': w.id, class: w.id === view.workflowId ? 'selected' : '' },
+    el('td', {}, workflowLink(w.id)),
+    el('td', { 'data-field': 'name', class: 'wrap' }, w.name ?? ''),
+    el('td', { 'data-field': 'state' }, stateBadge(w.state)),
+    el('td', { 'data-field': 'counts' }, nodeCounts(w.counts)),
+    el('td', {}, ago(w.created_at_ms)),
+    el('td', {}, w.finished_at_ms ? duration(w.finished_at_ms - w.created_at_ms) : '–'))));
+}
+
+/** Each node's column: 0 for a node that waits for nothing, else 1 + its deepest dependency's. */
+function depths(nodes) {
+  const byIndex = new Map(nodes.map((n) => [n.index, n]));
+  const depth = new Map();
+  const visit = (n, seen) => {
+    if (depth.has(n.index)) return depth.get(n.index);
+    if (seen.has(n.index)) return 0; // a cycle cannot be planned; never loop on one
+    seen.add(n.index);
+    let d = 0;
+    for (const i of n.deps || []) {
+      const dep = byIndex.get(i);
+      if (dep) d = Math.max(d, 1 + visit(dep, seen));
+    }
+    depth.set(n.index, d);
+    return d;
+  };
+  for (const n of nodes) visit(n, new Set());
+  return depth;
+}
+
+/** Places the nodes: one column per depth; in a column, by the mean row of their
+ * dependencies (fewer crossing lines), then by index. */
+function layoutDag(nodes) {
+  const depth = depths(nodes);
+  const columns = [];
+  for (const n of nodes) (columns[depth.get(n.index)] ||= []).push(n);
+  const row = new Map();
+  const mean = (n) => {
+    const rows = (n.deps || []).filter((i) => row.has(i)).map((i) => row.get(i));
+    return rows.length ? rows.reduce((a, b) => a + b, 0) / rows.length : -1;
+  };
+  for (const column of columns) {
+    if (!column) continue;
+    column.sort((a, b) => mean(a) - mean(b) || a.index - b.index);
+    column.forEach((n, i) => row.set(n.index, i));
+  }
+  const tallest = Math.max(0, ...columns.map((c) => (c ? c.length : 0)));
+  const place = new Map();
+  columns.forEach((column, d) => {
+    if (!column) return;
+    // Each column centred on the tallest one.
+    const offset = ((tallest - column.length) * (NODE_H + ROW_GAP)) / 2;
+    column.forEach((n, i) => place.set(n.index, {
+      x: DAG_PAD + d * (NODE_W + COL_GAP),
+      y: DAG_PAD + offset + i * (NODE_H + ROW_GAP),
+    }));
+  });
+  return {
+    place,
+    width: 2 * DAG_PAD + columns.length * NODE_W + Math.max(0, columns.length - 1) * COL_GAP,
+    height: 2 * DAG_PAD + tallest * NODE_H + Math.max(0, tallest - 1) * ROW_GAP,
+  };
+}
+
+/** Shortens a label to `max` characters (the whole one is in the node's title). */
+function clip(text, max) {
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
+
+/** Draws a workflow's DAG: a rect per node coloured by state, a line from each dependency. */
+function drawDag(target, nodes) {
+  target.replaceChildren();
+  const { place, width, height } = layoutDag(nodes);
+  target.setAttribute('viewBox', `0 0 ${width} ${height}`);
+  target.setAttribute('width', String(width));
+  target.setAttribute('height', String(height));
+  for (const n of nodes) {
+    const to = place.get(n.index);
+    for (const i of n.deps || []) {
+      const from = place.get(i);
+      if (!from) continue;
+      const x1 = from.x + NODE_W, y1 = from.y + NODE_H / 2, x2 = to.x, y2 = to.y + NODE_H / 2;
+      const bend = (x2 - x1) / 2;
+      target.append(svg('path', {
+        class: 'edge', 'data-from': i, 'data-to': n.index,
+        d: `M${x1},${y1} C${x1 + bend},${y1} ${x2 - bend},${y2} ${x2},${y2}`,
+      }));
+    }
+  }
+  for (const n of nodes) {
+    const { x, y } = place.get(n.index);
+    const link = svg('a', { href: `#job=${n.job_id}` });
+    const group = svg('g', { class: `dag-node state-${n.state}`, 'data-node': n.index, 'data-state': n.state, 'data-task': n.task });
+    const title = svg('title');
+    title.textContent = `node ${n.index} (${n.path}): ${n.task}, ${n.state}\njob ${n.job_id}` + (n.error ? `\n${n.error}` : '');
+    const rect = svg('rect', { class: `state-${n.state}`, x, y, width: NODE_W, height: NODE_H, rx: 5 });
+    const name = svg('text', { x: x + 8, y: y + 17 });
+    name.textContent = clip(`${n.index} · ${n.task}`, 24);
+    const state = svg('text', { class: 'sub', x: x + 8, y: y + 33 });
+    state.textContent = n.state;
+    group.append(title, rect, name, state);
+    link.append(group);
+    target.append(link);
+  }
+}
+
+async function showWorkflow(id) {
+  view.workflowId = id;
+  let w;
+  try {
+    w = await api(`/v1/workflows/${encodeURIComponent(id)}`);
+  } catch (e) {
+    $('#workflow-detail').hidden = true;
+    toast(`workflow ${id}: ${e.message}`, true);
+    return;
+  }
+  if (view.workflowId !== id) return;
+  const nodes = w.nodes || [];
+  // Refreshed by the loop until nothing in it can change any more.
+  view.workflowSettled = w.state !== 'running' && nodes.every((n) => !['waiting', 'queued'].includes(n.state));
+  $('#workflow-title').replaceChildren(`Workflow ${w.name ? `“${w.name}” ` : ''}`, el('code', {}, w.id), ' ', stateBadge(w.state));
+  $('#workflow-summary').textContent = `${nodes.length} node${nodes.length === 1 ? '' : 's'} (${nodeCounts(w.counts)}); ` +
+    `on failure: ${w.on_failure}; created ${ago(w.created_at_ms)}` +
+    (w.finished_at_ms ? `, over after ${duration(w.finished_at_ms - w.created_at_ms)}` : '');
+  const dag = $('#workflow-dag');
+  if (nodes.length > MAX_DRAWN_NODES) {
+    dag.replaceChildren();
+    dag.setAttribute('width', '0');
+    dag.setAttribute('height', '0');
+    $('#workflow-summary').textContent += ` — too many to draw (over ${MAX_DRAWN_NODES})`;
+  } else {
+    drawDag(dag, nodes);
+  }
+  const detail = $('#workflow-detail');
+  detail.dataset.workflow = w.id;
+  detail.dataset.state = w.state;
+  detail.hidden = false;
+  for (const row of document.querySelectorAll('#workflows tr[data-workflow]')) {
+    row.classList.toggle('selected', row.dataset.workflow === w.id);
+  }
+}
+
 // ---------------------------------------------------------------- dead letters
 
 async function refreshDead() {
@@ -345,6 +512,20 @@ async function deadAction(action, selection) {
 
 // ---------------------------------------------------------------- jobs
 
+/**
+ * A progress report as a bar with its message, when it has the standard
+ * shape's `fraction` (`{"fraction": 0..1, "message": "..."}`, from
+ * `ctx.report`); null otherwise.
+ */
+function progressBar(progress) {
+  if (!progress || typeof progress.fraction !== 'number' || !Number.isFinite(progress.fraction)) return null;
+  const f = Math.min(1, Math.max(0, progress.fraction));
+  const message = typeof progress.message === 'string' ? progress.message : '';
+  return el('span', { class: 'progress', 'data-progress': String(f), title: message },
+    el('progress', { max: '1', value: String(f) }), el('span', { class: 'pct' }, `${Math.round(f * 100)}%`),
+    message ? el('span', { class: 'progress-message' }, message) : '');
+}
+
 async function refreshJobs() {
   const params = new URLSearchParams({ limit: '25' });
   const queue = $('#jobs-queue').value;
@@ -358,7 +539,8 @@ async function refreshJobs() {
     return;
   }
   body.replaceChildren(...jobs.map((j) => el('tr', { 'data-job-row': j.id },
-    el('td', {}, jobLink(j.id)), el('td', {}, j.kind), el('td', {}, stateBadge(j.state)),
+    el('td', {}, jobLink(j.id)), el('td', {}, j.kind),
+    el('td', {}, stateBadge(j.state), (j.state === 'running' && progressBar(j.progress)) || ''),
     el('td', {}, `${j.attempts}/${j.max_attempts}`), el('td', {}, ago(j.enqueued_at_ms)),
     el('td', {}, j.finished_at_ms ? duration(j.finished_at_ms - j.enqueued_at_ms) : '–'))));
 }
@@ -411,6 +593,10 @@ async function showJob(id) {
     ['attempts', `${job.attempts} of ${job.max_attempts}`], ['worker', job.worker || '–'],
     ['request id', job.request_id || '–'], ['error', job.error || '–'],
   ];
+  // The last report: a bar when it has a fraction, else as sent.
+  if (job.progress !== undefined && job.progress !== null) {
+    facts.splice(3, 0, ['progress', progressBar(job.progress) || el('code', {}, JSON.stringify(job.progress))]);
+  }
   $('#job-facts').replaceChildren(...facts.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));
   $('#job-timeline').replaceChildren(...timeline(job));
   $('#job-args').textContent = JSON.stringify(job.args, null, 2);
@@ -419,11 +605,16 @@ async function showJob(id) {
   $('#job-detail').dataset.job = job.id;
 }
 
-function jobFromHash() {
-  const m = location.hash.match(/^#job=([0-9a-fA-F-]{36})$/);
-  if (m) {
-    showJob(m[1]);
+function fromHash() {
+  const job = location.hash.match(/^#job=([0-9a-fA-F-]{36})$/);
+  if (job) {
+    showJob(job[1]);
     $('#job-section').scrollIntoView({ block: 'nearest' });
+  }
+  const workflow = location.hash.match(/^#workflow=([0-9a-fA-F-]{36})$/);
+  if (workflow) {
+    showWorkflow(workflow[1]);
+    $('#workflows-section').scrollIntoView({ block: 'nearest' });
   }
 }
 
@@ -446,12 +637,13 @@ async function refreshHealth() {
 }
 
 async function tick() {
-  const jobs = [refreshQueues(), refreshWorkers(), refreshSchedules(), refreshDead(), refreshJobs(), refreshHealth()];
+  const jobs = [refreshQueues(), refreshWorkers(), refreshSchedules(), refreshWorkflows(), refreshDead(), refreshJobs(), refreshHealth()];
   if (Date.now() - view.lastHistory > 15000) {
     view.lastHistory = Date.now();
     jobs.push(refreshHistory());
   }
   if (view.jobId && !$('#job-detail').hidden) jobs.push(showJob(view.jobId));
+  if (view.workflowId && !view.workflowSettled && !$('#workflow-detail').hidden) jobs.push(showWorkflow(view.workflowId));
   const results = await Promise.allSettled(jobs);
   const failed = results.find((r) => r.status === 'rejected');
   $('#updated').textContent = failed ? `update failed: ${failed.reason.message}` : `updated ${new Date().toLocaleTimeString()}`;
@@ -488,8 +680,8 @@ function start() {
     const id = $('#job-id').value.trim();
     if (id) location.hash = `job=${id}`;
   });
-  window.addEventListener('hashchange', jobFromHash);
-  jobFromHash();
+  window.addEventListener('hashchange', fromHash);
+  fromHash();
   tick();
 }
 

@@ -7,7 +7,8 @@
 //! `/v1/queues` with its key) plus one script and one stylesheet, compiled into the binary: no
 //! build step, no CDN, works air-gapped. The script polls the JSON API the
 //! CLI uses (`/v1/queues`, `/v1/queues/history`, `/v1/workers`,
-//! `/v1/schedules`, `/v1/jobs`, dead letters, job detail) every two seconds and draws the charts as SVG.
+//! `/v1/schedules`, `/v1/workflows`, `/v1/jobs`, dead letters, job detail) every two seconds and
+//! draws the charts — and the selected workflow's DAG, nodes in columns by depth — as SVG.
 //!
 //! The page is served with a strict Content-Security-Policy (same-origin
 //! scripts, styles and fetches only; no inline script), and the script puts

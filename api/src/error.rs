@@ -49,6 +49,11 @@ impl ApiError {
         self
     }
 
+    /// The offending field named so far, if any.
+    pub fn field_name(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
+
     /// Lists the known values.
     pub fn known<S: Into<String>>(mut self, known: impl IntoIterator<Item = S>) -> Self {
         self.known = Some(known.into_iter().map(Into::into).collect());

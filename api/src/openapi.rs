@@ -16,6 +16,7 @@ use hopper_shared::{
     jobs::{AttemptRecord, JobKind, JobRecord, JobState},
     keys::{KeyInfo, Scope},
     schedules::{MissedTicks, Schedule, ScheduleRun, ScheduleSpec},
+    workflows::{NodeState, NodeView, OnFailure, WorkflowSpec, WorkflowState, WorkflowView},
 };
 use serde::Serialize;
 use utoipa::{
@@ -280,6 +281,7 @@ pub struct Readiness {
         routes::jobs::submit_batch,
         routes::jobs::cancel,
         routes::jobs::vectors,
+        routes::job_events::events,
         routes::documents::upload,
         routes::documents::list,
         routes::documents::show,
@@ -301,6 +303,10 @@ pub struct Readiness {
         routes::schedules::pause,
         routes::schedules::resume,
         routes::schedules::runs,
+        routes::workflows::create,
+        routes::workflows::list,
+        routes::workflows::show,
+        routes::workflows::cancel,
         routes::keys::list,
         routes::keys::create,
         routes::keys::revoke,
@@ -311,7 +317,9 @@ pub struct Readiness {
     components(schemas(
         ErrorBody, JobKind, QueueName, JobState, JobRecord, AttemptRecord, Scope, KeyInfo, QueueStats,
         WorkerInfo, MinuteOutcomes, DocumentView, DocumentOptions, Hit, DeadActionName,
-        ScheduleSpec, Schedule, ScheduleRun, MissedTicks
+        ScheduleSpec, Schedule, ScheduleRun, MissedTicks, WorkflowSpec, WorkflowView, NodeView,
+        WorkflowState, NodeState, OnFailure, routes::workflows::WorkflowList,
+        routes::workflows::WorkflowCancelled
     )),
     modifiers(&MergeWork, &CommonResponses, &FlatSchedule),
 )]

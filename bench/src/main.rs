@@ -1,4 +1,4 @@
-//! `hopper-bench`: the load generators behind `scripts/bench/{queue,scale,ingest,soak}`.
+//! `hopper-bench`: the load generators behind `scripts/bench/{queue,scale,ingest,soak,workflows}`.
 //!
 //! Each subcommand does one measurement against a running Redis (and API,
 //! where named) under the key prefix of `HOPPER_KEY_PREFIX`, and prints one
@@ -6,6 +6,7 @@
 //! this binary only drives load and reads the results.
 
 mod soak;
+mod workflows;
 
 use std::{
     sync::{
@@ -110,6 +111,21 @@ enum Command {
         #[arg(long, default_value_t = 1800)]
         seconds: u64,
     },
+    /// Rounds of independent no-op jobs vs a chord of as many no-op members:
+    /// submit to callback start, and the chord's overhead per member.
+    Chords {
+        #[arg(long, default_value_t = 1_000)]
+        members: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long, default_value_t = 300)]
+        timeout_s: u64,
+    },
+    /// A 1-second schedule of noop: its fire lag over `ticks` ticks.
+    ScheduleLag {
+        #[arg(long, default_value_t = 60)]
+        ticks: usize,
+    },
     /// Deletes every key under the prefix.
     Clean,
 }
@@ -149,6 +165,12 @@ async fn main() -> anyhow::Result<()> {
         } => ingest(&api, docs, doc_kb, queries, timeout_s).await?,
         Command::SoakCalibrate { api, units } => soak::calibrate(&config, &api, units).await?,
         Command::Soak { api, rate, seconds } => soak::run(&config, &api, rate, seconds).await?,
+        Command::Chords {
+            members,
+            rounds,
+            timeout_s,
+        } => workflows::chords(&client, members, rounds, Duration::from_secs(timeout_s)).await?,
+        Command::ScheduleLag { ticks } => workflows::schedule_lag(&client, ticks).await?,
         Command::Clean => json!({ "deleted": clean(&config).await? }),
     };
     println!("{out}");
@@ -238,7 +260,7 @@ async fn enqueue_client(client: &QueueClient, jobs: usize, batch: usize) -> anyh
     Ok(json!({ "enqueue_client_jobs_per_s": rate(jobs, start), "batch": batch }))
 }
 
-async fn counter(client: &QueueClient) -> anyhow::Result<i64> {
+pub(crate) async fn counter(client: &QueueClient) -> anyhow::Result<i64> {
     let v: Option<i64> = redis::cmd("GET")
         .arg(client.keys(JobKind::Noop).named("effects"))
         .query_async(&mut client.connection())

@@ -156,6 +156,24 @@ impl Api {
         Ok(res)
     }
 
+    /// The event stream of a job's state and progress
+    /// (`GET /v1/jobs/{id}/events`), as a response to read.
+    pub async fn job_events(&self, id: &str) -> anyhow::Result<reqwest::Response> {
+        let res = self
+            .http
+            .get(format!("{}/v1/jobs/{}/events", self.base, segment(id)))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the Hopper API at {}", self.base))?;
+        let status = res.status();
+        if !status.is_success() {
+            let body: Value = res.json().await.unwrap_or(Value::Null);
+            let detail = body["detail"].as_str().unwrap_or("no detail");
+            bail!("{status}: {detail}");
+        }
+        Ok(res)
+    }
+
     /// One job.
     pub async fn job(&self, id: &str) -> anyhow::Result<Value> {
         self.send(self.http.get(format!("{}/v1/jobs/{id}", self.base)))

@@ -6,10 +6,13 @@
 //! error exits non-zero with one line on stderr.
 
 mod api;
+mod follow;
 mod output;
 mod schedules;
+mod sse;
 mod tasks;
 mod upload;
+mod workflows;
 
 use std::time::Duration;
 
@@ -49,7 +52,8 @@ enum Command {
         kind: String,
         /// Arguments as JSON, or @path to a JSON file.
         args: String,
-        /// Wait until the job finishes and print it.
+        /// Wait until the job finishes and print it (a progress bar
+        /// meanwhile on a terminal, plain lines otherwise, none with --json).
         #[arg(long)]
         wait: bool,
         /// Give up waiting after this many seconds.
@@ -90,6 +94,12 @@ enum Command {
     Schedules {
         #[command(subcommand)]
         command: schedules::SchedulesCommand,
+    },
+    /// Workflows (DAGs of jobs: chains, groups, chords): submit, list,
+    /// show, cancel.
+    Workflows {
+        #[command(subcommand)]
+        command: workflows::WorkflowsCommand,
     },
     /// Dead letters of a queue.
     Dlq {
@@ -172,6 +182,10 @@ enum JobsCommand {
     Show {
         /// The job id.
         id: String,
+        /// Follow it until it finishes, like `submit --wait` (exits non-zero
+        /// unless it succeeded).
+        #[arg(long)]
+        follow: bool,
     },
     /// Cancel a job: a waiting one at once, a running one cooperatively.
     Cancel {
@@ -277,12 +291,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if !wait {
                 return output::print(cli.json, &created, || format!("{id}\n"));
             }
-            let job = api.wait(&id, Duration::from_secs(timeout)).await?;
-            output::print(cli.json, &job, || output::job(&job))?;
-            if job["state"] != "succeeded" {
-                bail!("job {id} ended {}", job["state"]);
-            }
-            Ok(())
+            let display = follow::Display::for_output(cli.json);
+            let timeout = Some(Duration::from_secs(timeout));
+            let job = follow::follow(&api, &id, display, timeout).await?;
+            print_finished(cli.json, &id, &job)
         }
         Command::Jobs {
             command:
@@ -299,8 +311,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             output::print(cli.json, &r, || output::jobs(&r))
         }
         Command::Jobs {
-            command: JobsCommand::Show { id },
+            command: JobsCommand::Show { id, follow },
         } => {
+            if follow {
+                let display = follow::Display::for_output(cli.json);
+                let job = follow::follow(&api, &id, display, None).await?;
+                return print_finished(cli.json, &id, &job);
+            }
             let job = api.job(&id).await?;
             output::print(cli.json, &job, || output::job(&job))
         }
@@ -317,6 +334,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq { command } => dlq(&api, cli.json, command).await,
         Command::Tasks { command } => tasks::run(&api, cli.json, command).await,
         Command::Schedules { command } => schedules::run(&api, cli.json, command).await,
+        Command::Workflows { command } => workflows::run(&api, cli.json, command).await,
         Command::Documents { command } => documents(&api, cli.json, command).await,
         Command::Search {
             query,
@@ -360,6 +378,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// Prints a followed job once it finished; an error unless it succeeded.
+fn print_finished(json: bool, id: &str, job: &Value) -> anyhow::Result<()> {
+    output::print(json, job, || output::job(job))?;
+    if job["state"] != "succeeded" {
+        bail!("job {id} ended {}", job["state"]);
+    }
+    Ok(())
 }
 
 async fn keys(json: bool, command: KeysCommand) -> anyhow::Result<()> {

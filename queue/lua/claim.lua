@@ -1,12 +1,17 @@
 -- claim.lua: promote due scheduled jobs, then claim up to n jobs for a worker.
 -- KEYS[1] pending:high  KEYS[2] pending  KEYS[3] scheduled  KEYS[4] worker's in-flight set
 -- KEYS[5] wake list  KEYS[6] workers zset  KEYS[7] high-priority streak counter
--- KEYS[8] done zset  KEYS[9] unfinished jobs per tenant (hash)
+-- KEYS[8] done zset  KEYS[9] unfinished jobs per tenant (hash)  KEYS[10] rate-limit bucket
 -- ARGV: 1 job key prefix ('{p:q}:job:'), 2 n, 3 worker id, 4 promote limit, 5 lease ms,
 --       6 high-priority burst (after this many high claims in a row one normal job goes
---       first; 0: high always first)
+--       first; 0: high always first), 7 rate limit: starts per period (0: none),
+--       8 its period (ms)
+-- A rate-limited queue is a token bucket of ARGV[7] tokens refilled at ARGV[7] per ARGV[8]:
+-- a claim takes at most the whole tokens in it, and with none it takes nothing and answers
+-- how long until the next token (the claimer sleeps that long; the jobs stay queued).
 -- Returns {-2} when the worker is not registered or its lease ran out (it was, or is about
--- to be, presumed dead: it must register afresh), else {next due in ms or -1, the number E
+-- to be, presumed dead: it must register afresh), else {next due in ms or -1, ms until the
+-- rate limit allows a start (-1: not throttled), the number E
 -- of jobs found expired, their E ids, then for each claimed job: id, args, attempt,
 -- max_attempts, enqueued_at, priority, request_id, tenant, callback, lease, hard_ms, soft_ms,
 -- notify}.
@@ -26,6 +31,20 @@ for _, id in ipairs(due) do
   local key = prefix .. id
   local st = redis.call('HGET', key, 'state')
   if st == 'scheduled' or st == 'retrying' then requeue(key, id, KEYS[1], KEYS[2], nil) end
+end
+local rate, period = tonumber(ARGV[7] or '0'), tonumber(ARGV[8] or '0')
+local tokens, throttled = nil, -1
+if rate > 0 and period > 0 then
+  local b = redis.call('HMGET', KEYS[10], 'tokens', 'at')
+  tokens = tonumber(b[1]) or rate
+  local at = tonumber(b[2]) or now
+  if now > at then tokens = math.min(rate, tokens + (now - at) * rate / period) end
+  if tokens < 1 then
+    throttled = math.max(1, math.ceil((1 - tokens) * period / rate))
+    n = 0
+  elseif math.floor(tokens) < n then
+    n = math.floor(tokens)
+  end
 end
 -- The fields a claim reads of a job, in this order (state first).
 local FIELDS = {'state', 'expires_at', 'attempts', 'lease', 'args', 'max_attempts', 'enqueued_at',
@@ -87,8 +106,12 @@ for i = 1, #running, 1000 do
   redis.call('SADD', KEYS[4], unpack(running, i, math.min(i + 999, #running)))
 end
 if streak ~= streak0 then redis.call('SET', KEYS[7], streak) end
+if tokens then
+  redis.call('HSET', KEYS[10], 'tokens', tostring(tokens - claimed), 'at', now)
+  redis.call('PEXPIRE', KEYS[10], period * 2 + 60000)
+end
 if claimed + #expired > 0 then redis.call('LPOP', KEYS[5], claimed + #expired) end
-local out = {-1, #expired}
+local out = {-1, throttled, #expired}
 for _, id in ipairs(expired) do out[#out + 1] = id end
 for _, v in ipairs(jobs) do out[#out + 1] = v end
 local nxt = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')

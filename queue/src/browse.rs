@@ -1,6 +1,7 @@
-//! Browsing a queue: the jobs in a given state, and what the queue did minute
-//! by minute. Read-only; used by `GET /v1/jobs`, `hopper jobs list` and the
-//! dashboard.
+//! Browsing a queue: the jobs in a given state, what the queue did minute
+//! by minute, and a glance at one job (its state, attempt and progress: what
+//! `GET /v1/jobs/{id}/events` polls). Read-only; used by `GET /v1/jobs`,
+//! `hopper jobs list`, the job event streams and the dashboard.
 //!
 //! Each state is read from the structure that indexes it (pending lists,
 //! the scheduled set, workers' in-flight sets, the dead and done sets), a
@@ -39,6 +40,19 @@ pub struct MinuteOutcomes {
     pub retried: u64,
     /// Jobs dead-lettered.
     pub dead: u64,
+}
+
+/// The few fields of a job its event stream watches, read in one `HMGET`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobGlance {
+    /// Current state.
+    pub state: JobState,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// The worker that runs (or ran) the last attempt.
+    pub worker: Option<String>,
+    /// The last progress report, as stored (JSON text).
+    pub progress: Option<String>,
 }
 
 /// Where the ids of a state are kept, and in which order they are listed.
@@ -226,5 +240,43 @@ impl QueueClient {
                 }
             })
             .collect())
+    }
+
+    /// A glance at job `id` of `queue`: its state, attempts, worker and
+    /// progress (one `HMGET`, cheap enough to poll); `None` when Redis no
+    /// longer holds it (never did, or retention trimmed it).
+    pub async fn glance(
+        &self,
+        queue: impl Into<QueueName>,
+        id: uuid::Uuid,
+    ) -> Result<Option<JobGlance>, QueueError> {
+        let (state, attempts, worker, progress): (
+            Option<String>,
+            Option<u32>,
+            Option<String>,
+            Option<String>,
+        ) = redis::cmd("HMGET")
+            .arg(self.keys(queue).job(&id))
+            .arg("state")
+            .arg("attempts")
+            .arg("worker")
+            .arg("progress")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let Some(state) = state else {
+            return Ok(None);
+        };
+        let state = state
+            .parse::<JobState>()
+            .map_err(|why| QueueError::Corrupt {
+                id: id.to_string(),
+                why,
+            })?;
+        Ok(Some(JobGlance {
+            state,
+            attempts: attempts.unwrap_or(0),
+            worker,
+            progress,
+        }))
     }
 }

@@ -101,6 +101,9 @@ pub struct ClaimBatch {
     pub expired: Vec<Uuid>,
     /// How long until the earliest scheduled job falls due (Redis' clock).
     pub next_due_in: Option<Duration>,
+    /// The queue's rate limit allowed no start: how long until it allows
+    /// one (the claimer sleeps; the jobs stay queued).
+    pub throttled_for: Option<Duration>,
 }
 
 /// The outcome of a submission.
@@ -692,6 +695,7 @@ impl QueueClient {
     ) -> Result<ClaimBatch, QueueError> {
         let queue = queue.into();
         let keys = self.keys(&queue);
+        let rate = self.settings(&queue).rate_limit;
         let raw: Vec<redis::Value> = SCRIPTS
             .claim
             .key(keys.pending(crate::Priority::High))
@@ -703,12 +707,15 @@ impl QueueClient {
             .key(keys.high_streak())
             .key(keys.done())
             .key(keys.tenant_load())
+            .key(keys.rate())
             .arg(keys.job_prefix())
             .arg(n)
             .arg(worker.as_str())
             .arg(PROMOTE_LIMIT)
             .arg(lease.as_millis() as i64)
             .arg(self.high_burst)
+            .arg(rate.map_or(0, |r| r.tokens))
+            .arg(rate.map_or(0, |r| r.per_ms()))
             .invoke_async(conn)
             .await?;
         parse_claim(&raw).map_err(|e| match e {
@@ -1243,6 +1250,8 @@ fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, ClaimError> {
     if next_due == -2 {
         return Err(ClaimError::Evicted);
     }
+    let (throttled, rest) = rest.split_first().ok_or_else(|| corrupt("no throttle"))?;
+    let throttled = int(throttled)?;
     let (count, rest) = rest
         .split_first()
         .ok_or_else(|| corrupt("no expired count"))?;
@@ -1308,6 +1317,7 @@ fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, ClaimError> {
         jobs,
         expired,
         next_due_in: (next_due >= 0).then(|| Duration::from_millis(next_due as u64)),
+        throttled_for: (throttled >= 0).then(|| Duration::from_millis(throttled as u64)),
     })
 }
 

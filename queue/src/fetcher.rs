@@ -147,11 +147,23 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
                 jobs,
                 expired,
                 next_due_in,
+                throttled_for,
             } = batch;
             self.slots.add_permits(want - jobs.len());
             let found_expired = !expired.is_empty();
             if found_expired {
                 self.record_finished(expired);
+            }
+            if jobs.is_empty()
+                && !found_expired
+                && let Some(wait) = throttled_for
+            {
+                // Rate-limited: the jobs wait in the queue, not in a slot.
+                tokio::select! {
+                    _ = tokio::time::sleep(wait.min(MAX_BLOCK)) => {}
+                    _ = self.stop.cancelled() => {}
+                }
+                continue;
             }
             if jobs.is_empty() && !found_expired {
                 if !self.wait_for_work(c, next_due_in).await {

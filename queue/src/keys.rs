@@ -17,6 +17,7 @@
 //!                                             -> the job holding it (with a TTL)
 //! {<prefix>:<queue>}:stats:<minute>   HASH  succeeded / failed / retried / dead counts
 //! {<prefix>:<queue>}:fair             STRING  high-priority claims in a row (fair priorities)
+//! {<prefix>:<queue>}:rate             HASH  the rate limit's token bucket: tokens, at (ms)
 //! ```
 //!
 //! The braces are a Redis Cluster hash tag: all keys of a queue map to one
@@ -131,6 +132,11 @@ impl QueueKeys {
     /// fairness counter of `claim.lua`).
     pub fn high_streak(&self) -> String {
         format!("{}:fair", self.tag)
+    }
+
+    /// The token bucket of the queue's rate limit (`claim.lua`).
+    pub fn rate(&self) -> String {
+        format!("{}:rate", self.tag)
     }
 
     /// Per-minute outcome counters of the minute holding `now_ms`.

@@ -107,7 +107,19 @@ impl QueueClient {
         plan: &Plan,
         tenant: &str,
     ) -> Result<Uuid, QueueError> {
-        let id = Uuid::now_v7();
+        self.create_workflow_as(Uuid::now_v7(), spec, plan, tenant)
+            .await
+    }
+
+    /// [`Self::create_workflow`] under a given id: a second create of one id
+    /// stores nothing new (a handler re-run submits its workflow once).
+    pub async fn create_workflow_as(
+        &self,
+        id: Uuid,
+        spec: &WorkflowSpec,
+        plan: &Plan,
+        tenant: &str,
+    ) -> Result<Uuid, QueueError> {
         let now = self.redis_now_ms();
         let keep = WORKFLOW_RETENTION.as_millis() as i64;
         // Stalled first: a create that dies half-way is finished by a repair.

@@ -571,6 +571,7 @@ fn queue_settings<F: Fn(&str) -> Option<String>>(
         soft_time_limit: env.millis(&var("SOFT_LIMIT_MS"), d.soft_time_limit),
         hard_time_limit: env.millis(&var("HARD_LIMIT_MS"), d.hard_time_limit),
         retention: env.millis(&var("RETENTION_MS"), d.retention),
+        rate_limit: env.rate_limit(&var("RATE_LIMIT"), d.rate_limit),
     };
     if s.concurrency == 0 {
         env.problem(&var("CONCURRENCY"), "0", "must be at least 1");
@@ -718,6 +719,25 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
                 self.problem(var, &raw, &format!("is not a valid {}", short_type::<T>()));
                 default
             }),
+        }
+    }
+
+    /// A rate limit (`20/s`), `off` for none, or `default` when unset.
+    fn rate_limit(
+        &mut self,
+        var: &str,
+        default: Option<crate::rate_limit::RateLimit>,
+    ) -> Option<crate::rate_limit::RateLimit> {
+        match (self.get)(var) {
+            None => default,
+            Some(raw) if matches!(raw.trim(), "off" | "none" | "0") => None,
+            Some(raw) => match raw.parse() {
+                Ok(limit) => Some(limit),
+                Err(e) => {
+                    self.problem(var, &raw, &e.to_string());
+                    default
+                }
+            },
         }
     }
 

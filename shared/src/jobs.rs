@@ -108,7 +108,17 @@ impl JobKind {
                 .map_err(InvalidArgs::from)
         }
         match self {
-            JobKind::Echo => check::<EchoArgs>(args),
+            JobKind::Echo => {
+                let parsed: EchoArgs =
+                    serde_path_to_error::deserialize(args).map_err(InvalidArgs::from)?;
+                if parsed.progress_steps > EchoArgs::MAX_PROGRESS_STEPS {
+                    return Err(InvalidArgs {
+                        field: Some("progress_steps".into()),
+                        message: format!("at most {} progress steps", EchoArgs::MAX_PROGRESS_STEPS),
+                    });
+                }
+                Ok(())
+            }
             JobKind::Noop => check::<NoopArgs>(args),
             JobKind::Ingest => check::<IngestArgs>(args),
             JobKind::Embed => {
@@ -293,6 +303,8 @@ pub struct QueueSettings {
     pub hard_time_limit: Duration,
     /// How long finished job records stay in Redis (Postgres keeps them).
     pub retention: Duration,
+    /// At most this many job starts per period, across every worker.
+    pub rate_limit: Option<crate::rate_limit::RateLimit>,
 }
 
 impl Default for QueueSettings {
@@ -305,6 +317,7 @@ impl Default for QueueSettings {
             soft_time_limit: Duration::from_secs(270),
             hard_time_limit: Duration::from_secs(300),
             retention: Duration::from_secs(24 * 3600),
+            rate_limit: None,
         }
     }
 }
@@ -331,6 +344,18 @@ pub struct EchoArgs {
     /// A workflow node's upstream results: answered back as `input`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<serde_json::Value>,
+    /// Report progress this many times while sleeping (progress drills):
+    /// step `i` of `n` reports `{"fraction": i/n, "message": "step i"}`,
+    /// then sleeps `sleep_ms / n`. 0 (the default): no reports; at most
+    /// [`EchoArgs::MAX_PROGRESS_STEPS`].
+    #[serde(default)]
+    #[schemars(range(max = 1000))]
+    pub progress_steps: u32,
+}
+
+impl EchoArgs {
+    /// Most progress reports one echo job may ask for.
+    pub const MAX_PROGRESS_STEPS: u32 = 1000;
 }
 
 /// Arguments of a `webhook` job: one signed `POST` of `body` to `url`.
@@ -354,6 +379,9 @@ pub struct NoopArgs {
     /// records its start latency (for the latency benchmark).
     #[serde(default)]
     pub sent_us: Option<i64>,
+    /// A workflow node's upstream results (ignored: a no-op chord body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
 }
 
 /// Arguments of an `ingest` job: a stored document to extract and chunk.

@@ -20,6 +20,7 @@ pub mod keys;
 pub mod metrics;
 pub mod queue_name;
 pub mod queue_settings;
+pub mod rate_limit;
 pub mod retention;
 pub mod schedules;
 pub mod tasks;

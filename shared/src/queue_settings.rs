@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// The setting suffixes of a `HOPPER_QUEUE_<NAME>_<SETTING>` variable.
-pub const QUEUE_SETTING_VARS: [&str; 7] = [
+pub const QUEUE_SETTING_VARS: [&str; 8] = [
     "CONCURRENCY",
     "MAX_ATTEMPTS",
     "BACKOFF_BASE_MS",
@@ -29,6 +29,7 @@ pub const QUEUE_SETTING_VARS: [&str; 7] = [
     "SOFT_LIMIT_MS",
     "HARD_LIMIT_MS",
     "RETENTION_MS",
+    "RATE_LIMIT",
 ];
 
 /// Per-queue settings by queue name.
@@ -60,6 +61,8 @@ pub struct SettingsOverride {
     pub hard_time_limit: Option<std::time::Duration>,
     /// `RETENTION_MS`.
     pub retention: Option<std::time::Duration>,
+    /// `RATE_LIMIT` (`Some(None)`: `off`, no limit).
+    pub rate_limit: Option<Option<crate::rate_limit::RateLimit>>,
 }
 
 impl SettingsOverride {
@@ -75,6 +78,7 @@ impl SettingsOverride {
             soft_time_limit: has("SOFT_LIMIT_MS").then_some(resolved.soft_time_limit),
             hard_time_limit: has("HARD_LIMIT_MS").then_some(resolved.hard_time_limit),
             retention: has("RETENTION_MS").then_some(resolved.retention),
+            rate_limit: has("RATE_LIMIT").then_some(resolved.rate_limit),
         }
     }
 
@@ -89,6 +93,7 @@ impl SettingsOverride {
             soft_time_limit: self.soft_time_limit.unwrap_or(base.soft_time_limit),
             hard_time_limit: self.hard_time_limit.unwrap_or(base.hard_time_limit),
             retention: self.retention.unwrap_or(base.retention),
+            rate_limit: self.rate_limit.unwrap_or(base.rate_limit),
         };
         s.soft_time_limit = s.soft_time_limit.min(s.hard_time_limit);
         s

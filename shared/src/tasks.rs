@@ -68,6 +68,11 @@ pub struct TaskSettings {
     pub hard_limit_ms: u64,
     /// How long a finished job stays in Redis (Postgres keeps its record).
     pub retention_ms: u64,
+    /// At most this many job starts per period across every worker
+    /// (`20/s`, `600/m`, `1000/h`); none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "20/s"))]
+    pub rate_limit: Option<crate::rate_limit::RateLimit>,
 }
 
 impl From<&QueueSettings> for TaskSettings {
@@ -81,6 +86,7 @@ impl From<&QueueSettings> for TaskSettings {
             soft_limit_ms: ms(s.soft_time_limit),
             hard_limit_ms: ms(s.hard_time_limit),
             retention_ms: ms(s.retention),
+            rate_limit: s.rate_limit,
         }
     }
 }
@@ -95,6 +101,7 @@ impl From<&TaskSettings> for QueueSettings {
             soft_time_limit: Duration::from_millis(s.soft_limit_ms),
             hard_time_limit: Duration::from_millis(s.hard_limit_ms),
             retention: Duration::from_millis(s.retention_ms),
+            rate_limit: s.rate_limit,
         }
     }
 }
@@ -217,6 +224,13 @@ impl TaskDefinition {
         }
     }
 
+    /// The version every built-in kind is declared with: raised whenever a
+    /// built-in argument type changes (2: `echo` took `fail_attempts`,
+    /// `input`, `progress_steps`; `noop` took `input`), so a worker of this
+    /// release replaces the older definitions in a Redis that holds them
+    /// instead of refusing to start on a schema conflict.
+    pub const BUILT_IN_VERSION: u32 = 2;
+
     /// The definition of a built-in kind: its settings, its argument
     /// schema (generated from the argument type) and whether it is
     /// internal.
@@ -241,6 +255,7 @@ impl TaskDefinition {
             settings: TaskSettings::from(&kind.default_settings()),
             internal: kind.is_internal(),
             description: Some(kind.description().to_owned()),
+            version: Self::BUILT_IN_VERSION,
             ..Self::new(kind.into())
         }
     }

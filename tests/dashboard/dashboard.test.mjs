@@ -5,7 +5,8 @@
 // finds the declared task `thumbnail` (declared by the Rust driver, one worker
 // registered on it) with its worker count and depth, retries a dead job with
 // the page's button, follows the job to its timeline, sees a schedule created
-// through the API listed and then paused, and saves a screenshot. Any step that fails, any page error or console
+// through the API listed and then paused, draws two workflows' DAGs (node per task, state
+// classes, edges; a cancel redrawn), and saves a screenshot. Any step that fails, any page error or console
 // error (a CSP violation included) fails the run with exit 1.
 import { chromium } from 'playwright-core';
 
@@ -141,6 +142,59 @@ try {
     const row = document.querySelector('#schedules tr[data-schedule="nightly-report"]');
     return row && row.querySelector('[data-field="state"]').textContent === 'paused'
       && row.querySelector('[data-field="next"] time') === null;
+  }, null, { timeout: 15000 });
+
+  step('workflows: a chord is drawn as its DAG, node states and all, and a waiting chain follows its cancel');
+  const echo = (message) => ({ task: 'echo', args: { message } });
+  const fanIn = await api('/v1/workflows', { method: 'POST', body: {
+    name: 'fan-in', root: { chord: { header: [echo('left'), echo('right')], body: echo('join') } },
+  } });
+  // No worker serves noop: its step stays queued and the next one waits for it.
+  const stuck = await api('/v1/workflows', { method: 'POST', body: {
+    name: '<b>stuck</b> & waiting', root: { chain: [{ task: 'noop', args: {} }, echo('after')] },
+  } });
+  await until('the chord to succeed', async () => (await api(`/v1/workflows/${fanIn.id}`)).state === 'succeeded');
+  await page.waitForFunction((id) => {
+    const row = document.querySelector(`#workflows tr[data-workflow="${id}"]`);
+    return row && row.querySelector('[data-field="state"]').textContent === 'succeeded'
+      && row.querySelector('[data-field="counts"]').textContent === 'succeeded 3';
+  }, fanIn.id, { timeout: 15000 });
+  // A name is text, never markup.
+  const stuckName = page.locator(`#workflows tr[data-workflow="${stuck.id}"] [data-field="name"]`);
+  if (await stuckName.textContent() !== '<b>stuck</b> & waiting') throw new Error(`name shown as ${await stuckName.innerHTML()}`);
+  if (await page.locator('#workflows b').count() !== 0) throw new Error('a workflow name became markup');
+  await page.locator(`#workflows a[data-workflow-link="${fanIn.id}"]`).click();
+  const dag = async () => page.evaluate(() => [...document.querySelectorAll('#workflow-dag g[data-node]')].map((g) => ({
+    index: Number(g.dataset.node), task: g.dataset.task, state: g.dataset.state,
+    rect: g.querySelector('rect').getAttribute('class'), x: Number(g.querySelector('rect').getAttribute('x')),
+    text: g.querySelector('text').textContent,
+  })));
+  await page.waitForFunction((id) => document.querySelector('#workflow-detail').dataset.workflow === id
+    && document.querySelectorAll('#workflow-dag g[data-node]').length === 3, fanIn.id, { timeout: 10000 });
+  const drawn = await dag();
+  for (const n of drawn) {
+    if (n.task !== 'echo' || n.state !== 'succeeded' || n.rect !== 'state-succeeded' || n.text !== `${n.index} · echo`) {
+      throw new Error(`chord node drawn wrong: ${JSON.stringify(drawn)}`);
+    }
+  }
+  const [left, right, join] = [0, 1, 2].map((i) => drawn.find((n) => n.index === i));
+  if (!(left.x === right.x && join.x > left.x)) throw new Error(`the body is not right of its header: ${JSON.stringify(drawn)}`);
+  const edges = await page.locator('#workflow-dag path.edge').evaluateAll((ps) => ps.map((p) => `${p.dataset.from}>${p.dataset.to}`).sort());
+  if (edges.join(' ') !== '0>2 1>2') throw new Error(`edges: ${edges}`);
+
+  await page.locator(`#workflows a[data-workflow-link="${stuck.id}"]`).click();
+  await page.waitForFunction((id) => {
+    const nodes = [...document.querySelectorAll('#workflow-dag g[data-node] rect')].map((r) => r.getAttribute('class'));
+    return document.querySelector('#workflow-detail').dataset.workflow === id
+      && nodes.join(' ') === 'state-queued state-waiting';
+  }, stuck.id, { timeout: 10000 });
+  const cancelled = await api(`/v1/workflows/${stuck.id}/cancel`, { method: 'POST', body: {} });
+  if (cancelled.state_before !== 'running') throw new Error(`cancel answered ${JSON.stringify(cancelled)}`);
+  // The drawing follows the running workflow on its own.
+  await page.waitForFunction(() => {
+    const nodes = [...document.querySelectorAll('#workflow-dag g[data-node] rect')].map((r) => r.getAttribute('class'));
+    return document.querySelector('#workflow-detail').dataset.state === 'cancelled'
+      && nodes.join(' ') === 'state-cancelled state-skipped';
   }, null, { timeout: 15000 });
 
   step('workers table shows the echo worker');

@@ -451,3 +451,163 @@ async fn schedules_add_list_runs_pause_and_remove() {
     assert_eq!(r["schedules"][0]["id"], "nightly", "{r}");
     assert_eq!(r["schedules"].as_array().unwrap().len(), 1, "{r}");
 }
+
+#[tokio::test]
+async fn workflows_submit_show_list_and_cancel() {
+    let mut env = TestEnv::new(&[]);
+    env.start_api().await;
+    env.start_worker("echo", &[]);
+    let ok = |out: &std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let echo = |m: &str| json!({"task": "echo", "args": {"message": m}});
+
+    // A chain whose second step is a chord: a, then b and c side by side,
+    // then d with both results.
+    let file = std::env::temp_dir().join(format!("hopper-workflow-{}.json", env.id));
+    let spec = json!({"name": "fan", "root": {"chain": [
+        echo("a"),
+        {"chord": {"header": [echo("b"), echo("c")], "body": echo("d")}},
+    ]}});
+    std::fs::write(&file, spec.to_string()).unwrap();
+    let text = ok(&hopper(
+        &env,
+        &["workflows", "submit", file.to_str().unwrap()],
+    ));
+    let id = text.trim().to_owned();
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "{text}");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = ok(&hopper(&env, &["workflows", "show", &id, "--json"]));
+        let w: serde_json::Value = serde_json::from_str(&out).unwrap();
+        if w["state"] != "running" {
+            assert_eq!(w["state"], "succeeded", "{w}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not over in 30 s: {w}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let text = ok(&hopper(&env, &["workflows", "show", &id]));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("workflow {id} \"fan\"  succeeded  on_failure stop  4 nodes: 4 succeeded"),
+        "{text}"
+    );
+    // One line per node in index order, indented by depth, with its state,
+    // place, job and what it waits for.
+    for (line, (start, path, deps)) in lines[1..5].iter().zip([
+        ("   ├─ [0] echo", "root.chain[0]", ""),
+        (
+            "      ├─ [1] echo",
+            "root.chain[1].chord.header[0]",
+            "  ← 0",
+        ),
+        (
+            "      ├─ [2] echo",
+            "root.chain[1].chord.header[1]",
+            "  ← 0",
+        ),
+        (
+            "         └─ [3] echo",
+            "root.chain[1].chord.body",
+            "  ← 1,2",
+        ),
+    ]) {
+        assert!(line.starts_with(start), "{line:?} in\n{text}");
+        assert!(line.contains("  succeeded  "), "{line:?}");
+        assert!(line.contains(&format!("  {path} ")), "{line:?}");
+        assert!(
+            line.contains("  job ") && line.ends_with(&format!("…{deps}")),
+            "{line:?}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(r#"  result: {"attempt":1,"input":["#)),
+        "{text}"
+    );
+
+    let text = ok(&hopper(&env, &["workflows", "list"]));
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("STATE"),
+        "{text}"
+    );
+    let row = lines
+        .iter()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("no row for {id}:\n{text}"));
+    assert!(
+        row.contains(" fan ") && row.contains(" succeeded ") && row.contains(" 4/4 "),
+        "{row}"
+    );
+
+    // From stdin, with --json: the view; then cancelled while its first
+    // step sleeps.
+    let slow = json!({"root": {"chain": [
+        {"task": "echo", "args": {"message": "slow", "sleep_ms": 30_000}},
+        echo("never"),
+    ]}});
+    let mut child = Command::new(binary("hopper"))
+        .args(["workflows", "submit", "-", "--json"])
+        .env("HOPPER_API_URL", env.api.clone().unwrap())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(slow.to_string().as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let w: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(w["nodes"].as_array().unwrap().len(), 2, "{w}");
+    let slow_id = w["id"].as_str().unwrap();
+    let text = ok(&hopper(&env, &["workflows", "cancel", slow_id]));
+    assert_eq!(text, format!("{slow_id}: cancelled (was running)\n"));
+    let text = ok(&hopper(&env, &["workflows", "show", slow_id]));
+    assert!(
+        text.lines().next().unwrap().contains("  cancelled  "),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("[1] echo") && l.contains("  skipped  ")),
+        "{text}"
+    );
+
+    // Refusals: one line naming the field.
+    std::fs::write(&file, json!({"root": {"task": "nope"}}).to_string()).unwrap();
+    let out = hopper(&env, &["workflows", "submit", file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("field `root.task`"), "{err}");
+    let out = hopper(
+        &env,
+        &["workflows", "show", &uuid::Uuid::now_v7().to_string()],
+    );
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no workflow"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_file(&file);
+}

@@ -4,7 +4,8 @@
 //! the page, watches a queue's depth change after a submission, finds a
 //! declared task with its live worker count, retries a dead job with the
 //! page's button, reads the job's timeline, lists a schedule created through
-//! the API (then paused) and saves a screenshot to
+//! the API (then paused), draws two workflows' DAGs (one succeeded chord, one
+//! chain cancelled while it waits) and saves a screenshot to
 //! `target/test-artifacts/dashboard.png`.
 
 use std::process::Command;

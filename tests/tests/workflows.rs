@@ -38,7 +38,7 @@ async fn a_chord_of_200_flaky_members_calls_back_once_in_order_through_a_sigkill
     let q = QueueClient::connect(&env.config()).await.unwrap();
 
     // Members whose first attempt fails: a fixed pseudo-random third.
-    let flaky = |i: u64| (i * 2_654_435_761) % 3 == 0;
+    let flaky = |i: u64| (i * 2_654_435_761).is_multiple_of(3);
     let echo = QueueName::from_static("echo");
     let members = (0..200u64).map(|i| {
         task(

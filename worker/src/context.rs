@@ -4,8 +4,11 @@
 //! It reads the attempt's [`JobContext`] (set by the queue's claim loop:
 //! job id, attempt, tenant, lease, cancellation token) without copying it,
 //! reports progress (stored on the job, fenced by the attempt's lease, shown
-//! by `GET /v1/jobs/{id}`) and pushes child jobs (same tenant, optionally
-//! with an idempotency key so a re-run attempt pushes each child once).
+//! by `GET /v1/jobs/{id}` and streamed by `GET /v1/jobs/{id}/events`; any
+//! JSON, or the standard `{"fraction", "message"}` that the CLI and the
+//! dashboard draw as a bar, through [`TaskContext::report`]) and pushes
+//! child jobs (same tenant, optionally with an idempotency key so a re-run
+//! attempt pushes each child once).
 
 use std::sync::Arc;
 
@@ -35,12 +38,18 @@ pub enum ContextError {
     /// A progress report larger than [`MAX_PROGRESS_BYTES`].
     #[error("a progress report of {0} bytes exceeds {MAX_PROGRESS_BYTES}")]
     ProgressTooLarge(usize),
+    /// A progress fraction that is not a number (NaN).
+    #[error("a progress fraction must be a number from 0 to 1, not NaN")]
+    FractionNotANumber,
     /// A child pushed to an invalid task name.
     #[error(transparent)]
     InvalidTask(#[from] InvalidQueueName),
     /// Redis refused or failed.
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// A workflow that cannot be planned.
+    #[error("invalid workflow: {0}")]
+    Workflow(#[from] hopper_shared::workflows::WorkflowError),
 }
 
 impl TaskContext {
@@ -123,6 +132,27 @@ impl TaskContext {
         Ok(stored == ProgressStored::Stored)
     }
 
+    /// Reports progress in the standard shape, `{"fraction": f, "message":
+    /// m}`, which `hopper submit --wait`, `hopper jobs show --follow` and
+    /// the dashboard draw as a bar: `fraction` is how much is done, from 0
+    /// to 1 (clamped into that range; NaN is refused), `message` says what
+    /// it is doing. Like [`TaskContext::progress`]: false when this attempt
+    /// no longer holds the job.
+    pub async fn report(
+        &self,
+        fraction: f64,
+        message: impl Into<String>,
+    ) -> Result<bool, ContextError> {
+        if fraction.is_nan() {
+            return Err(ContextError::FractionNotANumber);
+        }
+        let report = serde_json::json!({
+            "fraction": fraction.clamp(0.0, 1.0),
+            "message": message.into(),
+        });
+        self.progress(&report).await
+    }
+
     /// Push options whose idempotency key is this job's id and `label`:
     /// a child pushed with them is pushed once, however often this job
     /// runs (within the key's lifetime).
@@ -153,6 +183,27 @@ impl TaskContext {
             opts.request_id = job.request_id.clone();
         }
         Ok(self.client.push(queue, &args, &opts).await?.id)
+    }
+}
+
+impl TaskContext {
+    /// Submits a workflow ([`hopper_shared::workflows`]: build it with
+    /// `chain`, `group`, `chord` and `task`) for this job's tenant. Its id is
+    /// derived from this job and `label`, so a re-run attempt submits it
+    /// once. Its tasks' arguments are not checked against their schemas
+    /// here (the API does that): a node whose arguments its task refuses
+    /// fails when it runs. Returns the workflow's id.
+    pub async fn submit_workflow(
+        &self,
+        label: &str,
+        spec: &hopper_shared::workflows::WorkflowSpec,
+    ) -> Result<Uuid, ContextError> {
+        let plan = spec.plan()?;
+        let id = Uuid::new_v5(&self.id(), format!("workflow:{label}").as_bytes());
+        Ok(self
+            .client
+            .create_workflow_as(id, spec, &plan, self.tenant())
+            .await?)
     }
 }
 

@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 use crate::{TaskContext, TaskError};
 
 /// The diagnostic `echo` kind: answers its message, optionally after a
-/// sleep (which the soft time limit interrupts) or with a failure.
+/// sleep (which the soft time limit interrupts; with `progress_steps`, cut
+/// into that many steps, each reported as progress first) or with a
+/// failure.
 pub async fn echo(args: EchoArgs, ctx: TaskContext) -> Result<Value, TaskError> {
     let job = ctx.job();
     if args.crash {
@@ -26,10 +28,24 @@ pub async fn echo(args: EchoArgs, ctx: TaskContext) -> Result<Value, TaskError> 
         tracing::warn!(job = %job.id, "crash job: aborting the worker process");
         std::process::abort();
     }
-    if args.sleep_ms > 0 {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(args.sleep_ms)) => {}
-            _ = job.cancel.cancelled() => return Err(TaskError::retryable(job.stop_reason())),
+    let steps = args.progress_steps.max(1);
+    let step_sleep = Duration::from_millis(args.sleep_ms) / steps;
+    for step in 1..=steps {
+        if args.progress_steps > 0 {
+            let fraction = f64::from(step) / f64::from(steps);
+            let held = ctx
+                .report(fraction, format!("step {step}"))
+                .await
+                .map_err(|e| TaskError::retryable(format!("progress not stored: {e}")))?;
+            if !held {
+                return Err(TaskError::retryable("this attempt no longer holds the job"));
+            }
+        }
+        if !step_sleep.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(step_sleep) => {}
+                _ = job.cancel.cancelled() => return Err(TaskError::retryable(job.stop_reason())),
+            }
         }
     }
     if let Some(error) = args.fail {

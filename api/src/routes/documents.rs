@@ -10,7 +10,8 @@
 //! Event streams are bounded: each lives at most
 //! `HOPPER_SSE_MAX_LIFETIME_MS` (then a `reconnect` event ends it) and a
 //! tenant holds at most `HOPPER_SSE_MAX_STREAMS_PER_TENANT` at once on one
-//! API replica (counted in this process; 429 beyond).
+//! API replica (counted in this process, documents' and jobs' streams
+//! together — see [`super::job_events`]; 429 beyond).
 
 use std::{
     collections::HashMap,
@@ -405,14 +406,32 @@ pub async fn delete(
     }
 }
 
-/// Document event streams open per tenant in this process.
+/// Event streams (documents' and jobs') open per tenant in this process.
 static OPEN_STREAMS: LazyLock<Mutex<HashMap<String, usize>>> = LazyLock::new(Default::default);
 
 /// One open event stream of a tenant, counted in [`OPEN_STREAMS`] from
 /// [`StreamSlot::take`] until it is dropped (the stream ended or its client
 /// went away).
-struct StreamSlot {
+pub(crate) struct StreamSlot {
     tenant: String,
+}
+
+/// A stream slot for `tenant`, or 429 `too_many_streams` when it holds
+/// `HOPPER_SSE_MAX_STREAMS_PER_TENANT` already.
+pub(crate) fn stream_slot(state: &AppState, tenant: &str) -> Result<StreamSlot, ApiError> {
+    let max = state.config.api.sse_max_streams_per_tenant;
+    StreamSlot::take(tenant, max).ok_or_else(|| {
+        let mut full = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_streams",
+            format!(
+                "tenant `{tenant}` has {max} event streams open on this API replica \
+                 (HOPPER_SSE_MAX_STREAMS_PER_TENANT); close one first"
+            ),
+        );
+        full.retry_after = Some(5);
+        full
+    })
 }
 
 impl StreamSlot {
@@ -476,20 +495,7 @@ pub async fn events(
     {
         return Err(ApiError::not_found(format!("no document {id}")));
     }
-    let max = state.config.api.sse_max_streams_per_tenant;
-    let slot = StreamSlot::take(&caller.tenant, max).ok_or_else(|| {
-        let mut full = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_streams",
-            format!(
-                "tenant `{}` has {max} document event streams open on this API replica \
-                 (HOPPER_SSE_MAX_STREAMS_PER_TENANT); close one first",
-                caller.tenant
-            ),
-        );
-        full.retry_after = Some(5);
-        full
-    })?;
+    let slot = stream_slot(&state, &caller.tenant)?;
     let lifetime = state.config.api.sse_max_lifetime;
     let start = Follow {
         last: None,

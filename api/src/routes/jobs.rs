@@ -300,7 +300,7 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 /// A job id as a client may give it: the job's UUID, or the task id a
 /// Celery producer knows it by (the same job: see
 /// [`hopper_shared::jobs::foreign_job_id`]).
-fn any_job_id(id: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn any_job_id(id: &str) -> Result<Uuid, ApiError> {
     if id.is_empty() || id.len() > 255 || id.chars().any(char::is_control) {
         return parse_id(id);
     }

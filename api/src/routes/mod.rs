@@ -3,6 +3,7 @@
 pub mod dead;
 pub mod documents;
 pub mod health;
+pub mod job_events;
 pub mod jobs;
 pub mod keys;
 pub mod queues;
@@ -10,6 +11,7 @@ pub mod schedules;
 pub mod search;
 pub mod tasks;
 pub mod webhooks;
+pub mod workflows;
 
 use axum::{
     Router,
@@ -26,6 +28,7 @@ pub fn v1() -> Router<AppState> {
         .route("/v1/jobs/{key}", post(jobs::submit).get(jobs::show))
         .route("/v1/jobs/{key}/batch", post(jobs::submit_batch))
         .route("/v1/jobs/{key}/cancel", post(jobs::cancel))
+        .route("/v1/jobs/{key}/events", get(job_events::events))
         .route("/v1/jobs/{key}/vectors", get(jobs::vectors))
         .route(
             "/v1/documents",
@@ -55,6 +58,12 @@ pub fn v1() -> Router<AppState> {
         .route("/v1/schedules/{id}/pause", post(schedules::pause))
         .route("/v1/schedules/{id}/resume", post(schedules::resume))
         .route("/v1/schedules/{id}/runs", get(schedules::runs))
+        .route(
+            "/v1/workflows",
+            post(workflows::create).get(workflows::list),
+        )
+        .route("/v1/workflows/{id}", get(workflows::show))
+        .route("/v1/workflows/{id}/cancel", post(workflows::cancel))
         .route("/v1/keys", get(keys::list).post(keys::create))
         .route("/v1/keys/{id}", delete(keys::revoke))
         .route("/v1/webhooks/secret", get(webhooks::secret))

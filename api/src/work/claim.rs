@@ -162,6 +162,9 @@ pub async fn claim(
     let mut jobs = Vec::new();
     loop {
         let mut next_due: Option<Duration> = None;
+        // Rate-limited queues are not waited on (their wake tokens stay
+        // until the bucket refills): the wait ends when the first refills.
+        let mut throttled: Vec<&QueueName> = Vec::new();
         for k in 0..queues.len() {
             let i = (start + k) % queues.len();
             if jobs.len() >= want {
@@ -187,6 +190,10 @@ pub async fn claim(
             if let Some(due) = batch.next_due_in {
                 next_due = Some(next_due.map_or(due, |d: Duration| d.min(due)));
             }
+            if let Some(wait) = batch.throttled_for {
+                throttled.push(queue);
+                next_due = Some(next_due.map_or(wait, |d: Duration| d.min(wait)));
+            }
             if !batch.expired.is_empty() {
                 record_expired(&state, queue, batch.expired);
             }
@@ -211,7 +218,19 @@ pub async fn claim(
             .min(MAX_BLOCK)
             .min(left)
             .max(Duration::from_millis(1));
-        if !wait_for_push(&state, &mut conn, &queues, block).await {
+        let waited: Vec<QueueName> = queues
+            .iter()
+            .filter(|q| !throttled.contains(q))
+            .cloned()
+            .collect();
+        if waited.is_empty() {
+            tokio::select! {
+                _ = tokio::time::sleep(block) => {}
+                _ = state.work.stopped() => {}
+            }
+            continue;
+        }
+        if !wait_for_push(&state, &mut conn, &waited, block).await {
             // The connection failed, or the API stops mid-wait: never
             // reuse it.
             if state.work.is_stopping() {

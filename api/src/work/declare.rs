@@ -87,6 +87,10 @@ pub struct PartialSettings {
     pub hard_limit_ms: Option<u64>,
     #[schema(nullable = false)]
     pub retention_ms: Option<u64>,
+    /// At most this many starts per period across every worker: `20/s`,
+    /// `600/m`, `1000/h`.
+    #[schema(value_type = Option<String>, nullable = false, example = "20/s")]
+    pub rate_limit: Option<hopper_shared::rate_limit::RateLimit>,
 }
 
 impl PartialSettings {
@@ -99,6 +103,7 @@ impl PartialSettings {
             soft_limit_ms: self.soft_limit_ms.unwrap_or(base.soft_limit_ms),
             hard_limit_ms: self.hard_limit_ms.unwrap_or(base.hard_limit_ms),
             retention_ms: self.retention_ms.unwrap_or(base.retention_ms),
+            rate_limit: self.rate_limit.or(base.rate_limit),
         }
     }
 }

@@ -123,6 +123,17 @@ def test_declared_settings_hold_only_what_the_task_sets() -> None:
     assert worker.tasks["thumb"].is_async
 
 
+def test_a_rate_limit_is_declared_as_given() -> None:
+    worker = Worker("http://127.0.0.1:1")
+
+    @worker.task("crawl", rate_limit="10/s")
+    def crawl(args: dict[str, Any], ctx: JobContext) -> None:
+        return None
+
+    spec = worker.tasks["crawl"].spec.to_json()
+    assert spec["settings"] == {"rate_limit": "10/s"}
+
+
 def context(sent: list[str]) -> JobContext:
     job = ClaimedJob("j1", "q", {}, 1, 3, "l1", None, None, None, None, None)
     return JobContext(job, sent.append)

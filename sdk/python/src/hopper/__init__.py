@@ -1,9 +1,10 @@
 """Hopper's Python SDK: a typed client of the Hopper HTTP API.
 
-`Client` (blocking) and `AsyncClient` (asyncio) submit and follow jobs,
-upload and search documents and manage dead letters; both send the calls
+`Client` (blocking) and `AsyncClient` (asyncio) submit and follow jobs and
+workflows, upload and search documents and manage dead letters; both send the calls
 built in `_calls.py`, so they behave alike. Errors are `HopperError`s
-(`errors.py`), results are dataclasses (`models.py`). `Worker` (`worker.py`)
+(`errors.py`), results are dataclasses (`models.py`); workflows are built with `task`,
+`chain`, `group`, `chord` and `Workflow` (`workflows.py`). `Worker` (`worker.py`)
 serves Python functions as tasks over the HTTP worker protocol
 (`python -m hopper worker module:worker`).
 """
@@ -31,11 +32,15 @@ from .models import (
     DocumentPage,
     Hit,
     Job,
+    NodeView,
     SearchResult,
     Submitted,
     Uploaded,
+    WorkflowCancelled,
+    WorkflowView,
 )
 from .worker import JobContext, Permanent, Worker
+from .workflows import Chain, Chord, Group, TaskNode, Workflow, chain, chord, group, task
 
 __all__ = [
     "AsyncClient",
@@ -43,6 +48,8 @@ __all__ = [
     "Attempt",
     "BadRequest",
     "Cancelled",
+    "Chain",
+    "Chord",
     "Client",
     "Conflict",
     "DeadLetters",
@@ -50,20 +57,30 @@ __all__ = [
     "DocumentPage",
     "Documents",
     "Forbidden",
+    "Group",
     "Hit",
     "HopperError",
     "InvalidArgs",
     "Job",
     "JobContext",
+    "NodeView",
     "NotFound",
     "PayloadTooLarge",
     "Permanent",
     "RateLimited",
     "SearchResult",
     "Submitted",
+    "TaskNode",
     "Unauthorized",
     "Unavailable",
     "UnsupportedMediaType",
     "Uploaded",
     "Worker",
+    "Workflow",
+    "WorkflowCancelled",
+    "WorkflowView",
+    "chain",
+    "chord",
+    "group",
+    "task",
 ]

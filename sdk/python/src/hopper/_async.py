@@ -27,8 +27,11 @@ from .models import (
     SearchResult,
     Submitted,
     Uploaded,
+    WorkflowCancelled,
+    WorkflowView,
 )
-from .polling import Poll
+from .polling import MAX_PAUSE_S, Poll
+from .workflows import Node, Workflow
 
 T = TypeVar("T")
 
@@ -155,6 +158,37 @@ class AsyncClient:
     async def cancel(self, job_id: str) -> Cancelled:
         """Cancels a waiting job at once, a running one at its next heartbeat."""
         return await self._send(_calls.cancel(job_id))
+
+    async def submit_workflow(self, workflow: Workflow | Node | Mapping[str, Any]) -> WorkflowView:
+        """Submits a workflow (a `Workflow`, a bare node, or the JSON body); the workflow
+        with its nodes. A bad one raises `InvalidArgs` naming the JSON path (`field`), an
+        unknown task `NotFound`. Never retried (a workflow has no idempotency key)."""
+        return await self._send(_calls.submit_workflow(workflow))
+
+    async def workflow(self, workflow_id: str) -> WorkflowView:
+        """The workflow with its nodes; `NotFound` when there is none (of this tenant)."""
+        return await self._send(_calls.workflow(workflow_id))
+
+    async def workflows(self, limit: int = 20) -> list[WorkflowView]:
+        """The newest workflows (at most `limit`), without their nodes."""
+        return await self._send(_calls.workflows(limit=limit))
+
+    async def cancel_workflow(self, workflow_id: str) -> WorkflowCancelled:
+        """Cancels a running workflow: nodes not started are skipped, queued ones cancelled
+        at once, running ones at their worker's next heartbeat."""
+        return await self._send(_calls.cancel_workflow(workflow_id))
+
+    async def wait_workflow(
+        self, workflow_id: str, timeout: float = 60.0, poll: float = MAX_PAUSE_S
+    ) -> WorkflowView:
+        """Polls the workflow (with backoff, at most `poll` s between two looks) until it is
+        over (succeeded, failed or cancelled); `TimeoutError` after `timeout` s."""
+        polling = Poll(timeout, f"workflow {workflow_id} not over", max_pause=poll)
+        while True:
+            flow = await self.workflow(workflow_id)
+            if flow.done:
+                return flow
+            await asyncio.sleep(polling.next_pause(flow.state))
 
     async def search(
         self,

@@ -30,7 +30,10 @@ from .models import (
     SearchResult,
     Submitted,
     Uploaded,
+    WorkflowCancelled,
+    WorkflowView,
 )
+from .workflows import Chain, Chord, Group, Node, TaskNode, Workflow
 
 T = TypeVar("T")
 
@@ -292,4 +295,42 @@ def dead_action(queue: str, action: str, ids: Sequence[str] | None) -> Call[int]
         f"/v1/queues/{queue}/dead/{action}",
         lambda d: int(d["count"]),
         json=selection,
+    )
+
+
+def submit_workflow(workflow: Workflow | Node | Mapping[str, Any]) -> Call[WorkflowView]:
+    """`POST /v1/workflows`: a `Workflow`, a bare node (a workflow of it, stopping at the
+    first failure) or the JSON body itself. Never retried: a workflow has no idempotency key."""
+    if isinstance(workflow, Workflow):
+        body: Any = workflow.to_json()
+    elif isinstance(workflow, TaskNode | Chain | Group | Chord):
+        body = Workflow(workflow).to_json()
+    else:
+        body = dict(workflow)
+    return Call("POST", "/v1/workflows", WorkflowView.from_json, json=body)
+
+
+def workflow(workflow_id: str) -> Call[WorkflowView]:
+    """`GET /v1/workflows/{id}`: the workflow with its nodes."""
+    return Call("GET", f"/v1/workflows/{workflow_id}", WorkflowView.from_json, retryable=True)
+
+
+def workflows(*, limit: int = 20) -> Call[list[WorkflowView]]:
+    """`GET /v1/workflows?limit=N`: the newest workflows, without their nodes."""
+    return Call(
+        "GET",
+        "/v1/workflows",
+        lambda d: [WorkflowView.from_json(w) for w in d["workflows"]],
+        params={"limit": limit},
+        retryable=True,
+    )
+
+
+def cancel_workflow(workflow_id: str) -> Call[WorkflowCancelled]:
+    """`POST /v1/workflows/{id}/cancel` (asking twice changes nothing: retryable)."""
+    return Call(
+        "POST",
+        f"/v1/workflows/{workflow_id}/cancel",
+        WorkflowCancelled.from_json,
+        retryable=True,
     )

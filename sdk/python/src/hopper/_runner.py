@@ -223,7 +223,8 @@ class Runner:
             return 0
         settings = {d.name: d.settings for d in declared}
         for task in self._tasks:
-            size = task.concurrency or settings.get(task.name, {}).get("concurrency") or 1
+            declared_size = settings.get(task.name, {}).get("concurrency")
+            size = task.concurrency or (declared_size if isinstance(declared_size, int) else 1)
             self._slots[task.name] = _Slots(task, size)
         self._capacity = sum(s.size for s in self._slots.values())
         threads = sum(s.size for s in self._slots.values() if not s.task.is_async)

@@ -27,8 +27,11 @@ from .models import (
     SearchResult,
     Submitted,
     Uploaded,
+    WorkflowCancelled,
+    WorkflowView,
 )
-from .polling import Poll
+from .polling import MAX_PAUSE_S, Poll
+from .workflows import Node, Workflow
 
 T = TypeVar("T")
 
@@ -155,6 +158,37 @@ class Client:
     def cancel(self, job_id: str) -> Cancelled:
         """Cancels a waiting job at once, a running one at its next heartbeat."""
         return self._send(_calls.cancel(job_id))
+
+    def submit_workflow(self, workflow: Workflow | Node | Mapping[str, Any]) -> WorkflowView:
+        """Submits a workflow (a `Workflow`, a bare node, or the JSON body); the workflow
+        with its nodes. A bad one raises `InvalidArgs` naming the JSON path (`field`), an
+        unknown task `NotFound`. Never retried (a workflow has no idempotency key)."""
+        return self._send(_calls.submit_workflow(workflow))
+
+    def workflow(self, workflow_id: str) -> WorkflowView:
+        """The workflow with its nodes; `NotFound` when there is none (of this tenant)."""
+        return self._send(_calls.workflow(workflow_id))
+
+    def workflows(self, limit: int = 20) -> list[WorkflowView]:
+        """The newest workflows (at most `limit`), without their nodes."""
+        return self._send(_calls.workflows(limit=limit))
+
+    def cancel_workflow(self, workflow_id: str) -> WorkflowCancelled:
+        """Cancels a running workflow: nodes not started are skipped, queued ones cancelled
+        at once, running ones at their worker's next heartbeat."""
+        return self._send(_calls.cancel_workflow(workflow_id))
+
+    def wait_workflow(
+        self, workflow_id: str, timeout: float = 60.0, poll: float = MAX_PAUSE_S
+    ) -> WorkflowView:
+        """Polls the workflow (with backoff, at most `poll` s between two looks) until it is
+        over (succeeded, failed or cancelled); `TimeoutError` after `timeout` s."""
+        polling = Poll(timeout, f"workflow {workflow_id} not over", max_pause=poll)
+        while True:
+            flow = self.workflow(workflow_id)
+            if flow.done:
+                return flow
+            time.sleep(polling.next_pause(flow.state))
 
     def search(
         self,

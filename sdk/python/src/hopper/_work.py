@@ -74,7 +74,7 @@ class TaskSpec:
     name: str
     version: int = 1
     schema: Mapping[str, Any] | None = None
-    settings: Mapping[str, int] | None = None
+    settings: Mapping[str, int | str] | None = None
     description: str | None = None
     params: Sequence[str] | None = None
 
@@ -97,7 +97,7 @@ class Declared:
 
     name: str
     version: int
-    settings: dict[str, int]
+    settings: dict[str, int | str]
     tenant: str | None
     raw: dict[str, Any]
 

@@ -61,7 +61,8 @@ class UnsupportedMediaType(HopperError):
 
 
 class InvalidArgs(HopperError):
-    """422: the arguments or options are invalid; `field` names the culprit."""
+    """422: the arguments, options or workflow are invalid; `field` names the culprit
+    (a workflow's JSON path, `root.chain[1].args`)."""
 
 
 class RateLimited(HopperError):

@@ -17,6 +17,8 @@ JSON = dict[str, Any]
 FINAL_JOB_STATES = frozenset({"succeeded", "dead", "cancelled"})
 #: Document statuses after which the pipeline is done with a version.
 FINAL_DOCUMENT_STATUSES = frozenset({"ready", "failed"})
+#: Workflow states after which a workflow never changes again.
+FINAL_WORKFLOW_STATES = frozenset({"succeeded", "failed", "cancelled"})
 
 
 class FromJson:
@@ -193,3 +195,50 @@ class SearchResult(FromJson):
     hits: list[Hit]
 
     nested: ClassVar[dict[str, Callable[[Any], Any]]] = {"hits": list_of(Hit)}
+
+
+@dataclass(frozen=True)
+class NodeView(FromJson):
+    """One task node of a workflow: its job and where it stands (`waiting`, `queued`,
+    `succeeded`, `dead`, `cancelled` or `skipped`)."""
+
+    index: int
+    path: str
+    task: str
+    state: str
+    job_id: str
+    deps: list[int] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkflowView(FromJson):
+    """A workflow as it stands: its state (`running`, `succeeded`, `failed`, `cancelled`),
+    nodes per state, its result once succeeded, and its nodes (left out of listings)."""
+
+    id: str
+    state: str
+    on_failure: str
+    tenant: str
+    created_at_ms: int
+    counts: dict[str, int] = field(default_factory=dict)
+    name: str | None = None
+    finished_at_ms: int | None = None
+    result: Any = None
+    nodes: list[NodeView] = field(default_factory=list)
+
+    nested: ClassVar[dict[str, Callable[[Any], Any]]] = {"nodes": list_of(NodeView)}
+
+    @property
+    def done(self) -> bool:
+        """Whether the workflow is over (succeeded, failed or cancelled)."""
+        return self.state in FINAL_WORKFLOW_STATES
+
+
+@dataclass(frozen=True)
+class WorkflowCancelled(FromJson):
+    """The answer to a workflow's cancellation: its state before and now."""
+
+    id: str
+    state_before: str
+    state: str

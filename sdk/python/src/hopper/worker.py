@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import os
 import signal
 import threading
@@ -56,7 +57,8 @@ class Permanent(Exception):
 class JobContext:
     """What a running task knows about its job, and its two ways to talk back:
     `cancelled()` (stop early: soft limit passed or cancellation asked) and
-    `progress(...)`."""
+    progress: `report(fraction, message)` in the standard shape, or any
+    JSON object with `progress(...)`."""
 
     __slots__ = (
         "_flag",
@@ -105,6 +107,21 @@ class JobContext:
                 f"progress is {len(encoded.encode())} bytes, over {_work.MAX_PROGRESS_BYTES}"
             )
         self._report(encoded)
+
+    def report(self, fraction: float, message: str = "") -> None:
+        """Reports progress in the standard shape, `{"fraction": f, "message": m}`,
+        which `hopper submit --wait`, `hopper jobs show --follow`, the dashboard
+        and `GET /v1/jobs/{id}/events` show as a bar: `fraction` is how much is
+        done, from 0 to 1 (clamped into that range), `message` what the task is
+        doing. Never blocks, like `progress`. `ValueError` for NaN, `TypeError`
+        for a fraction that is not a number or a message that is not a string."""
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+            raise TypeError(f"fraction must be a number, not {type(fraction).__name__}")
+        if not isinstance(message, str):
+            raise TypeError(f"message must be a string, not {type(message).__name__}")
+        if math.isnan(fraction):
+            raise ValueError("fraction must be a number from 0 to 1, not NaN")
+        self.progress({"fraction": min(1.0, max(0.0, float(fraction))), "message": message})
 
     def _cancel(self) -> None:
         self._flag.set()
@@ -172,6 +189,7 @@ class Worker:
         backoff_base_ms: int | None = None,
         backoff_max_ms: int | None = None,
         retention_ms: int | None = None,
+        rate_limit: str | None = None,
         description: str | None = None,
         params: Sequence[str] | None = None,
     ) -> Callable[[F], F]:
@@ -181,7 +199,9 @@ class Worker:
         in positional order, so a Celery producer's `add.delay(2, 3)` arrives
         as `{"a": 2, "b": 3}` with `params=["a", "b"]` (without it, Celery
         messages arrive as `{"args": [...], "kwargs": {...}}`). Returns `fn`
-        unchanged."""
+        unchanged. `rate_limit` (`"20/s"`, `"600/m"`, `"1000/h"`) caps the
+        task's job starts across every worker (a token bucket the server
+        checks when it hands out jobs)."""
         if name in self.tasks:
             raise ValueError(f"task {name!r} is registered twice")
         if version < 1:
@@ -195,7 +215,9 @@ class Worker:
             "backoff_max_ms": backoff_max_ms,
             "retention_ms": retention_ms,
         }
-        settings = {k: v for k, v in given.items() if v is not None}
+        settings: dict[str, int | str] = {k: v for k, v in given.items() if v is not None}
+        if rate_limit is not None:
+            settings["rate_limit"] = rate_limit
 
         def register(fn: F) -> F:
             doc = inspect.getdoc(fn)
