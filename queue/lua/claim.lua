@@ -14,7 +14,7 @@
 -- rate limit allows a start (-1: not throttled), the number E
 -- of jobs found expired, their E ids, then for each claimed job: id, args, attempt,
 -- max_attempts, enqueued_at, priority, request_id, tenant, callback, lease, hard_ms, soft_ms,
--- notify}.
+-- notify, backoff}.
 -- A job whose expiry time passed before it was claimed is not handed out: it is finished
 -- as cancelled here (its record and callbacks are the caller's to write).
 -- Every claimed job is in the worker's in-flight set, marked running, with its attempt and
@@ -48,7 +48,7 @@ if rate > 0 and period > 0 then
 end
 -- The fields a claim reads of a job, in this order (state first).
 local FIELDS = {'state', 'expires_at', 'attempts', 'lease', 'args', 'max_attempts', 'enqueued_at',
-  'priority', 'request_id', 'tenant', 'callback', 'hard_ms', 'soft_ms', 'notify'}
+  'priority', 'request_id', 'tenant', 'callback', 'hard_ms', 'soft_ms', 'notify', 'backoff'}
 -- Pops the next id from `list` whose job is still pending (cancelled, purged or finished
 -- ids are dropped on the way); answers it with its FIELDS.
 local function next_pending(list)
@@ -96,7 +96,8 @@ while claimed < n and #expired < 1000 do
       'attempts', attempts, 'lease', lease)
     running[#running + 1] = id
     for _, v in ipairs({id, f[5], attempts, f[6], f[7], f[8] or 'normal', f[9] or '',
-        f[10] or 'default', f[11] or '', lease, f[12] or '0', f[13] or '0', f[14] or ''}) do
+        f[10] or 'default', f[11] or '', lease, f[12] or '0', f[13] or '0', f[14] or '',
+        f[15] or ''}) do
       jobs[#jobs + 1] = v
     end
     claimed = claimed + 1

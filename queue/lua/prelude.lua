@@ -100,7 +100,7 @@ local function queued(wake, cap, tenants, tenant, n)
 end
 
 -- The keys and arguments push_job takes (intake.lua and fire.lua pass them through per job).
-local PUSH_KEYS, PUSH_ARGS = 7, 21
+local PUSH_KEYS, PUSH_ARGS = 7, 22
 
 -- Whether a job in `state` is over.
 local function final_state(state)
@@ -175,7 +175,7 @@ local function push_job(K, A, deferred)
   end
   local extra = {}
   for _, f in ipairs({{11, 'request_id', ''}, {13, 'callback', ''}, {16, 'expires_at', '0'},
-      {17, 'hard_ms', '0'}, {18, 'soft_ms', '0'}, {19, 'notify', ''}}) do
+      {17, 'hard_ms', '0'}, {18, 'soft_ms', '0'}, {19, 'notify', ''}, {22, 'backoff', ''}}) do
     if A[f[1]] ~= f[3] then
       extra[#extra + 1] = f[2]
       extra[#extra + 1] = A[f[1]]

@@ -75,6 +75,8 @@ pub struct Claimed {
     pub soft_time_limit: Option<Duration>,
     /// The task told when it finishes, if any.
     pub notify: Option<hopper_shared::jobs::Notify>,
+    /// Its own retry backoff, if any.
+    pub backoff: Option<crate::job::JobBackoff>,
 }
 
 /// A successful attempt, as acknowledged.
@@ -496,6 +498,7 @@ impl QueueClient {
                 },
                 unique_mode.to_owned(),
                 unique_ms.to_string(),
+                opts.backoff.map(|b| b.encode()).unwrap_or_default(),
             ],
         ))
     }
@@ -1284,6 +1287,7 @@ fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, ClaimError> {
             hard,
             soft,
             notify,
+            backoff,
         ] = c
         else {
             return Err(corrupt("truncated reply").into());
@@ -1311,6 +1315,7 @@ fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, ClaimError> {
             } else {
                 Some(serde_json::from_str(&notify).map_err(|e| corrupt(&format!("notify: {e}")))?)
             },
+            backoff: crate::job::JobBackoff::decode(&text(backoff)?),
         });
     }
     Ok(ClaimBatch {
@@ -1322,7 +1327,7 @@ fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, ClaimError> {
 }
 
 /// Fields per job in `claim.lua`'s reply.
-const CLAIMED_FIELDS: usize = 13;
+const CLAIMED_FIELDS: usize = 14;
 
 /// A per-job time limit as `push.lua` takes it: ms, at least 1; 0 for none.
 fn limit_ms(limit: Option<Duration>) -> u64 {

@@ -235,6 +235,7 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
             notify: job.notify,
             hard_time_limit: job.hard_time_limit,
             soft_time_limit: job.soft_time_limit,
+            backoff: job.backoff,
             cancel: CancellationToken::new(),
             cancel_requested: Default::default(),
             stopped_by_worker: Default::default(),

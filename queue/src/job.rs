@@ -89,6 +89,34 @@ pub struct PushOptions {
     pub notify: Option<Notify>,
     /// One job at a time per key (see [`Unique`]).
     pub unique: Option<Unique>,
+    /// Its own retry backoff, instead of its task's.
+    pub backoff: Option<JobBackoff>,
+}
+
+/// A job's own retry backoff: the first retry after `base`, doubling (with
+/// full jitter) up to `max`. Stored on the job as `"<base ms>,<max ms>"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobBackoff {
+    /// Delay before the first retry.
+    pub base: Duration,
+    /// Upper bound of a retry's delay.
+    pub max: Duration,
+}
+
+impl JobBackoff {
+    /// The stored form.
+    pub fn encode(&self) -> String {
+        format!("{},{}", self.base.as_millis(), self.max.as_millis())
+    }
+
+    /// Reads the stored form (`None` for `''` or anything else).
+    pub fn decode(s: &str) -> Option<Self> {
+        let (base, max) = s.split_once(',')?;
+        Some(Self {
+            base: Duration::from_millis(base.parse().ok()?),
+            max: Duration::from_millis(max.parse().ok()?),
+        })
+    }
 }
 
 /// A unique job: while the first job under its key counts, submitting
@@ -184,6 +212,8 @@ pub struct JobContext {
     pub hard_time_limit: Option<Duration>,
     /// Its own soft time limit, when it was submitted with one.
     pub soft_time_limit: Option<Duration>,
+    /// Its own retry backoff, when it was submitted with one.
+    pub backoff: Option<JobBackoff>,
     /// The id of the HTTP request that submitted it.
     pub request_id: Option<String>,
     /// Fires at the soft time limit and on cooperative cancellation; a

@@ -59,8 +59,8 @@ pub use client::{AfterFailure, DeadPage, QueueClient, QueueStats, Trimmed, Worke
 pub use error::QueueError;
 pub use intake::IntakeItem;
 pub use job::{
-    JobContext, MAX_DELAY, Permanent, Priority, PushOptions, UNIQUE_MAX, Unique, UniqueScope,
-    WorkerId,
+    JobBackoff, JobContext, MAX_DELAY, Permanent, Priority, PushOptions, UNIQUE_MAX, Unique,
+    UniqueScope, WorkerId,
 };
 pub use keys::QueueKeys;
 pub use outbox::ListEnd;

@@ -108,6 +108,8 @@ pub struct Attempt<'a> {
     pub notify: Option<&'a Notify>,
     /// A client asked for its cancellation: a failure ends it as cancelled.
     pub cancel_requested: bool,
+    /// Its own retry backoff, instead of the queue's.
+    pub backoff: Option<crate::job::JobBackoff>,
 }
 
 impl<'a> From<&'a JobContext> for Attempt<'a> {
@@ -128,6 +130,7 @@ impl<'a> From<&'a JobContext> for Attempt<'a> {
             callback_url: ctx.callback_url.as_deref(),
             notify: ctx.notify.as_ref(),
             cancel_requested: ctx.is_cancel_requested(),
+            backoff: ctx.backoff,
         }
     }
 }
@@ -206,11 +209,10 @@ impl Recorder {
             Some(_) if permanent => Some(AfterFailure::Dead("permanent")),
             Some(_) if a.attempt < a.max_attempts => {
                 let s = &self.settings;
-                Some(AfterFailure::RetryIn(retry_delay(
-                    a.attempt,
-                    s.backoff_base,
-                    s.backoff_max,
-                )))
+                let (base, max) = a
+                    .backoff
+                    .map_or((s.backoff_base, s.backoff_max), |b| (b.base, b.max));
+                Some(AfterFailure::RetryIn(retry_delay(a.attempt, base, max)))
             }
             Some(_) => Some(AfterFailure::Dead("attempts")),
         };

@@ -1,7 +1,9 @@
 //! Job submission and job state.
 //!
 //! `POST /v1/jobs/{task}` takes the job's arguments as the JSON body;
-//! `delay_ms`, `priority` and `max_attempts` as query parameters; an
+//! `delay_ms`, `priority`, `max_attempts` and its own time limits
+//! (`hard_limit_ms`, `soft_limit_ms`: at most its task's hard limit) as
+//! query parameters; an
 //! `Idempotency-Key` header makes a retried submission return the first
 //! job instead of adding a second; `unique_for_ms` / `unique_until_finished`
 //! (with an optional `unique_key`, else a digest of the arguments) make one
@@ -25,7 +27,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::IntoResponse,
 };
-use hopper_queue::{MAX_DELAY, Priority, PushOptions, UNIQUE_MAX, Unique, UniqueScope};
+use hopper_queue::{JobBackoff, MAX_DELAY, Priority, PushOptions, UNIQUE_MAX, Unique, UniqueScope};
 use hopper_shared::{
     QueueName, db,
     jobs::{JobKind, JobState},
@@ -69,6 +71,20 @@ pub struct SubmitQuery {
     /// The key of a unique job, instead of a digest of its arguments (1–255
     /// characters; per tenant and task).
     unique_key: Option<String>,
+    /// This job's hard time limit in ms (its attempt is abandoned after it),
+    /// at most its task's.
+    #[param(minimum = 1)]
+    hard_limit_ms: Option<u64>,
+    /// This job's soft time limit in ms (its cancellation fires), at most
+    /// its hard limit.
+    #[param(minimum = 1)]
+    soft_limit_ms: Option<u64>,
+    /// This job's delay before its first retry in ms (doubling, with
+    /// jitter), at most its task's `backoff_max_ms`; give it with
+    /// `backoff_max_ms` or alone (the max is then the task's).
+    backoff_base_ms: Option<u64>,
+    /// This job's longest retry delay in ms, at most its task's.
+    backoff_max_ms: Option<u64>,
 }
 
 /// The unique-job options of `q`, checked.
@@ -134,6 +150,7 @@ async fn submittable(state: &AppState, caller: &Caller, name: &str) -> Result<Ar
 
 fn options(
     state: &AppState,
+    task: &QueueName,
     q: Result<Query<SubmitQuery>, QueryRejection>,
     headers: &HeaderMap,
     caller: &Caller,
@@ -160,6 +177,33 @@ fn options(
     {
         return Err(ApiError::out_of_range("max_attempts", 1, 100));
     }
+    // A job may have less time than its task allows, never more.
+    let ceiling = state.queue.settings(task).hard_time_limit;
+    let ceiling_ms = ceiling.as_millis().max(1) as u64;
+    for (field, value) in [
+        ("hard_limit_ms", q.hard_limit_ms),
+        ("soft_limit_ms", q.soft_limit_ms),
+    ] {
+        if let Some(ms) = value
+            && !(1..=ceiling_ms).contains(&ms)
+        {
+            return Err(ApiError::out_of_range(
+                field,
+                1,
+                format!("{ceiling_ms} (the {task} task's hard limit)"),
+            ));
+        }
+    }
+    if let (Some(soft), Some(hard)) = (q.soft_limit_ms, q.hard_limit_ms)
+        && soft > hard
+    {
+        return Err(ApiError::out_of_range(
+            "soft_limit_ms",
+            1,
+            format!("{hard} (hard_limit_ms)"),
+        ));
+    }
+    let backoff = job_backoff(state, task, &q)?;
     let delay = q.delay_ms.map(Duration::from_millis);
     if delay.is_some_and(|d| d > MAX_DELAY) {
         return Err(ApiError::out_of_range(
@@ -197,8 +241,47 @@ fn options(
         max_unfinished: Some(state.config.api.max_pending_per_tenant),
         max_high_unfinished: Some(state.config.api.max_high_priority_per_tenant),
         unique,
+        hard_time_limit: q.hard_limit_ms.map(Duration::from_millis),
+        soft_time_limit: q.soft_limit_ms.map(Duration::from_millis),
+        backoff,
         ..Default::default()
     })
+}
+
+/// The job's own retry backoff, if the query gives one: within its task's
+/// (a job may retry sooner, never later), base at most max.
+fn job_backoff(
+    state: &AppState,
+    task: &QueueName,
+    q: &SubmitQuery,
+) -> Result<Option<JobBackoff>, ApiError> {
+    if q.backoff_base_ms.is_none() && q.backoff_max_ms.is_none() {
+        return Ok(None);
+    }
+    let s = state.queue.settings(task);
+    let ceiling = s.backoff_max.as_millis() as u64;
+    let max = q.backoff_max_ms.unwrap_or(ceiling);
+    if max > ceiling {
+        return Err(ApiError::out_of_range(
+            "backoff_max_ms",
+            0,
+            format!("{ceiling} (the {task} task's backoff_max_ms)"),
+        ));
+    }
+    let base = q
+        .backoff_base_ms
+        .unwrap_or((s.backoff_base.as_millis() as u64).min(max));
+    if base > max {
+        return Err(ApiError::out_of_range(
+            "backoff_base_ms",
+            0,
+            format!("{max} (backoff_max_ms)"),
+        ));
+    }
+    Ok(Some(JobBackoff {
+        base: Duration::from_millis(base),
+        max: Duration::from_millis(max),
+    }))
 }
 
 /// The request's id (set by the request-id middleware), for the jobs it
@@ -228,7 +311,7 @@ pub async fn submit(
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Scope::Submit)?;
     let task = submittable(&state, &caller, &kind).await?;
-    let opts = options(&state, query, &headers, &caller)?;
+    let opts = options(&state, task.name(), query, &headers, &caller)?;
     let Json(args) = body?;
     task.validate(&args, None)?;
     let pushed = state.queue.push(task.name(), &args, &opts).await?;
@@ -265,7 +348,7 @@ pub async fn submit_batch(
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Scope::Submit)?;
     let task = submittable(&state, &caller, &kind).await?;
-    let opts = options(&state, query, &headers, &caller)?;
+    let opts = options(&state, task.name(), query, &headers, &caller)?;
     if opts.idempotency_key.is_some() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

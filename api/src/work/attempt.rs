@@ -16,7 +16,7 @@ use super::token::{LeaseToken, worker_tenant};
 use crate::{AppState, auth::Caller, error::ApiError};
 
 /// The job fields read, in order.
-const FIELDS: [&str; 14] = [
+const FIELDS: [&str; 15] = [
     "state",
     "lease",
     "worker",
@@ -31,6 +31,7 @@ const FIELDS: [&str; 14] = [
     "callback",
     "notify",
     "hard_ms",
+    "backoff",
 ];
 
 /// What a token names now.
@@ -66,6 +67,8 @@ pub(crate) struct HeldAttempt {
     pub hard_time_limit: Option<Duration>,
     /// A client asked for its cancellation.
     pub cancel_requested: bool,
+    /// Its own retry backoff (given at submission), if any.
+    backoff: Option<hopper_queue::JobBackoff>,
 }
 
 impl HeldAttempt {
@@ -87,6 +90,7 @@ impl HeldAttempt {
             callback_url: self.callback_url.as_deref(),
             notify: self.notify.as_ref(),
             cancel_requested: self.cancel_requested,
+            backoff: self.backoff,
         }
     }
 }
@@ -172,6 +176,7 @@ fn classify(token: &LeaseToken, f: &[Option<String>], cancel_requested: bool) ->
             callback_url: get(11).filter(|c| !c.is_empty()).map(str::to_owned),
             notify: get(12).and_then(|n| serde_json::from_str(n).ok()),
             hard_time_limit: (int(13) > 0).then(|| Duration::from_millis(int(13) as u64)),
+            backoff: get(14).and_then(hopper_queue::JobBackoff::decode),
             cancel_requested,
         })),
         "succeeded" if same_attempt => Found::Succeeded,

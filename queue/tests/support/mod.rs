@@ -156,5 +156,6 @@ pub fn attempt<'a>(claimed: &'a Claimed, queue: &'a QueueName, w: &'a WorkerId) 
         callback_url: claimed.callback_url.as_deref(),
         notify: claimed.notify.as_ref(),
         cancel_requested: false,
+        backoff: claimed.backoff,
     }
 }

@@ -51,6 +51,27 @@ def test_bad_args_raise_invalid_args_naming_the_field(hopper: Hopper) -> None:
     assert caught.value.field == "message"
 
 
+def test_per_job_overrides_run_the_job_and_bounds_are_named(hopper: Hopper) -> None:
+    hopper.start_api()
+    hopper.start_worker("echo")
+    with Client(hopper.url) as client:
+        submitted = client.submit(
+            "echo",
+            {"message": "flaky", "fail_attempts": 1},
+            hard_limit_ms=10_000,
+            soft_limit_ms=5_000,
+            backoff_base_ms=10,
+            backoff_max_ms=20,
+        )
+        job = client.wait(submitted.id, timeout=30)
+        assert job.state == "succeeded", job
+        assert job.attempts == 2
+        with pytest.raises(InvalidArgs) as caught:
+            client.submit("echo", {"message": "x"}, hard_limit_ms=10**12)
+    assert caught.value.status == 422
+    assert caught.value.field == "hard_limit_ms"
+
+
 def test_unknown_task_raises_not_found_listing_known_kinds(hopper: Hopper) -> None:
     hopper.start_api()
     with Client(hopper.url) as client, pytest.raises(NotFound) as caught:

@@ -99,10 +99,16 @@ class AsyncClient:
         unique_for_ms: int | None = None,
         unique_until_finished: bool = False,
         unique_key: str | None = None,
+        hard_limit_ms: int | None = None,
+        soft_limit_ms: int | None = None,
+        backoff_base_ms: int | None = None,
+        backoff_max_ms: int | None = None,
     ) -> Submitted:
         """Queues one job of `task`; retried only when `idempotency_key` is given or the job
         is unique (`unique_for_ms`, or `unique_until_finished`; keyed by `unique_key` or
-        by its arguments): a repeat then answers the first job (`created` false)."""
+        by its arguments): a repeat then answers the first job (`created` false).
+        `hard_limit_ms` / `soft_limit_ms` give this job less time than its task's limits,
+        `backoff_base_ms` / `backoff_max_ms` a shorter retry backoff (never more: 422)."""
         return await self._send(
             _calls.submit(
                 task,
@@ -115,6 +121,10 @@ class AsyncClient:
                 unique_for_ms=unique_for_ms,
                 unique_until_finished=unique_until_finished,
                 unique_key=unique_key,
+                hard_limit_ms=hard_limit_ms,
+                soft_limit_ms=soft_limit_ms,
+                backoff_base_ms=backoff_base_ms,
+                backoff_max_ms=backoff_max_ms,
             )
         )
 

@@ -115,22 +115,23 @@ def pause_for(response: httpx.Response | None, backoff: float) -> float:
     return backoff
 
 
+def _given(**options: str | int | None) -> dict[str, str | int]:
+    """The query parameters that were given (`None` leaves one out)."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
 def _options(
     delay_ms: int | None,
     priority: str | None,
     max_attempts: int | None,
     callback_url: str | None,
 ) -> dict[str, str | int]:
-    opts: dict[str, str | int] = {}
-    if delay_ms is not None:
-        opts["delay_ms"] = delay_ms
-    if priority is not None:
-        opts["priority"] = priority
-    if max_attempts is not None:
-        opts["max_attempts"] = max_attempts
-    if callback_url is not None:
-        opts["callback_url"] = callback_url
-    return opts
+    return _given(
+        delay_ms=delay_ms,
+        priority=priority,
+        max_attempts=max_attempts,
+        callback_url=callback_url,
+    )
 
 
 def submit(
@@ -145,16 +146,22 @@ def submit(
     unique_for_ms: int | None = None,
     unique_until_finished: bool = False,
     unique_key: str | None = None,
+    hard_limit_ms: int | None = None,
+    soft_limit_ms: int | None = None,
+    backoff_base_ms: int | None = None,
+    backoff_max_ms: int | None = None,
 ) -> Call[Submitted]:
     """`POST /v1/jobs/{task}`: retried only under an idempotency key or as a
     unique job (the API then answers a repeat with the first job)."""
-    params = _options(delay_ms, priority, max_attempts, callback_url)
-    if unique_for_ms is not None:
-        params["unique_for_ms"] = unique_for_ms
-    if unique_until_finished:
-        params["unique_until_finished"] = "true"
-    if unique_key is not None:
-        params["unique_key"] = unique_key
+    params = _options(delay_ms, priority, max_attempts, callback_url) | _given(
+        hard_limit_ms=hard_limit_ms,
+        soft_limit_ms=soft_limit_ms,
+        backoff_base_ms=backoff_base_ms,
+        backoff_max_ms=backoff_max_ms,
+        unique_for_ms=unique_for_ms,
+        unique_until_finished="true" if unique_until_finished else None,
+        unique_key=unique_key,
+    )
     unique = unique_for_ms is not None or unique_until_finished
     return Call(
         "POST",
