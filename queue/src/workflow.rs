@@ -83,6 +83,19 @@ enum Step {
     },
 }
 
+impl Step {
+    /// Node `node` (job `job`) ended cancelled, for `why`, with no worker
+    /// to report it.
+    fn cancelled(node: usize, job: Uuid, why: &str) -> Self {
+        Step::Done {
+            node,
+            state: "cancelled",
+            outcome: failed_outcome("cancelled", Some(why), job),
+            error: Some(why.to_owned()),
+        }
+    }
+}
+
 type StepReply = (String, Vec<(String, String)>, Vec<Vec<String>>);
 
 impl QueueClient {
@@ -264,12 +277,7 @@ impl QueueClient {
                     && s == "cancelled"
                 {
                     // A waiting job ended here: no worker will report it.
-                    todo.push(Step::Done {
-                        node,
-                        state: "cancelled",
-                        outcome: failed_outcome("cancelled", Some("workflow stopped"), job),
-                        error: Some("workflow stopped".into()),
-                    });
+                    todo.push(Step::cancelled(node, job, "workflow stopped"));
                 }
             }
         }
@@ -360,12 +368,7 @@ impl QueueClient {
             if let Some((_, s)) = self.cancel_in(task, job).await?
                 && s == "cancelled"
             {
-                let step = Step::Done {
-                    node,
-                    state: "cancelled",
-                    outcome: failed_outcome("cancelled", Some("workflow cancelled"), job),
-                    error: Some("workflow cancelled".into()),
-                };
+                let step = Step::cancelled(node, job, "workflow cancelled");
                 self.move_on(id, &owner, step).await?;
             }
         }
@@ -467,12 +470,7 @@ impl QueueClient {
                         Some(_) => {}
                         None => {
                             // Its job is gone (trimmed, or never written).
-                            let step = Step::Done {
-                                node: node.index,
-                                state: "cancelled",
-                                outcome: failed_outcome("cancelled", Some("job lost"), node.job_id),
-                                error: Some("job lost".into()),
-                            };
+                            let step = Step::cancelled(node.index, node.job_id, "job lost");
                             self.move_on(id, &wf.tenant, step).await?;
                         }
                     }

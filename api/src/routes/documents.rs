@@ -418,6 +418,20 @@ pub(crate) struct StreamSlot {
 
 /// A stream slot for `tenant`, or 429 `too_many_streams` when it holds
 /// `HOPPER_SSE_MAX_STREAMS_PER_TENANT` already.
+/// The last event of a stream that reached its lifetime cap
+/// (`HOPPER_SSE_MAX_LIFETIME_MS`): the client reconnects to follow on.
+pub(crate) fn reconnect_event(lifetime: std::time::Duration) -> Event {
+    Event::default()
+        .event("reconnect")
+        .json_data(json!({
+            "reason": "lifetime",
+            "detail": "this stream reached its lifetime cap \
+                       (HOPPER_SSE_MAX_LIFETIME_MS); reconnect to follow on",
+            "max_lifetime_ms": lifetime.as_millis() as u64,
+        }))
+        .unwrap_or_else(|_| Event::default().event("reconnect"))
+}
+
 pub(crate) fn stream_slot(state: &AppState, tenant: &str) -> Result<StreamSlot, ApiError> {
     let max = state.config.api.sse_max_streams_per_tenant;
     StreamSlot::take(tenant, max).ok_or_else(|| {
@@ -514,15 +528,7 @@ pub async fn events(
             loop {
                 if tokio::time::Instant::now() >= f.deadline {
                     f.done = true;
-                    let ev = Event::default()
-                        .event("reconnect")
-                        .json_data(json!({
-                            "reason": "lifetime",
-                            "detail": "this stream reached its lifetime cap \
-                                       (HOPPER_SSE_MAX_LIFETIME_MS); reconnect to follow on",
-                            "max_lifetime_ms": lifetime.as_millis() as u64,
-                        }))
-                        .unwrap_or_else(|_| Event::default().event("reconnect"));
+                    let ev = reconnect_event(lifetime);
                     return Some((Ok(ev), f));
                 }
                 let doc = match documents::get(&pool, &tenant, id).await {

@@ -43,8 +43,8 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{
-    documents::{StreamSlot, stream_slot},
-    jobs::any_job_id,
+    documents::{StreamSlot, reconnect_event, stream_slot},
+    jobs::callers_job,
 };
 use crate::{AppState, auth::Caller, error::ApiError};
 
@@ -68,15 +68,7 @@ pub async fn events(
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     caller.require(Scope::Read)?;
-    let id = any_job_id(&id)?;
-    let names = state.tasks.all_names(&state.queue).await?;
-    let job = match state.queue.find_job_in(id, &names).await? {
-        Some(job) => Some(job),
-        None => db::job_record(&state.pool, id).await?,
-    };
-    let Some(job) = job.filter(|j| caller.owns(&j.tenant)) else {
-        return Err(ApiError::not_found(format!("no job {id}")));
-    };
+    let job = callers_job(&state, &caller, &id).await?;
     let slot = stream_slot(&state, &caller.tenant)?;
     let lifetime = state.config.api.sse_max_lifetime;
     let watch = Watch::start(
@@ -162,15 +154,7 @@ impl Watch {
             }
             if Instant::now() >= self.deadline {
                 self.ended = true;
-                return Some(event(
-                    "reconnect",
-                    json!({
-                        "reason": "lifetime",
-                        "detail": "this stream reached its lifetime cap \
-                                   (HOPPER_SSE_MAX_LIFETIME_MS); reconnect to follow on",
-                        "max_lifetime_ms": self.lifetime.as_millis() as u64,
-                    }),
-                ));
+                return Some(reconnect_event(self.lifetime));
             }
             match self.poll().await {
                 Ok(()) if self.pending.is_empty() => self.pause(POLL).await,

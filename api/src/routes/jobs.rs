@@ -30,7 +30,7 @@ use axum::{
 use hopper_queue::{JobBackoff, MAX_DELAY, Priority, PushOptions, UNIQUE_MAX, Unique, UniqueScope};
 use hopper_shared::{
     QueueName, db,
-    jobs::{JobKind, JobState},
+    jobs::{JobKind, JobRecord, JobState},
     keys::Scope,
 };
 use serde::Deserialize;
@@ -461,16 +461,25 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Scope::Read)?;
-    let id = any_job_id(&id)?;
+    Ok(Json(callers_job(&state, &caller, &id).await?))
+}
+
+/// The job a client names (its id, or the task id a Celery producer knows
+/// it by): from Redis, else its Postgres record; 404 when there is none of
+/// the caller's tenant.
+pub(crate) async fn callers_job(
+    state: &AppState,
+    caller: &Caller,
+    key: &str,
+) -> Result<JobRecord, ApiError> {
+    let id = any_job_id(key)?;
     let names = state.tasks.all_names(&state.queue).await?;
     let job = match state.queue.find_job_in(id, &names).await? {
         Some(job) => Some(job),
         None => db::job_record(&state.pool, id).await?,
     };
-    match job.filter(|j| caller.owns(&j.tenant)) {
-        Some(job) => Ok(Json(job)),
-        None => Err(ApiError::not_found(format!("no job {id}"))),
-    }
+    job.filter(|j| caller.owns(&j.tenant))
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
 }
 
 /// `GET /v1/jobs/{id}/vectors`: the vectors of an `embed` job too large to
