@@ -30,4 +30,6 @@ export HOPPER_LIBTORCH_LIB="$LIBTORCH/lib"
 # Services started by scripts/setup, and the embedding model.
 export DATABASE_URL="${DATABASE_URL:-postgresql://postgres:postgres@127.0.0.1:5433/hopper}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+# The local Redis Cluster of `scripts/setup redis-cluster` (cluster tests read it).
+export HOPPER_CLUSTER_URL="${HOPPER_CLUSTER_URL:-redis+cluster://127.0.0.1:${HOPPER_CLUSTER_PORT:-7101},127.0.0.1:$((${HOPPER_CLUSTER_PORT:-7101} + 1)),127.0.0.1:$((${HOPPER_CLUSTER_PORT:-7101} + 2))}"
 export HOPPER_MODEL_DIR="${HOPPER_MODEL_DIR:-$HOPPER_CACHE/models/all-MiniLM-L6-v2}"

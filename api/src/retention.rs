@@ -1,7 +1,8 @@
 //! The Postgres retention sweep, scheduled by the API.
 //!
 //! Every `HOPPER_RETENTION_SWEEP_MS` each API replica deletes the job records
-//! and stored embed results older than their retention
+//! and stored embed results older than their retention (a record whose job
+//! had its own retention, `?retention_ms=`, after that)
 //! ([`hopper_shared::retention::sweep`]: batched, index-backed, safe to run
 //! on several replicas at once). The API runs it because an API always runs
 //! wherever Hopper does, and it already owns periodic bookkeeping (the depth
@@ -16,10 +17,9 @@ use hopper_shared::{
 
 /// Sweeps Postgres every `settings.sweep_every` until the process ends. A
 /// failed sweep (Postgres away) is logged and retried at the next tick.
+/// It runs even when records and vectors are kept for ever: a job's own
+/// retention (`?retention_ms=`) still ends its record.
 pub fn spawn_sweeper(pool: Pool, settings: RetentionSettings) {
-    if settings.job_records.is_zero() && settings.embed_results.is_zero() {
-        return;
-    }
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(settings.sweep_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -124,6 +124,20 @@ impl Task {
         Self { def, check }
     }
 
+    /// Whether the task's arguments may hold a field `name`: false only
+    /// when its schema lists its properties and allows no others.
+    pub fn takes_field(&self, name: &str) -> bool {
+        let Some(schema) = &self.def.schema else {
+            return true;
+        };
+        let closed = schema.get("additionalProperties") == Some(&Value::Bool(false));
+        !closed
+            || schema
+                .get("properties")
+                .and_then(Value::as_object)
+                .is_some_and(|p| p.contains_key(name))
+    }
+
     /// The task's name.
     pub fn name(&self) -> &QueueName {
         &self.def.name

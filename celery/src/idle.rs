@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
+use hopper_queue::RedisConn;
 use hopper_queue::{ListEnd, QueueClient, QueueError};
-use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 
 /// A loop's idle wait on lists.
 #[derive(Default)]
 pub(crate) struct IdleWait {
-    conn: Option<MultiplexedConnection>,
+    conn: Option<RedisConn>,
 }
 
 impl IdleWait {

@@ -8,21 +8,22 @@
 -- take() in prelude.lua); the others are left as they are and returned.
 -- Returns the ids whose lease was lost (their results must be dropped).
 -- Also forgets up to 2 finished jobs per ack older than the retention,
--- so Redis does not grow forever (Postgres keeps their records).
+-- so Redis does not grow forever (Postgres keeps their records). A job with its own retention
+-- is scored so that this forgets it after its own (done_score in prelude.lua).
 local now, prefix, worker = now_ms(), ARGV[2], ARGV[4]
 local acked, lost, done, finished = 0, {}, {}, {}
 local cancels = redis.call('SCARD', KEYS[4]) > 0
 for i = 5, #ARGV, 3 do
   local id, key = ARGV[i], prefix .. ARGV[i]
   local f = redis.call('HMGET', key, 'state', 'lease', 'attempts', 'started_at', 'history',
-    'tenant', 'priority')
+    'tenant', 'priority', 'done_shift')
   if take(KEYS[1], id, f[1], f[2], ARGV[i + 2]) then
     if cancels then redis.call('SREM', KEYS[4], id) end
     local history = history_with(f[5], {attempt = tonumber(f[3]), worker = worker,
       started_at_ms = tonumber(f[4]), finished_at_ms = now, outcome = 'succeeded'})
     redis.call('HSET', key, 'state', 'succeeded', 'finished_at', now, 'result', ARGV[i + 1],
       'history', history)
-    done[#done + 1] = now
+    done[#done + 1] = done_score(key, now, f[8])
     done[#done + 1] = id
     -- The tenants' counts drop once per tenant and priority, after the loop.
     local who = (f[6] or 'default') .. '\n' .. (f[7] or 'normal')

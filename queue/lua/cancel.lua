@@ -12,7 +12,7 @@ if st == 'pending' or st == 'scheduled' or st == 'retrying' then
   -- A pending id stays in its list; claims skip ids that are not pending.
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', now)
-  redis.call('ZADD', KEYS[4], now, ARGV[1])
+  redis.call('ZADD', KEYS[4], done_score(KEYS[1], now), ARGV[1])
   tenant_done(KEYS[5], KEYS[1])
   return 'cancelled'
 end

@@ -2,13 +2,23 @@
 -- KEYS[1] pending:high  KEYS[2] pending  KEYS[3] scheduled  KEYS[4] worker's in-flight set
 -- KEYS[5] wake list  KEYS[6] workers zset  KEYS[7] high-priority streak counter
 -- KEYS[8] done zset  KEYS[9] unfinished jobs per tenant (hash)  KEYS[10] rate-limit bucket
+-- KEYS[11] running jobs by tenant (zset)  KEYS[12] parked jobs by tenant (zset)
 -- ARGV: 1 job key prefix ('{p:q}:job:'), 2 n, 3 worker id, 4 promote limit, 5 lease ms,
 --       6 high-priority burst (after this many high claims in a row one normal job goes
 --       first; 0: high always first), 7 rate limit: starts per period (0: none),
---       8 its period (ms)
+--       8 its period (ms), 9 tenant concurrency: most jobs of one tenant running at once
+--       (0: none)
 -- A rate-limited queue is a token bucket of ARGV[7] tokens refilled at ARGV[7] per ARGV[8]:
 -- a claim takes at most the whole tokens in it, and with none it takes nothing and answers
 -- how long until the next token (the claimer sleeps that long; the jobs stay queued).
+-- With a tenant concurrency limit, a job whose tenant has that many jobs running is parked
+-- (KEYS[12], still `pending`, out of the pending lists, so it holds no worker slot and blocks
+-- no other tenant) and claimed ahead of the pending lists once one of them ends. Running jobs
+-- are members `<tenant>\t<id>` of KEYS[11] (added here); a member whose job no longer runs is
+-- dropped when its tenant is counted at the limit, so no finishing path has to remove it.
+-- Parked jobs are members `<tenant>\t<0 high|1 normal>\t<enqueued_at>\t<id>` (lex order: by
+-- tenant, then priority, then age). While jobs are parked, the answer's next-due is at most
+-- PARKED_RECHECK_MS, so an idle claimer looks again when a slot may have freed.
 -- Returns {-2} when the worker is not registered or its lease ran out (it was, or is about
 -- to be, presumed dead: it must register afresh), else {next due in ms or -1, ms until the
 -- rate limit allows a start (-1: not throttled), the number E
@@ -49,6 +59,34 @@ end
 -- The fields a claim reads of a job, in this order (state first).
 local FIELDS = {'state', 'expires_at', 'attempts', 'lease', 'args', 'max_attempts', 'enqueued_at',
   'priority', 'request_id', 'tenant', 'callback', 'hard_ms', 'soft_ms', 'notify', 'backoff'}
+local limit = tonumber(ARGV[9] or '0')
+local RUNNING, PARKED = KEYS[11], KEYS[12]
+local PARKED_RECHECK_MS = 200
+-- Tenants found at their limit during this call (their count cannot drop meanwhile).
+local full = {}
+-- The lex range of `tenant`'s members in RUNNING or PARKED (tenant names hold no control
+-- characters: '\n' sorts right after the '\t' that ends the name).
+local function tenant_range(tenant)
+  return '[' .. tenant .. '\t', '(' .. tenant .. '\n'
+end
+-- Whether `tenant` may start one more job (always, without a limit). At the limit, members
+-- whose job no longer runs (finished, retrying, re-queued, forgotten) are dropped first.
+local function has_room(tenant)
+  if limit <= 0 then return true end
+  if full[tenant] then return false end
+  local lo, hi = tenant_range(tenant)
+  local count = redis.call('ZLEXCOUNT', RUNNING, lo, hi)
+  if count >= limit then
+    for _, m in ipairs(redis.call('ZRANGEBYLEX', RUNNING, lo, hi)) do
+      if redis.call('HGET', prefix .. string.sub(m, #tenant + 2), 'state') ~= 'running' then
+        redis.call('ZREM', RUNNING, m)
+        count = count - 1
+      end
+    end
+  end
+  if count >= limit then full[tenant] = true end
+  return count < limit
+end
 -- Pops the next id from `list` whose job is still pending (cancelled, purged or finished
 -- ids are dropped on the way); answers it with its FIELDS.
 local function next_pending(list)
@@ -64,14 +102,61 @@ local function expire(key, id)
   local err = 'expired: not started before its expiry time'
   redis.call('HSET', key, 'state', 'cancelled', 'finished_at', now, 'error', err)
   push_history(key, {attempt = 0, finished_at_ms = now, outcome = 'expired', error = err})
-  redis.call('ZADD', KEYS[8], now, id)
+  redis.call('ZADD', KEYS[8], done_score(key, now), id)
   tenant_done(KEYS[9], key)
 end
 local jobs, expired, running = {}, {}, {}
-local claimed = 0
+local claimed, popped, parked = 0, 0, 0
+-- Marks the job `id` (its FIELDS in `f`) running for this worker and adds it to the answer.
+local function start(id, f)
+  -- The attempt and the claim number (the lease token) are counted here, in the same
+  -- atomic step that marks the job running.
+  local attempts = tonumber(f[3] or '0') + 1
+  local lease = tonumber(f[4] or '0') + 1
+  redis.call('HSET', prefix .. id, 'state', 'running', 'started_at', now, 'worker', worker,
+    'attempts', attempts, 'lease', lease)
+  running[#running + 1] = id
+  for _, v in ipairs({id, f[5], attempts, f[6], f[7], f[8] or 'normal', f[9] or '',
+      f[10] or 'default', f[11] or '', lease, f[12] or '0', f[13] or '0', f[14] or '',
+      f[15] or ''}) do
+    jobs[#jobs + 1] = v
+  end
+  if limit > 0 then redis.call('ZADD', RUNNING, 0, (f[10] or 'default') .. '\t' .. id) end
+  claimed = claimed + 1
+end
+-- Whether the job (its FIELDS in `f`) expired before a worker took it.
+local function past_expiry(f)
+  local expires = tonumber(f[2] or '0')
+  return expires > 0 and expires <= now
+end
+-- Parked jobs first, tenant by tenant (at most 200 tenants a call), while their tenant has
+-- room; ids no longer pending (cancelled) are dropped on the way.
+local tenant_member = redis.call('ZRANGE', PARKED, '-', '+', 'BYLEX', 'LIMIT', 0, 1)[1]
+local visited = 0
+while tenant_member and claimed < n and visited < 200 do
+  visited = visited + 1
+  local tenant = string.match(tenant_member, '^([^\t]*)')
+  local lo, hi = tenant_range(tenant)
+  while claimed < n and has_room(tenant) do
+    local m = redis.call('ZRANGE', PARKED, lo, hi, 'BYLEX', 'LIMIT', 0, 1)[1]
+    if not m then break end
+    redis.call('ZREM', PARKED, m)
+    local id = string.match(m, '([^\t]*)$')
+    local f = redis.call('HMGET', prefix .. id, unpack(FIELDS))
+    if f[1] == 'pending' then
+      if past_expiry(f) then
+        expire(prefix .. id, id)
+        expired[#expired + 1] = id
+      else
+        start(id, f)
+      end
+    end
+  end
+  tenant_member = redis.call('ZRANGE', PARKED, '(' .. tenant .. '\n', '+', 'BYLEX', 'LIMIT', 0, 1)[1]
+end
 local streak = tonumber(redis.call('GET', KEYS[7]) or '0')
 local streak0 = streak
-while claimed < n and #expired < 1000 do
+while claimed < n and #expired + parked < 1000 do
   local first, second = KEYS[1], KEYS[2]
   if burst > 0 and streak >= burst then first, second = KEYS[2], KEYS[1] end
   local id, f = next_pending(first)
@@ -82,25 +167,20 @@ while claimed < n and #expired < 1000 do
   end
   if not id then break end
   if from == KEYS[1] then streak = streak + 1 else streak = 0 end
-  local key = prefix .. id
-  local expires = tonumber(f[2] or '0')
-  if expires > 0 and expires <= now then
-    expire(key, id)
+  -- Each id popped here took one wake token when it was pushed.
+  popped = popped + 1
+  local tenant = f[10] or 'default'
+  if past_expiry(f) then
+    expire(prefix .. id, id)
     expired[#expired + 1] = id
+  elseif has_room(tenant) then
+    start(id, f)
   else
-    -- The attempt and the claim number (the lease token) are counted here, in the same
-    -- atomic step that marks the job running.
-    local attempts = tonumber(f[3] or '0') + 1
-    local lease = tonumber(f[4] or '0') + 1
-    redis.call('HSET', key, 'state', 'running', 'started_at', now, 'worker', worker,
-      'attempts', attempts, 'lease', lease)
-    running[#running + 1] = id
-    for _, v in ipairs({id, f[5], attempts, f[6], f[7], f[8] or 'normal', f[9] or '',
-        f[10] or 'default', f[11] or '', lease, f[12] or '0', f[13] or '0', f[14] or '',
-        f[15] or ''}) do
-      jobs[#jobs + 1] = v
-    end
-    claimed = claimed + 1
+    local rank = '1'
+    if f[8] == 'high' then rank = '0' end
+    redis.call('ZADD', PARKED, 0, tenant .. '\t' .. rank .. '\t'
+      .. string.format('%015d', tonumber(f[7] or '0')) .. '\t' .. id)
+    parked = parked + 1
   end
 end
 for i = 1, #running, 1000 do
@@ -111,10 +191,14 @@ if tokens then
   redis.call('HSET', KEYS[10], 'tokens', tostring(tokens - claimed), 'at', now)
   redis.call('PEXPIRE', KEYS[10], period * 2 + 60000)
 end
-if claimed + #expired > 0 then redis.call('LPOP', KEYS[5], claimed + #expired) end
+if limit > 0 and claimed > 0 then redis.call('PEXPIRE', RUNNING, 7 * 24 * 3600000) end
+if popped > 0 then redis.call('LPOP', KEYS[5], popped) end
 local out = {-1, throttled, #expired}
 for _, id in ipairs(expired) do out[#out + 1] = id end
 for _, v in ipairs(jobs) do out[#out + 1] = v end
 local nxt = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
 if nxt[2] then out[1] = math.max(tonumber(nxt[2]) - now, 0) end
+if redis.call('EXISTS', PARKED) == 1 and (out[1] < 0 or out[1] > PARKED_RECHECK_MS) then
+  out[1] = PARKED_RECHECK_MS
+end
 return out

@@ -25,7 +25,7 @@ if retry_in >= 0 then
   redis.call('LPUSH', KEYS[6], '1')
 elseif ARGV[4] == 'cancelled' then
   redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', now)
-  redis.call('ZADD', KEYS[9], now, id)
+  redis.call('ZADD', KEYS[9], done_score(KEYS[1], now), id)
   redis.call('HINCRBY', KEYS[5], 'cancelled', 1)
 else
   redis.call('HSET', KEYS[1], 'state', 'dead', 'finished_at', now, 'dead_reason', ARGV[5])

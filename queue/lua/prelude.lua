@@ -100,7 +100,18 @@ local function queued(wake, cap, tenants, tenant, n)
 end
 
 -- The keys and arguments push_job takes (intake.lua and fire.lua pass them through per job).
-local PUSH_KEYS, PUSH_ARGS = 7, 22
+local PUSH_KEYS, PUSH_ARGS = 7, 23
+
+-- The done-set score of the job at `key`, finishing (succeeded or cancelled) at `now`: its
+-- finish time moved by its own retention ('done_shift': the job's retention minus its
+-- queue's, ms, set at submission; absent: 0), so that trimming by score against the queue's
+-- retention (ack.lua, trim.lua) forgets it after its own. `shift`: the field when the caller
+-- read it already (nil: read here). Readers of finish times read the hash's 'finished_at',
+-- never this score.
+local function done_score(key, now, shift)
+  if shift == nil then shift = redis.call('HGET', key, 'done_shift') end
+  return now + (tonumber(shift) or 0)
+end
 
 -- Whether a job in `state` is over.
 local function final_state(state)
@@ -175,7 +186,8 @@ local function push_job(K, A, deferred)
   end
   local extra = {}
   for _, f in ipairs({{11, 'request_id', ''}, {13, 'callback', ''}, {16, 'expires_at', '0'},
-      {17, 'hard_ms', '0'}, {18, 'soft_ms', '0'}, {19, 'notify', ''}, {22, 'backoff', ''}}) do
+      {17, 'hard_ms', '0'}, {18, 'soft_ms', '0'}, {19, 'notify', ''}, {22, 'backoff', ''},
+      {23, 'done_shift', '0'}}) do
     if A[f[1]] ~= f[3] then
       extra[#extra + 1] = f[2]
       extra[#extra + 1] = A[f[1]]

@@ -12,7 +12,9 @@
 --       notify when it finishes, as JSON ('' when none), 20 unique: '' (not unique), 'window'
 --       (a second job within ARGV[21] ms answers the first) or 'finished' (until the first
 --       is over: succeeded, dead or cancelled, or gone; ARGV[21] ms at most), 21 the unique
---       key's lifetime in ms
+--       key's lifetime in ms, 22 its own retry backoff ('<base ms>,<max ms>'; '' for the
+--       task's), 23 its own retention minus its queue's, in ms ('0' for the queue's: added to
+--       its done-set score, see done_score in prelude.lua)
 -- Returns {id, created}: the existing job's id and 0 when the idempotency or unique key, or
 -- the given id, was seen; {'', -load} when
 -- the tenant is at its cap, {'high', -load} at its high-priority cap (nothing is written).

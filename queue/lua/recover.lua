@@ -28,7 +28,7 @@ for _, w in ipairs(gone) do
       if redis.call('SREM', KEYS[7], id) == 1 then
         redis.call('HSET', key, 'state', 'cancelled', 'finished_at', now,
           'error', 'cancelled on request (' .. err .. ')')
-        redis.call('ZADD', KEYS[8], now, id)
+        redis.call('ZADD', KEYS[8], done_score(key, now), id)
         tenant_done(KEYS[6], key)
         finished[#finished + 1] = id
       elseif tonumber(f[3]) >= tonumber(f[4]) then

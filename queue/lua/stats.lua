@@ -1,11 +1,13 @@
 -- stats.lua: depth and recent outcomes of one queue, from its own keys.
 -- KEYS[1] pending:high KEYS[2] pending KEYS[3] scheduled KEYS[4] dead KEYS[5] workers
+-- KEYS[6] parked (pending jobs waiting for their tenant's concurrency limit; counted pending)
 -- ARGV: 1 queue key tag, 2 job key prefix, 3 (unused), 4 window minutes
 -- Returns {pending, scheduled, running, dead, workers, oldest_pending_age_ms or -1,
 --          succeeded, failed, retried, dead_lettered} (the last four over the window).
 -- Cost is O(workers + window), never O(queue length).
 local now = now_ms()
 local pending = redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2])
+  + redis.call('ZCARD', KEYS[6])
 local running = 0
 local workers = redis.call('ZRANGE', KEYS[5], 0, -1)
 for _, w in ipairs(workers) do

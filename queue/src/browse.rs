@@ -3,8 +3,8 @@
 //! `GET /v1/jobs/{id}/events` polls). Read-only; used by `GET /v1/jobs`,
 //! `hopper jobs list`, the job event streams and the dashboard.
 //!
-//! Each state is read from the structure that indexes it (pending lists,
-//! the scheduled set, workers' in-flight sets, the dead and done sets), a
+//! Each state is read from the structure that indexes it (pending lists and
+//! the parked set of a tenant concurrency limit, the scheduled set, workers' in-flight sets, the dead and done sets), a
 //! page at a time, and each id's hash is read in one pipelined round trip.
 //! A listing never scans more than [`MAX_SCAN`] ids, so its cost is bounded
 //! whatever the queue's length. Jobs whose hash no longer matches the state
@@ -63,6 +63,8 @@ enum Source {
     ZsetAsc(String),
     /// A sorted set, highest score first.
     ZsetDesc(String),
+    /// The parked set (`<tenant>\t<rank>\t<enqueued_at>\t<id>`), in lex order.
+    Parked(String),
 }
 
 impl QueueClient {
@@ -98,6 +100,7 @@ impl QueueClient {
             JobState::Pending => vec![
                 Source::ListTail(keys.pending(Priority::High)),
                 Source::ListTail(keys.pending(Priority::Normal)),
+                Source::Parked(keys.parked()),
             ],
             JobState::Scheduled | JobState::Retrying => vec![Source::ZsetAsc(keys.scheduled())],
             JobState::Dead => vec![Source::ZsetDesc(keys.dead())],
@@ -124,6 +127,21 @@ impl QueueClient {
             }
         }
         Ok(found.into_iter().skip(skip).take(limit).collect())
+    }
+
+    /// How many of `tenant`'s jobs in `queue` are unfinished (what the
+    /// per-tenant cap counts at push).
+    pub async fn unfinished_of(
+        &self,
+        queue: impl Into<QueueName>,
+        tenant: &str,
+    ) -> Result<u64, QueueError> {
+        let n: Option<i64> = redis::cmd("HGET")
+            .arg(self.keys(queue.into()).tenant_load())
+            .arg(tenant)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(n.unwrap_or(0).max(0) as u64)
     }
 
     /// Jobs held by the queue's registered workers, sorted by id.
@@ -173,6 +191,18 @@ impl QueueClient {
                     .arg(stop)
                     .query_async(&mut conn)
                     .await?
+            }
+            Source::Parked(key) => {
+                let members: Vec<String> = redis::cmd("ZRANGE")
+                    .arg(key)
+                    .arg(start)
+                    .arg(stop)
+                    .query_async(&mut conn)
+                    .await?;
+                members
+                    .into_iter()
+                    .map(|m| m.rsplit('\t').next().unwrap_or_default().to_owned())
+                    .collect()
             }
         })
     }

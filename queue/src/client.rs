@@ -20,15 +20,12 @@ use hopper_shared::{
     jobs::{JobRecord, JobState, QueueSettings},
     queue_settings::QueueSettingsByName,
 };
-use redis::{
-    AsyncConnectionConfig, Client,
-    aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
-};
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::{
     QueueError, QueueKeys,
+    connection::{Redis, RedisConn},
     job::{MAX_DELAY, PushOptions, WorkerId},
     now_ms,
     scripts::SCRIPTS,
@@ -197,8 +194,8 @@ pub const WEBHOOK_QUEUE: QueueName = QueueName::from_static("webhook");
 /// Handle on every queue under one key prefix.
 #[derive(Clone)]
 pub struct QueueClient {
-    client: Client,
-    pub(crate) conn: ConnectionManager,
+    redis: Redis,
+    pub(crate) conn: RedisConn,
     prefix: Arc<str>,
     settings: Arc<QueueSettingsByName>,
     /// Redis' clock minus ours, in ms (see [`QueueClient::sync_clock`]).
@@ -223,16 +220,10 @@ impl QueueClient {
     /// Connects to Redis as configured. Fails with a message naming the URL
     /// when Redis cannot be reached.
     pub async fn connect(config: &Config) -> Result<Self, QueueError> {
-        let client = Client::open(config.redis_url.as_str())?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(3);
-        let conn = client
-            .get_connection_manager_with_config(manager_config)
-            .await?;
+        let redis = Redis::open(config.redis_url.as_str())?;
+        let conn = redis.shared().await?;
         let mut this = Self {
-            client,
+            redis,
             conn,
             prefix: config.key_prefix.as_str().into(),
             settings: Arc::new(config.queues.clone()),
@@ -278,23 +269,19 @@ impl QueueClient {
 
     /// The shared multiplexed connection (cheap to clone), for handlers
     /// whose effects live in Redis.
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConn {
         self.conn.clone()
+    }
+
+    /// Whether Redis is a cluster (`redis+cluster://`).
+    pub fn is_cluster(&self) -> bool {
+        self.redis.is_cluster()
     }
 
     /// A dedicated connection for blocking commands, whose response timeout
     /// allows a block of `block`.
-    pub async fn dedicated_connection(
-        &self,
-        block: Duration,
-    ) -> Result<MultiplexedConnection, QueueError> {
-        let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(block + Duration::from_secs(5)));
-        Ok(self
-            .client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await?)
+    pub async fn dedicated_connection(&self, block: Duration) -> Result<RedisConn, QueueError> {
+        self.redis.dedicated(block).await
     }
 
     /// The built-in queues' names, in name order.
@@ -372,6 +359,21 @@ impl QueueClient {
         batch: &[serde_json::Value],
         opts: &PushOptions,
     ) -> Result<Vec<Uuid>, QueueError> {
+        let ids: Vec<Uuid> = batch.iter().map(|_| Uuid::now_v7()).collect();
+        self.push_many_as(queue, batch, &ids, opts).await
+    }
+
+    /// [`Self::push_many`] under given ids, one per job (`ids[i]` for
+    /// `batch[i]`; `opts.id` is not used): the API records a job's own
+    /// retention in Postgres under its id before the job exists.
+    pub async fn push_many_as(
+        &self,
+        queue: impl Into<QueueName>,
+        batch: &[serde_json::Value],
+        ids: &[Uuid],
+        opts: &PushOptions,
+    ) -> Result<Vec<Uuid>, QueueError> {
+        assert_eq!(batch.len(), ids.len(), "one id per job");
         let queue = queue.into();
         let tenant = opts
             .tenant
@@ -409,8 +411,8 @@ impl QueueClient {
         let mut conn = self.conn.clone();
         SCRIPTS.push.prepare_invoke().load_async(&mut conn).await?;
         let mut pipe = redis::pipe();
-        for args in batch {
-            let (keys, argv) = self.push_parts(&queue, args, &opts)?;
+        for (args, id) in batch.iter().zip(ids) {
+            let (keys, argv) = self.push_parts_as(&queue, *id, args, &opts)?;
             pipe.cmd("EVALSHA")
                 .arg(SCRIPTS.push.get_hash())
                 .arg(keys.len())
@@ -421,15 +423,26 @@ impl QueueClient {
         replies.iter().map(|(id, _)| parse_id(id)).collect()
     }
 
-    /// Keys and arguments of `push.lua` for one job, with a fresh id.
+    /// Keys and arguments of `push.lua` for one job, under `opts.id` or a
+    /// fresh id.
     pub(crate) fn push_parts(
         &self,
         queue: &QueueName,
         args: &serde_json::Value,
         opts: &PushOptions,
     ) -> Result<(Vec<String>, Vec<String>), QueueError> {
+        self.push_parts_as(queue, opts.id.unwrap_or_else(Uuid::now_v7), args, opts)
+    }
+
+    /// Keys and arguments of `push.lua` for one job under the id `id`.
+    fn push_parts_as(
+        &self,
+        queue: &QueueName,
+        id: Uuid,
+        args: &serde_json::Value,
+        opts: &PushOptions,
+    ) -> Result<(Vec<String>, Vec<String>), QueueError> {
         let keys = self.keys(queue);
-        let id = opts.id.unwrap_or_else(Uuid::now_v7);
         let delay = opts.delay.unwrap_or_default();
         if delay > MAX_DELAY {
             return Err(QueueError::DelayTooLong {
@@ -499,6 +512,14 @@ impl QueueClient {
                 unique_mode.to_owned(),
                 unique_ms.to_string(),
                 opts.backoff.map(|b| b.encode()).unwrap_or_default(),
+                match opts.retention {
+                    // Its done-set score moves by the difference (done_score in prelude.lua).
+                    Some(own) => {
+                        let ms = |d: Duration| d.as_millis().min(i64::MAX as u128 / 2) as i64;
+                        (ms(own) - ms(self.settings(queue).retention)).to_string()
+                    }
+                    None => "0".to_owned(),
+                },
             ],
         ))
     }
@@ -539,7 +560,7 @@ impl QueueClient {
         for queue in queues {
             pipe.cmd("HGETALL").arg(self.keys(queue).job(&id));
         }
-        let all: Vec<HashMap<String, String>> = pipe.query_async(&mut self.conn.clone()).await?;
+        let all: Vec<HashMap<String, String>> = self.conn.query_spread(&pipe).await?;
         for (queue, fields) in queues.iter().zip(all) {
             if !fields.is_empty() {
                 return record_from_hash(queue, id, &fields).map(Some);
@@ -621,6 +642,7 @@ impl QueueClient {
             .key(keys.scheduled())
             .key(keys.dead())
             .key(keys.workers())
+            .key(keys.parked())
             .arg(keys.tag())
             .arg(keys.job_prefix())
             .arg("")
@@ -690,7 +712,7 @@ impl QueueClient {
     /// heartbeat is older than `lease`: it must renew or register afresh.
     pub async fn claim(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut RedisConn,
         queue: impl Into<QueueName>,
         worker: &WorkerId,
         n: usize,
@@ -698,7 +720,8 @@ impl QueueClient {
     ) -> Result<ClaimBatch, QueueError> {
         let queue = queue.into();
         let keys = self.keys(&queue);
-        let rate = self.settings(&queue).rate_limit;
+        let settings = self.settings(&queue);
+        let rate = settings.rate_limit;
         let raw: Vec<redis::Value> = SCRIPTS
             .claim
             .key(keys.pending(crate::Priority::High))
@@ -711,6 +734,8 @@ impl QueueClient {
             .key(keys.done())
             .key(keys.tenant_load())
             .key(keys.rate())
+            .key(keys.tenant_running())
+            .key(keys.parked())
             .arg(keys.job_prefix())
             .arg(n)
             .arg(worker.as_str())
@@ -719,6 +744,7 @@ impl QueueClient {
             .arg(self.high_burst)
             .arg(rate.map_or(0, |r| r.tokens))
             .arg(rate.map_or(0, |r| r.per_ms()))
+            .arg(settings.tenant_concurrency.unwrap_or(0))
             .invoke_async(conn)
             .await?;
         parse_claim(&raw).map_err(|e| match e {

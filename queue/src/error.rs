@@ -6,6 +6,10 @@ pub enum QueueError {
     /// Redis could not be reached or a command failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The Redis named by the configuration cannot be used as named (a
+    /// cluster named as one server, or the reverse; a malformed URL).
+    #[error("{0}")]
+    Config(String),
     /// A stored job could not be read back.
     #[error("corrupt job {id}: {why}")]
     Corrupt {

@@ -191,7 +191,7 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
     /// second, whichever comes first. False when the connection failed.
     async fn wait_for_work(
         &self,
-        conn: &mut redis::aio::MultiplexedConnection,
+        conn: &mut crate::RedisConn,
         next_due_in: Option<Duration>,
     ) -> bool {
         let block = next_due_in

@@ -91,7 +91,19 @@ pub struct PushOptions {
     pub unique: Option<Unique>,
     /// Its own retry backoff, instead of its task's.
     pub backoff: Option<JobBackoff>,
+    /// Its own retention: how long Redis keeps it once it succeeded or was
+    /// cancelled, instead of its queue's. Stored as the difference from the
+    /// queue's (`done_shift`, ms), which moves its score in the done set
+    /// (`done_score` in `prelude.lua`), so the queue's trimming forgets it
+    /// after its own. The API allows at most [`MAX_RETENTION_FACTOR`] times
+    /// the queue's and also records it in Postgres, whose sweep deletes the
+    /// job's record after it (`hopper_shared::retention`).
+    pub retention: Option<Duration>,
 }
+
+/// A job's own retention is at most this many times its queue's (a day by
+/// default, so a month: the default life of a Postgres record).
+pub const MAX_RETENTION_FACTOR: u32 = 30;
 
 /// A job's own retry backoff: the first retry after `base`, doubling (with
 /// full jitter) up to `max`. Stored on the job as `"<base ms>,<max ms>"`.

@@ -18,6 +18,10 @@
 //! {<prefix>:<queue>}:stats:<minute>   HASH  succeeded / failed / retried / dead counts
 //! {<prefix>:<queue>}:fair             STRING  high-priority claims in a row (fair priorities)
 //! {<prefix>:<queue>}:rate             HASH  the rate limit's token bucket: tokens, at (ms)
+//! {<prefix>:<queue>}:running          ZSET  `<tenant>\t<id>` of jobs started under a tenant
+//!                                           concurrency limit (lex order; pruned lazily)
+//! {<prefix>:<queue>}:parked           ZSET  `<tenant>\t<rank>\t<enqueued_at>\t<id>` of pending
+//!                                           jobs waiting for their tenant's running count
 //! ```
 //!
 //! The braces are a Redis Cluster hash tag: all keys of a queue map to one
@@ -137,6 +141,16 @@ impl QueueKeys {
     /// The token bucket of the queue's rate limit (`claim.lua`).
     pub fn rate(&self) -> String {
         format!("{}:rate", self.tag)
+    }
+
+    /// Jobs running under the tenant concurrency limit, by tenant.
+    pub fn tenant_running(&self) -> String {
+        format!("{}:running", self.tag)
+    }
+
+    /// Pending jobs parked until their tenant runs fewer than its limit.
+    pub fn parked(&self) -> String {
+        format!("{}:parked", self.tag)
     }
 
     /// Per-minute outcome counters of the minute holding `now_ms`.

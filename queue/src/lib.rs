@@ -35,6 +35,7 @@ pub mod backend;
 mod batch;
 pub mod browse;
 pub mod client;
+pub mod connection;
 pub mod error;
 pub mod fetcher;
 mod heartbeat;
@@ -56,11 +57,12 @@ pub mod workflow;
 pub use backend::{Admission, Lease, RedisBackend, ShutdownHandle};
 pub use browse::MinuteOutcomes;
 pub use client::{AfterFailure, DeadPage, QueueClient, QueueStats, Trimmed, WorkerInfo};
+pub use connection::{Redis, RedisConn};
 pub use error::QueueError;
 pub use intake::IntakeItem;
 pub use job::{
-    JobBackoff, JobContext, MAX_DELAY, Permanent, Priority, PushOptions, UNIQUE_MAX, Unique,
-    UniqueScope, WorkerId,
+    JobBackoff, JobContext, MAX_DELAY, MAX_RETENTION_FACTOR, Permanent, Priority, PushOptions,
+    UNIQUE_MAX, Unique, UniqueScope, WorkerId,
 };
 pub use keys::QueueKeys;
 pub use outbox::ListEnd;

@@ -21,8 +21,8 @@
 
 use std::time::Duration;
 
+use crate::RedisConn;
 use hopper_shared::QueueName;
-use redis::aio::MultiplexedConnection;
 
 use crate::{QueueClient, QueueError, scripts::SCRIPTS};
 
@@ -92,7 +92,7 @@ impl QueueClient {
     /// [`QueueClient::wait_for_element`]).
     pub async fn outbox_wait(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut RedisConn,
         name: &QueueName,
         wait: Duration,
     ) -> Result<(), QueueError> {
@@ -104,7 +104,7 @@ impl QueueClient {
     /// blocks until an element arrives, then moves it from that end back to
     /// the same end.
     pub async fn wait_for_element(
-        conn: &mut MultiplexedConnection,
+        conn: &mut RedisConn,
         key: &str,
         end: ListEnd,
         wait: Duration,

@@ -163,8 +163,7 @@ impl QueueClient {
             let [zset, def, _] = self.schedule_keys(task, id);
             pipe.cmd("GET").arg(def).cmd("ZSCORE").arg(zset).arg(id);
         }
-        let replies: Vec<(Option<String>, Option<f64>)> =
-            pipe.query_async(&mut self.conn.clone()).await?;
+        let replies: Vec<(Option<String>, Option<f64>)> = self.conn.query_spread(&pipe).await?;
         replies
             .into_iter()
             .map(|(def, next)| {
@@ -284,7 +283,7 @@ impl QueueClient {
         }
         // Two replies per task, read one by one: typed as pairs, a reply of
         // one member (`[id, score]`) would be taken for a pair of replies.
-        let replies: Vec<Vec<(String, f64)>> = pipe.query_async(&mut self.conn.clone()).await?;
+        let replies: Vec<Vec<(String, f64)>> = self.conn.query_spread(&pipe).await?;
         let mut replies = replies.into_iter();
         let mut due = Vec::new();
         for task in &tasks {

@@ -330,7 +330,7 @@ impl QueueClient {
                 .arg(argv);
             pushed.push((node, job));
         }
-        let _: Vec<(String, i64)> = pipe.query_async(&mut conn).await?;
+        let _: Vec<(String, i64)> = conn.query_spread(&pipe).await?;
         Ok(pushed)
     }
 
@@ -457,29 +457,39 @@ impl QueueClient {
                 continue;
             };
             tracing::info!(workflow = %id, "repairing a workflow a dead mover left");
-            if let Some(wf) = self.workflow(id, None, true).await? {
-                for node in wf.nodes.iter().filter(|n| n.state == NodeState::Queued) {
-                    let member = Member {
-                        workflow: id,
-                        node: node.index,
-                    };
-                    match self.job(&node.task, node.job_id).await? {
-                        Some(job) if job.state.is_final() => {
-                            self.workflow_member_finished(&member, &job).await?
-                        }
-                        Some(_) => {}
-                        None => {
-                            // Its job is gone (trimmed, or never written).
-                            let step = Step::cancelled(node.index, node.job_id, "job lost");
-                            self.move_on(id, &wf.tenant, step).await?;
-                        }
-                    }
-                }
-                self.move_on(id, &wf.tenant, Step::Kick).await?;
-            }
+            self.repair_workflow(id).await?;
             self.unstall(id).await;
         }
         Ok(ids.len())
+    }
+
+    /// Repairs one workflow now, whether marked stalled or not: every
+    /// queued node whose job is over (or gone) is reported, then the ready
+    /// nodes are pushed. For a caller that finds a workflow still running
+    /// and must know whether it can still finish (its members' reports may
+    /// have been lost). Idempotent; a finished workflow pushes nothing.
+    pub async fn repair_workflow(&self, id: Uuid) -> Result<(), QueueError> {
+        let Some(wf) = self.workflow(id, None, true).await? else {
+            return Ok(());
+        };
+        for node in wf.nodes.iter().filter(|n| n.state == NodeState::Queued) {
+            let member = Member {
+                workflow: id,
+                node: node.index,
+            };
+            match self.job(&node.task, node.job_id).await? {
+                Some(job) if job.state.is_final() => {
+                    self.workflow_member_finished(&member, &job).await?
+                }
+                Some(_) => {}
+                None => {
+                    // Its job is gone (trimmed, or never written).
+                    let step = Step::cancelled(node.index, node.job_id, "job lost");
+                    self.move_on(id, &wf.tenant, step).await?;
+                }
+            }
+        }
+        self.move_on(id, &wf.tenant, Step::Kick).await
     }
 }
 

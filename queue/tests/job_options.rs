@@ -173,3 +173,94 @@ async fn a_notify_travels_with_the_job_to_its_claim_and_record() {
     assert!(find(plain).notify.is_none());
     // What a finished job tells the outbox it names: see outbox.rs.
 }
+
+#[tokio::test]
+async fn a_jobs_own_retention_moves_its_done_score_so_the_trim_honours_it() {
+    let t = TestQueue::new();
+    let q = t.client().await;
+    let keys = q.keys(queue());
+    let queue_ms = q.settings(queue()).retention.as_millis() as i64;
+    let own = |ms: u64| PushOptions {
+        retention: Some(Duration::from_millis(ms)),
+        ..Default::default()
+    };
+    // Succeeded (ack.lua): kept 1 ms, the queue's retention, twice it.
+    let brief = q
+        .push(queue(), &json!({ "n": 1 }), &own(1))
+        .await
+        .unwrap()
+        .id;
+    let plain = q
+        .push(queue(), &json!({ "n": 2 }), &PushOptions::default())
+        .await;
+    let plain = plain.unwrap().id;
+    let long_ms = 2 * queue_ms as u64;
+    let long = q
+        .push(queue(), &json!({ "n": 3 }), &own(long_ms))
+        .await
+        .unwrap()
+        .id;
+    let w = registered(&q, &queue()).await;
+    let batch = claim(&q, &queue(), &w, 10).await;
+    let acks: Vec<hopper_queue::client::Ack> = batch
+        .jobs
+        .iter()
+        .map(|j| hopper_queue::client::Ack {
+            id: j.id,
+            result: "null".into(),
+            worker: w.clone(),
+            lease: j.lease,
+        })
+        .collect();
+    assert_eq!(acks.len(), 3);
+    assert!(q.ack_many(queue(), &acks).await.unwrap().is_empty());
+    // Cancelled while waiting (cancel.lua) and expired at its claim (claim.lua).
+    let delayed = PushOptions {
+        delay: Some(Duration::from_secs(60)),
+        ..own(1)
+    };
+    let cancelled = q
+        .push(queue(), &json!({ "n": 4 }), &delayed)
+        .await
+        .unwrap()
+        .id;
+    q.cancel_in(queue(), cancelled).await.unwrap();
+    let past = PushOptions {
+        expires_at_ms: Some(now_ms() - 1_000),
+        ..own(long_ms)
+    };
+    let expired = q.push(queue(), &json!({ "n": 5 }), &past).await.unwrap().id;
+    assert_eq!(claim(&q, &queue(), &w, 10).await.expired, vec![expired]);
+
+    // Each score is its finish time moved by its own retention minus the
+    // queue's; the finish time itself stays true.
+    let mut conn = q.connection();
+    for (id, shift) in [
+        (brief, 1 - queue_ms),
+        (plain, 0),
+        (long, queue_ms),
+        (cancelled, 1 - queue_ms),
+        (expired, queue_ms),
+    ] {
+        let finished = q.job(queue(), id).await.unwrap().unwrap().finished_at_ms;
+        let finished = finished.expect("finished");
+        assert!((finished - now_ms()).abs() < 60_000, "a true finish time");
+        let score: Option<f64> = conn.zscore(keys.done(), id.to_string()).await.unwrap();
+        assert_eq!(score, Some((finished + shift) as f64), "{id}");
+    }
+
+    // The queue's trim forgets the two kept 1 ms, and only them.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let trimmed = q.trim(queue(), 100).await.unwrap();
+    assert_eq!(trimmed.finished, 2);
+    for (id, kept) in [
+        (brief, false),
+        (plain, true),
+        (long, true),
+        (cancelled, false),
+        (expired, true),
+    ] {
+        let there = q.job(queue(), id).await.unwrap().is_some();
+        assert_eq!(there, kept, "{id}");
+    }
+}

@@ -35,7 +35,7 @@ async fn client(c: &Config) -> QueueClient {
         .expect("Redis is running (scripts/setup)")
 }
 
-async fn conn(q: &QueueClient) -> redis::aio::MultiplexedConnection {
+async fn conn(q: &QueueClient) -> hopper_queue::RedisConn {
     q.dedicated_connection(Duration::from_secs(1))
         .await
         .unwrap()

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hopper_queue::{FireRound, QueueClient};
+use hopper_queue::{FireRound, Priority, QueueClient};
 use hopper_shared::{
     QueueName,
     schedules::{MissedTicks, Schedule, ScheduleRun, ScheduleSpec},
@@ -89,20 +89,20 @@ async fn job_hash(q: &QueueClient, job: &uuid::Uuid) -> HashMap<String, String> 
 
 /// Every job hash of [`task`] under this prefix: id -> hash.
 async fn all_jobs(q: &QueueClient) -> BTreeMap<String, HashMap<String, String>> {
-    let pattern = format!("{}*", q.keys(task()).job_prefix());
+    // No worker runs here: every job pushed is in a pending list (read by
+    // key, so a cluster routes it to the queue's node; a SCAN would not).
+    let keys = q.keys(task());
     let mut conn = q.connection();
-    let mut names: Vec<String> = Vec::new();
-    {
-        let mut it = conn.scan_match::<_, String>(&pattern).await.unwrap();
-        while let Some(k) = it.next_item().await {
-            names.push(k.unwrap());
-        }
-    }
     let mut jobs = BTreeMap::new();
-    for name in names {
-        let hash: HashMap<String, String> = conn.hgetall(&name).await.unwrap();
-        let id = name.rsplit(':').next().unwrap().to_owned();
-        jobs.insert(id, hash);
+    for priority in [Priority::High, Priority::Normal] {
+        let ids: Vec<String> = conn.lrange(keys.pending(priority), 0, -1).await.unwrap();
+        for id in ids {
+            let hash: HashMap<String, String> = conn
+                .hgetall(format!("{}{id}", keys.job_prefix()))
+                .await
+                .unwrap();
+            jobs.insert(id, hash);
+        }
     }
     jobs
 }

@@ -283,11 +283,20 @@ impl Config {
         };
 
         let redis_url = env.string("REDIS_URL", DEFAULT_REDIS_URL);
-        if !redis_url.starts_with("redis://") && !redis_url.starts_with("rediss://") {
+        if ![
+            "redis://",
+            "rediss://",
+            "redis+cluster://",
+            "rediss+cluster://",
+        ]
+        .iter()
+        .any(|s| redis_url.starts_with(s))
+        {
             env.problem(
                 "REDIS_URL",
                 &redis_url,
-                "must start with redis:// or rediss://",
+                "must start with redis:// or rediss:// (one server), or redis+cluster:// or \
+                 rediss+cluster:// (a Redis Cluster: host:port,host:port,…)",
             );
         }
         let database_url = env.string("DATABASE_URL", DEFAULT_DATABASE_URL);
@@ -572,6 +581,7 @@ fn queue_settings<F: Fn(&str) -> Option<String>>(
         hard_time_limit: env.millis(&var("HARD_LIMIT_MS"), d.hard_time_limit),
         retention: env.millis(&var("RETENTION_MS"), d.retention),
         rate_limit: env.rate_limit(&var("RATE_LIMIT"), d.rate_limit),
+        tenant_concurrency: env.optional_count(&var("TENANT_CONCURRENCY"), d.tenant_concurrency),
     };
     if s.concurrency == 0 {
         env.problem(&var("CONCURRENCY"), "0", "must be at least 1");
@@ -735,6 +745,22 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
                 Ok(limit) => Some(limit),
                 Err(e) => {
                     self.problem(var, &raw, &e.to_string());
+                    default
+                }
+            },
+        }
+    }
+
+    /// A count of at least 1, `off` (or `none`, `0`) for none, or `default`
+    /// when unset.
+    fn optional_count(&mut self, var: &str, default: Option<u32>) -> Option<u32> {
+        match (self.get)(var) {
+            None => default,
+            Some(raw) if matches!(raw.trim(), "off" | "none" | "0") => None,
+            Some(raw) => match raw.trim().parse::<u32>() {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    self.problem(var, &raw, &format!("a count of at least 1, or `off`: {e}"));
                     default
                 }
             },

@@ -120,6 +120,9 @@ pub async fn upsert_job_record(pool: &Pool, job: &JobRecord) -> Result<()> {
 /// one commit). When a batch holds the same id twice, the last one wins.
 /// Fenced: a stored record is replaced only by one of the same or a later
 /// claim (`lease`), so a stale attempt never overwrites its successor's.
+/// A job submitted with its own retention (a `job_retention` row, see
+/// [`crate::retention`]) that succeeded or was cancelled gets `keep_until`:
+/// its finish plus that retention, when the sweep deletes it.
 pub async fn upsert_job_records(pool: &Pool, jobs: &[JobRecord]) -> Result<()> {
     let mut seen = std::collections::HashSet::with_capacity(jobs.len());
     let unique: Vec<&JobRecord> = jobs.iter().rev().filter(|j| seen.insert(j.id)).collect();
@@ -160,21 +163,25 @@ pub async fn upsert_job_records(pool: &Pool, jobs: &[JobRecord]) -> Result<()> {
         .prepare_cached(
             "INSERT INTO job_records (id, kind, state, attempts, max_attempts, args, result, \
                  error, worker, enqueued_at, started_at, finished_at, priority, history, \
-                 tenant, lease) \
+                 tenant, lease, keep_until) \
              SELECT id, kind, state, attempts, max_attempts, args, result, error, worker, \
                  to_timestamp(enq / 1000), to_timestamp(st / 1000), to_timestamp(fin / 1000), \
-                 priority, history, tenant, lease \
+                 priority, history, tenant, lease, \
+                 CASE WHEN state IN ('succeeded', 'cancelled') THEN to_timestamp(fin / 1000) \
+                     + k.retention_ms * interval '1 millisecond' END \
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::int4[], \
                  $6::jsonb[], $7::jsonb[], $8::text[], $9::text[], $10::float8[], \
                  $11::float8[], $12::float8[], $13::text[], $14::jsonb[], $15::text[], \
                  $16::int8[]) \
                  AS t(id, kind, state, attempts, max_attempts, args, result, error, worker, \
                       enq, st, fin, priority, history, tenant, lease) \
+                 LEFT JOIN job_retention k ON k.job_id = t.id \
              ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, \
                  attempts = EXCLUDED.attempts, result = EXCLUDED.result, \
                  error = EXCLUDED.error, worker = EXCLUDED.worker, \
                  started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, \
-                 history = EXCLUDED.history, lease = EXCLUDED.lease, updated_at = now() \
+                 history = EXCLUDED.history, lease = EXCLUDED.lease, \
+                 keep_until = EXCLUDED.keep_until, updated_at = now() \
              WHERE job_records.lease <= EXCLUDED.lease",
         )
         .await?;

@@ -1,6 +1,9 @@
 //! Documents and their chunks in Postgres: what the API stores on upload,
-//! what the pipeline's jobs read and write, and the fan-in that moves a
-//! document from `embedding` to `summarizing`/`ready` exactly once.
+//! and what the pipeline's jobs read and write. The pipeline of a document
+//! version runs as a workflow (its fan-in is the queue core's, see
+//! `worker/src/pipeline/handlers.rs`): embed batches mark themselves done
+//! here, and the workflow's body moves the version from `embedding` to
+//! `summarizing`/`ready` exactly once ([`finish_embedding`]).
 //!
 //! Every query a pipeline job runs names the job's tenant: a job whose
 //! tenant does not own the document finds nothing (`None`) and changes
@@ -8,8 +11,9 @@
 //!
 //! Every write a job makes is idempotent: a document version's chunks and
 //! embed batches are stored once (a re-run of its ingest finds them and
-//! stores nothing), and an embed batch flips its `done` flag once, so a job
-//! re-run after a crash neither duplicates chunks nor counts twice.
+//! stores nothing), an embed batch flips its `done` flag once, and the
+//! status moves on from `embedding` once, so a job re-run after a crash
+//! neither duplicates chunks nor counts twice.
 //!
 //! An upload is atomic: [`insert_then`] stores the row and queues its ingest
 //! job inside one transaction, so a refused push leaves no row; an ingest
@@ -396,20 +400,11 @@ async fn try_start_ingest(
 ) -> Result<Option<IngestStart>> {
     let tx = client.transaction().await?;
     // The row lock orders this with a concurrent run's `store_chunks`.
-    let Some(doc) = tx
-        .query_opt(
-            "SELECT version, options, status, summary IS NOT NULL FROM documents \
-             WHERE id = $1 AND tenant = $2 FOR UPDATE",
-            &[&id, &tenant],
-        )
-        .await?
-    else {
+    let Some(stored) = current_version(&tx, tenant, id, true).await? else {
         tx.commit().await?;
         return Ok(None);
     };
-    let version: i32 = doc.get(0);
-    let batches = stored_batches(&tx, id, version).await?;
-    let start = if batches.is_empty() {
+    let start = if stored.batches.is_empty() {
         let row = tx
             .query_one(
                 "UPDATE documents SET status = 'ingesting', error = NULL, updated_at = now() \
@@ -420,21 +415,44 @@ async fn try_start_ingest(
         IngestStart::Fresh(Source {
             content_type: row.get(0),
             body: row.get::<_, Option<Vec<u8>>>(1).unwrap_or_default(),
-            options: serde_json::from_value(doc.get(1)).unwrap_or_default(),
-            version,
+            options: stored.options,
+            version: stored.version,
             tenant: tenant.to_owned(),
         })
     } else {
-        IngestStart::Stored(StoredVersion {
-            version,
-            options: serde_json::from_value(doc.get(1)).unwrap_or_default(),
-            status: doc.get(2),
-            has_summary: doc.get(3),
-            batches,
-        })
+        IngestStart::Stored(stored)
     };
     tx.commit().await?;
     Ok(Some(start))
+}
+
+/// The tenant's document's current version with its embed batches (none
+/// when it is not chunked yet), read in `tx` (`lock`: FOR UPDATE); `None`
+/// when the tenant has no such document.
+async fn current_version(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    id: Uuid,
+    lock: bool,
+) -> Result<Option<StoredVersion>> {
+    let sql = if lock {
+        "SELECT version, options, status, summary IS NOT NULL FROM documents \
+         WHERE id = $1 AND tenant = $2 FOR UPDATE"
+    } else {
+        "SELECT version, options, status, summary IS NOT NULL FROM documents \
+         WHERE id = $1 AND tenant = $2"
+    };
+    let Some(doc) = tx.query_opt(sql, &[&id, &tenant]).await? else {
+        return Ok(None);
+    };
+    let version: i32 = doc.get(0);
+    Ok(Some(StoredVersion {
+        version,
+        options: serde_json::from_value(doc.get(1)).unwrap_or_default(),
+        status: doc.get(2),
+        has_summary: doc.get(3),
+        batches: stored_batches(tx, id, version).await?,
+    }))
 }
 
 /// A version's embed batches, by number.
@@ -456,18 +474,29 @@ async fn stored_batches(tx: &Transaction<'_>, id: Uuid, version: i32) -> Result<
         .collect())
 }
 
-/// Moves a `failed` document version back to `to` (`embedding` or
-/// `summarizing`) when a re-run of its ingest re-queues what is left of
-/// that step; false when there was nothing to reopen.
-pub async fn reopen(pool: &Pool, tenant: &str, id: Uuid, version: i32, to: &str) -> Result<bool> {
+/// A tenant's document version whose chunks are stored, as it stands:
+/// `None` when the tenant has no such document or its current version is
+/// not chunked yet. Changes nothing (see [`start_ingest`] for the ingest's
+/// own look).
+pub async fn stored_version(pool: &Pool, tenant: &str, id: Uuid) -> Result<Option<StoredVersion>> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let stored = current_version(&tx, tenant, id, false).await?;
+    tx.commit().await?;
+    Ok(stored.filter(|s| !s.batches.is_empty()))
+}
+
+/// Moves a `failed` document version back to `embedding` when a re-run
+/// starts the next generation of its pipeline's workflow (the batches not
+/// done, then the body that moves it on, [`finish_embedding`]); false when
+/// it was not failed.
+pub async fn reopen(pool: &Pool, tenant: &str, id: Uuid, version: i32) -> Result<bool> {
     let client = pool.get().await?;
     let n = client
         .execute(
-            "UPDATE documents SET status = $4, error = NULL, updated_at = now() \
-             WHERE id = $1 AND tenant = $2 AND version = $3 AND status = 'failed' \
-               AND CASE $4 WHEN 'embedding' THEN embed_batches_done < embed_batches \
-                           ELSE summary IS NULL END",
-            &[&id, &tenant, &version, &to],
+            "UPDATE documents SET status = 'embedding', error = NULL, updated_at = now() \
+             WHERE id = $1 AND tenant = $2 AND version = $3 AND status = 'failed'",
+            &[&id, &tenant, &version],
         )
         .await?;
     Ok(n == 1)
@@ -569,6 +598,17 @@ pub fn chunk_id(document: Uuid, version: i32, ordinal: usize) -> Uuid {
     Uuid::new_v5(&document, format!("v{version}/chunk/{ordinal}").as_bytes())
 }
 
+/// The id of generation `generation` of the workflow that runs a document
+/// version's pipeline (UUIDv5, deterministic): every run of its ingest
+/// computes the same ids, so a re-run finds the workflow a run before it
+/// created instead of starting a second one.
+pub fn workflow_id(document: Uuid, version: i32, generation: u32) -> Uuid {
+    Uuid::new_v5(
+        &document,
+        format!("v{version}/workflow/{generation}").as_bytes(),
+    )
+}
+
 /// A tenant's finished (ready or failed) document that asked for a
 /// completion callback: the callback URL and the document.
 pub async fn finished_callback(
@@ -639,25 +679,22 @@ pub async fn batch_texts(
     ))
 }
 
-/// Where a document stands after an embed batch committed.
+/// What storing an embed batch found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FanIn {
-    /// Other batches are still out.
-    Waiting,
-    /// This batch was the last and the document wants a summary (which
-    /// must be enqueued — idempotently, as a re-run lands here too).
-    Summarize,
-    /// The document is ready.
-    Ready,
-    /// This version was replaced by another.
-    Gone,
+pub struct BatchStored {
+    /// This call stored the vectors (false: a re-run found them stored, or
+    /// the version was replaced).
+    pub stored: bool,
+    /// Every embed batch of this version is done now (false when the
+    /// version was replaced).
+    pub all_done: bool,
 }
 
-/// Stores one embed batch's vectors and advances the document, in one
-/// transaction. A batch already stored changes nothing but still reports
-/// where the document stands, so a re-run after a crash re-issues the
-/// summary request it may have missed. `None` when the tenant has no such
-/// document.
+/// Stores one embed batch's vectors and counts them, in one transaction; a
+/// batch already stored changes nothing. Whether the document moves on is
+/// not decided here: the body of the version's workflow does that once
+/// every batch succeeded ([`finish_embedding`]). `None` when the tenant has
+/// no such document.
 #[allow(clippy::too_many_arguments)]
 pub async fn store_embeddings(
     pool: &Pool,
@@ -668,7 +705,7 @@ pub async fn store_embeddings(
     vectors: &[(Uuid, Vec<f32>)],
     model: &str,
     truncated: i32,
-) -> Result<Option<FanIn>> {
+) -> Result<Option<BatchStored>> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let flipped = tx
@@ -695,30 +732,93 @@ pub async fn store_embeddings(
         tx.execute(
             "UPDATE documents SET embed_batches_done = embed_batches_done + 1, \
                  chunks_embedded = chunks_embedded + $2, truncated_chunks = truncated_chunks + $3, \
-                 model = $4, updated_at = now(), \
-                 status = CASE WHEN embed_batches_done + 1 < embed_batches THEN status \
-                               WHEN (options->>'summarize')::bool IS DISTINCT FROM false THEN 'summarizing' \
-                               ELSE 'ready' END \
+                 model = $4, updated_at = now() \
              WHERE id = $1 AND version = $5 AND tenant = $6",
-            &[&id, &(ids.len() as i32), &truncated, &model, &version, &tenant],
+            &[
+                &id,
+                &(ids.len() as i32),
+                &truncated,
+                &model,
+                &version,
+                &tenant,
+            ],
         )
         .await?;
     }
     let row = tx
         .query_opt(
-            "SELECT status, version FROM documents WHERE id = $1 AND tenant = $2",
-            &[&id, &tenant],
+            "SELECT version = $3 AND embed_batches_done >= embed_batches FROM documents \
+             WHERE id = $1 AND tenant = $2",
+            &[&id, &tenant, &version],
         )
         .await?;
     tx.commit().await?;
+    Ok(row.map(|r| BatchStored {
+        stored: flipped == 1,
+        all_done: r.get(0),
+    }))
+}
+
+/// What the body of a document version's workflow does, once every embed
+/// batch it waited for succeeded ([`finish_embedding`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    /// Write the summary: the version moved to `summarizing` now, or was
+    /// there already (a re-run of the body).
+    Summarize,
+    /// Nothing more to do: the version moved to `ready` now, or was ready
+    /// already (a re-run); its `document.finished` callback is due.
+    Ready,
+    /// Not this run's to finish: the document holds another version now,
+    /// or is `failed` (another job gave up on it); its status.
+    Passed(String),
+    /// Some embed batches are not done: the workflow ran a body before its
+    /// header was complete, which must not happen.
+    Unembedded {
+        /// Batches done.
+        done: i32,
+        /// Batches in all.
+        total: i32,
+    },
+}
+
+/// The fan-in's effect, run by the body of a version's workflow (exactly
+/// once per version, whatever re-runs): moves an `embedding` version whose
+/// batches are all done to `summarizing` (when it asked for a summary) or
+/// `ready`, and says what is left. `version` is the version the workflow
+/// ran for (`None`: the current one). `None` when the tenant has no such
+/// document.
+pub async fn finish_embedding(
+    pool: &Pool,
+    tenant: &str,
+    id: Uuid,
+    version: Option<i32>,
+) -> Result<Option<Finish>> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "WITH moved AS ( \
+                 UPDATE documents SET updated_at = now(), \
+                     status = CASE WHEN (options->>'summarize')::bool IS DISTINCT FROM false \
+                                   THEN 'summarizing' ELSE 'ready' END \
+                 WHERE id = $1 AND tenant = $2 AND ($3::int4 IS NULL OR version = $3) \
+                   AND status = 'embedding' AND embed_batches_done >= embed_batches \
+                 RETURNING status) \
+             SELECT coalesce((SELECT status FROM moved), d.status), \
+                    $3::int4 IS NULL OR d.version = $3, d.embed_batches_done, d.embed_batches \
+             FROM documents d WHERE d.id = $1 AND d.tenant = $2",
+            &[&id, &tenant, &version],
+        )
+        .await?;
     Ok(row.map(|r| {
-        if r.get::<_, i32>(1) != version {
-            return FanIn::Gone;
-        }
-        match r.get::<_, String>(0).as_str() {
-            status::SUMMARIZING => FanIn::Summarize,
-            status::READY => FanIn::Ready,
-            _ => FanIn::Waiting,
+        let (status, this_version): (String, bool) = (r.get(0), r.get(1));
+        let (done, total): (i32, i32) = (r.get(2), r.get(3));
+        match status.as_str() {
+            _ if !this_version => Finish::Passed(status),
+            status::SUMMARIZING => Finish::Summarize,
+            status::READY => Finish::Ready,
+            status::EMBEDDING => Finish::Unembedded { done, total },
+            _ => Finish::Passed(status),
         }
     }))
 }

@@ -18,11 +18,13 @@ pub enum JobKind {
     Echo,
     /// Diagnostic kind for benchmarks: one Redis INCR as its effect.
     Noop,
-    /// Extract, chunk and store a document, then fan out embed jobs.
+    /// Extract, chunk and store a document, then start its pipeline's
+    /// workflow (embed jobs, then `summarize`).
     Ingest,
     /// Embed texts (or a document's chunks) with a transformer.
     Embed,
-    /// Summarise an embedded document.
+    /// Finish an embedded document: move it on once every embed batch is
+    /// done (the body of its pipeline's workflow) and summarise it when asked.
     Summarize,
     /// Deliver a signed completion callback (made by Hopper, never
     /// submitted by clients).
@@ -80,7 +82,9 @@ impl JobKind {
             JobKind::Noop => "Benchmarks: one Redis INCR as its effect",
             JobKind::Ingest => "Extract, chunk and store a document, then fan out embed jobs",
             JobKind::Embed => "Embed texts (or a document's chunks) with a transformer",
-            JobKind::Summarize => "Summarise an embedded document",
+            JobKind::Summarize => {
+                "Finish an embedded document: mark it ready, summarised when asked"
+            }
             JobKind::Webhook => "Deliver a signed completion callback",
         }
     }
@@ -305,6 +309,9 @@ pub struct QueueSettings {
     pub retention: Duration,
     /// At most this many job starts per period, across every worker.
     pub rate_limit: Option<crate::rate_limit::RateLimit>,
+    /// At most this many jobs of one tenant running at once, across every
+    /// worker (the rest wait, parked, without holding a worker slot).
+    pub tenant_concurrency: Option<u32>,
 }
 
 impl Default for QueueSettings {
@@ -318,6 +325,7 @@ impl Default for QueueSettings {
             hard_time_limit: Duration::from_secs(300),
             retention: Duration::from_secs(24 * 3600),
             rate_limit: None,
+            tenant_concurrency: None,
         }
     }
 }
@@ -467,12 +475,21 @@ impl EmbedArgs {
     }
 }
 
-/// Arguments of a `summarize` job.
+/// Arguments of a `summarize` job: the body of a document version's
+/// pipeline workflow, which moves the version on once its embed batches are
+/// done and writes its summary when it asked for one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SummarizeArgs {
-    /// The document to summarise.
+    /// The document to finish.
     pub document_id: uuid::Uuid,
+    /// The version its workflow ran for (absent: the current one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i32>,
+    /// The embed batches' results, as the workflow hands them to its body
+    /// (not read: Postgres says what is done).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
 }
 
 /// The states a job moves through. Stored as lower-case strings in Redis and

@@ -21,7 +21,9 @@ use crate::{
 };
 
 /// The setting suffixes of a `HOPPER_QUEUE_<NAME>_<SETTING>` variable.
-pub const QUEUE_SETTING_VARS: [&str; 8] = [
+pub const QUEUE_SETTING_VARS: [&str; 9] = [
+    // Before `CONCURRENCY`, which it ends with: suffixes match in this order.
+    "TENANT_CONCURRENCY",
     "CONCURRENCY",
     "MAX_ATTEMPTS",
     "BACKOFF_BASE_MS",
@@ -63,6 +65,8 @@ pub struct SettingsOverride {
     pub retention: Option<std::time::Duration>,
     /// `RATE_LIMIT` (`Some(None)`: `off`, no limit).
     pub rate_limit: Option<Option<crate::rate_limit::RateLimit>>,
+    /// `TENANT_CONCURRENCY` (`Some(None)`: `off`, no limit).
+    pub tenant_concurrency: Option<Option<u32>>,
 }
 
 impl SettingsOverride {
@@ -79,6 +83,7 @@ impl SettingsOverride {
             hard_time_limit: has("HARD_LIMIT_MS").then_some(resolved.hard_time_limit),
             retention: has("RETENTION_MS").then_some(resolved.retention),
             rate_limit: has("RATE_LIMIT").then_some(resolved.rate_limit),
+            tenant_concurrency: has("TENANT_CONCURRENCY").then_some(resolved.tenant_concurrency),
         }
     }
 
@@ -94,6 +99,7 @@ impl SettingsOverride {
             hard_time_limit: self.hard_time_limit.unwrap_or(base.hard_time_limit),
             retention: self.retention.unwrap_or(base.retention),
             rate_limit: self.rate_limit.unwrap_or(base.rate_limit),
+            tenant_concurrency: self.tenant_concurrency.unwrap_or(base.tenant_concurrency),
         };
         s.soft_time_limit = s.soft_time_limit.min(s.hard_time_limit);
         s

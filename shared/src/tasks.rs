@@ -73,6 +73,10 @@ pub struct TaskSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "20/s"))]
     pub rate_limit: Option<crate::rate_limit::RateLimit>,
+    /// At most this many jobs of one tenant running at once across every
+    /// worker; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_concurrency: Option<u32>,
 }
 
 impl From<&QueueSettings> for TaskSettings {
@@ -87,6 +91,7 @@ impl From<&QueueSettings> for TaskSettings {
             hard_limit_ms: ms(s.hard_time_limit),
             retention_ms: ms(s.retention),
             rate_limit: s.rate_limit,
+            tenant_concurrency: s.tenant_concurrency,
         }
     }
 }
@@ -102,6 +107,7 @@ impl From<&TaskSettings> for QueueSettings {
             hard_time_limit: Duration::from_millis(s.hard_limit_ms),
             retention: Duration::from_millis(s.retention_ms),
             rate_limit: s.rate_limit,
+            tenant_concurrency: s.tenant_concurrency,
         }
     }
 }
@@ -226,10 +232,11 @@ impl TaskDefinition {
 
     /// The version every built-in kind is declared with: raised whenever a
     /// built-in argument type changes (2: `echo` took `fail_attempts`,
-    /// `input`, `progress_steps`; `noop` took `input`), so a worker of this
-    /// release replaces the older definitions in a Redis that holds them
-    /// instead of refusing to start on a schema conflict.
-    pub const BUILT_IN_VERSION: u32 = 2;
+    /// `input`, `progress_steps`; `noop` took `input`; 3: `summarize` took
+    /// `version` and `input`, as the body of a document's workflow), so a
+    /// worker of this release replaces the older definitions in a Redis
+    /// that holds them instead of refusing to start on a schema conflict.
+    pub const BUILT_IN_VERSION: u32 = 3;
 
     /// The definition of a built-in kind: its settings, its argument
     /// schema (generated from the argument type) and whether it is

@@ -447,3 +447,16 @@ fn cleanup(id: &str) {
     })
     .join();
 }
+
+/// Polls `check` every 20 ms until it holds; fails after `within`.
+pub async fn until<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -261,9 +261,28 @@ async fn an_ingest_run_again_finishes_its_document_and_queues_nothing_twice() {
         .post(&format!("/v1/jobs/{first}/cancel"), &json!({}))
         .await;
     assert_eq!((s, c["error"].as_str()), (409, Some("pipeline_job")), "{c}");
+    // Nor the workflow the pipeline runs as.
+    let first_ingest = env
+        .wait_final(up["job_id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    let workflow = first_ingest["result"]["workflow"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, c) = env
+        .post(&format!("/v1/workflows/{workflow}/cancel"), &json!({}))
+        .await;
+    assert_eq!(
+        (s, c["error"].as_str()),
+        (409, Some("pipeline_workflow")),
+        "{c}"
+    );
+    let (_, wf) = env.get(&format!("/v1/workflows/{workflow}")).await;
+    assert_eq!(wf["state"], "running", "{wf}");
+    assert_eq!(wf["nodes"].as_array().unwrap().len() as i64, batches + 1);
 
-    // Lose the embed jobs, as a crash between storing the chunks and
-    // queueing them would: the document is stranded in `embedding`.
+    // Lose the embed jobs with no word to their workflow, as lost callbacks
+    // would: the document is stranded in `embedding`, its workflow running.
     let queue = QueueClient::connect(&env.config()).await.unwrap();
     for job in &queued {
         let id = job["id"].as_str().unwrap().parse().unwrap();
@@ -272,7 +291,9 @@ async fn an_ingest_run_again_finishes_its_document_and_queues_nothing_twice() {
     }
 
     // The same ingest again, for the document's tenant: it re-chunks
-    // nothing and queues the batches that are not done.
+    // nothing, finds the workflow unable to finish (repaired: failed, its
+    // body skipped) and starts the next generation with the batches that
+    // are not done.
     let ingest = json!({"document_id": id});
     let rerun = push_raw(&env, JobKind::Ingest, ingest.clone(), "default").await;
     let j = env.wait_final(&rerun, Duration::from_secs(60)).await;
@@ -282,10 +303,27 @@ async fn an_ingest_run_again_finishes_its_document_and_queues_nothing_twice() {
         Some(batches),
         "{j}"
     );
+    assert_eq!(j["result"]["generation"], 1, "{j}");
+    let (_, wf) = env.get(&format!("/v1/workflows/{workflow}")).await;
+    assert_eq!(wf["state"], "failed", "{wf}");
+    let body = wf["nodes"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (body["task"].as_str(), body["state"].as_str()),
+        (Some("summarize"), Some("skipped")),
+        "{wf}"
+    );
     // Once more while those wait: nothing is queued twice.
     let again = push_raw(&env, JobKind::Ingest, ingest.clone(), "default").await;
     let j = env.wait_final(&again, Duration::from_secs(60)).await;
     assert_eq!(j["state"], "succeeded", "{j}");
+    assert_eq!(
+        (
+            j["result"]["generation"].as_i64(),
+            j["result"]["embed_batches_queued"].as_i64()
+        ),
+        (Some(1), Some(0)),
+        "{j}"
+    );
     assert_eq!(pending_embeds(&env).await.len() as i64, batches);
 
     env.start_worker("embed", &[]);
@@ -634,4 +672,137 @@ async fn a_document_deleted_mid_pipeline_leaves_no_dead_letters() {
     }
     let (_, embed) = env.queue("embed").await;
     assert_eq!(embed["dead"], 0, "{embed}");
+}
+
+/// Polls until `queue` holds `n` dead letters.
+async fn wait_dead(env: &TestEnv, queue: &str, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, q) = env.queue(queue).await;
+        if q["dead"].as_i64() == Some(n) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never {n} dead: {q}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The workflow of generation `generation` of a document's pipeline.
+async fn pipeline_workflow(env: &TestEnv, id: &str, generation: u32) -> Value {
+    let wf = hopper_shared::documents::workflow_id(id.parse().unwrap(), 1, generation);
+    let (s, wf) = env.get(&format!("/v1/workflows/{wf}")).await;
+    assert_eq!(s, 200, "{wf}");
+    wf
+}
+
+/// Summarize jobs of one state, as recorded in Postgres.
+async fn summaries(env: &TestEnv, state: &str) -> i64 {
+    let client = env.pool().get().await.unwrap();
+    client
+        .query_one(
+            "SELECT count(*) FROM job_records WHERE kind = 'summarize' AND state = $1",
+            &[&state],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The worker settings under which every job of `task` overruns its time
+/// limit (1 ms) and dies.
+fn overrunning(task: &str) -> [(String, &'static str); 2] {
+    let var = |what: &str| format!("HOPPER_QUEUE_{}_{what}_LIMIT_MS", task.to_uppercase());
+    [(var("SOFT"), "1"), (var("HARD"), "1")]
+}
+
+#[tokio::test]
+async fn a_pipeline_whose_body_died_is_finished_by_an_ingest_run_again() {
+    let mut env = pipeline_env(&[("HOPPER_QUEUE_SUMMARIZE_MAX_ATTEMPTS", "1")]);
+    env.start_api().await;
+    env.start_worker("ingest,embed", &[]);
+    let limits = overrunning("summarize");
+    let limits: Vec<(&str, &str)> = limits.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let doomed = env.start_worker("summarize", &limits);
+    let id = upload_otters(&env).await;
+
+    // Every batch embedded, then the body dies: the workflow fails, the
+    // document waits (no handler was left to mark it failed).
+    wait_dead(&env, "summarize", 1).await;
+    let wf = pipeline_workflow(&env, &id, 0).await;
+    assert_eq!(wf["state"], "failed", "{wf}");
+    let (_, d) = env.get(&format!("/v1/documents/{id}")).await;
+    assert_ne!(d["status"], "ready", "{d}");
+    assert_eq!(d["chunks_embedded"], d["chunks_total"], "{d}");
+    env.kill(doomed);
+    env.start_worker("summarize", &[]);
+
+    // The ingest again: the next generation is just the body.
+    let rerun = push_raw(&env, JobKind::Ingest, json!({"document_id": id}), "default").await;
+    let j = env.wait_final(&rerun, Duration::from_secs(60)).await;
+    assert_eq!(j["state"], "succeeded", "{j}");
+    assert_eq!(
+        (
+            j["result"]["generation"].as_i64(),
+            j["result"]["embed_batches_queued"].as_i64()
+        ),
+        (Some(1), Some(0)),
+        "{j}"
+    );
+    let last = follow(&env, None, &id, Duration::from_secs(60)).await;
+    assert_eq!(last["status"], "ready", "{last}");
+    assert!(!last["summary"].as_str().unwrap_or("").is_empty(), "{last}");
+    let wf = pipeline_workflow(&env, &id, 1).await;
+    assert_eq!(wf["state"], "succeeded", "{wf}");
+    let nodes = wf["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{wf}");
+    assert_eq!(nodes[0]["task"], "summarize", "{wf}");
+    assert_eq!(
+        (
+            summaries(&env, "dead").await,
+            summaries(&env, "succeeded").await
+        ),
+        (1, 1)
+    );
+}
+
+#[tokio::test]
+async fn an_embed_batch_retried_from_the_dead_letters_finishes_its_document() {
+    let mut env = pipeline_env(&[("HOPPER_QUEUE_EMBED_MAX_ATTEMPTS", "1")]);
+    env.start_api().await;
+    env.start_worker("ingest,summarize", &[]);
+    let limits = overrunning("embed");
+    let limits: Vec<(&str, &str)> = limits.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let doomed = env.start_worker("embed", &limits);
+    let id = upload_otters(&env).await;
+
+    // Its one batch dies: the workflow fails and its body never runs.
+    wait_dead(&env, "embed", 1).await;
+    let wf = pipeline_workflow(&env, &id, 0).await;
+    assert_eq!(wf["state"], "failed", "{wf}");
+    let nodes = wf["nodes"].as_array().unwrap();
+    assert_eq!(
+        nodes.iter().map(|n| n["state"].clone()).collect::<Vec<_>>(),
+        [json!("dead"), json!("skipped")],
+        "{wf}"
+    );
+    let (_, d) = env.get(&format!("/v1/documents/{id}")).await;
+    assert_eq!(d["status"], "embedding", "{d}");
+    env.kill(doomed);
+    env.start_worker("embed", &[]);
+
+    // Retried from the dead letters, the batch is the version's last: with
+    // its workflow over, it resumes the pipeline (the next generation: just
+    // the body).
+    let (s, r) = env
+        .post("/v1/queues/embed/dead/retry", &json!({"all": true}))
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let last = follow(&env, None, &id, Duration::from_secs(60)).await;
+    assert_eq!(last["status"], "ready", "{last}");
+    assert!(!last["summary"].as_str().unwrap_or("").is_empty(), "{last}");
+    let wf = pipeline_workflow(&env, &id, 1).await;
+    assert_eq!(wf["state"], "succeeded", "{wf}");
+    assert_eq!(wf["nodes"].as_array().unwrap().len(), 1, "{wf}");
+    assert_eq!(summaries(&env, "succeeded").await, 1);
+    assert!(search_finds(&env, "otters holding hands asleep", &id).await);
 }

@@ -4,11 +4,11 @@
 //! after theirs. Real API and worker binaries, real Redis and Postgres; ages
 //! are made by back-dating stored stamps, never by waiting them out.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hopper_queue::QueueKeys;
 use hopper_shared::{jobs::JobKind, retention::RetentionSettings};
-use hopper_tests::TestEnv;
+use hopper_tests::{TestEnv, until};
 use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -26,19 +26,6 @@ async fn redis() -> MultiplexedConnection {
 
 fn keys(env: &TestEnv, kind: JobKind) -> QueueKeys {
     QueueKeys::new(&env.env["HOPPER_KEY_PREFIX"], kind)
-}
-
-/// Polls `check` every 20 ms until it holds; fails after `within`.
-async fn until<F, Fut>(what: &str, within: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn submit(env: &TestEnv, path: &str, args: Value) -> String {
@@ -399,8 +386,9 @@ async fn the_sweep_deletes_records_and_embed_results_past_their_retention_in_bat
         .unwrap();
     assert_eq!(swept.job_records, 20);
     assert_eq!(swept.embed_results, 23);
-    // 20 records: 7 + 7 + 6; 23 results: 7 + 7 + 7 + 2.
-    assert_eq!(swept.batches, 3 + 4);
+    // 20 records: 7 + 7 + 6; one each for jobs' own retentions (records,
+    // then rows left without a job); 23 results: 7 + 7 + 7 + 2.
+    assert_eq!(swept.batches, 3 + 1 + 1 + 4);
     assert_eq!(surviving(&env, &old).await, (0, 0));
     assert_eq!(surviving(&env, &middle).await, (3, 0));
     assert_eq!(surviving(&env, &fresh).await, (2, 2));
@@ -448,4 +436,119 @@ async fn the_api_sweeps_postgres_periodically_and_counts_what_it_removed() {
         removed("job_records").await == 10.0 && removed("embed_results").await == 12.0
     })
     .await;
+}
+
+/// A finished echo job's record, `age` ago, as a worker writes it.
+fn finished_record(id: Uuid, state: &str, age: Duration) -> hopper_shared::jobs::JobRecord {
+    let finished = unix_ms() - age.as_millis() as i64;
+    serde_json::from_value(json!({
+        "id": id, "kind": "echo", "state": state, "attempts": 1, "max_attempts": 1,
+        "args": {}, "result": null, "error": null, "worker": "w",
+        "enqueued_at_ms": finished - 10, "started_at_ms": finished - 5,
+        "finished_at_ms": finished,
+    }))
+    .unwrap()
+}
+
+fn sorted<const N: usize>(ids: [Uuid; N]) -> Vec<Uuid> {
+    let mut ids = ids.to_vec();
+    ids.sort();
+    ids
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test]
+async fn the_sweep_deletes_a_record_after_its_jobs_own_retention() {
+    use hopper_shared::retention::{forget_kept_jobs, keep_jobs_for, sweep};
+    const HOUR: Duration = Duration::from_secs(3600);
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    let env = TestEnv::new(&[]);
+    let pool = env.pool();
+    hopper_shared::db::migrate(&pool, &env.config().db_schema)
+        .await
+        .unwrap();
+    let ids: Vec<Uuid> = (0..8).map(|_| Uuid::now_v7()).collect();
+    let [short, cancelled, dead, long, old, fresh, orphan, pending] = ids[..] else {
+        unreachable!()
+    };
+    // Each job's own retention is written before the job exists, as the API does.
+    keep_jobs_for(&pool, &[short, cancelled, dead], HOUR)
+        .await
+        .unwrap();
+    keep_jobs_for(&pool, &[long], 60 * DAY).await.unwrap();
+    keep_jobs_for(&pool, &[orphan, pending], HOUR)
+        .await
+        .unwrap();
+    let records = [
+        finished_record(short, "succeeded", 2 * HOUR),
+        finished_record(cancelled, "cancelled", 2 * HOUR),
+        // A dead letter keeps the record retention.
+        finished_record(dead, "dead", 2 * HOUR),
+        // Past the 30-day record retention, within its own 60 days.
+        finished_record(long, "succeeded", 40 * DAY),
+        finished_record(old, "succeeded", 40 * DAY),
+        finished_record(fresh, "succeeded", HOUR),
+    ];
+    hopper_shared::db::upsert_job_records(&pool, &records)
+        .await
+        .unwrap();
+    let client = pool.get().await.unwrap();
+    // A row whose job never got a record (purged) goes after 400 days; one
+    // of a job still waiting stays.
+    client
+        .execute(
+            "UPDATE job_retention SET created_at = now() - interval '401 days' WHERE job_id = $1",
+            &[&orphan],
+        )
+        .await
+        .unwrap();
+
+    let swept = sweep(&pool, &RetentionSettings::default()).await.unwrap();
+    assert_eq!(swept.job_records, 3, "short, cancelled and old");
+    let left = |table: &'static str, column: &'static str| {
+        let (client, ids) = (&client, &ids);
+        async move {
+            let rows = client
+                .query(
+                    &format!("SELECT {column} FROM {table} WHERE {column} = ANY($1)"),
+                    &[ids],
+                )
+                .await
+                .unwrap();
+            let mut left: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+            left.sort();
+            left
+        }
+    };
+    assert_eq!(left("job_records", "id").await, sorted([dead, long, fresh]));
+    assert_eq!(
+        left("job_retention", "job_id").await,
+        sorted([dead, long, pending]),
+        "a row goes with its record, or long after, without one"
+    );
+
+    // Records kept for ever still end at their job's own retention; a row
+    // written for a job that was not queued is forgotten.
+    let forever = RetentionSettings {
+        job_records: Duration::ZERO,
+        ..RetentionSettings::default()
+    };
+    client
+        .execute(
+            "UPDATE job_records SET keep_until = now() - interval '1 second' WHERE id = $1",
+            &[&long],
+        )
+        .await
+        .unwrap();
+    let swept = sweep(&pool, &forever).await.unwrap();
+    assert_eq!(swept.job_records, 1);
+    assert_eq!(left("job_records", "id").await, sorted([dead, fresh]));
+    forget_kept_jobs(&pool, &[pending]).await.unwrap();
+    assert_eq!(left("job_retention", "job_id").await, vec![dead]);
 }

@@ -258,6 +258,14 @@ async fn refused_workflows_name_the_json_path_and_store_nothing() {
             chain(json!([echo("a"), {"task": "echo", "args": {"message": "b", "input": 1}}])),
             workflow("root.chain[1].args.input"),
         ),
+        // An input argument the task does not take (echo's arguments are
+        // closed): refused now, not when the node's turn comes.
+        (
+            chain(
+                json!([echo("a"), {"task": "echo", "args": {"message": "b"}, "input": "inputs"}]),
+            ),
+            workflow("root.chain[1].input"),
+        ),
         // Tasks: known, open to clients.
         (
             chain(json!([{"task": "nope"}, echo("b")])),
@@ -392,6 +400,39 @@ async fn refused_workflows_name_the_json_path_and_store_nothing() {
             "{body} → {b}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_workflow_over_the_tenants_cap_is_refused_whole() {
+    let mut env = TestEnv::new(&[("HOPPER_MAX_PENDING_PER_TENANT", "5")]);
+    env.start_api().await;
+    let five: Vec<Value> = (0..5).map(|i| echo(&format!("m{i}"))).collect();
+    let (s, b) = env
+        .post(
+            "/v1/workflows",
+            &json!({"root": {"chord": {"header": five, "body": echo("body")}}}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (429, Some("tenant_queue_full")),
+        "6 echo jobs over a cap of 5: {b}"
+    );
+    assert!(
+        b["detail"].as_str().unwrap().contains("over its cap of 5"),
+        "{b}"
+    );
+    let (_, list) = env.get("/v1/workflows").await;
+    assert_eq!(list["workflows"], json!([]), "nothing stored: {list}");
+    let (_, echo_queue) = env.queue("echo").await;
+    assert_eq!(echo_queue["pending"], 0, "nothing queued: {echo_queue}");
+    // Within the cap it is taken.
+    let four: Vec<Value> = (0..4).map(|i| echo(&format!("m{i}"))).collect();
+    submit(
+        &env,
+        &json!({"root": {"chord": {"header": four, "body": echo("body")}}}),
+    )
+    .await;
 }
 
 #[tokio::test]

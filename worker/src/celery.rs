@@ -48,6 +48,14 @@ pub async fn add(
     client: &QueueClient,
     stop: CancellationToken,
 ) -> anyhow::Result<WorkerBuilder> {
+    if client.is_cluster() {
+        // intake.lua moves a Celery message from the broker's list into its
+        // task's queue in one step: two slots, which a cluster refuses.
+        anyhow::bail!(
+            "the Celery bridge (HOPPER_CELERY_QUEUES) needs one Redis server: REDIS_URL names a \
+             Redis Cluster; run the bridge's worker against a single Redis"
+        );
+    }
     let config = Arc::new(config);
     let results = ResultStore::connect(&config.result_url)
         .await

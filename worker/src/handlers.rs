@@ -75,7 +75,7 @@ pub const LATENCIES_TTL_S: i64 = 3600;
 /// the submitter stamped its jobs.
 #[derive(Clone)]
 pub struct NoopEffects {
-    conn: redis::aio::ConnectionManager,
+    conn: hopper_queue::RedisConn,
     counter: String,
     latencies: String,
     /// Latencies kept: the newest this many.

@@ -1,9 +1,10 @@
 //! Job submission and job state.
 //!
 //! `POST /v1/jobs/{task}` takes the job's arguments as the JSON body;
-//! `delay_ms`, `priority`, `max_attempts` and its own time limits
-//! (`hard_limit_ms`, `soft_limit_ms`: at most its task's hard limit) as
-//! query parameters; an
+//! `delay_ms`, `priority`, `max_attempts`, its own time limits
+//! (`hard_limit_ms`, `soft_limit_ms`: at most its task's hard limit), retry
+//! backoff and retention (`retention_ms`: at most
+//! [`MAX_RETENTION_FACTOR`] times its task's) as query parameters; an
 //! `Idempotency-Key` header makes a retried submission return the first
 //! job instead of adding a second; `unique_for_ms` / `unique_until_finished`
 //! (with an optional `unique_key`, else a digest of the arguments) make one
@@ -27,11 +28,15 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::IntoResponse,
 };
-use hopper_queue::{JobBackoff, MAX_DELAY, Priority, PushOptions, UNIQUE_MAX, Unique, UniqueScope};
+use hopper_queue::{
+    JobBackoff, MAX_DELAY, MAX_RETENTION_FACTOR, Priority, PushOptions, UNIQUE_MAX, Unique,
+    UniqueScope,
+};
 use hopper_shared::{
     QueueName, db,
     jobs::{JobKind, JobRecord, JobState},
     keys::Scope,
+    retention,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -85,6 +90,12 @@ pub struct SubmitQuery {
     backoff_base_ms: Option<u64>,
     /// This job's longest retry delay in ms, at most its task's.
     backoff_max_ms: Option<u64>,
+    /// How long this job is kept once it succeeded or was cancelled, in ms:
+    /// Redis forgets it, and the Postgres sweep deletes its record, after
+    /// this instead of its task's retention and the record retention. At
+    /// most 30 times its task's retention.
+    #[param(minimum = 1)]
+    retention_ms: Option<u64>,
 }
 
 /// The unique-job options of `q`, checked.
@@ -204,6 +215,7 @@ fn options(
         ));
     }
     let backoff = job_backoff(state, task, &q)?;
+    let retention = job_retention(state, task, &q)?;
     let delay = q.delay_ms.map(Duration::from_millis);
     if delay.is_some_and(|d| d > MAX_DELAY) {
         return Err(ApiError::out_of_range(
@@ -244,8 +256,32 @@ fn options(
         hard_time_limit: q.hard_limit_ms.map(Duration::from_millis),
         soft_time_limit: q.soft_limit_ms.map(Duration::from_millis),
         backoff,
+        retention,
         ..Default::default()
     })
+}
+
+/// The job's own retention, if the query gives one: 1 ms to
+/// [`MAX_RETENTION_FACTOR`] times its task's (a job may be kept shorter or
+/// longer than its task keeps jobs, within that).
+fn job_retention(
+    state: &AppState,
+    task: &QueueName,
+    q: &SubmitQuery,
+) -> Result<Option<Duration>, ApiError> {
+    let Some(ms) = q.retention_ms else {
+        return Ok(None);
+    };
+    let task_ms = state.queue.settings(task).retention.as_millis();
+    let ceiling = (task_ms * u128::from(MAX_RETENTION_FACTOR)).min(u128::from(u64::MAX)) as u64;
+    if !(1..=ceiling).contains(&ms) {
+        return Err(ApiError::out_of_range(
+            "retention_ms",
+            1,
+            format!("{ceiling} ({MAX_RETENTION_FACTOR} times the {task} task's retention)"),
+        ));
+    }
+    Ok(Some(Duration::from_millis(ms)))
 }
 
 /// The job's own retry backoff, if the query gives one: within its task's
@@ -311,10 +347,32 @@ pub async fn submit(
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Scope::Submit)?;
     let task = submittable(&state, &caller, &kind).await?;
-    let opts = options(&state, task.name(), query, &headers, &caller)?;
+    let mut opts = options(&state, task.name(), query, &headers, &caller)?;
     let Json(args) = body?;
     task.validate(&args, None)?;
-    let pushed = state.queue.push(task.name(), &args, &opts).await?;
+    // A job's own retention is in Postgres before the job exists, so
+    // whichever process writes its record finds it.
+    let kept = match opts.retention {
+        Some(retention) => {
+            let id = Uuid::now_v7();
+            retention::keep_jobs_for(&state.pool, &[id], retention).await?;
+            opts.id = Some(id);
+            Some(id)
+        }
+        None => None,
+    };
+    let pushed = state.queue.push(task.name(), &args, &opts).await;
+    if let Some(id) = kept {
+        let queued = match &pushed {
+            Ok(p) => p.id == id,
+            Err(e) => !refused(e),
+        };
+        if !queued {
+            // Another job answered, or nothing was written.
+            forget_kept(&state, &[id]).await;
+        }
+    }
+    let pushed = pushed?;
     if pushed.created {
         metrics::counter!(hopper_shared::metrics::JOBS_SUBMITTED, "kind" => task.name().label())
             .increment(1);
@@ -367,13 +425,53 @@ pub async fn submit_batch(
     for (i, args) in batch.iter().enumerate() {
         task.validate(args, Some(i))?;
     }
-    let ids = state.queue.push_many(task.name(), &batch, &opts).await?;
+    let ids: Vec<Uuid> = batch.iter().map(|_| Uuid::now_v7()).collect();
+    if let Some(retention) = opts.retention {
+        retention::keep_jobs_for(&state.pool, &ids, retention).await?;
+    }
+    let pushed = state
+        .queue
+        .push_many_as(task.name(), &batch, &ids, &opts)
+        .await;
+    if opts.retention.is_some() {
+        let unused: Vec<Uuid> = match &pushed {
+            Ok(queued) => {
+                let queued: std::collections::HashSet<&Uuid> = queued.iter().collect();
+                ids.iter()
+                    .filter(|id| !queued.contains(id))
+                    .copied()
+                    .collect()
+            }
+            Err(e) if refused(e) => ids.clone(),
+            Err(_) => Vec::new(),
+        };
+        forget_kept(&state, &unused).await;
+    }
+    let ids = pushed?;
     metrics::counter!(hopper_shared::metrics::JOBS_SUBMITTED, "kind" => task.name().label())
         .increment(ids.len() as u64);
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "kind": task.name(), "ids": ids })),
     ))
+}
+
+/// Whether a push failed knowing it wrote nothing (else some jobs may be
+/// queued: their retention rows stay, and the sweep removes those of jobs
+/// that never were, much later).
+fn refused(e: &hopper_queue::QueueError) -> bool {
+    matches!(
+        e,
+        hopper_queue::QueueError::TenantFull { .. } | hopper_queue::QueueError::DelayTooLong { .. }
+    )
+}
+
+/// Forgets the own retention recorded for `ids`, jobs that were not queued
+/// under them; on failure the sweep removes the rows much later.
+async fn forget_kept(state: &AppState, ids: &[Uuid]) {
+    if let Err(e) = retention::forget_kept_jobs(&state.pool, ids).await {
+        tracing::warn!(error = %e, "job retention rows of unqueued jobs left to the sweep");
+    }
 }
 
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {

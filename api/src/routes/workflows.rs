@@ -25,7 +25,10 @@
 //!
 //! [`QueueClient::create_workflow`]: hopper_queue::QueueClient::create_workflow
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use axum::{
     Json,
@@ -37,10 +40,12 @@ use axum::{
     response::IntoResponse,
 };
 use hopper_shared::{
+    QueueName,
     jobs::DEFAULT_TENANT,
     keys::Scope,
     workflows::{
-        Node, OnFailure, PlannedNode, WorkflowError, WorkflowSpec, WorkflowState, WorkflowView,
+        Node, OnFailure, Plan, PlannedNode, WorkflowError, WorkflowSpec, WorkflowState,
+        WorkflowView,
     },
 };
 use serde::{Deserialize, Serialize};
@@ -204,6 +209,16 @@ fn check_args(task: &Task, node: &PlannedNode) -> Result<(), ApiError> {
             .validate(&node.args, None)
             .map_err(|e| under_args(e, node));
     };
+    if !task.takes_field(&input.arg) {
+        return Err(invalid_workflow(
+            Some(format!("{}.input", node.path)),
+            format!(
+                "task {} takes no argument `{}` to receive the results before it",
+                task.name(),
+                input.arg
+            ),
+        ));
+    }
     let mut args = node.args.clone();
     let mut refused = None;
     for stand_in in input_stand_ins() {
@@ -219,6 +234,40 @@ fn check_args(task: &Task, node: &PlannedNode) -> Result<(), ApiError> {
         }
     }
     refused.map_or(Ok(()), |e| Err(under_args(e, node)))
+}
+
+/// Refuses a workflow whose member jobs would take its tenant over the
+/// per-tenant cap of unfinished jobs in one of its tasks' queues (429
+/// `tenant_queue_full`, as a job push would be): members are pushed as
+/// their turn comes, past the point where a refusal could reach the caller.
+async fn within_tenant_caps(state: &AppState, plan: &Plan, tenant: &str) -> Result<(), ApiError> {
+    let cap = state.config.api.max_pending_per_tenant;
+    if cap == 0 {
+        return Ok(());
+    }
+    let mut members: BTreeMap<&QueueName, u64> = BTreeMap::new();
+    for node in &plan.nodes {
+        *members.entry(&node.task).or_default() += 1;
+    }
+    for (task, n) in members {
+        let load = state.queue.unfinished_of(task.clone(), tenant).await?;
+        if load + n > cap {
+            let mut full = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "tenant_queue_full",
+                format!(
+                    "the workflow's {n} {task} jobs would take tenant `{tenant}` from {load} to \
+                     {} unfinished {task} jobs, over its cap of {cap} \
+                     (HOPPER_MAX_PENDING_PER_TENANT): nothing was queued; retry when some \
+                     have finished",
+                    load + n
+                ),
+            );
+            full.retry_after = Some(5);
+            return Err(full);
+        }
+    }
+    Ok(())
 }
 
 /// `POST /v1/workflows`: 201 with the stored workflow and its nodes (those
@@ -274,6 +323,7 @@ pub async fn create(
         };
         check_args(&task, node)?;
     }
+    within_tenant_caps(&state, &plan, &caller.tenant).await?;
     let id = state
         .queue
         .create_workflow(&spec, &plan, &caller.tenant)
@@ -333,11 +383,14 @@ pub async fn show(
 
 /// `POST /v1/workflows/{id}/cancel`: nodes not started are skipped, queued
 /// and running ones cancelled (a running job stops cooperatively). A
-/// finished workflow is left as it was.
+/// finished workflow is left as it was. A document's pipeline (a workflow
+/// with a node of a kind only Hopper queues) is 409 `pipeline_workflow`:
+/// stopped alone it would leave its document waiting for ever.
 #[utoipa::path(post, path = "/v1/workflows/{id}/cancel", tag = "workflows",
     params(("id" = uuid::Uuid, Path, description = "The workflow")),
     responses((status = 200, body = WorkflowCancelled),
-        (status = 404, description = "No such workflow of this tenant", body = crate::openapi::ErrorBody)))]
+        (status = 404, description = "No such workflow of this tenant", body = crate::openapi::ErrorBody),
+        (status = 409, description = "A document's pipeline (delete the document instead)", body = crate::openapi::ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -346,6 +399,25 @@ pub async fn cancel(
     caller.require(Scope::Submit)?;
     let uuid = ApiError::parse_uuid(&id, "workflow")?;
     let tenant = tenant_filter(&caller);
+    let internal = state
+        .queue
+        .workflow(uuid, tenant, true)
+        .await?
+        .is_some_and(|wf| {
+            wf.nodes
+                .iter()
+                .any(|n| n.task.job_kind().is_some_and(|k| k.is_internal()))
+        });
+    if internal {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "pipeline_workflow",
+            format!(
+                "workflow {uuid} is a document's pipeline: delete the document \
+                 (DELETE /v1/documents/{{id}}) to stop it"
+            ),
+        ));
+    }
     let before = state
         .queue
         .cancel_workflow(uuid, tenant)

@@ -121,8 +121,10 @@ pub(crate) async fn read(
     let replies: Vec<(Vec<Option<String>>, bool)> = if asked == 0 {
         Vec::new()
     } else {
-        let raw: Vec<redis::Value> = pipe
-            .query_async(&mut state.queue.connection())
+        let raw: Vec<redis::Value> = state
+            .queue
+            .connection()
+            .query_spread(&pipe)
             .await
             .map_err(ApiError::unavailable)?;
         raw.chunks(2)

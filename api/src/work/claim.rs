@@ -25,9 +25,9 @@ use axum::{
     extract::{State, rejection::JsonRejection},
     http::StatusCode,
 };
+use hopper_queue::RedisConn;
 use hopper_queue::{QueueError, WorkerId, client::Claimed};
 use hopper_shared::{QueueName, jobs::QueueSettings, metrics as m};
-use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -328,7 +328,7 @@ async fn renew(
 /// stops). False when the connection failed.
 async fn wait_for_push(
     state: &AppState,
-    conn: &mut MultiplexedConnection,
+    conn: &mut RedisConn,
     queues: &[QueueName],
     block: Duration,
 ) -> bool {

@@ -91,6 +91,10 @@ pub struct PartialSettings {
     /// `600/m`, `1000/h`.
     #[schema(value_type = Option<String>, nullable = false, example = "20/s")]
     pub rate_limit: Option<hopper_shared::rate_limit::RateLimit>,
+    /// At most this many jobs of one tenant running at once, across every
+    /// worker.
+    #[schema(nullable = false, minimum = 1)]
+    pub tenant_concurrency: Option<u32>,
 }
 
 impl PartialSettings {
@@ -104,6 +108,7 @@ impl PartialSettings {
             hard_limit_ms: self.hard_limit_ms.unwrap_or(base.hard_limit_ms),
             retention_ms: self.retention_ms.unwrap_or(base.retention_ms),
             rate_limit: self.rate_limit.or(base.rate_limit),
+            tenant_concurrency: self.tenant_concurrency.or(base.tenant_concurrency),
         }
     }
 }

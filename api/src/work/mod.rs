@@ -42,8 +42,8 @@ use std::{
 
 use axum::{Router, http::StatusCode, routing::post};
 use hopper_queue::Recorder;
+use hopper_queue::RedisConn;
 use hopper_shared::{QueueName, keys::Scope};
-use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 
@@ -67,7 +67,7 @@ pub struct WorkState {
     /// Long-polls that may wait at once (the rest get 503).
     pub(crate) polls: Arc<Semaphore>,
     /// Idle dedicated connections for blocking waits.
-    connections: Arc<Mutex<Vec<MultiplexedConnection>>>,
+    connections: Arc<Mutex<Vec<RedisConn>>>,
     recorders: Arc<Mutex<HashMap<QueueName, Recorder>>>,
     /// Set when the API begins to shut down: long-polls answer at once.
     stopping: Arc<watch::Sender<bool>>,
@@ -125,10 +125,7 @@ impl WorkState {
     /// A dedicated connection for a blocking wait (an idle one, or a new
     /// one); give it back with [`Self::give_back`] once its command
     /// answered.
-    pub(crate) async fn connection(
-        &self,
-        state: &AppState,
-    ) -> Result<MultiplexedConnection, ApiError> {
+    pub(crate) async fn connection(&self, state: &AppState) -> Result<RedisConn, ApiError> {
         if let Some(c) = self.connections.lock().expect("connections").pop() {
             return Ok(c);
         }
@@ -136,7 +133,7 @@ impl WorkState {
     }
 
     /// Keeps an idle connection for the next wait (at most 64 are kept).
-    pub(crate) fn give_back(&self, conn: MultiplexedConnection) {
+    pub(crate) fn give_back(&self, conn: RedisConn) {
         let mut idle = self.connections.lock().expect("connections");
         if idle.len() < 64 {
             idle.push(conn);

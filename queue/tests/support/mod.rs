@@ -65,24 +65,71 @@ impl std::ops::Deref for TestQueue {
 
 impl Drop for TestQueue {
     fn drop(&mut self) {
-        use redis::Commands;
-        let Ok(mut conn) =
-            redis::Client::open(self.config.redis_url.as_str()).and_then(|c| c.get_connection())
-        else {
-            return;
-        };
-        let keys: Vec<String> = conn
-            .scan_match::<_, String>(format!("{{{}:*", self.config.key_prefix))
-            .map(|it| it.filter_map(Result::ok).collect())
-            .unwrap_or_default();
-        for chunk in keys.chunks(1000) {
-            let _: Result<(), _> = conn.del(chunk);
+        let pattern = format!("{{{}:*", self.config.key_prefix);
+        for url in node_urls(&self.config.redis_url) {
+            delete_matching(&url, &pattern);
         }
     }
 }
 
+/// The servers holding keys: the one of `url`, or every master of the
+/// cluster it names.
+fn node_urls(url: &str) -> Vec<String> {
+    if !hopper_queue::connection::is_cluster_url(url) {
+        return vec![url.to_owned()];
+    }
+    let Ok(seeds) = hopper_queue::connection::cluster_nodes(url) else {
+        return Vec::new();
+    };
+    let Some(nodes) = seeds.iter().find_map(|seed| {
+        let mut conn = redis::Client::open(seed.as_str())
+            .and_then(|c| c.get_connection())
+            .ok()?;
+        redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query::<String>(&mut conn)
+            .ok()
+    }) else {
+        return Vec::new();
+    };
+    let scheme = if url.starts_with("rediss") {
+        "rediss"
+    } else {
+        "redis"
+    };
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split(' ').collect();
+            let addr = f.get(1)?.split('@').next()?;
+            (f.get(2)?.contains("master") && !f.get(2)?.contains("fail"))
+                .then(|| format!("{scheme}://{addr}"))
+        })
+        .collect()
+}
+
+/// Deletes the keys matching `pattern` on the server at `url`, one key
+/// per command (a cluster node refuses a DEL across slots).
+fn delete_matching(url: &str, pattern: &str) {
+    use redis::Commands;
+    let Ok(mut conn) = redis::Client::open(url).and_then(|c| c.get_connection()) else {
+        return;
+    };
+    let keys: Vec<String> = conn
+        .scan_match::<_, String>(pattern)
+        .map(|it| it.filter_map(Result::ok).collect())
+        .unwrap_or_default();
+    for chunk in keys.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for key in chunk {
+            pipe.cmd("UNLINK").arg(key).ignore();
+        }
+        let _: Result<(), _> = pipe.query(&mut conn);
+    }
+}
+
 /// A connection of its own (claims run on one).
-pub async fn conn(q: &QueueClient) -> redis::aio::MultiplexedConnection {
+pub async fn conn(q: &QueueClient) -> hopper_queue::RedisConn {
     q.dedicated_connection(Duration::from_secs(1))
         .await
         .unwrap()

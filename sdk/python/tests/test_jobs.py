@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
+from datetime import timedelta
 
 import pytest
 
@@ -70,6 +72,36 @@ def test_per_job_overrides_run_the_job_and_bounds_are_named(hopper: Hopper) -> N
             client.submit("echo", {"message": "x"}, hard_limit_ms=10**12)
     assert caught.value.status == 422
     assert caught.value.field == "hard_limit_ms"
+
+
+def test_a_job_is_forgotten_after_its_own_retention(hopper: Hopper) -> None:
+    queue = {"HOPPER_QUEUE_ECHO_RETENTION_MS": "60000"}
+    hopper.start_api(**queue, HOPPER_RETENTION_SWEEP_MS="200")
+    hopper.start_worker("echo", **queue, HOPPER_HEARTBEAT_MS="100", HOPPER_LEASE_MS="1000")
+    with Client(hopper.url) as client:
+        brief = client.submit(
+            "echo", {"message": "brief"}, retention_ms=timedelta(milliseconds=200)
+        )
+        [batched] = client.submit_many("echo", [{"message": "batched"}], retention_ms=200)
+        plain = client.submit("echo", {"message": "plain"})
+        for job_id in (brief.id, batched, plain.id):
+            assert client.wait(job_id, timeout=30).state == "succeeded"
+        # Redis forgets them and the sweep deletes their records: gone, while the
+        # queue keeps its other jobs a minute.
+        for job_id in (brief.id, batched):
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    client.job(job_id)
+                except NotFound:
+                    break
+                assert time.monotonic() < deadline, f"{job_id} still kept"
+                time.sleep(0.05)
+        assert client.job(plain.id).state == "succeeded"
+        with pytest.raises(InvalidArgs) as caught:
+            client.submit("echo", {"message": "x"}, retention_ms=timedelta(hours=1))
+    assert caught.value.status == 422
+    assert caught.value.field == "retention_ms"
 
 
 def test_unknown_task_raises_not_found_listing_known_kinds(hopper: Hopper) -> None:

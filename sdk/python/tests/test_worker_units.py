@@ -134,6 +134,17 @@ def test_a_rate_limit_is_declared_as_given() -> None:
     assert spec["settings"] == {"rate_limit": "10/s"}
 
 
+def test_a_tenant_concurrency_limit_is_declared_as_given() -> None:
+    worker = Worker("http://127.0.0.1:1")
+
+    @worker.task("render", tenant_concurrency=3)
+    def render(args: dict[str, Any], ctx: JobContext) -> None:
+        return None
+
+    spec = worker.tasks["render"].spec.to_json()
+    assert spec["settings"] == {"tenant_concurrency": 3}
+
+
 def context(sent: list[str]) -> JobContext:
     job = ClaimedJob("j1", "q", {}, 1, 3, "l1", None, None, None, None, None)
     return JobContext(job, sent.append)

@@ -8,7 +8,8 @@
 
 use std::time::Duration;
 
-use redis::{Script, aio::ConnectionManager};
+use hopper_queue::RedisConn;
+use redis::Script;
 use sha2::{Digest, Sha256};
 
 /// Cache settings.
@@ -32,7 +33,7 @@ impl Default for CacheConfig {
 /// A handle on the cache; cheap to clone.
 #[derive(Clone)]
 pub struct EmbedCache {
-    conn: ConnectionManager,
+    conn: RedisConn,
     tag: String,
     config: CacheConfig,
 }
@@ -57,7 +58,7 @@ return 1
 
 impl EmbedCache {
     /// The cache under key prefix `prefix`.
-    pub fn new(conn: ConnectionManager, prefix: &str, config: CacheConfig) -> Self {
+    pub fn new(conn: RedisConn, prefix: &str, config: CacheConfig) -> Self {
         Self {
             conn,
             tag: format!("{{{prefix}:embcache}}"),

@@ -3,22 +3,36 @@
 //!
 //! Every query they run names the job's tenant (`shared/src/documents.rs`):
 //! a job whose tenant does not own the document it names changes nothing
-//! and ends as skipped ("not found", see [`gone`]). Only the pipeline queues these jobs
-//! (clients cannot: `JobKind::is_internal`, `JobKind::validate`), each with
-//! an idempotency key per document version and step that no client key can
-//! take ([`step_key`]). A re-run of an ingest whose version is chunked
-//! already re-chunks nothing and re-queues only what is left ([`resume`]).
+//! and ends as skipped ("not found", see [`gone`]). Only the pipeline queues
+//! these jobs (clients cannot: `JobKind::is_internal`, `JobKind::validate`).
+//!
+//! After its ingest, a document version's pipeline is one workflow
+//! (`hopper-queue`'s `workflow.rs`, [`pipeline_workflow`]): a chord whose
+//! header is one `embed` job per batch of chunks and whose body is a
+//! `summarize` job that moves the version on — to `summarizing` and its
+//! summary, or straight to `ready` — once every batch succeeded. That is
+//! the pipeline's only fan-in: the queue core counts the members down
+//! exactly once each and pushes the body once. It runs with
+//! `on_failure: stop`, so a batch that dies (failing its document,
+//! [`give_up`]) leaves the body unrun.
+//!
+//! The workflow's id is derived from (document, version, generation)
+//! (`documents::workflow_id`): a re-run of an ingest whose version is
+//! chunked already re-chunks nothing and finds the workflow a run before it
+//! started; only when that one is over without having finished the version
+//! does it start the next generation, with what is left ([`resume`]).
 
 use std::sync::Arc;
 
 use apalis_core::{error::BoxDynError, task::data::Data};
 use deadpool_postgres::Pool;
-use hopper_queue::{JobContext, Permanent, PushOptions, QueueClient};
+use hopper_queue::{JobContext, Permanent, QueueClient, workflow::member_of};
 use hopper_shared::{
-    documents::{self, FanIn, IngestStart, StoredBatch, StoredVersion, status},
+    documents::{self, Finish, IngestStart, StoredBatch, StoredVersion, status},
     embeddings::{self, INLINE_VECTORS},
     jobs::{ChunkBatch, EmbedArgs, IngestArgs, JobKind, SummarizeArgs},
     metrics as m,
+    workflows::{self, OnFailure, Plan, WorkflowSpec, WorkflowState, node_job_id},
 };
 use serde_json::{Value, json};
 
@@ -40,7 +54,7 @@ pub const EMBED_BATCH: usize = 32;
 pub struct Pipeline {
     /// Postgres.
     pub pool: Pool,
-    /// The queues (to fan out).
+    /// The queues (to start a version's workflow).
     pub queue: QueueClient,
     /// Extraction and chunking in a child process under hard limits
     /// (ingest workers only).
@@ -129,94 +143,67 @@ fn gone(doc: uuid::Uuid, job: &JobContext) -> Value {
     })
 }
 
-/// The idempotency key of one step of a document version (`embed/<batch>`,
-/// `summarize`). It holds no `:`, so no client's key (always
-/// `<tenant>:<key>`) can be the same and take the step's place.
-fn step_key(doc: uuid::Uuid, version: i32, step: &str) -> String {
-    format!("pipeline/{doc}/v{version}/{step}")
-}
+/// Most generations of one document version's workflow (see [`resume`]):
+/// past that, a re-run fails the document rather than start it again.
+const MAX_GENERATIONS: u32 = 100;
 
-/// Most times one step is queued afresh after its job ended without doing
-/// it (see [`queue_step`]).
-const STEP_GENERATIONS: u32 = 100;
-
-/// Queues a pipeline job once under `key`, for the job's tenant. A re-run
-/// finds the job queued before under the same key and adds nothing, unless
-/// that job is over (dead, cancelled, trimmed) without having done the
-/// step: then the next generation of the key (`<key>/g<n>`) is tried, so
-/// nothing waits for a job that will never run, and every re-run — by
-/// whichever job — finds the same live one.
-async fn queue_step(
-    p: &Pipeline,
-    job: &JobContext,
-    kind: JobKind,
-    args: Value,
-    key: String,
-) -> Result<(), BoxDynError> {
-    let mut opts = PushOptions {
-        request_id: job.request_id.clone(),
-        tenant: Some(job.tenant.to_string()),
-        ..Default::default()
-    };
-    for generation in 0..STEP_GENERATIONS {
-        opts.idempotency_key = Some(match generation {
-            0 => key.clone(),
-            n => format!("{key}/g{n}"),
-        });
-        let pushed = p.queue.push(kind, &args, &opts).await?;
-        if pushed.created {
-            return Ok(());
-        }
-        let live = p
-            .queue
-            .job(kind, pushed.id)
-            .await?
-            .is_some_and(|j| !j.state.is_final());
-        if live {
-            return Ok(());
-        }
-    }
-    Err(Permanent(format!("{key} was queued {STEP_GENERATIONS} times already")).into())
-}
-
-/// Queues an embed job for each batch not done yet; returns how many.
-async fn queue_batches(
-    p: &Pipeline,
-    job: &JobContext,
+/// The workflow of a document version's pipeline: a chord of one `embed`
+/// job per batch not done yet and the `summarize` body, stopping at the
+/// first failure.
+fn pipeline_workflow(
     doc: uuid::Uuid,
     version: i32,
     batches: &[StoredBatch],
     model: Option<String>,
-) -> Result<usize, BoxDynError> {
-    let mut queued = 0;
-    for b in batches.iter().filter(|b| !b.done) {
-        let args = EmbedArgs {
-            texts: Vec::new(),
-            batch: Some(ChunkBatch {
-                document_id: doc,
-                version,
-                batch_no: b.batch_no,
-                chunk_ids: b.chunk_ids.clone(),
-            }),
-            model: model.clone(),
-        };
-        let key = step_key(doc, version, &format!("embed/{}", b.batch_no));
-        queue_step(p, job, JobKind::Embed, serde_json::to_value(&args)?, key).await?;
-        queued += 1;
-    }
-    Ok(queued)
+) -> Result<(WorkflowSpec, Plan), BoxDynError> {
+    let header = batches
+        .iter()
+        .filter(|b| !b.done)
+        .map(|b| {
+            let args = EmbedArgs {
+                texts: Vec::new(),
+                batch: Some(ChunkBatch {
+                    document_id: doc,
+                    version,
+                    batch_no: b.batch_no,
+                    chunk_ids: b.chunk_ids.clone(),
+                }),
+                model: model.clone(),
+            };
+            Ok(workflows::task(JobKind::Embed, serde_json::to_value(args)?))
+        })
+        .collect::<Result<Vec<_>, serde_json::Error>>()?;
+    let body = SummarizeArgs {
+        document_id: doc,
+        version: Some(version),
+        input: None,
+    };
+    let body = workflows::task(JobKind::Summarize, serde_json::to_value(body)?);
+    let spec = WorkflowSpec::new(workflows::chord(header, body))
+        .named(format!("document {doc} v{version}"))
+        .on_failure(OnFailure::Stop);
+    // Only a document of over 10,000 batches is refused (no retry helps).
+    let plan = spec
+        .plan()
+        .map_err(|e| Permanent(format!("document {doc}: its pipeline cannot run: {e}")))?;
+    Ok((spec, plan))
 }
 
-/// Queues the summary of a document version.
-async fn queue_summary(
-    p: &Pipeline,
-    job: &JobContext,
-    doc: uuid::Uuid,
-    version: i32,
-) -> Result<(), BoxDynError> {
-    let args = serde_json::to_value(SummarizeArgs { document_id: doc })?;
-    let key = step_key(doc, version, "summarize");
-    queue_step(p, job, JobKind::Summarize, args, key).await
+/// Whether a job of workflow `id`'s plan exists already while the workflow
+/// does not: a generation whose workflow expired (a week after it ended)
+/// while some of its jobs are kept longer (dead letters). Its job ids are
+/// taken, so that generation cannot be started again.
+async fn jobs_left_behind(p: &Pipeline, id: uuid::Uuid, plan: &Plan) -> Result<bool, BoxDynError> {
+    for (index, node) in plan.nodes.iter().enumerate() {
+        if p.queue
+            .job(&node.task, node_job_id(id, index))
+            .await?
+            .is_some()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Marks the document failed when no retry will come (a permanent error or
@@ -260,7 +247,8 @@ async fn notify_finished(p: &Pipeline, tenant: &str, doc: uuid::Uuid) {
 }
 
 /// `ingest`: extract the text, chunk it by tokens, store the chunks (replacing
-/// this version's), and fan out one embed job per batch of chunks.
+/// this version's), and start the version's workflow: one embed job per
+/// batch of chunks, then the body that finishes it.
 pub async fn ingest(
     args: IngestArgs,
     job: Data<JobContext>,
@@ -278,38 +266,104 @@ pub async fn ingest(
 
 /// A re-run of an ingest whose version is chunked already (a crash after
 /// its chunks were stored, a retry from the dead letters, a duplicate
-/// job): nothing is re-chunked or reset; what is left of the pipeline is
-/// queued again — the embed batches not done, or else the summary a
-/// summarizing or failed document still lacks — and a `failed` document
-/// goes back to that step.
+/// job), or an embed job that finds its version's workflow over
+/// ([`resume_if_orphaned`]): nothing is re-chunked or reset. It looks at the
+/// version's workflow, generation by generation: a running one is repaired
+/// (its members' reports may have been lost) and, still running, left to
+/// finish; one that is over (failed, cancelled) without finishing the
+/// version makes way for the next generation, started with the batches not
+/// done and the body (just the body when every batch is done) — and a
+/// `failed` document goes back to `embedding`. A `ready` version needs
+/// nothing.
 async fn resume(
     p: &Pipeline,
     doc: uuid::Uuid,
     job: &JobContext,
     stored: StoredVersion,
 ) -> Result<Value, BoxDynError> {
-    let tenant = &job.tenant;
-    let left = stored.batches.iter().filter(|b| !b.done).count();
-    let mut summary_queued = false;
-    if left > 0 {
-        documents::reopen(&p.pool, tenant, doc, stored.version, status::EMBEDDING).await?;
-        let model = stored.options.model.clone();
-        queue_batches(p, job, doc, stored.version, &stored.batches, model).await?;
-    } else if stored.options.summarize
-        && !stored.has_summary
-        && [status::SUMMARIZING, status::FAILED].contains(&stored.status.as_str())
-    {
-        documents::reopen(&p.pool, tenant, doc, stored.version, status::SUMMARIZING).await?;
-        queue_summary(p, job, doc, stored.version).await?;
-        summary_queued = true;
-    }
-    Ok(json!({
+    let version = stored.version;
+    let mut out = json!({
         "rerun": true,
-        "version": stored.version,
+        "version": version,
         "embed_batches": stored.batches.len(),
-        "embed_batches_queued": left,
-        "summary_queued": summary_queued,
-    }))
+        "embed_batches_queued": 0,
+    });
+    if stored.status == status::READY {
+        return Ok(out);
+    }
+    let mut generation = 0;
+    while generation < MAX_GENERATIONS {
+        let id = documents::workflow_id(doc, version, generation);
+        let running = |wf: &Option<workflows::WorkflowView>| {
+            wf.as_ref().map(|wf| wf.state == WorkflowState::Running)
+        };
+        match running(&p.queue.workflow(id, None, false).await?) {
+            Some(true) => {
+                p.queue.repair_workflow(id).await?;
+                if running(&p.queue.workflow(id, None, false).await?) == Some(true) {
+                    out["workflow"] = json!(id);
+                    out["generation"] = json!(generation);
+                    return Ok(out);
+                }
+                generation += 1;
+            }
+            Some(false) => generation += 1,
+            None => {
+                let model = stored.options.model.clone();
+                let (spec, plan) = pipeline_workflow(doc, version, &stored.batches, model)?;
+                if jobs_left_behind(p, id, &plan).await? {
+                    // Unless a concurrent run created it just now.
+                    if p.queue.workflow(id, None, false).await?.is_none() {
+                        generation += 1;
+                    }
+                    continue;
+                }
+                documents::reopen(&p.pool, &job.tenant, doc, version).await?;
+                p.queue
+                    .create_workflow_as(id, &spec, &plan, &job.tenant)
+                    .await?;
+                tracing::info!(document = %doc, version, generation, workflow = %id,
+                    nodes = plan.nodes.len(), "document pipeline started again");
+                out["workflow"] = json!(id);
+                out["generation"] = json!(generation);
+                out["embed_batches_queued"] = json!(plan.nodes.len() - 1);
+                return Ok(out);
+            }
+        }
+    }
+    Err(Permanent(format!(
+        "document {doc} v{version}: its pipeline was started {MAX_GENERATIONS} times already"
+    ))
+    .into())
+}
+
+/// After an embed job found every batch of its version done: when its own
+/// workflow is over (a dead letter retried after its run failed, a straggler
+/// of a stopped run) — or it belongs to none (queued before pipelines ran as
+/// workflows) — no body will move the version on, so it resumes the
+/// pipeline as an ingest re-run would ([`resume`]: the next generation,
+/// just the body). A running workflow finishes the version itself.
+async fn resume_if_orphaned(
+    p: &Pipeline,
+    job: &JobContext,
+    doc: uuid::Uuid,
+    version: i32,
+) -> Result<(), BoxDynError> {
+    if let Some(member) = job.notify.as_ref().and_then(member_of) {
+        let wf = p.queue.workflow(member.workflow, None, false).await?;
+        if wf.is_some_and(|wf| wf.state == WorkflowState::Running) {
+            return Ok(());
+        }
+    }
+    let Some(stored) = documents::stored_version(&p.pool, &job.tenant, doc).await? else {
+        return Ok(());
+    };
+    if stored.version == version {
+        let resumed = resume(p, doc, job, stored).await?;
+        tracing::info!(document = %doc, version, job = %job.id, %resumed,
+            "an embed batch outlived its workflow: the pipeline resumes");
+    }
+    Ok(())
 }
 
 async fn ingest_inner(
@@ -354,13 +408,24 @@ async fn ingest_inner(
     else {
         return Ok(gone(doc, job));
     };
+    // A fresh version has no workflow yet (a concurrent run's is the same
+    // one: creating it again stores nothing).
     let model = src.options.model.clone();
-    queue_batches(p, job, doc, src.version, &batches, model).await?;
-    Ok(json!({ "chunks": chunks.len(), "embed_batches": batches.len(), "chars": text.len() }))
+    let (spec, plan) = pipeline_workflow(doc, src.version, &batches, model)?;
+    let id = documents::workflow_id(doc, src.version, 0);
+    p.queue
+        .create_workflow_as(id, &spec, &plan, &job.tenant)
+        .await?;
+    Ok(json!({
+        "chunks": chunks.len(),
+        "embed_batches": batches.len(),
+        "chars": text.len(),
+        "workflow": id,
+    }))
 }
 
 /// `embed`: vectors for free texts (returned), or for a batch of a
-/// document's chunks (stored, then the fan-in).
+/// document's chunks (stored; its workflow counts it).
 pub async fn embed(
     args: EmbedArgs,
     job: Data<JobContext>,
@@ -429,7 +494,7 @@ pub async fn embed(
             .await
             .map_err(permanent_if_model)?;
         let vectors: Vec<_> = ids.into_iter().zip(out.vectors).collect();
-        let Some(fan_in) = documents::store_embeddings(
+        let Some(stored) = documents::store_embeddings(
             &p.pool,
             &job.tenant,
             doc,
@@ -443,11 +508,8 @@ pub async fn embed(
         else {
             return Ok(gone(doc, &job));
         };
-        if fan_in == FanIn::Ready {
-            notify_finished(&p, &job.tenant, doc).await;
-        }
-        if fan_in == FanIn::Summarize {
-            queue_summary(&p, &job, doc, batch.version).await?;
+        if stored.all_done {
+            resume_if_orphaned(&p, &job, doc, batch.version).await?;
         }
         Ok::<_, BoxDynError>(json!({
             "document_id": doc,
@@ -455,7 +517,6 @@ pub async fn embed(
             "chunks": vectors.len(),
             "truncated": out.truncated,
             "model": out.model_version,
-            "fan_in": format!("{fan_in:?}").to_lowercase(),
         }))
     }
     .await;
@@ -474,7 +535,11 @@ fn permanent_if_model(e: EmbedError) -> BoxDynError {
     }
 }
 
-/// `summarize`: an extractive summary from the stored chunk vectors.
+/// `summarize`, the body of a version's workflow, run once every embed
+/// batch succeeded: moves the version on (`documents::finish_embedding`,
+/// once whatever re-runs), then writes its summary — extractive from the
+/// stored chunk vectors, or from the chat endpoint — when it asked for one,
+/// and sends `document.finished` once it is ready.
 pub async fn summarize(
     args: SummarizeArgs,
     job: Data<JobContext>,
@@ -482,6 +547,27 @@ pub async fn summarize(
 ) -> Result<Value, BoxDynError> {
     let doc = args.document_id;
     let result = async {
+        let finish = documents::finish_embedding(&p.pool, &job.tenant, doc, args.version).await?;
+        match finish {
+            None => return Ok(gone(doc, &job)),
+            Some(Finish::Summarize) => {}
+            Some(Finish::Ready) => {
+                notify_finished(&p, &job.tenant, doc).await;
+                return Ok(json!({ "document_id": doc, "status": status::READY }));
+            }
+            Some(Finish::Passed(now)) => {
+                return Ok(json!({
+                    "document_id": doc,
+                    "skipped": format!("document {doc} is {now}: replaced by another version, or failed meanwhile"),
+                }));
+            }
+            Some(Finish::Unembedded { done, total }) => {
+                return Err(Permanent(format!(
+                    "document {doc}: {done} of {total} embed batches done, yet its body ran"
+                ))
+                .into());
+            }
+        }
         let Some((text, chunks)) = documents::for_summary(&p.pool, &job.tenant, doc).await? else {
             return Ok(gone(doc, &job));
         };
@@ -497,7 +583,11 @@ pub async fn summarize(
         if documents::store_summary(&p.pool, &job.tenant, doc, &summary).await? {
             notify_finished(&p, &job.tenant, doc).await;
         }
-        Ok::<_, BoxDynError>(json!({ "document_id": doc, "chars": summary.len() }))
+        Ok::<_, BoxDynError>(json!({
+            "document_id": doc,
+            "status": status::READY,
+            "chars": summary.len(),
+        }))
     }
     .await;
     if let Err(e) = &result {

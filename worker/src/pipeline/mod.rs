@@ -1,7 +1,9 @@
-//! The document pipeline's jobs: `ingest` (extract → chunk → store → fan
-//! out embed batches), `embed` (vectors for free texts or a batch of a
-//! document's chunks, then the fan-in), and `summarize` (an extractive
-//! summary from the stored chunk vectors).
+//! The document pipeline's jobs: `ingest` (extract → chunk → store → start
+//! the version's workflow), `embed` (vectors for free texts or a batch of a
+//! document's chunks: a member of that workflow's chord), and `summarize`
+//! (the chord's body: the version moves on once every batch is embedded,
+//! with an extractive summary from the stored chunk vectors when asked).
+//! The fan-in between them is the queue core's workflow, not the pipeline's.
 //!
 //! Every handler commits its effects in Postgres before it returns (the ack
 //! follows) and writes idempotently (a crash re-runs it). Extraction and

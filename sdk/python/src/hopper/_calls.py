@@ -15,6 +15,7 @@ import os
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -120,17 +121,27 @@ def _given(**options: str | int | None) -> dict[str, str | int]:
     return {name: value for name, value in options.items() if value is not None}
 
 
+def _millis(duration: int | timedelta | None) -> int | None:
+    """A duration as whole milliseconds: an int is one already, a `timedelta` is
+    converted (rounded down)."""
+    if isinstance(duration, timedelta):
+        return duration // timedelta(milliseconds=1)
+    return duration
+
+
 def _options(
     delay_ms: int | None,
     priority: str | None,
     max_attempts: int | None,
     callback_url: str | None,
+    retention_ms: int | timedelta | None = None,
 ) -> dict[str, str | int]:
     return _given(
         delay_ms=delay_ms,
         priority=priority,
         max_attempts=max_attempts,
         callback_url=callback_url,
+        retention_ms=_millis(retention_ms),
     )
 
 
@@ -150,10 +161,11 @@ def submit(
     soft_limit_ms: int | None = None,
     backoff_base_ms: int | None = None,
     backoff_max_ms: int | None = None,
+    retention_ms: int | timedelta | None = None,
 ) -> Call[Submitted]:
     """`POST /v1/jobs/{task}`: retried only under an idempotency key or as a
     unique job (the API then answers a repeat with the first job)."""
-    params = _options(delay_ms, priority, max_attempts, callback_url) | _given(
+    params = _options(delay_ms, priority, max_attempts, callback_url, retention_ms) | _given(
         hard_limit_ms=hard_limit_ms,
         soft_limit_ms=soft_limit_ms,
         backoff_base_ms=backoff_base_ms,
@@ -182,10 +194,11 @@ def submit_batches(
     priority: str | None = None,
     max_attempts: int | None = None,
     callback_url: str | None = None,
+    retention_ms: int | timedelta | None = None,
 ) -> list[Call[list[str]]]:
     """`POST /v1/jobs/{task}/batch`, one call per `MAX_BATCH` jobs (never
     retried: a batch has no idempotency key)."""
-    params = _options(delay_ms, priority, max_attempts, callback_url)
+    params = _options(delay_ms, priority, max_attempts, callback_url, retention_ms)
     return [
         Call(
             "POST",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -103,12 +104,15 @@ class Client:
         soft_limit_ms: int | None = None,
         backoff_base_ms: int | None = None,
         backoff_max_ms: int | None = None,
+        retention_ms: int | timedelta | None = None,
     ) -> Submitted:
         """Queues one job of `task`; retried only when `idempotency_key` is given or the job
         is unique (`unique_for_ms`, or `unique_until_finished`; keyed by `unique_key` or
         by its arguments): a repeat then answers the first job (`created` false).
         `hard_limit_ms` / `soft_limit_ms` give this job less time than its task's limits,
-        `backoff_base_ms` / `backoff_max_ms` a shorter retry backoff (never more: 422)."""
+        `backoff_base_ms` / `backoff_max_ms` a shorter retry backoff (never more: 422);
+        `retention_ms` (ms, or a `timedelta`) keeps it, once it succeeded or was cancelled,
+        for that long instead of its task's retention (at most 30 times it: 422)."""
         return self._send(
             _calls.submit(
                 task,
@@ -125,6 +129,7 @@ class Client:
                 soft_limit_ms=soft_limit_ms,
                 backoff_base_ms=backoff_base_ms,
                 backoff_max_ms=backoff_max_ms,
+                retention_ms=retention_ms,
             )
         )
 
@@ -137,8 +142,10 @@ class Client:
         priority: str | None = None,
         max_attempts: int | None = None,
         callback_url: str | None = None,
+        retention_ms: int | timedelta | None = None,
     ) -> list[str]:
-        """Queues one job per item of `many_args` (in batches of 10,000); their ids."""
+        """Queues one job per item of `many_args` (in batches of 10,000); their ids.
+        `retention_ms` as for `submit`."""
         ids: list[str] = []
         for call in _calls.submit_batches(
             task,
@@ -147,6 +154,7 @@ class Client:
             priority=priority,
             max_attempts=max_attempts,
             callback_url=callback_url,
+            retention_ms=retention_ms,
         ):
             batch: list[str] = self._send(call)
             ids.extend(batch)

@@ -190,6 +190,7 @@ class Worker:
         backoff_max_ms: int | None = None,
         retention_ms: int | None = None,
         rate_limit: str | None = None,
+        tenant_concurrency: int | None = None,
         description: str | None = None,
         params: Sequence[str] | None = None,
     ) -> Callable[[F], F]:
@@ -201,7 +202,9 @@ class Worker:
         messages arrive as `{"args": [...], "kwargs": {...}}`). Returns `fn`
         unchanged. `rate_limit` (`"20/s"`, `"600/m"`, `"1000/h"`) caps the
         task's job starts across every worker (a token bucket the server
-        checks when it hands out jobs)."""
+        checks when it hands out jobs); `tenant_concurrency` caps how many
+        of one tenant's jobs of the task run at once across every worker
+        (the others wait in the queue, holding no worker slot)."""
         if name in self.tasks:
             raise ValueError(f"task {name!r} is registered twice")
         if version < 1:
@@ -214,6 +217,7 @@ class Worker:
             "backoff_base_ms": backoff_base_ms,
             "backoff_max_ms": backoff_max_ms,
             "retention_ms": retention_ms,
+            "tenant_concurrency": tenant_concurrency,
         }
         settings: dict[str, int | str] = {k: v for k, v in given.items() if v is not None}
         if rate_limit is not None:
