@@ -29,10 +29,11 @@
 //! `caller.tenant`, so another tenant's ids answer 404.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
+
+use moka::sync::Cache;
 
 use axum::{
     extract::{FromRequestParts, Request, State},
@@ -67,8 +68,11 @@ pub const REVOCATION_BOUND: Duration = Duration::from_millis(750);
 /// clock: a revoking transaction stamps `revoked_at` when it starts and may
 /// commit later (bounded by the statement timeout).
 const REVOCATION_OVERLAP_MS: i64 = 120_000;
-/// Entries beyond which the cache drops what has expired.
-const MAX_CACHED_KEYS: usize = 10_000;
+/// Most prefixes the cache holds (least recently used go first).
+const MAX_CACHED_KEYS: u64 = 10_000;
+/// How long a looked-up prefix is kept at all: past [`KEY_CACHE_TTL`] a
+/// valid key is re-checked without charging its client address.
+const KEY_CACHE_KEEP: Duration = Duration::from_secs(60);
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
@@ -142,7 +146,7 @@ struct Known {
 
 /// A looked-up prefix: its key (`None`: no such key), and when the lookup
 /// started.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Entry {
     known: Option<Arc<Known>>,
     at: Instant,
@@ -162,43 +166,61 @@ enum Cached {
     Unknown,
 }
 
-/// What the cache holds, under one lock.
-#[derive(Debug, Default)]
-struct CacheState {
-    /// Looked-up prefixes.
-    entries: HashMap<String, Entry>,
+/// Keys looked up recently, by prefix, and what the revocation poll
+/// learned: `moka` caches, bounded in size and time.
+#[derive(Clone)]
+pub struct KeyCache {
+    /// Looked-up prefixes (at most [`MAX_CACHED_KEYS`], each for
+    /// [`KEY_CACHE_KEEP`]).
+    entries: Cache<String, Entry>,
     /// Prefixes revoked lately (as the revocation poll or this replica's
-    /// own revoke saw), with when that was learned.
-    revoked: HashMap<String, Instant>,
+    /// own revoke saw), with when that was learned; kept twice the TTL.
+    revoked: Cache<String, Instant>,
     /// When the last successful revocation poll started.
-    polled_at: Option<Instant>,
+    polled_at: Arc<Mutex<Option<Instant>>>,
 }
 
-/// Keys looked up recently, by prefix, and what the revocation poll learned.
-#[derive(Debug, Default, Clone)]
-pub struct KeyCache {
-    state: Arc<Mutex<CacheState>>,
+impl Default for KeyCache {
+    fn default() -> Self {
+        Self {
+            entries: Cache::builder()
+                .max_capacity(MAX_CACHED_KEYS)
+                .time_to_live(KEY_CACHE_KEEP)
+                .build(),
+            revoked: Cache::builder()
+                .max_capacity(MAX_CACHED_KEYS)
+                .time_to_live(KEY_CACHE_TTL * 2)
+                .build(),
+            polled_at: Arc::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyCache")
+            .field("entries", &self.entries.entry_count())
+            .field("revoked", &self.revoked.entry_count())
+            .finish()
+    }
 }
 
 impl KeyCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
-        self.state.lock().expect("key cache lock")
-    }
-
     /// What the cache knows about `prefix` with `secret`, without Postgres.
     fn cached(&self, prefix: &str, secret: &str) -> Cached {
-        let (known, fresh, watched) = {
-            let st = self.lock();
-            if st.revoked.contains_key(prefix) {
-                return Cached::Refused;
-            }
-            let Some(e) = st.entries.get(prefix) else {
-                return Cached::Unknown;
-            };
-            let watched = st.polled_at.is_some_and(|t| t.elapsed() < REVOCATION_BOUND);
-            (e.known.clone(), e.at.elapsed() < KEY_CACHE_TTL, watched)
+        if self.revoked.contains_key(prefix) {
+            return Cached::Refused;
+        }
+        let Some(e) = self.entries.get(prefix) else {
+            return Cached::Unknown;
         };
-        match known {
+        let watched = self
+            .polled_at
+            .lock()
+            .expect("key cache lock")
+            .is_some_and(|t| t.elapsed() < REVOCATION_BOUND);
+        let fresh = e.at.elapsed() < KEY_CACHE_TTL;
+        match e.known {
             Some(k) if k.key.info.revoked_at_ms.is_none() && k.key.matches(secret) => {
                 if fresh && watched {
                     Cached::Valid(k.caller.clone())
@@ -230,22 +252,16 @@ impl KeyCache {
             };
             Arc::new(Known { key, caller })
         });
-        let mut st = self.lock();
-        if st.entries.len() >= MAX_CACHED_KEYS {
-            st.entries.retain(|_, e| e.at.elapsed() < KEY_CACHE_TTL);
-            if st.entries.len() >= MAX_CACHED_KEYS {
-                st.entries.retain(|_, e| e.known.is_some());
-            }
-        }
-        st.entries.insert(
+        self.entries.insert(
             prefix.to_owned(),
             Entry {
                 known: known.clone(),
                 at,
             },
         );
-        // A revocation learned while the lookup ran wins over what it read.
-        let revoked = st.revoked.contains_key(prefix);
+        // A revocation learned while the lookup ran wins over what it read
+        // (`learn` records it before this check can miss it).
+        let revoked = self.revoked.contains_key(prefix);
         Ok(known
             .filter(|k| !revoked && k.key.info.revoked_at_ms.is_none() && k.key.matches(secret))
             .map(|k| k.caller.clone()))
@@ -254,23 +270,21 @@ impl KeyCache {
     /// Forgets a key at once and refuses it from now on (after it was
     /// revoked through this replica).
     pub fn forget(&self, prefix: &str) {
-        let mut st = self.lock();
-        st.entries.remove(prefix);
-        st.revoked.insert(prefix.to_owned(), Instant::now());
+        self.revoked.insert(prefix.to_owned(), Instant::now());
+        self.entries.invalidate(prefix);
     }
 
     /// Records a successful revocation poll that started at `started` and
     /// found `prefixes` revoked.
     fn learn(&self, prefixes: Vec<String>, started: Instant) {
-        let mut st = self.lock();
-        for prefix in prefixes {
-            st.entries.remove(&prefix);
-            st.revoked.insert(prefix, started);
-        }
         // Past the TTL no entry read before a revocation is trusted any
-        // more (and the poll re-reads recent ones), so old ones can go.
-        st.revoked.retain(|_, at| at.elapsed() < KEY_CACHE_TTL * 2);
-        st.polled_at = Some(started);
+        // more (and the poll re-reads recent ones): `revoked` forgets them
+        // after twice that.
+        for prefix in prefixes {
+            self.revoked.insert(prefix.clone(), started);
+            self.entries.invalidate(&prefix);
+        }
+        *self.polled_at.lock().expect("key cache lock") = Some(started);
     }
 
     /// Polls Postgres for revoked keys every [`REVOCATION_POLL`] for as long

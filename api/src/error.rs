@@ -211,6 +211,19 @@ impl From<hopper_queue::QueueError> for ApiError {
                 full.retry_after = Some(5);
                 full
             }
+            // The durability option: the write may be on the master only.
+            e @ hopper_queue::QueueError::NotReplicated { .. } => {
+                tracing::warn!("{e}");
+                let mut short = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_replicated",
+                    e.to_string(),
+                );
+                short.retry_after = Some(1);
+                short
+            }
+            // Redis (one server or a cluster: down, failing over, a slot
+            // without a master) is a backing service: 503 with Retry-After.
             e => Self::unavailable(e),
         }
     }

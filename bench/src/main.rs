@@ -1,10 +1,12 @@
-//! `hopper-bench`: the load generators behind `scripts/bench/{queue,scale,ingest,soak,workflows}`.
+//! `hopper-bench`: the load generators behind
+//! `scripts/bench/{queue,scale,ingest,soak,workflows,cluster}`.
 //!
 //! Each subcommand does one measurement against a running Redis (and API,
 //! where named) under the key prefix of `HOPPER_KEY_PREFIX`, and prints one
 //! JSON object on its last line. The script starts and stops the processes;
 //! this binary only drives load and reads the results.
 
+mod cluster;
 mod soak;
 mod workflows;
 
@@ -126,7 +128,16 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         ticks: usize,
     },
-    /// Deletes every key under the prefix.
+    /// Pushes `jobs` no-op jobs, then (after a `{"filled": …}` line, when
+    /// the script starts a worker) times their drain; Redis' CPU per node and
+    /// per script meanwhile (`scripts/bench/cluster`).
+    RedisRound {
+        #[arg(long, default_value_t = 100_000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 600)]
+        timeout_s: u64,
+    },
+    /// Deletes every key under the prefix (on every master of a cluster).
     Clean,
 }
 
@@ -171,7 +182,12 @@ async fn main() -> anyhow::Result<()> {
             timeout_s,
         } => workflows::chords(&client, members, rounds, Duration::from_secs(timeout_s)).await?,
         Command::ScheduleLag { ticks } => workflows::schedule_lag(&client, ticks).await?,
-        Command::Clean => json!({ "deleted": clean(&config).await? }),
+        Command::RedisRound { jobs, timeout_s } => {
+            cluster::redis_round(&config, &client, jobs, timeout_s).await?
+        }
+        Command::Clean => json!({
+            "deleted": cluster::delete_matching(&config.redis_url, &format!("{{{}:*", config.key_prefix)).await?
+        }),
     };
     println!("{out}");
     Ok(())
@@ -246,7 +262,11 @@ async fn enqueue_batch(
     Ok(json!({ "enqueue_batch_jobs_per_s": rate(requests * batch, start), "batch": batch }))
 }
 
-async fn enqueue_client(client: &QueueClient, jobs: usize, batch: usize) -> anyhow::Result<Value> {
+pub(crate) async fn enqueue_client(
+    client: &QueueClient,
+    jobs: usize,
+    batch: usize,
+) -> anyhow::Result<Value> {
     let body: Vec<Value> = vec![json!({}); batch];
     let start = Instant::now();
     let mut sent = 0;
@@ -268,7 +288,11 @@ pub(crate) async fn counter(client: &QueueClient) -> anyhow::Result<i64> {
     Ok(v.unwrap_or(0))
 }
 
-async fn drain(client: &QueueClient, jobs: i64, timeout_s: u64) -> anyhow::Result<Value> {
+pub(crate) async fn drain(
+    client: &QueueClient,
+    jobs: i64,
+    timeout_s: u64,
+) -> anyhow::Result<Value> {
     let deadline = Instant::now() + Duration::from_secs(timeout_s);
     let base = counter(client).await?;
     // The clock starts at the first effect, so worker start-up is not timed.
@@ -347,27 +371,6 @@ async fn latency(client: &QueueClient, rate_per_s: u64, seconds: u64) -> anyhow:
         "rate": rate_per_s,
         "jobs": total,
     }))
-}
-
-async fn clean(config: &Config) -> anyhow::Result<usize> {
-    let client = redis::Client::open(config.redis_url.as_str())?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let pattern = format!("{{{}:*", config.key_prefix);
-    let mut keys: Vec<String> = Vec::new();
-    {
-        let mut iter: redis::AsyncIter<String> =
-            redis::AsyncCommands::scan_match(&mut conn, &pattern).await?;
-        while let Some(k) = iter.next_item().await {
-            keys.push(k?);
-        }
-    }
-    for chunk in keys.chunks(1000) {
-        redis::cmd("DEL")
-            .arg(chunk)
-            .query_async::<()>(&mut conn)
-            .await?;
-    }
-    Ok(keys.len())
 }
 
 /// A deterministic word stream (xorshift), so every run embeds the same corpus.

@@ -120,7 +120,10 @@ impl CeleryConfig {
                 get("REDIS_URL").unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned()),
             ),
         };
-        if !result_url.starts_with("redis://") && !result_url.starts_with("rediss://") {
+        // Checked only where it is used: with the bridge off, `REDIS_URL` may
+        // name a Redis Cluster (`redis+cluster://`), which the bridge refuses.
+        let used = !queues.is_empty() || result_var == "HOPPER_CELERY_RESULT_URL";
+        if used && !result_url.starts_with("redis://") && !result_url.starts_with("rediss://") {
             problems.push(format!(
                 "{result_var}={result_url:?} must start with redis:// or rediss:// \
                  (the Celery result backend must be Redis)"
@@ -321,11 +324,20 @@ mod tests {
             assert!(text.contains(var), "{var} missing from {text}");
         }
         assert_eq!(e.problems.len(), 8, "{text}");
-        let e = config(&[("REDIS_URL", "nope"), ("HOPPER_CELERY_LOOKAHEAD", "many")]).unwrap_err();
+        let e = config(&[
+            ("HOPPER_CELERY_QUEUES", "celery"),
+            ("REDIS_URL", "nope"),
+            ("HOPPER_CELERY_LOOKAHEAD", "many"),
+        ])
+        .unwrap_err();
         assert!(e.problems[0].starts_with("REDIS_URL=\"nope\""), "{e}");
         assert!(
             e.problems[1].starts_with("HOPPER_CELERY_LOOKAHEAD=\"many\""),
             "{e}"
         );
+        // With the bridge off, REDIS_URL is no result backend: a cluster's
+        // URL is fine.
+        let cluster = "redis+cluster://a:1,b:2";
+        assert!(!config(&[("REDIS_URL", cluster)]).unwrap().enabled());
     }
 }

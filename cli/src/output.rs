@@ -87,29 +87,51 @@ pub fn job(j: &Value) -> String {
 /// A job listing as a table, with how long ago each was enqueued.
 pub fn jobs(r: &Value) -> String {
     let now = now_ms();
-    let mut s = format!(
-        "{:<36}  {:<10} {:<10} {:>8} {:>10} {:>10}\n",
-        "ID", "QUEUE", "STATE", "ATTEMPTS", "ENQUEUED", "TOOK"
-    );
     let jobs = r["jobs"].as_array().map(Vec::as_slice).unwrap_or_default();
-    for j in jobs {
-        let enq = ms(&j["enqueued_at_ms"]).unwrap_or(now);
-        let took = ms(&j["finished_at_ms"]).map_or("-".into(), |f| human_ms(f - enq));
-        let _ = writeln!(
-            s,
-            "{:<36}  {:<10} {:<10} {:>8} {:>10} {:>10}",
-            j["id"].as_str().unwrap_or("?"),
-            j["kind"].as_str().unwrap_or("?"),
-            j["state"].as_str().unwrap_or("?"),
-            format!("{}/{}", j["attempts"], j["max_attempts"]),
-            format!("{} ago", human_ms(now - enq)),
-            took
-        );
-    }
     if jobs.is_empty() {
-        s.push_str("no jobs\n");
+        return "no jobs\n".into();
     }
-    s
+    let rows = jobs
+        .iter()
+        .map(|j| {
+            let enq = ms(&j["enqueued_at_ms"]).unwrap_or(now);
+            vec![
+                j["id"].as_str().unwrap_or("?").to_owned(),
+                j["kind"].as_str().unwrap_or("?").to_owned(),
+                j["state"].as_str().unwrap_or("?").to_owned(),
+                format!("{}/{}", j["attempts"], j["max_attempts"]),
+                format!("{} ago", human_ms(now - enq)),
+                ms(&j["finished_at_ms"]).map_or("-".into(), |f| human_ms(f - enq)),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "QUEUE", "STATE", "ATTEMPTS", "ENQUEUED", "TOOK"],
+        &[3, 4, 5],
+        rows,
+    )
+}
+
+/// Rows under `header` as a borderless table (`comfy-table`): each column
+/// as wide as its widest cell, two spaces apart, the columns in `right`
+/// (numbers) aligned right; no trailing spaces.
+pub fn table(header: &[&str], right: &[usize], rows: Vec<Vec<String>>) -> String {
+    use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
+    let mut t = Table::new();
+    t.load_preset(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header.to_vec());
+    for row in rows {
+        t.add_row(row);
+    }
+    let last = header.len().saturating_sub(1);
+    for (i, column) in t.column_iter_mut().enumerate() {
+        column.set_padding((0, if i == last { 0 } else { 2 }));
+        if right.contains(&i) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t.lines().map(|l| format!("{}\n", l.trim_end())).collect()
 }
 
 /// Unix time now, in ms.
@@ -119,23 +141,24 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// `850ms`, `12.3s`, `4.0m`, `2.5h`.
+/// A duration as `humantime` writes it, to a precision that suits its
+/// size: `850ms`, `12s 300ms`, `4m 3s`, `2h 30m`, `3days 4h`.
 pub fn human_ms(ms: i64) -> String {
-    let ms = ms.max(0);
-    match ms {
-        0..1_000 => format!("{ms}ms"),
-        1_000..60_000 => format!("{:.1}s", ms as f64 / 1e3),
-        60_000..3_600_000 => format!("{:.1}m", ms as f64 / 6e4),
-        _ => format!("{:.1}h", ms as f64 / 3.6e6),
-    }
+    let ms = ms.max(0) as u64;
+    let unit = match ms {
+        0..10_000 => 1,
+        10_000..60_000 => 100,
+        60_000..3_600_000 => 1_000,
+        3_600_000..86_400_000 => 60_000,
+        _ => 3_600_000,
+    };
+    let rounded = ms / unit * unit;
+    humantime::format_duration(std::time::Duration::from_millis(rounded)).to_string()
 }
 
 /// API keys as a table.
 pub fn keys(v: &Value) -> String {
-    let mut s = format!(
-        "{:<10} {:<16} {:<20} {:<18} {}\n",
-        "PREFIX", "TENANT", "SCOPES", "STATE", "NAME"
-    );
+    let mut rows = Vec::new();
     for k in v["keys"].as_array().into_iter().flatten() {
         let scopes: Vec<&str> = k["scopes"]
             .as_array()
@@ -149,45 +172,55 @@ pub fn keys(v: &Value) -> String {
             let queues: Vec<&str> = queues.iter().filter_map(Value::as_str).collect();
             scopes = format!("{scopes}[{}]", queues.join(","));
         }
-        let _ = writeln!(
-            s,
-            "{:<10} {:<16} {:<20} {:<18} {}",
-            k["prefix"].as_str().unwrap_or("?"),
-            k["tenant"].as_str().unwrap_or("?"),
+        rows.push(vec![
+            k["prefix"].as_str().unwrap_or("?").to_owned(),
+            k["tenant"].as_str().unwrap_or("?").to_owned(),
             scopes,
             if k["revoked_at_ms"].is_null() {
                 "live"
             } else {
                 "revoked"
-            },
-            k["name"].as_str().unwrap_or("")
-        );
+            }
+            .to_owned(),
+            k["name"].as_str().unwrap_or("").to_owned(),
+        ]);
     }
-    s
+    table(&["PREFIX", "TENANT", "SCOPES", "STATE", "NAME"], &[], rows)
 }
 
 /// Queue stats as a table.
 pub fn queues(v: &Value) -> String {
-    let mut s = format!(
-        "{:<10} {:>9} {:>9} {:>9} {:>7} {:>7} {:>12}\n",
-        "QUEUE", "PENDING", "SCHEDULED", "RUNNING", "DEAD", "WORKERS", "OLDEST(ms)"
-    );
-    for q in v["queues"].as_array().into_iter().flatten() {
-        let _ = writeln!(
-            s,
-            "{:<10} {:>9} {:>9} {:>9} {:>7} {:>7} {:>12}",
-            q["queue"].as_str().unwrap_or("?"),
-            q["pending"].to_string(),
-            q["scheduled"].to_string(),
-            q["running"].to_string(),
-            q["dead"].to_string(),
-            q["workers"].to_string(),
-            q["oldest_pending_age_ms"]
-                .as_u64()
-                .map_or("-".into(), |a| a.to_string())
-        );
-    }
-    s
+    let rows = v["queues"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|q| {
+            vec![
+                q["queue"].as_str().unwrap_or("?").to_owned(),
+                q["pending"].to_string(),
+                q["scheduled"].to_string(),
+                q["running"].to_string(),
+                q["dead"].to_string(),
+                q["workers"].to_string(),
+                q["oldest_pending_age_ms"]
+                    .as_u64()
+                    .map_or("-".into(), |a| a.to_string()),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "QUEUE",
+            "PENDING",
+            "SCHEDULED",
+            "RUNNING",
+            "DEAD",
+            "WORKERS",
+            "OLDEST(ms)",
+        ],
+        &[1, 2, 3, 4, 5, 6],
+        rows,
+    )
 }
 
 /// Search hits: score, document, and the start of the chunk.
@@ -237,18 +270,20 @@ pub fn dead(r: &Value) -> String {
 
 /// A document list as a table.
 pub fn documents(r: &Value) -> String {
-    let mut s = format!("{:<36}  {:<12} {:>7}  NAME\n", "ID", "STATUS", "CHUNKS");
-    for d in r["documents"].as_array().into_iter().flatten() {
-        let _ = writeln!(
-            s,
-            "{:<36}  {:<12} {:>7}  {}",
-            d["id"].as_str().unwrap_or("?"),
-            d["status"].as_str().unwrap_or("?"),
-            d["chunk_count"].to_string(),
-            d["name"].as_str().unwrap_or("?")
-        );
-    }
-    s
+    let rows = r["documents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            vec![
+                d["id"].as_str().unwrap_or("?").to_owned(),
+                d["status"].as_str().unwrap_or("?").to_owned(),
+                d["chunk_count"].to_string(),
+                d["name"].as_str().unwrap_or("?").to_owned(),
+            ]
+        })
+        .collect();
+    table(&["ID", "STATUS", "CHUNKS", "NAME"], &[2], rows)
 }
 
 /// One document.
@@ -272,19 +307,18 @@ pub fn document(d: &Value) -> String {
 
 /// Workers as a table.
 pub fn workers(r: &Value) -> String {
-    let mut s = format!(
-        "{:<10} {:<32} {:>10} {:>8}\n",
-        "QUEUE", "WORKER", "BEAT(ms)", "RUNNING"
-    );
-    for w in r["workers"].as_array().into_iter().flatten() {
-        let _ = writeln!(
-            s,
-            "{:<10} {:<32} {:>10} {:>8}",
-            w["queue"].as_str().unwrap_or("?"),
-            w["worker"].as_str().unwrap_or("?"),
-            w["heartbeat_age_ms"].to_string(),
-            w["running"].as_array().map_or(0, Vec::len)
-        );
-    }
-    s
+    let rows = r["workers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| {
+            vec![
+                w["queue"].as_str().unwrap_or("?").to_owned(),
+                w["worker"].as_str().unwrap_or("?").to_owned(),
+                w["heartbeat_age_ms"].to_string(),
+                w["running"].as_array().map_or(0, Vec::len).to_string(),
+            ]
+        })
+        .collect();
+    table(&["QUEUE", "WORKER", "BEAT(ms)", "RUNNING"], &[2, 3], rows)
 }

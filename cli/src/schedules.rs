@@ -226,41 +226,21 @@ fn table(r: &Value) -> String {
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default();
-    let width = |field: &str, title: &str| {
-        schedules
-            .iter()
-            .filter_map(|s| s[field].as_str())
-            .map(str::len)
-            .chain([title.len()])
-            .max()
-            .unwrap_or(title.len())
-    };
-    let (id_w, task_w) = (width("id", "ID"), width("task", "TASK"));
-    let timings: Vec<String> = schedules.iter().map(timing).collect();
-    let timing_w = timings
-        .iter()
-        .map(String::len)
-        .chain([6])
-        .max()
-        .unwrap_or(6);
-    let mut out = format!(
-        "{:<id_w$} {:<task_w$} {:<timing_w$}  NEXT FIRE\n",
-        "ID", "TASK", "TIMING"
-    );
-    for (s, timing) in schedules.iter().zip(&timings) {
-        let _ = writeln!(
-            out,
-            "{:<id_w$} {:<task_w$} {:<timing_w$}  {}",
-            s["id"].as_str().unwrap_or("?"),
-            s["task"].as_str().unwrap_or("?"),
-            timing,
-            next_fire(s)
-        );
-    }
     if schedules.is_empty() {
-        out.push_str("no schedules\n");
+        return "no schedules\n".into();
     }
-    out
+    let rows = schedules
+        .iter()
+        .map(|s| {
+            vec![
+                s["id"].as_str().unwrap_or("?").to_owned(),
+                s["task"].as_str().unwrap_or("?").to_owned(),
+                timing(s),
+                next_fire(s),
+            ]
+        })
+        .collect();
+    output::table(&["ID", "TASK", "TIMING", "NEXT FIRE"], &[], rows)
 }
 
 /// One schedule: its timing, policy, arguments and times.
@@ -297,25 +277,24 @@ fn show(s: &Value) -> String {
 /// A schedule's runs as a table.
 fn runs(r: &Value) -> String {
     let runs = r["runs"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let mut out = format!("{:<20} {:>8} {:<8} JOB\n", "TICK (UTC)", "LAG", "OUTCOME");
-    for run in runs {
-        let tick = run["tick_ms"].as_i64().unwrap_or(0);
-        let lag = run["handled_at_ms"]
-            .as_i64()
-            .map_or("-".into(), |h| output::human_ms(h - tick));
-        let _ = writeln!(
-            out,
-            "{:<20} {:>8} {:<8} {}",
-            utc(tick),
-            lag,
-            run["outcome"].as_str().unwrap_or("?"),
-            run["job_id"].as_str().unwrap_or("-")
-        );
-    }
     if runs.is_empty() {
-        out.push_str("no runs yet\n");
+        return "no runs yet\n".into();
     }
-    out
+    let rows = runs
+        .iter()
+        .map(|run| {
+            let tick = run["tick_ms"].as_i64().unwrap_or(0);
+            vec![
+                utc(tick),
+                run["handled_at_ms"]
+                    .as_i64()
+                    .map_or("-".into(), |h| output::human_ms(h - tick)),
+                run["outcome"].as_str().unwrap_or("?").to_owned(),
+                run["job_id"].as_str().unwrap_or("-").to_owned(),
+            ]
+        })
+        .collect();
+    output::table(&["TICK (UTC)", "LAG", "OUTCOME", "JOB"], &[1], rows)
 }
 
 #[cfg(test)]

@@ -1,96 +1,60 @@
-//! Reading Server-Sent Events (the API's `/events` routes) from a response:
-//! frames of `event:` and `data:` lines ended by a blank line; comment lines
-//! (the server's keep-alives) are skipped. Just what Hopper's streams use —
-//! no `id:` or `retry:` handling.
+//! Reading Server-Sent Events (the API's `/events` routes) from a response,
+//! with `eventsource-stream`: frames are decoded as UTF-8 across network
+//! chunk boundaries (a multi-byte character split between two chunks comes
+//! out whole), comment frames (the server's keep-alives) yield nothing, and
+//! `data:` lines of one frame are joined by newlines.
 
-/// One event: its name (`message` when the frame names none) and its data
-/// (the `data:` lines joined by newlines).
+use std::pin::Pin;
+
+use eventsource_stream::Eventsource;
+use futures::{Stream, StreamExt};
+
+/// One event: its name (`message` when the frame names none) and its data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SseEvent {
     pub name: String,
     pub data: String,
 }
 
-/// Splits the bytes of a stream, as they arrive, into events.
-#[derive(Debug, Default)]
-pub struct Parser {
-    buf: Vec<u8>,
-}
-
-impl Parser {
-    /// Adds the next bytes of the stream.
-    pub fn push(&mut self, bytes: &[u8]) {
-        // A frame's lines may end in CRLF: only LFs delimit here (JSON data
-        // carries no raw CR).
-        self.buf.extend(bytes.iter().filter(|&&b| b != b'\r'));
-    }
-
-    /// The next complete event, if the bytes so far hold one.
-    pub fn next_event(&mut self) -> Option<SseEvent> {
-        loop {
-            let end = self.buf.windows(2).position(|w| w == b"\n\n")?;
-            let frame: Vec<u8> = self.buf.drain(..end + 2).collect();
-            if let Some(event) = parse_frame(&String::from_utf8_lossy(&frame)) {
-                return Some(event);
-            }
-        }
-    }
-}
-
-/// The event of one frame; `None` for a frame without data (a comment).
-fn parse_frame(frame: &str) -> Option<SseEvent> {
-    let mut name = None;
-    let mut data: Option<String> = None;
-    for line in frame.lines() {
-        if line.is_empty() || line.starts_with(':') {
-            continue;
-        }
-        let (field, value) = line.split_once(':').unwrap_or((line, ""));
-        let value = value.strip_prefix(' ').unwrap_or(value);
-        match field {
-            "event" => name = Some(value.to_owned()),
-            "data" => match &mut data {
-                Some(d) => {
-                    d.push('\n');
-                    d.push_str(value);
-                }
-                None => data = Some(value.to_owned()),
-            },
-            _ => {}
-        }
-    }
-    Some(SseEvent {
-        name: name.unwrap_or_else(|| "message".into()),
-        data: data?,
-    })
-}
+type Events = Pin<Box<dyn Stream<Item = anyhow::Result<SseEvent>> + Send>>;
 
 /// The events of an open event stream, read as they arrive.
 pub struct EventReader {
-    res: reqwest::Response,
-    parser: Parser,
+    events: Events,
 }
 
 impl EventReader {
     /// Reads the event stream `res` (a 200 answer).
     pub fn new(res: reqwest::Response) -> Self {
+        Self::from_bytes(res.bytes_stream())
+    }
+
+    /// Reads events from a stream of byte chunks.
+    fn from_bytes<S, B, E>(bytes: S) -> Self
+    where
+        S: Stream<Item = Result<B, E>> + Send + 'static,
+        B: AsRef<[u8]>,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let events = bytes.eventsource().map(|event| {
+            let event = event.map_err(|e| anyhow::anyhow!("event stream: {e}"))?;
+            Ok(SseEvent {
+                name: if event.event.is_empty() {
+                    "message".into()
+                } else {
+                    event.event
+                },
+                data: event.data,
+            })
+        });
         Self {
-            res,
-            parser: Parser::default(),
+            events: Box::pin(events),
         }
     }
 
     /// The next event; `None` once the server ended the stream.
     pub async fn next(&mut self) -> anyhow::Result<Option<SseEvent>> {
-        loop {
-            if let Some(event) = self.parser.next_event() {
-                return Ok(Some(event));
-            }
-            match self.res.chunk().await? {
-                Some(bytes) => self.parser.push(&bytes),
-                None => return Ok(None),
-            }
-        }
+        self.events.next().await.transpose()
     }
 }
 
@@ -105,25 +69,58 @@ mod tests {
         }
     }
 
-    #[test]
-    fn frames_split_across_chunks_come_out_whole_and_in_order() {
-        let mut p = Parser::default();
-        p.push(b"event: state\ndata: {\"state\":");
-        assert_eq!(p.next_event(), None);
-        p.push(b"\"running\"}\n\n:keep-alive\n\nevent: progress\r\ndata: {}\r\n\r\ndata: a\ndata: b\n\n");
-        assert_eq!(
-            p.next_event(),
-            Some(event("state", r#"{"state":"running"}"#))
-        );
-        assert_eq!(p.next_event(), Some(event("progress", "{}")));
-        assert_eq!(p.next_event(), Some(event("message", "a\nb")));
-        assert_eq!(p.next_event(), None);
+    /// A reader over these chunks, in order.
+    fn reader(chunks: Vec<Vec<u8>>) -> EventReader {
+        EventReader::from_bytes(futures::stream::iter(
+            chunks.into_iter().map(Ok::<_, std::io::Error>),
+        ))
     }
 
-    #[test]
-    fn a_frame_without_data_is_no_event() {
-        let mut p = Parser::default();
-        p.push(b"event: nothing\n\n");
-        assert_eq!(p.next_event(), None);
+    async fn all(mut r: EventReader) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        while let Some(e) = r.next().await.unwrap() {
+            out.push(e);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn frames_split_across_chunks_come_out_whole_and_in_order() {
+        let r = reader(vec![
+            b"event: state\ndata: {\"state\":".to_vec(),
+            b"\"running\"}\n\n:keep-alive\n\nevent: progress\r\ndata: {}\r\n\r\ndata: a\ndata: b\n\n"
+                .to_vec(),
+        ]);
+        assert_eq!(
+            all(r).await,
+            [
+                event("state", r#"{"state":"running"}"#),
+                event("progress", "{}"),
+                event("message", "a\nb"),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_character_split_between_chunks_is_not_corrupted() {
+        let frame = "event: progress\ndata: {\"name\":\"Übersicht — 日本語.pdf\",\"message\":\"Schritt 2/3 ✓\"}\n\n";
+        let bytes = frame.as_bytes();
+        // Cut inside every multi-byte character in turn.
+        for cut in (1..bytes.len()).filter(|&i| !frame.is_char_boundary(i)) {
+            let r = reader(vec![bytes[..cut].to_vec(), bytes[cut..].to_vec()]);
+            assert_eq!(
+                all(r).await,
+                [event(
+                    "progress",
+                    "{\"name\":\"Übersicht — 日本語.pdf\",\"message\":\"Schritt 2/3 ✓\"}"
+                )],
+                "cut at byte {cut}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_frame_without_data_is_no_event() {
+        assert_eq!(all(reader(vec![b"event: nothing\n\n".to_vec()])).await, []);
     }
 }

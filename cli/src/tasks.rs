@@ -77,35 +77,31 @@ fn owner(t: &Value) -> String {
 /// The task list as a table.
 fn table(r: &Value) -> String {
     let tasks = r["tasks"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let width = tasks
-        .iter()
-        .filter_map(|t| t["name"].as_str())
-        .map(str::len)
-        .chain([4])
-        .max()
-        .unwrap_or(4);
-    let mut s = format!(
-        "{:<width$} {:>7} {:<7} {:>7} {:>9} {:>9} {:>7}  OWNER\n",
-        "NAME", "VERSION", "RUNTIME", "WORKERS", "PENDING", "RUNNING", "DEAD"
-    );
-    for t in tasks {
-        let _ = writeln!(
-            s,
-            "{:<width$} {:>7} {:<7} {:>7} {:>9} {:>9} {:>7}  {}",
-            t["name"].as_str().unwrap_or("?"),
-            t["version"].to_string(),
-            t["runtime"].as_str().unwrap_or("?"),
-            t["workers"].to_string(),
-            t["pending"].to_string(),
-            t["running"].to_string(),
-            t["dead"].to_string(),
-            owner(t)
-        );
-    }
     if tasks.is_empty() {
-        s.push_str("no tasks\n");
+        return "no tasks\n".into();
     }
-    s
+    let rows = tasks
+        .iter()
+        .map(|t| {
+            vec![
+                t["name"].as_str().unwrap_or("?").to_owned(),
+                t["version"].to_string(),
+                t["runtime"].as_str().unwrap_or("?").to_owned(),
+                t["workers"].to_string(),
+                t["pending"].to_string(),
+                t["running"].to_string(),
+                t["dead"].to_string(),
+                owner(t),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "NAME", "VERSION", "RUNTIME", "WORKERS", "PENDING", "RUNNING", "DEAD", "OWNER",
+        ],
+        &[1, 3, 4, 5, 6],
+        rows,
+    )
 }
 
 /// One task: its facts, settings and schema.

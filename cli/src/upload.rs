@@ -7,7 +7,7 @@ use anyhow::bail;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::Value;
 
-use crate::{api::Api, output};
+use crate::{api::Api, output, sse::EventReader};
 
 /// Uploads `files`; with `wait`, follows each to its end.
 pub async fn run(
@@ -73,43 +73,35 @@ pub async fn run(
 async fn follow(
     api: &Api,
     id: &str,
-    mut res: reqwest::Response,
+    res: reqwest::Response,
     bar: ProgressBar,
 ) -> anyhow::Result<Value> {
-    let mut buf = String::new();
+    let mut events = EventReader::new(res);
     let mut last = Value::Null;
     let mut reconnect = false;
     loop {
-        let Some(chunk) = res.chunk().await? else {
+        let Some(event) = events.next().await? else {
             if !std::mem::take(&mut reconnect) {
                 break;
             }
-            res = api.events(id).await?;
-            buf.clear();
+            events = EventReader::new(api.events(id).await?);
             continue;
         };
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find("\n\n") {
-            let frame: String = buf.drain(..end + 2).collect();
-            if frame.lines().any(|l| l == "event: reconnect") {
-                reconnect = true;
-                continue;
-            }
-            let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) else {
-                continue;
-            };
-            let Ok(doc) = serde_json::from_str::<Value>(data) else {
-                continue;
-            };
-            bar.set_length(doc["chunks_total"].as_u64().unwrap_or(0));
-            bar.set_position(doc["chunks_embedded"].as_u64().unwrap_or(0));
-            bar.set_message(doc["status"].as_str().unwrap_or("").to_owned());
-            let done = doc["status"] == "ready" || doc["status"] == "failed";
-            last = doc;
-            if done {
-                bar.finish();
-                return Ok(last);
-            }
+        if event.name == "reconnect" {
+            reconnect = true;
+            continue;
+        }
+        let Ok(doc) = serde_json::from_str::<Value>(&event.data) else {
+            continue;
+        };
+        bar.set_length(doc["chunks_total"].as_u64().unwrap_or(0));
+        bar.set_position(doc["chunks_embedded"].as_u64().unwrap_or(0));
+        bar.set_message(doc["status"].as_str().unwrap_or("").to_owned());
+        let done = doc["status"] == "ready" || doc["status"] == "failed";
+        last = doc;
+        if done {
+            bar.finish();
+            return Ok(last);
         }
     }
     bail!("the progress stream ended early (last: {last})")

@@ -164,34 +164,24 @@ fn table(r: &Value) -> String {
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default();
-    let now = output::now_ms();
-    let name_w = workflows
-        .iter()
-        .filter_map(|w| w["name"].as_str())
-        .map(|n| n.chars().count().min(40))
-        .chain(["NAME".len()])
-        .max()
-        .unwrap_or(4);
-    let mut out = format!(
-        "{:<36}  {:<name_w$}  {:<9}  {:>9}  {:>10}\n",
-        "ID", "NAME", "STATE", "DONE", "CREATED"
-    );
-    for w in workflows {
-        let created = w["created_at_ms"].as_i64().unwrap_or(now);
-        let _ = writeln!(
-            out,
-            "{:<36}  {:<name_w$}  {:<9}  {:>9}  {:>10}",
-            w["id"].as_str().unwrap_or("?"),
-            short(w["name"].as_str().unwrap_or("-"), 40),
-            w["state"].as_str().unwrap_or("?"),
-            progress(w),
-            format!("{} ago", output::human_ms(now - created))
-        );
-    }
     if workflows.is_empty() {
-        out.push_str("no workflows\n");
+        return "no workflows\n".into();
     }
-    out
+    let now = output::now_ms();
+    let rows = workflows
+        .iter()
+        .map(|w| {
+            let created = w["created_at_ms"].as_i64().unwrap_or(now);
+            vec![
+                w["id"].as_str().unwrap_or("?").to_owned(),
+                short(w["name"].as_str().unwrap_or("-"), 40),
+                w["state"].as_str().unwrap_or("?").to_owned(),
+                progress(w),
+                format!("{} ago", output::human_ms(now - created)),
+            ]
+        })
+        .collect();
+    output::table(&["ID", "NAME", "STATE", "DONE", "CREATED"], &[3, 4], rows)
 }
 
 /// Each node's depth: 0 when it waits for nothing, else one more than the

@@ -5,6 +5,19 @@
 //! auto-reconnecting connection ([`ConnectionManager`]) that is cheap to
 //! clone; blocking claims use a dedicated connection of their own (see
 //! [`crate::fetcher`]).
+//!
+//! The durability option (`HOPPER_REDIS_WAIT_REPLICAS` = n > 0): a push
+//! (one job or a batch), an ack and a fail are sent with `WAIT n <timeout>`
+//! right behind them in one pipeline ([`QueueClient::eval_durably`]), so the
+//! `WAIT` runs on the connection and the node that took the write (on a
+//! cluster, the master of the queue's slot) and covers it. Fewer replicas
+//! than asked: a push answers [`QueueError::NotReplicated`] (the API's 503:
+//! the job may exist, resubmit with the same Idempotency-Key); an ack or a
+//! fail is kept as written and the shortfall logged and counted
+//! (`hopper_redis_wait_shortfall_total`): its record is already in Postgres
+//! and the job still in Redis, so a failover that loses it re-runs the job
+//! (the worker's reconcile or the rescuer releases it), it never loses it,
+//! and retrying could not make the replica catch up sooner.
 
 use std::{
     collections::HashMap,
@@ -17,6 +30,7 @@ use std::{
 
 use hopper_shared::{
     Config, QueueName,
+    config::RedisWait,
     jobs::{JobRecord, JobState, QueueSettings},
     queue_settings::QueueSettingsByName,
 };
@@ -206,6 +220,8 @@ pub struct QueueClient {
     dead_retention: Duration,
     /// Settings declared by the tasks read from the registry.
     pub(crate) declared: Arc<crate::registry::DeclaredSettings>,
+    /// The durability option: replicas each push, ack and fail waits for.
+    wait: RedisWait,
 }
 
 impl std::fmt::Debug for QueueClient {
@@ -220,7 +236,7 @@ impl QueueClient {
     /// Connects to Redis as configured. Fails with a message naming the URL
     /// when Redis cannot be reached.
     pub async fn connect(config: &Config) -> Result<Self, QueueError> {
-        let redis = Redis::open(config.redis_url.as_str())?;
+        let redis = Redis::open(config.redis_url.as_str(), &config.redis_tls)?;
         let conn = redis.shared().await?;
         let mut this = Self {
             redis,
@@ -231,6 +247,7 @@ impl QueueClient {
             high_burst: config.high_priority_burst,
             dead_retention: config.retention.dead_letters,
             declared: Arc::default(),
+            wait: config.redis_wait,
         };
         this.ping().await?;
         this.sync_clock().await?;
@@ -324,14 +341,10 @@ impl QueueClient {
     ) -> Result<Pushed, QueueError> {
         let queue = queue.into();
         let (keys, argv) = self.push_parts(&queue, args, opts)?;
-        let mut inv = SCRIPTS.push.prepare_invoke();
-        for k in keys {
-            inv.key(k);
-        }
-        for a in argv {
-            inv.arg(a);
-        }
-        let (id, created): (String, i64) = inv.invoke_async(&mut self.conn.clone()).await?;
+        let (replies, acked) = self
+            .eval_durably(&SCRIPTS.push, vec![evalsha(&SCRIPTS.push, &keys, &argv)])
+            .await?;
+        let (id, created): (String, i64) = single_reply(replies)?;
         if created < 0 {
             return Err(QueueError::TenantFull {
                 tenant: opts
@@ -343,10 +356,88 @@ impl QueueClient {
                 high_priority: id == "high",
             });
         }
+        self.push_replicated(&queue, acked)?;
         Ok(Pushed {
             id: parse_id(&id)?,
             created: created == 1,
         })
+    }
+
+    /// A push's `WAIT` answer (`acked` replicas; `None`: the option is off)
+    /// as a result: [`QueueError::NotReplicated`] when short.
+    fn push_replicated(&self, queue: &QueueName, acked: Option<u32>) -> Result<(), QueueError> {
+        match acked {
+            Some(acked) if acked < self.wait.replicas => {
+                metrics::counter!(hopper_shared::metrics::REDIS_WAIT_SHORTFALL,
+                    "op" => "push", "queue" => queue.label())
+                .increment(1);
+                Err(QueueError::NotReplicated {
+                    acked,
+                    asked: self.wait.replicas,
+                    timeout_ms: self.wait.timeout.as_millis() as u64,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// An ack's or a fail's `WAIT` answer: a shortfall is logged and
+    /// counted, not an error (see the module docs).
+    fn finish_replicated(&self, op: &'static str, queue: &QueueName, acked: Option<u32>) {
+        if let Some(acked) = acked
+            && acked < self.wait.replicas
+        {
+            metrics::counter!(hopper_shared::metrics::REDIS_WAIT_SHORTFALL,
+                "op" => op, "queue" => queue.label())
+            .increment(1);
+            tracing::warn!(
+                queue = queue.as_str(),
+                acked,
+                asked = self.wait.replicas,
+                "{op} written to the master but not yet to enough replicas: a failover now \
+                 would run these jobs again"
+            );
+        }
+    }
+
+    /// Runs `evals` (`EVALSHA`s of `script`, all on one queue, so one slot)
+    /// in one pipeline and, with the durability option on, `WAIT` right
+    /// behind them in the same pipeline: the same connection and node took
+    /// the writes, so the `WAIT` covers them (a `WAIT` sent alone could land
+    /// on another connection or, after a failover, another node, and answer
+    /// at once for writes it never saw). A script the server does not know
+    /// (a restarted or promoted node) is loaded and the pipeline sent once
+    /// more: every `EVALSHA` failed alike, so none ran. Answers the scripts'
+    /// replies in order and, when `WAIT` ran, how many replicas acknowledged.
+    async fn eval_durably(
+        &self,
+        script: &redis::Script,
+        evals: Vec<redis::Cmd>,
+    ) -> Result<(Vec<redis::Value>, Option<u32>), QueueError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for eval in evals {
+            pipe.add_command(eval);
+        }
+        if self.wait.is_on() {
+            pipe.cmd("WAIT")
+                .arg(self.wait.replicas)
+                .arg(self.wait.timeout.as_millis() as u64);
+        }
+        let mut replies: Vec<redis::Value> = match pipe.query_async(&mut conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                script.prepare_invoke().load_async(&mut conn).await?;
+                pipe.query_async(&mut conn).await?
+            }
+            other => other?,
+        };
+        let acked = if self.wait.is_on() {
+            let reply = replies.pop().unwrap_or(redis::Value::Nil);
+            Some(decode::<u32>(reply)?)
+        } else {
+            None
+        };
+        Ok((replies, acked))
     }
 
     /// Enqueues many jobs of one queue in one pipelined round trip (no
@@ -408,18 +499,14 @@ impl QueueClient {
             max_high_unfinished: None,
             ..opts.clone()
         };
-        let mut conn = self.conn.clone();
-        SCRIPTS.push.prepare_invoke().load_async(&mut conn).await?;
-        let mut pipe = redis::pipe();
+        let mut evals = Vec::with_capacity(batch.len());
         for (args, id) in batch.iter().zip(ids) {
             let (keys, argv) = self.push_parts_as(&queue, *id, args, &opts)?;
-            pipe.cmd("EVALSHA")
-                .arg(SCRIPTS.push.get_hash())
-                .arg(keys.len())
-                .arg(keys)
-                .arg(argv);
+            evals.push(evalsha(&SCRIPTS.push, &keys, &argv));
         }
-        let replies: Vec<(String, i64)> = pipe.query_async(&mut conn).await?;
+        let (replies, acked) = self.eval_durably(&SCRIPTS.push, evals).await?;
+        let replies: Vec<(String, i64)> = decode(redis::Value::Array(replies))?;
+        self.push_replicated(&queue, acked)?;
         replies.iter().map(|(id, _)| parse_id(id)).collect()
     }
 
@@ -771,21 +858,32 @@ impl QueueClient {
         let mut workers: Vec<&WorkerId> = acks.iter().map(|a| &a.worker).collect();
         workers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         workers.dedup();
-        for worker in workers {
-            let mut inv = SCRIPTS.ack.prepare_invoke();
-            inv.key(keys.inflight(worker))
-                .key(keys.done())
-                .key(keys.stats_minute(self.redis_now_ms()))
-                .key(keys.cancel_requests())
-                .key(keys.tenant_load())
-                .arg(retention)
-                .arg(keys.job_prefix())
-                .arg(STATS_TTL_S)
-                .arg(worker.as_str());
-            for a in acks.iter().filter(|a| &a.worker == worker) {
-                inv.arg(a.id.to_string()).arg(&a.result).arg(a.lease);
-            }
-            let ids: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
+        // One ack.lua per worker id, all in one pipeline (one queue, one slot).
+        let evals = workers
+            .into_iter()
+            .map(|worker| {
+                let mut eval = redis::cmd("EVALSHA");
+                eval.arg(SCRIPTS.ack.get_hash())
+                    .arg(5)
+                    .arg(keys.inflight(worker))
+                    .arg(keys.done())
+                    .arg(keys.stats_minute(self.redis_now_ms()))
+                    .arg(keys.cancel_requests())
+                    .arg(keys.tenant_load())
+                    .arg(retention)
+                    .arg(keys.job_prefix())
+                    .arg(STATS_TTL_S)
+                    .arg(worker.as_str());
+                for a in acks.iter().filter(|a| &a.worker == worker) {
+                    eval.arg(a.id.to_string()).arg(&a.result).arg(a.lease);
+                }
+                eval
+            })
+            .collect();
+        let (replies, acked) = self.eval_durably(&SCRIPTS.ack, evals).await?;
+        self.finish_replicated("ack", &queue, acked);
+        for reply in replies {
+            let ids: Vec<String> = decode(reply)?;
             for id in ids {
                 lost.push(parse_id(&id)?);
             }
@@ -834,26 +932,28 @@ impl QueueClient {
             AfterFailure::Dead(reason) => (-1, "dead", reason),
             AfterFailure::Cancelled => (-1, "cancelled", ""),
         };
-        let ok: i64 = SCRIPTS
-            .fail
-            .key(keys.job(&id))
-            .key(keys.inflight(worker))
-            .key(keys.scheduled())
-            .key(keys.dead())
-            .key(keys.stats_minute(now))
-            .key(keys.wake())
-            .key(keys.cancel_requests())
-            .key(keys.tenant_load())
-            .key(keys.done())
+        let mut eval = redis::cmd("EVALSHA");
+        eval.arg(SCRIPTS.fail.get_hash())
+            .arg(9)
+            .arg(keys.job(&id))
+            .arg(keys.inflight(worker))
+            .arg(keys.scheduled())
+            .arg(keys.dead())
+            .arg(keys.stats_minute(now))
+            .arg(keys.wake())
+            .arg(keys.cancel_requests())
+            .arg(keys.tenant_load())
+            .arg(keys.done())
             .arg(id.to_string())
             .arg(error)
             .arg(retry_in)
             .arg(final_state)
             .arg(reason)
             .arg(STATS_TTL_S)
-            .arg(lease)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
+            .arg(lease);
+        let (replies, acked) = self.eval_durably(&SCRIPTS.fail, vec![eval]).await?;
+        self.finish_replicated("fail", &queue, acked);
+        let ok: i64 = single_reply(replies)?;
         Ok(ok == 1)
     }
 
@@ -1241,6 +1341,26 @@ impl QueueClient {
             .await?;
         Ok(n as usize)
     }
+}
+
+/// `EVALSHA` of `script` with `keys` and `args`, as a command to pipeline.
+fn evalsha(script: &redis::Script, keys: &[String], args: &[String]) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash())
+        .arg(keys.len())
+        .arg(keys)
+        .arg(args);
+    cmd
+}
+
+/// The one reply of a one-script [`QueueClient::eval_durably`], decoded.
+fn single_reply<T: redis::FromRedisValue>(replies: Vec<redis::Value>) -> Result<T, QueueError> {
+    decode(replies.into_iter().next().unwrap_or(redis::Value::Nil))
+}
+
+/// A reply decoded as `T`.
+fn decode<T: redis::FromRedisValue>(reply: redis::Value) -> Result<T, QueueError> {
+    redis::from_redis_value(reply).map_err(|e| QueueError::Redis(e.into()))
 }
 
 pub(crate) fn parse_id(s: &str) -> Result<Uuid, QueueError> {

@@ -22,6 +22,9 @@ use redis::{
     cluster_async::ClusterConnection,
 };
 
+use hopper_shared::tls::TlsFiles;
+use redis::{ClientTlsConfig, TlsCertificates};
+
 use crate::QueueError;
 
 /// The scheme suffix that marks a cluster URL (`redis+cluster://`).
@@ -69,41 +72,61 @@ pub fn cluster_nodes(url: &str) -> Result<Vec<String>, QueueError> {
 #[derive(Clone)]
 pub enum Redis {
     /// One server.
-    Single(Client),
-    /// A Redis Cluster (boxed: its client is twice the size of one
-    /// server's).
-    Cluster(Box<ClusterClient>),
+    Single(Box<Client>),
+    /// A Redis Cluster.
+    Cluster(Box<ClusterClient>, Vec<String>),
 }
 
 impl std::fmt::Debug for Redis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Redis::Single(_) => f.write_str("Redis::Single"),
-            Redis::Cluster(_) => f.write_str("Redis::Cluster"),
+            Redis::Cluster(..) => f.write_str("Redis::Cluster"),
         }
     }
 }
 
 impl Redis {
-    /// The Redis `url` names (not connected yet).
-    pub fn open(url: &str) -> Result<Self, QueueError> {
+    /// The Redis `url` names (not connected yet), over TLS with `tls`'s
+    /// files for a `rediss://` URL (the system's roots when it names no CA).
+    pub fn open(url: &str, tls: &TlsFiles) -> Result<Self, QueueError> {
+        let certs = if tls.is_empty() {
+            None
+        } else {
+            let pem = tls
+                .read()
+                .map_err(|e| QueueError::Config(format!("Redis TLS (HOPPER_REDIS_TLS_*): {e}")))?;
+            Some(TlsCertificates {
+                client_tls: pem.client.map(|(client_cert, client_key)| ClientTlsConfig {
+                    client_cert,
+                    client_key,
+                }),
+                root_cert: pem.ca,
+            })
+        };
         if is_cluster_url(url) {
-            let client = ClusterClient::builder(cluster_nodes(url)?)
+            let nodes = cluster_nodes(url)?;
+            let mut builder = ClusterClient::builder(nodes.clone())
                 .connection_timeout(Duration::from_secs(2))
                 .response_timeout(Duration::from_secs(5))
                 .retries(8)
                 .min_retry_wait(50)
-                .max_retry_wait(1_000)
-                .build()?;
-            Ok(Redis::Cluster(Box::new(client)))
+                .max_retry_wait(1_000);
+            if let Some(certs) = certs {
+                builder = builder.certs(certs);
+            }
+            Ok(Redis::Cluster(Box::new(builder.build()?), nodes))
         } else {
-            Ok(Redis::Single(Client::open(url)?))
+            Ok(Redis::Single(Box::new(match certs {
+                Some(certs) => Client::build_with_tls(url, certs)?,
+                None => Client::open(url)?,
+            })))
         }
     }
 
     /// Whether this is a cluster.
     pub fn is_cluster(&self) -> bool {
-        matches!(self, Redis::Cluster(_))
+        matches!(self, Redis::Cluster(..))
     }
 
     /// The shared connection: reconnects by itself, cheap to clone. Checks
@@ -117,7 +140,16 @@ impl Redis {
                     .set_number_of_retries(3);
                 RedisConn::Managed(client.get_connection_manager_with_config(config).await?)
             }
-            Redis::Cluster(client) => RedisConn::Cluster(client.get_async_connection().await?),
+            Redis::Cluster(client, nodes) => {
+                refuse_a_single_server(nodes).await?;
+                RedisConn::Cluster(client.get_async_connection().await.map_err(|e| {
+                    if e.to_string().contains("cluster support disabled") {
+                        not_a_cluster()
+                    } else {
+                        e.into()
+                    }
+                })?)
+            }
         };
         // One server answers a string; a cluster, a map of its masters' answers.
         let info: Value = redis::cmd("INFO")
@@ -131,11 +163,7 @@ impl Redis {
                  cluster as redis+cluster://host:port,host:port,…"
                     .into(),
             )),
-            (true, false) => Err(QueueError::Config(
-                "REDIS_URL names a cluster (redis+cluster://) but the server is not a \
-                 cluster node (cluster_enabled:0): use redis://host:port"
-                    .into(),
-            )),
+            (true, false) => Err(not_a_cluster()),
             _ => Ok(conn),
         }
     }
@@ -155,7 +183,7 @@ impl Redis {
                         .await?,
                 ))
             }
-            Redis::Cluster(client) => {
+            Redis::Cluster(client, _) => {
                 let cfg = redis::cluster::ClusterConfig::new()
                     .set_connection_timeout(Duration::from_secs(2))
                     .set_response_timeout(timeout);
@@ -165,6 +193,49 @@ impl Redis {
             }
         }
     }
+}
+
+/// A cluster URL naming a server that is not a cluster node.
+fn not_a_cluster() -> QueueError {
+    QueueError::Config(
+        "REDIS_URL names a cluster (redis+cluster://) but the server is not a cluster node \
+         (cluster_enabled:0): use redis://host:port"
+            .into(),
+    )
+}
+
+/// Refuses at once a cluster URL whose first answering node is one server
+/// (the cluster client would retry its slot discovery for minutes first).
+/// Nodes that cannot be reached or read in the clear are left to the
+/// cluster client.
+async fn refuse_a_single_server(nodes: &[String]) -> Result<(), QueueError> {
+    let cfg = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)));
+    for node in nodes {
+        let Ok(client) = Client::open(node.as_str()) else {
+            continue;
+        };
+        let Ok(mut conn) = client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+        else {
+            continue;
+        };
+        let Ok(info) = redis::cmd("INFO")
+            .arg("cluster")
+            .query_async::<Value>(&mut conn)
+            .await
+        else {
+            continue;
+        };
+        return if says_cluster_enabled(&info) {
+            Ok(())
+        } else {
+            Err(not_a_cluster())
+        };
+    }
+    Ok(())
 }
 
 /// Whether an `INFO cluster` answer (or any of a cluster's answers) says

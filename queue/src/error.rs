@@ -43,6 +43,21 @@ pub enum QueueError {
         /// The queue.
         queue: String,
     },
+    /// The durability option (`HOPPER_REDIS_WAIT_REPLICAS`) is on and fewer
+    /// replicas than asked acknowledged a submission within its time limit:
+    /// the job may exist on the master, but a failover could lose it.
+    #[error(
+        "only {acked} of {asked} Redis replicas acknowledged the submission within {timeout_ms} ms \
+         (HOPPER_REDIS_WAIT_REPLICAS): the job may exist; resubmit with the same Idempotency-Key"
+    )]
+    NotReplicated {
+        /// Replicas that acknowledged.
+        acked: u32,
+        /// Replicas asked for.
+        asked: u32,
+        /// The WAIT time limit, ms.
+        timeout_ms: u64,
+    },
     /// A submission's delay exceeds [`crate::job::MAX_DELAY`] (nothing was
     /// queued).
     #[error("a delay of {delay_ms} ms exceeds the maximum of {max_ms} ms (one year)")]

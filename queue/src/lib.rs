@@ -70,6 +70,7 @@ pub use outcome::{Attempt, Outcome, Recorded, Recorder};
 pub use progress::ProgressStored;
 pub use registry::Declared;
 pub use schedule::FireRound;
+pub use scripts::script_hashes;
 
 /// Microseconds since the Unix epoch.
 pub fn now_us() -> i64 {

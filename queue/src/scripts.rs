@@ -83,3 +83,39 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     workflow_queued: workflow_script!("workflow_queued.lua"),
     workflow_cancel: workflow_script!("workflow_cancel.lua"),
 });
+
+/// The name (its file's stem) and SHA-1 — the hash `EVALSHA` and `SLOWLOG`
+/// name it by — of every queue script: how a benchmark attributes Redis'
+/// time to scripts.
+pub fn script_hashes() -> Vec<(&'static str, String)> {
+    let s = &*SCRIPTS;
+    [
+        ("push", &s.push),
+        ("claim", &s.claim),
+        ("ack", &s.ack),
+        ("fail", &s.fail),
+        ("recover", &s.recover),
+        ("release", &s.release),
+        ("stats", &s.stats),
+        ("cancel", &s.cancel),
+        ("dead", &s.dead),
+        ("heartbeat", &s.heartbeat),
+        ("deregister", &s.deregister),
+        ("reconcile", &s.reconcile),
+        ("held", &s.held),
+        ("trim", &s.trim),
+        ("declare", &s.declare),
+        ("progress", &s.progress),
+        ("intake", &s.intake),
+        ("outbox_done", &s.outbox_done),
+        ("fire", &s.fire),
+        ("schedule_set", &s.schedule_set),
+        ("workflow_create", &s.workflow_create),
+        ("workflow_step", &s.workflow_step),
+        ("workflow_queued", &s.workflow_queued),
+        ("workflow_cancel", &s.workflow_cancel),
+    ]
+    .into_iter()
+    .map(|(name, script)| (name, script.get_hash().to_owned()))
+    .collect()
+}

@@ -99,3 +99,4 @@ redis_cluster_status() {
     return 1
   fi
 }
+

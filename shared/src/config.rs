@@ -92,14 +92,56 @@ pub struct ApiSettings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
+/// The durability option (`HOPPER_REDIS_WAIT_*`): how many replicas must
+/// hold a push, an ack or a fail before it counts, and how long to wait for
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedisWait {
+    /// Replicas that must acknowledge (0: off, no `WAIT` is sent).
+    pub replicas: u32,
+    /// How long one `WAIT` may block.
+    pub timeout: Duration,
+}
+
+impl RedisWait {
+    /// The default time limit of one `WAIT`.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
+    /// The most replicas one can ask for.
+    pub const MAX_REPLICAS: u32 = 16;
+
+    /// Whether the option is on.
+    pub fn is_on(&self) -> bool {
+        self.replicas > 0
+    }
+}
+
+impl Default for RedisWait {
+    fn default() -> Self {
+        Self {
+            replicas: 0,
+            timeout: Self::DEFAULT_TIMEOUT,
+        }
+    }
+}
+
 /// Settings shared by the API, the workers and the CLI. Its `Debug` hides
 /// the passwords in the service URLs (secrets are never logged).
 #[derive(Clone)]
 pub struct Config {
     /// Redis connection URL (`REDIS_URL`).
     pub redis_url: String,
+    /// TLS files for a `rediss://` Redis (`HOPPER_REDIS_TLS_*_FILE`).
+    pub redis_tls: crate::tls::TlsFiles,
+    /// The durability option: after a push, an ack or a fail, wait until this
+    /// many replicas of the queue's node have the write (`WAIT`), with its
+    /// time limit (`HOPPER_REDIS_WAIT_REPLICAS`, default 0: off;
+    /// `HOPPER_REDIS_WAIT_TIMEOUT_MS`, default 500).
+    pub redis_wait: RedisWait,
     /// Postgres connection URL (`DATABASE_URL`).
     pub database_url: String,
+    /// TLS files for Postgres (`HOPPER_PG_TLS_*_FILE`; any set, or
+    /// `sslmode=require` in the URL: TLS only).
+    pub pg_tls: crate::tls::TlsFiles,
     /// Postgres schema holding Hopper's tables (`HOPPER_DB_SCHEMA`).
     pub db_schema: String,
     /// Prefix of every Redis key (`HOPPER_KEY_PREFIX`); tests use their own.
@@ -230,7 +272,10 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("redis_url", &redact_url(&self.redis_url))
+            .field("redis_tls", &self.redis_tls)
+            .field("redis_wait", &self.redis_wait)
             .field("database_url", &redact_url(&self.database_url))
+            .field("pg_tls", &self.pg_tls)
             .field("db_schema", &self.db_schema)
             .field("key_prefix", &self.key_prefix)
             .field("api_addr", &self.api_addr)
@@ -298,6 +343,44 @@ impl Config {
                 "must start with redis:// or rediss:// (one server), or redis+cluster:// or \
                  rediss+cluster:// (a Redis Cluster: host:port,host:port,…)",
             );
+        }
+        let (redis_tls, tls_problems) =
+            crate::tls::TlsFiles::from_vars(crate::tls::REDIS_TLS_VARS, &get);
+        for (var, value, why) in tls_problems {
+            env.problem(&var, &value, &why);
+        }
+        if !redis_tls.is_empty() && !redis_url.starts_with("rediss") {
+            env.problem(
+                "REDIS_URL",
+                &redact_url(&redis_url),
+                "must be rediss:// (or rediss+cluster://) when HOPPER_REDIS_TLS_* files are set",
+            );
+        }
+        let redis_wait = RedisWait {
+            replicas: env.parse("HOPPER_REDIS_WAIT_REPLICAS", 0),
+            timeout: env.millis("HOPPER_REDIS_WAIT_TIMEOUT_MS", RedisWait::DEFAULT_TIMEOUT),
+        };
+        if redis_wait.replicas > RedisWait::MAX_REPLICAS {
+            env.problem(
+                "HOPPER_REDIS_WAIT_REPLICAS",
+                &redis_wait.replicas.to_string(),
+                &format!(
+                    "must be at most {} (replicas of one master)",
+                    RedisWait::MAX_REPLICAS
+                ),
+            );
+        }
+        if redis_wait.replicas > 0 && redis_wait.timeout.is_zero() {
+            // WAIT n 0 blocks for ever: a dead replica would stop every write.
+            env.problem(
+                "HOPPER_REDIS_WAIT_TIMEOUT_MS",
+                "0",
+                "must be at least 1 when HOPPER_REDIS_WAIT_REPLICAS is on (0 would wait for ever)",
+            );
+        }
+        let (pg_tls, tls_problems) = crate::tls::TlsFiles::from_vars(crate::tls::PG_TLS_VARS, &get);
+        for (var, value, why) in tls_problems {
+            env.problem(&var, &value, &why);
         }
         let database_url = env.string("DATABASE_URL", DEFAULT_DATABASE_URL);
         if !database_url.starts_with("postgres://") && !database_url.starts_with("postgresql://") {
@@ -532,6 +615,9 @@ impl Config {
         }
         Ok(Self {
             redis_url,
+            redis_tls,
+            redis_wait,
+            pg_tls,
             database_url,
             db_schema,
             key_prefix,
@@ -801,6 +887,39 @@ mod tests {
 
     fn load(vars: &[(&str, &str)]) -> Result<Config, Error> {
         Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn the_durability_option_is_off_by_default_and_checked() {
+        let c = load(&[]).unwrap();
+        assert!(!c.redis_wait.is_on());
+        let c = load(&[
+            ("HOPPER_REDIS_WAIT_REPLICAS", "1"),
+            ("HOPPER_REDIS_WAIT_TIMEOUT_MS", "250"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.redis_wait,
+            RedisWait {
+                replicas: 1,
+                timeout: Duration::from_millis(250)
+            }
+        );
+        let e = load(&[
+            ("HOPPER_REDIS_WAIT_REPLICAS", "1"),
+            ("HOPPER_REDIS_WAIT_TIMEOUT_MS", "0"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("HOPPER_REDIS_WAIT_TIMEOUT_MS"), "{e}");
+        let e = load(&[("HOPPER_REDIS_WAIT_REPLICAS", "-1")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("HOPPER_REDIS_WAIT_REPLICAS"), "{e}");
+        let e = load(&[("HOPPER_REDIS_WAIT_REPLICAS", "99")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at most 16"), "{e}");
     }
 
     #[test]

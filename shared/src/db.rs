@@ -7,7 +7,8 @@
 //! so the API and `hopper migrate` may race safely.
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
-use tokio_postgres::NoTls;
+use tokio_postgres::{NoTls, config::SslMode};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::{
     Config, Error, Result,
@@ -32,13 +33,23 @@ pub fn pool(config: &Config, max_size: usize) -> Result<Pool> {
         &config.db_schema,
         max_size,
         config.db_timeouts,
+        &config.pg_tls,
     )
 }
 
 /// Builds a pool for `url` whose connections use `schema`, within
 /// `timeouts`: waiting for, opening and recycling a connection each fail
 /// after `timeouts.pool`, and every statement after `timeouts.statement`.
-pub fn pool_for(url: &str, schema: &str, max_size: usize, timeouts: DbTimeouts) -> Result<Pool> {
+/// Over TLS only (rustls, checking the server's certificate and name) when
+/// `tls` names a file or the URL says `sslmode=require`; in the clear
+/// otherwise.
+pub fn pool_for(
+    url: &str,
+    schema: &str,
+    max_size: usize,
+    timeouts: DbTimeouts,
+    tls: &crate::tls::TlsFiles,
+) -> Result<Pool> {
     if !is_identifier(schema) {
         return Err(Error::Config(vec![format!(
             "HOPPER_DB_SCHEMA={schema:?} is not a plain identifier"
@@ -53,13 +64,18 @@ pub fn pool_for(url: &str, schema: &str, max_size: usize, timeouts: DbTimeouts) 
         timeouts.statement.as_millis()
     ));
     pg.connect_timeout(timeouts.pool);
-    let manager = Manager::from_config(
-        pg,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = if !tls.is_empty() || pg.get_ssl_mode() == SslMode::Require {
+        pg.ssl_mode(SslMode::Require);
+        let client = tls
+            .client_config()
+            .map_err(|e| Error::Config(vec![format!("Postgres TLS (HOPPER_PG_TLS_*): {e}")]))?;
+        Manager::from_config(pg, MakeRustlsConnect::new(client), manager_config)
+    } else {
+        Manager::from_config(pg, NoTls, manager_config)
+    };
     Ok(Pool::builder(manager)
         .max_size(max_size)
         .runtime(Runtime::Tokio1)

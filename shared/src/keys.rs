@@ -125,13 +125,9 @@ pub struct StoredKey {
 impl StoredKey {
     /// Whether `secret` is this key's secret (constant-time).
     pub fn matches(&self, secret: &str) -> bool {
+        use subtle::ConstantTimeEq;
         let digest = Sha256::digest(secret.as_bytes());
-        digest.len() == self.secret_sha256.len()
-            && digest
-                .iter()
-                .zip(&self.secret_sha256)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        digest.as_slice().ct_eq(&self.secret_sha256).into()
     }
 }
 

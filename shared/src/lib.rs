@@ -25,6 +25,7 @@ pub mod retention;
 pub mod schedules;
 pub mod tasks;
 pub mod telemetry;
+pub mod tls;
 pub mod webhook;
 pub mod workflows;
 

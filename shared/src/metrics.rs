@@ -52,6 +52,10 @@ pub const WORKER_HEARTBEATS: &str = "hopper_worker_heartbeats_total";
 /// Finished attempts whose outcome was dropped because their lease was lost
 /// (the job was recovered and maybe ran again elsewhere), labelled by `queue`.
 pub const JOB_LEASE_LOST: &str = "hopper_job_lease_lost_total";
+/// Writes (`op`: `push`, `ack`, `fail`) that fewer replicas acknowledged
+/// than `HOPPER_REDIS_WAIT_REPLICAS` asked for within its time limit,
+/// labelled by `op` and `queue`.
+pub const REDIS_WAIT_SHORTFALL: &str = "hopper_redis_wait_shortfall_total";
 /// Times a worker found itself evicted (presumed dead) and registered
 /// afresh, labelled by `queue`.
 pub const WORKER_EVICTIONS: &str = "hopper_worker_evictions_total";

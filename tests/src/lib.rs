@@ -7,10 +7,12 @@
 //! keys, schema and processes when dropped.
 
 pub mod pdf;
+pub mod private_cluster;
 pub mod private_postgres;
 pub mod private_redis;
 pub mod sse;
 
+pub use private_cluster::PrivateCluster;
 pub use private_postgres::PrivatePostgres;
 pub use private_redis::PrivateRedis;
 

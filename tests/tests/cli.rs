@@ -107,7 +107,10 @@ async fn migrate_creates_the_schema_and_is_idempotent() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["applied"], serde_json::json!([1, 2, 3, 4, 5, 6, 8, 9]));
+    assert_eq!(
+        v["applied"],
+        serde_json::json!([1, 2, 3, 4, 5, 6, 8, 9, 10])
+    );
     let out = hopper(&env, &["migrate", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["applied"], serde_json::json!([]));
@@ -168,7 +171,9 @@ async fn dead_letters_cancel_documents_and_search_from_the_terminal() {
     let dir = std::env::temp_dir().join(format!("hopper-cli-{}", env.id));
     std::fs::create_dir_all(&dir).unwrap();
     let a = dir.join("volcanoes.md");
-    let b = dir.join("bakery.txt");
+    // A non-ASCII name: its bytes cross the progress stream's chunks and
+    // must come out whole (no U+FFFD), in the upload's output and search.
+    let b = dir.join("Bäckerei — パン.txt");
     std::fs::write(
         &a,
         "# Volcanoes\n\nMagma rises through the crust and erupts as lava.\n",
@@ -197,10 +202,14 @@ async fn dead_letters_cancel_documents_and_search_from_the_terminal() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(text.matches("status ready").count(), 2, "{text}");
+    assert!(
+        text.contains("Bäckerei — パン.txt") && !text.contains('\u{FFFD}'),
+        "{text}"
+    );
     let out = hopper(&env, &["search", "how is bread made", "-k", "1"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        text.starts_with(" 1. ") && text.contains("bakery.txt"),
+        text.starts_with(" 1. ") && text.contains("Bäckerei — パン.txt"),
         "{text}"
     );
     let out = hopper(&env, &["documents", "list", "--document-set", "cli"]);
@@ -355,7 +364,7 @@ async fn schedules_add_list_runs_pause_and_remove() {
         ],
     ));
     assert!(
-        text.starts_with("created schedule tick: every 1.0s, next fire "),
+        text.starts_with("created schedule tick: every 1s, next fire "),
         "{text}"
     );
     let text = ok(&hopper(
@@ -386,7 +395,7 @@ async fn schedules_add_list_runs_pause_and_remove() {
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with("tick ") && l.contains("every 1.0s")),
+            .any(|l| l.starts_with("tick ") && l.contains("every 1s")),
         "{text}"
     );
     assert!(
@@ -437,7 +446,7 @@ async fn schedules_add_list_runs_pause_and_remove() {
 
     let text = ok(&hopper(&env, &["schedules", "remove", "tick"]));
     assert!(
-        text.starts_with("removed schedule tick: noop, every 1.0s;"),
+        text.starts_with("removed schedule tick: noop, every 1s;"),
         "{text}"
     );
     let out = hopper(&env, &["schedules", "show", "tick"]);

@@ -13,7 +13,12 @@
 //! script per queue per round, so 100 jobs are one call. While nothing is
 //! pending the request blocks on the queues' wake lists (every push feeds
 //! them), as a Rust worker's claim loop does, renewing the worker as it
-//! waits; it answers as soon as one job is claimed.
+//! waits; it answers as soon as one job is claimed. On one server that is
+//! one `BLPOP` over every wake list; on a Redis Cluster each queue's wake
+//! list lives in its queue's slot (a `BLPOP` over several would be
+//! cross-slot), so each queue gets a `BLPOP` of its own on a connection of
+//! its own, raced: the first token ends the wait, and the others finish in
+//! the background, handing back any token they took.
 //!
 //! Long-polls are bounded (half the API's in-flight requests; past that
 //! 503 with Retry-After) and answer at once when the API shuts down.
@@ -25,6 +30,7 @@ use axum::{
     extract::{State, rejection::JsonRejection},
     http::StatusCode,
 };
+use futures::{StreamExt, stream::FuturesUnordered};
 use hopper_queue::RedisConn;
 use hopper_queue::{QueueError, WorkerId, client::Claimed};
 use hopper_shared::{QueueName, jobs::QueueSettings, metrics as m};
@@ -332,6 +338,9 @@ async fn wait_for_push(
     queues: &[QueueName],
     block: Duration,
 ) -> bool {
+    if queues.len() > 1 && state.queue.is_cluster() {
+        return wait_per_slot(state, queues, block).await;
+    }
     let mut cmd = redis::cmd("BLPOP");
     for q in queues {
         cmd.arg(state.queue.keys(q).wake());
@@ -342,6 +351,64 @@ async fn wait_for_push(
         r = blpop => r.is_ok(),
         _ = state.work.stopped() => false,
     }
+}
+
+/// One wait on a Redis Cluster: a `BLPOP` per queue (each wake list is in
+/// its queue's slot), each on a dedicated connection of its own so no wait
+/// queues behind another on a node, raced. The first to answer ends the
+/// wait; the rest run out (at most `block`) in the background, which hands
+/// back any token they popped — another waiter of that queue may need it —
+/// and returns their connections to the pool. False when the first answer
+/// was an error or the API stops.
+async fn wait_per_slot(state: &AppState, queues: &[QueueName], block: Duration) -> bool {
+    let conns = futures::future::try_join_all(queues.iter().map(|_| state.work.connection(state)));
+    let Ok(conns) = conns.await else {
+        return false;
+    };
+    let mut waits = FuturesUnordered::new();
+    for (queue, mut conn) in queues.iter().zip(conns) {
+        let wake = state.queue.keys(queue).wake();
+        waits.push(async move {
+            let popped = redis::cmd("BLPOP")
+                .arg(&wake)
+                .arg(block.as_secs_f64())
+                .query_async::<Option<(String, String)>>(&mut conn)
+                .await;
+            (popped, conn)
+        });
+    }
+    let first = tokio::select! {
+        first = waits.next() => first,
+        _ = state.work.stopped() => return false,
+    };
+    let ok = match first {
+        Some((Ok(_), conn)) => {
+            state.work.give_back(conn);
+            true
+        }
+        Some((Err(_), _)) | None => false,
+    };
+    let state = state.clone();
+    tokio::spawn(async move {
+        while let Some((popped, conn)) = waits.next().await {
+            let Ok(popped) = popped else { continue };
+            if let Some((wake, token)) = popped {
+                // Not ours to use: the next waiter on that queue takes it.
+                let give: Result<(), _> = redis::cmd("LPUSH")
+                    .arg(&wake)
+                    .arg(&token)
+                    .query_async(&mut state.queue.connection())
+                    .await;
+                if let Err(e) = give {
+                    tracing::debug!(%wake, "handing back a wake token failed: {e}");
+                }
+            }
+            if !state.work.is_stopping() {
+                state.work.give_back(conn);
+            }
+        }
+    });
+    ok
 }
 
 /// Writes the records (and queues the callbacks) of jobs a claim found

@@ -1,17 +1,17 @@
 //! Abstractive summaries from an OpenAI-compatible chat-completions endpoint
 //! (when `HOPPER_SUMMARY_LLM_URL` is set): a per-request timeout, retries
 //! with exponential backoff on timeouts, 429 and 5xx, and a circuit breaker
-//! that, after repeated failures, stops calling the endpoint for a while so
-//! the summarize queue falls back to extractive summaries instead of piling
-//! up.
+//! (`breaker.rs`) that, after repeated failures, stops calling the endpoint
+//! for a while so the summarize queue falls back to extractive summaries
+//! instead of piling up, then lets one probe call find out whether it is
+//! back.
 
-use std::{
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use hopper_shared::config::LlmConfig;
 use serde_json::{Value, json};
+
+use super::breaker::{Breaker, Permit};
 
 /// Failures in a row that open the breaker.
 const TRIP_AFTER: u32 = 5;
@@ -37,13 +37,7 @@ pub enum LlmError {
 pub struct LlmSummarizer {
     http: reqwest::Client,
     config: LlmConfig,
-    breaker: Mutex<Breaker>,
-}
-
-#[derive(Default)]
-struct Breaker {
-    failures: u32,
-    open_until: Option<Instant>,
+    breaker: Breaker,
 }
 
 impl LlmSummarizer {
@@ -55,19 +49,14 @@ impl LlmSummarizer {
                 .build()
                 .unwrap_or_default(),
             config,
-            breaker: Mutex::default(),
+            breaker: Breaker::new(TRIP_AFTER, OPEN_FOR),
         }
     }
 
     /// A summary of `text`, or why not.
     pub async fn summarize(&self, text: &str) -> Result<String, LlmError> {
-        if self
-            .breaker
-            .lock()
-            .expect("breaker")
-            .open_until
-            .is_some_and(|t| Instant::now() < t)
-        {
+        let permit = self.breaker.permit(Instant::now());
+        if permit == Permit::Refused {
             return Err(LlmError::Open);
         }
         let mut pause = Duration::from_millis(200);
@@ -75,7 +64,7 @@ impl LlmSummarizer {
         for attempt in 1..=TRIES {
             match self.call(text).await {
                 Ok(summary) => {
-                    *self.breaker.lock().expect("breaker") = Breaker::default();
+                    self.breaker.record(permit, true, Instant::now());
                     return Ok(summary);
                 }
                 Err((retryable, e)) => {
@@ -88,13 +77,10 @@ impl LlmSummarizer {
                 }
             }
         }
-        let mut b = self.breaker.lock().expect("breaker");
-        b.failures += 1;
-        if b.failures >= TRIP_AFTER {
-            b.open_until = Some(Instant::now() + OPEN_FOR);
-            b.failures = 0;
+        if self.breaker.record(permit, false, Instant::now()) {
             tracing::warn!(
-                "summary endpoint failed {TRIP_AFTER} times in a row: breaker open for {OPEN_FOR:?}"
+                probe = permit == Permit::Probe,
+                "summary endpoint failing: breaker open for {OPEN_FOR:?}"
             );
         }
         Err(LlmError::Failed(last))

@@ -10,6 +10,7 @@
 //! chunking never run in the worker's own process: [`sandbox`] runs them in
 //! a `hopper-extract` child under hard limits.
 
+pub mod breaker;
 pub mod cache;
 pub mod handlers;
 pub mod llm;
