@@ -314,14 +314,14 @@ mod tests {
         });
         let t = table(&json!({ "schedules": [cron, every] }));
         let lines: Vec<&str> = t.lines().collect();
-        assert!(lines[1].starts_with("nightly echo"), "{t}");
+        assert!(lines[1].starts_with("nightly  echo  cron"), "{t}");
         assert!(
             lines[1].contains("cron 30 4 * * * (Europe/Paris)")
                 && lines[1].contains("2026-03-01 04:30:00Z"),
             "{t}"
         );
         assert!(
-            lines[2].contains("every 1.5m") && lines[2].ends_with("paused"),
+            lines[2].contains("every 1m 30s") && lines[2].ends_with("paused"),
             "{t}"
         );
         let detail = show(&cron);
@@ -337,7 +337,7 @@ mod tests {
             {"tick_ms": 1000, "handled_at_ms": 1012, "outcome": "fired", "job_id": "0190-x"},
             {"tick_ms": 0, "handled_at_ms": 9000, "outcome": "skipped"}
         ]}));
-        assert!(r.contains("12ms fired    0190-x"), "{r}");
+        assert!(r.contains("12ms  fired    0190-x"), "{r}");
         assert!(r.lines().nth(2).unwrap().contains("skipped  -"), "{r}");
         assert_eq!(path("a b"), "/v1/schedules/a%20b");
     }
