@@ -19,11 +19,38 @@ pub struct PrivatePostgres {
     bin: PathBuf,
 }
 
-fn is_root() -> bool {
+/// Whether the tests run as root (Postgres refuses to: it runs as the
+/// `postgres` OS user then).
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
         .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// `program` as the `postgres` OS user when running as root.
+pub fn as_postgres(program: &std::path::Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"])
+            .arg(program)
+            .current_dir("/");
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Hands `dir` (recursively) to the `postgres` OS user when running as root.
+pub fn chown_to_postgres(dir: &std::path::Path) {
+    if is_root() {
+        let ok = Command::new("chown")
+            .args(["-R", "postgres:"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "chown {} to the postgres user", dir.display());
+    }
 }
 
 impl PrivatePostgres {
@@ -43,17 +70,9 @@ impl PrivatePostgres {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("pg dir");
         let pg = Self { port, dir, bin };
-        if is_root() {
-            let ok = Command::new("chown")
-                .args(["-R", "postgres:"])
-                .arg(&pg.dir)
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "chown the cluster dir to the postgres user");
-        }
+        chown_to_postgres(&pg.dir);
         let data = pg.dir.join("data");
-        let initdb = pg
-            .as_pg(&pg.bin.join("initdb"))
+        let initdb = as_postgres(&pg.bin.join("initdb"))
             .arg("-D")
             .arg(&data)
             .args([
@@ -73,20 +92,8 @@ impl PrivatePostgres {
         pg
     }
 
-    fn as_pg(&self, program: &std::path::Path) -> Command {
-        if is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"])
-                .arg(program)
-                .current_dir("/");
-            c
-        } else {
-            Command::new(program)
-        }
-    }
-
     fn pg_ctl(&self, args: &[&str]) -> bool {
-        self.as_pg(&self.bin.join("pg_ctl"))
+        as_postgres(&self.bin.join("pg_ctl"))
             .arg("-D")
             .arg(self.dir.join("data"))
             .args(args)

@@ -16,7 +16,10 @@ use std::{
 
 use hopper_queue::{PushOptions, QueueClient, WorkerId};
 use hopper_shared::{Config, QueueName, config::DbTimeouts, tls::TlsFiles};
-use hopper_tests::free_port;
+use hopper_tests::{
+    free_port,
+    private_postgres::{as_postgres, chown_to_postgres},
+};
 use serde_json::json;
 
 /// A temporary directory removed on drop.
@@ -264,26 +267,6 @@ fn debian_postgres() -> PathBuf {
     found.pop().expect("an initdb under /usr/lib/postgresql")
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
-}
-
-/// `program` as the `postgres` OS user when running as root.
-fn as_postgres(program: &Path) -> Command {
-    if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"])
-            .arg(program)
-            .current_dir("/");
-        c
-    } else {
-        Command::new(program)
-    }
-}
-
 /// A private Postgres on `port` in `dir`: TLS with the test's server
 /// certificate, connections in the clear refused. Stopped on drop.
 struct TlsPostgres {
@@ -295,15 +278,7 @@ impl TlsPostgres {
     fn start(pki: &TempDir, dir: &TempDir, port: u16) -> Self {
         let bin = debian_postgres();
         let data = dir.0.join("data");
-        if is_root() {
-            assert!(
-                Command::new("chown")
-                    .args(["-R", "postgres:"])
-                    .arg(&dir.0)
-                    .status()
-                    .is_ok_and(|s| s.success())
-            );
-        }
+        chown_to_postgres(&dir.0);
         let ok = as_postgres(&bin.join("initdb"))
             .arg("-D")
             .arg(&data)
@@ -342,15 +317,7 @@ impl TlsPostgres {
         )
         .unwrap();
         drop(conf);
-        if is_root() {
-            assert!(
-                Command::new("chown")
-                    .args(["-R", "postgres:"])
-                    .arg(&dir.0)
-                    .status()
-                    .is_ok_and(|s| s.success())
-            );
-        }
+        chown_to_postgres(&dir.0);
         std::fs::set_permissions(
             data.join("server.key"),
             std::os::unix::fs::PermissionsExt::from_mode(0o600),
