@@ -119,6 +119,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let queue = QueueClient::connect(&config)
         .await
         .with_context(|| format!("cannot reach Redis at {}", config.redis_url))?;
+    // Every process agrees on each queue's partitions, or does not start.
+    queue.check_partitions(&[]).await?;
     let pool = db::pool(&config, 32)?;
     db::ping(&pool).await.with_context(|| {
         format!(

@@ -159,6 +159,17 @@ pub enum DeadActionName {
     Purge,
 }
 
+/// A queue's partitions after a change.
+#[derive(Serialize, ToSchema)]
+pub struct Partitions {
+    /// The queue.
+    pub queue: QueueName,
+    /// Partitions new jobs spread over.
+    pub current: u16,
+    /// Partitions claims and lookups cover: the most it ever had.
+    pub high: u16,
+}
+
 /// What a dead-letter action did.
 #[derive(Serialize, ToSchema)]
 pub struct DeadAction {
@@ -264,6 +275,15 @@ pub struct Readiness {
     /// Per component: `{ok, error?, detail?}`.
     #[schema(value_type = Object)]
     pub components: serde_json::Value,
+    /// Hopper's version.
+    #[schema(example = "0.1.0")]
+    pub version: String,
+    /// The short sha of the commit the API was built from (`unknown` when
+    /// built outside a repository).
+    #[schema(example = "016ed42")]
+    pub git_sha: String,
+    /// Whole seconds since the API process started.
+    pub uptime_s: u64,
 }
 
 #[derive(OpenApi)]
@@ -291,6 +311,7 @@ pub struct Readiness {
         routes::queues::list,
         routes::queues::history,
         routes::queues::workers,
+        routes::queues::set_partitions,
         routes::dead::list,
         routes::dead::act,
         routes::tasks::list,
@@ -315,7 +336,7 @@ pub struct Readiness {
         routes::health::ready,
     ),
     components(schemas(
-        ErrorBody, JobKind, QueueName, JobState, JobRecord, AttemptRecord, Scope, KeyInfo, QueueStats,
+        ErrorBody, Partitions, routes::queues::PartitionsBody, JobKind, QueueName, JobState, JobRecord, AttemptRecord, Scope, KeyInfo, QueueStats,
         WorkerInfo, MinuteOutcomes, DocumentView, DocumentOptions, Hit, DeadActionName,
         ScheduleSpec, Schedule, ScheduleRun, MissedTicks, WorkflowSpec, WorkflowView, NodeView,
         WorkflowState, NodeState, OnFailure, routes::workflows::WorkflowList,

@@ -77,8 +77,11 @@ enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
-    /// Depth of every queue.
+    /// Depth of every queue; `queues partitions` changes a queue's
+    /// partition count.
     Queues {
+        #[command(subcommand)]
+        command: Option<QueuesCommand>,
         /// Redraw every N seconds until interrupted.
         #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
         watch: Option<u64>,
@@ -129,6 +132,19 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QueuesCommand {
+    /// Spread a queue's new jobs over COUNT partitions (1-64; an admin key
+    /// of the operator tenant). Jobs already in other partitions still run.
+    /// Then set HOPPER_QUEUE_<NAME>_PARTITIONS=COUNT on every process.
+    Partitions {
+        /// The queue (task).
+        queue: String,
+        /// Partitions new jobs spread over.
+        count: u16,
     },
 }
 
@@ -345,7 +361,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let r = api.post_json("/v1/search", &body).await?;
             output::print(cli.json, &r, || output::hits(&r))
         }
-        Command::Queues { watch } => loop {
+        Command::Queues {
+            command: Some(QueuesCommand::Partitions { queue, count }),
+            ..
+        } => {
+            let body = serde_json::json!({ "partitions": count });
+            let r = api
+                .put_json(&format!("/v1/queues/{queue}/partitions"), &body)
+                .await?;
+            output::print(cli.json, &r, || {
+                format!(
+                    "{queue}: new jobs spread over {} partition(s); claims cover {}\n\
+                     now set HOPPER_QUEUE_<NAME>_PARTITIONS={} on every process\n",
+                    r["current"], r["high"], r["current"]
+                )
+            })
+        }
+        Command::Queues {
+            command: None,
+            watch,
+        } => loop {
             let stats = api.queues().await?;
             if watch.is_some() && !cli.json {
                 print!("\x1b[2J\x1b[H");

@@ -48,8 +48,9 @@ pub struct AckLayer {
 }
 
 pub(crate) struct AckShared {
-    /// Records outcomes (Postgres, then Redis).
-    pub recorder: Recorder,
+    /// Record outcomes (Postgres, then Redis): one per partition, in
+    /// partition order (one in all when the queue is not split).
+    pub recorders: Vec<Recorder>,
     pub slots: Arc<Semaphore>,
     pub running: Arc<Running>,
 }
@@ -112,7 +113,8 @@ where
             // The soft limit fires the job's token from within this future
             // (no task per attempt); the hard limit abandons the attempt.
             // A job's own limits (given at submission) replace its task's.
-            let settings = shared.recorder.settings();
+            let recorder = shared.recorder(&ctx.partition);
+            let settings = recorder.settings();
             let hard = ctx.hard_time_limit.unwrap_or(settings.hard_time_limit);
             let soft = ctx.soft_time_limit.unwrap_or(settings.soft_time_limit);
             let attempt = tokio::time::timeout(hard, AssertUnwindSafe(fut).catch_unwind());
@@ -143,7 +145,7 @@ where
                 },
                 Err(e) => Outcome::Failed(e.to_string(), e.downcast_ref::<Permanent>().is_some()),
             };
-            shared.recorder.finish(&Attempt::from(&ctx), outcome).await;
+            recorder.finish(&Attempt::from(&ctx), outcome).await;
             shared.running.remove(&ctx.id);
             shared.slots.add_permits(1);
             result
@@ -158,17 +160,27 @@ impl AckShared {
     /// group-commit tasks started.
     pub fn start(
         client: QueueClient,
-        queue: impl Into<QueueName>,
+        partitions: impl IntoIterator<Item = QueueName>,
         settings: QueueSettings,
         pool: Option<Pool>,
         slots: Arc<Semaphore>,
         running: Arc<Running>,
     ) -> Self {
+        let recorders = partitions
+            .into_iter()
+            .map(|p| Recorder::start(client.clone(), p, settings.clone(), pool.clone(), false))
+            .collect();
         Self {
-            recorder: Recorder::start(client, queue, settings, pool, false),
+            recorders,
             slots,
             running,
         }
+    }
+
+    /// The recorder of the partition a job was claimed from.
+    fn recorder(&self, partition: &QueueName) -> &Recorder {
+        let k = usize::from(partition.partition_index());
+        self.recorders.get(k).unwrap_or(&self.recorders[0])
     }
 }
 

@@ -6,6 +6,11 @@
 //! jobs arrive through a channel bounded by the queue's concurrency. Its
 //! middleware is the late-acknowledgement layer ([`crate::ack::AckLayer`]).
 //!
+//! A partitioned queue ([`crate::partitions`]) gets all of that once per
+//! partition — a registration, claim loop, heartbeat, rescuer and outcome
+//! recorder each — sharing the worker's slots, so the loops take turns as
+//! slots free up and no partition starves.
+//!
 //! Shutdown, through a [`ShutdownHandle`] taken before the worker runs:
 //! claiming stops at once (nothing is claimed during the drain) while the
 //! heartbeat goes on; after the grace period the running jobs' cancellation
@@ -65,7 +70,8 @@ pub struct RedisBackend<Args> {
     admission: Option<Admission>,
     client: QueueClient,
     queue: QueueName,
-    registration: Arc<Registration>,
+    /// One registration per partition (one in all when it is not split).
+    parts: Vec<Arc<Registration>>,
     settings: QueueSettings,
     lease: Lease,
     pool: Option<Pool>,
@@ -85,7 +91,7 @@ impl<Args> std::fmt::Debug for RedisBackend<Args> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBackend")
             .field("kind", &self.queue)
-            .field("worker", &self.registration.id())
+            .field("worker", &self.parts[0].id())
             .finish()
     }
 }
@@ -105,15 +111,29 @@ impl<Args: DeserializeOwned + Send + 'static> RedisBackend<Args> {
         let (tx, rx) = mpsc::channel(settings.concurrency.max(1));
         let running: Arc<Running> = Arc::default();
         let stop = CancellationToken::new();
+        // Partition k > 0 registers as `<worker>~k`: an eviction on one
+        // partition stops only the jobs claimed there.
+        let parts = client
+            .partitions_cached(&queue)
+            .into_iter()
+            .map(|partition| {
+                let k = partition.partition_index();
+                let id = match k {
+                    0 => worker.clone(),
+                    k => WorkerId::from_raw(&format!("{worker}~{k}")),
+                };
+                Arc::new(Registration::new(
+                    client.clone(),
+                    partition,
+                    id,
+                    running.clone(),
+                ))
+            })
+            .collect();
         Self {
             admission: None,
             slots: Arc::new(Semaphore::new(settings.concurrency)),
-            registration: Arc::new(Registration::new(
-                client.clone(),
-                queue.clone(),
-                worker,
-                running.clone(),
-            )),
+            parts,
             running,
             client,
             queue,
@@ -143,9 +163,8 @@ impl<Args: DeserializeOwned + Send + 'static> RedisBackend<Args> {
         ShutdownHandle {
             claim_stop: self.claim_stop.clone(),
             running: self.running.clone(),
-            registration: self.registration.clone(),
+            parts: self.parts.clone(),
             client: self.client.clone(),
-            queue: self.queue.clone(),
         }
     }
 
@@ -153,10 +172,18 @@ impl<Args: DeserializeOwned + Send + 'static> RedisBackend<Args> {
     /// (once).
     fn start(&mut self) {
         let Some(tx) = self.tx.take() else { return };
+        for registration in self.parts.clone() {
+            self.start_partition(registration, tx.clone());
+        }
+    }
+
+    /// The loops of one partition (of the queue, when it is not split).
+    fn start_partition(&mut self, registration: Arc<Registration>, tx: mpsc::Sender<Task<Args>>) {
+        let queue = registration.queue().clone();
         let fetcher = Fetcher {
             client: self.client.clone(),
-            keys: self.client.keys(&self.queue),
-            registration: self.registration.clone(),
+            keys: self.client.keys(&queue),
+            registration: registration.clone(),
             running: self.running.clone(),
             lease: self.lease.lease,
             slots: self.slots.clone(),
@@ -168,23 +195,22 @@ impl<Args: DeserializeOwned + Send + 'static> RedisBackend<Args> {
         };
         let heartbeat = heartbeat_loop(
             self.client.clone(),
-            self.queue.clone(),
-            self.registration.clone(),
+            queue.clone(),
+            registration.clone(),
             self.lease.heartbeat,
             self.running.clone(),
             self.stop.clone(),
         );
         let rescuer = rescuer_loop(
             self.client.clone(),
-            self.queue.clone(),
-            self.registration.clone(),
+            queue.clone(),
+            registration.clone(),
             self.lease.heartbeat,
             self.lease.lease,
             self.pool.clone(),
             self.running.clone(),
             self.stop.clone(),
         );
-        let (registration, queue) = (self.registration.clone(), self.queue.clone());
         // Register before the first claim, so recovery can see our jobs (a
         // failure here is no harm: claims are refused until the heartbeat
         // gets through).
@@ -205,26 +231,34 @@ impl<Args: DeserializeOwned + Send + 'static> RedisBackend<Args> {
         let loops = std::mem::take(&mut self.loops);
         let rx = self.rx.take();
         let client = self.client.clone();
-        let (queue, registration) = (self.queue.clone(), self.registration.clone());
+        let parts = self.parts.clone();
         async move {
             for l in loops {
                 let _ = l.await;
             }
-            let mut unstarted = Vec::new();
+            let mut unstarted: Vec<(QueueName, (uuid::Uuid, u64))> = Vec::new();
             if let Some(mut rx) = rx {
                 while let Ok(task) = rx.try_recv() {
                     if let Some(ctx) = task.data().get::<JobContext>() {
-                        unstarted.push((ctx.id, ctx.lease));
+                        unstarted.push((ctx.partition.clone(), (ctx.id, ctx.lease)));
                     }
                 }
             }
-            let worker = registration.id();
-            let n = client.release(&queue, &worker, &unstarted, true).await?;
-            if n > 0 {
-                tracing::info!(queue = %queue, "gave back {n} unstarted job(s)");
+            for registration in parts {
+                let queue = registration.queue();
+                let worker = registration.id();
+                let mine: Vec<(uuid::Uuid, u64)> = unstarted
+                    .iter()
+                    .filter(|(p, _)| p == queue)
+                    .map(|(_, job)| *job)
+                    .collect();
+                let n = client.release(queue, &worker, &mine, true).await?;
+                if n > 0 {
+                    tracing::info!(queue = %queue, "gave back {n} unstarted job(s)");
+                }
+                let held = client.deregister(queue, &worker, "worker stopped").await?;
+                tracing::info!(queue = %queue, %worker, held, "worker deregistered");
             }
-            let held = client.deregister(&queue, &worker, "worker stopped").await?;
-            tracing::info!(queue = %queue, %worker, held, "worker deregistered");
             Ok(())
         }
         .boxed()
@@ -282,7 +316,7 @@ impl<Args: DeserializeOwned + Send + 'static> BackendConfig for RedisBackend<Arg
         AckLayer {
             inner: Arc::new(AckShared::start(
                 self.client.clone(),
-                &self.queue,
+                self.parts.iter().map(|r| r.queue().clone()),
                 self.settings.clone(),
                 self.pool.clone(),
                 self.slots.clone(),
@@ -305,9 +339,8 @@ impl<Args> Drop for RedisBackend<Args> {
 pub struct ShutdownHandle {
     claim_stop: CancellationToken,
     running: Arc<Running>,
-    registration: Arc<Registration>,
+    parts: Vec<Arc<Registration>>,
     client: QueueClient,
-    queue: QueueName,
 }
 
 impl ShutdownHandle {
@@ -325,8 +358,13 @@ impl ShutdownHandle {
     /// Deregisters, handing back whatever the worker still holds, in one
     /// script. Returns how many jobs went back.
     pub async fn give_back(&self, why: &str) -> Result<usize, QueueError> {
-        self.client
-            .deregister(&self.queue, &self.registration.id(), why)
-            .await
+        let mut n = 0;
+        for registration in &self.parts {
+            n += self
+                .client
+                .deregister(registration.queue(), &registration.id(), why)
+                .await?;
+        }
+        Ok(n)
     }
 }

@@ -94,8 +94,30 @@ impl QueueClient {
         limit: usize,
     ) -> Result<Vec<JobRecord>, QueueError> {
         let queue = queue.into();
+        // A split queue lists each partition's in turn.
+        let mut found = Vec::new();
+        for partition in self.partitions(&queue).await? {
+            if found.len() >= skip + limit {
+                break;
+            }
+            let want = skip + limit - found.len();
+            found.extend(self.list_partition(&partition, state, tenant, want).await?);
+        }
+        Ok(found.into_iter().skip(skip).take(limit).collect())
+    }
+
+    /// The first `want` matches of [`Self::list_jobs`] in one partition (or
+    /// a queue that is not split).
+    async fn list_partition(
+        &self,
+        queue: &QueueName,
+        state: JobState,
+        tenant: Option<&str>,
+        want: usize,
+    ) -> Result<Vec<JobRecord>, QueueError> {
+        let (skip, limit) = (0, want);
         let wanted = |j: &JobRecord| j.state == state && tenant.is_none_or(|t| j.tenant == t);
-        let keys = self.keys(&queue);
+        let keys = self.keys(queue);
         let sources = match state {
             JobState::Pending => vec![
                 Source::ListTail(keys.pending(Priority::High)),
@@ -106,7 +128,7 @@ impl QueueClient {
             JobState::Dead => vec![Source::ZsetDesc(keys.dead())],
             JobState::Succeeded => vec![Source::ZsetDesc(keys.done())],
             JobState::Running => {
-                let mut jobs = self.running_jobs(&queue, MAX_SCAN).await?;
+                let mut jobs = self.running_jobs(queue, MAX_SCAN).await?;
                 jobs.retain(|j| wanted(j));
                 return Ok(jobs.into_iter().skip(skip).take(limit).collect());
             }
@@ -123,7 +145,7 @@ impl QueueClient {
                 }
                 offset += ids.len();
                 scanned += ids.len();
-                found.extend(self.records(&queue, &ids).await?.into_iter().filter(wanted));
+                found.extend(self.records(queue, &ids).await?.into_iter().filter(wanted));
             }
         }
         Ok(found.into_iter().skip(skip).take(limit).collect())
@@ -136,22 +158,25 @@ impl QueueClient {
         queue: impl Into<QueueName>,
         tenant: &str,
     ) -> Result<u64, QueueError> {
-        let n: Option<i64> = redis::cmd("HGET")
-            .arg(self.keys(queue.into()).tenant_load())
-            .arg(tenant)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(n.unwrap_or(0).max(0) as u64)
+        let mut pipe = redis::pipe();
+        for partition in self.partitions(&queue.into()).await? {
+            pipe.cmd("HGET")
+                .arg(self.keys(partition).tenant_load())
+                .arg(tenant);
+        }
+        let n: Vec<Option<i64>> = self.conn.query_spread(&pipe).await?;
+        Ok(n.into_iter().map(|n| n.unwrap_or(0).max(0) as u64).sum())
     }
 
-    /// Jobs held by the queue's registered workers, sorted by id.
+    /// Jobs held by the registered workers of one partition (or a queue
+    /// that is not split), sorted by id.
     async fn running_jobs(
         &self,
         queue: &QueueName,
         limit: usize,
     ) -> Result<Vec<JobRecord>, QueueError> {
         let mut ids: Vec<String> = Vec::new();
-        for worker in self.workers(queue).await? {
+        for worker in self.partition_workers(queue).await? {
             ids.extend(worker.running);
         }
         ids.sort();
@@ -243,33 +268,40 @@ impl QueueClient {
         minutes: i64,
     ) -> Result<Vec<MinuteOutcomes>, QueueError> {
         let queue = queue.into();
-        let keys = self.keys(&queue);
         let now = self.redis_now_ms();
         let last = now / 60_000;
         let first = last - minutes.clamp(1, 120) + 1;
-        let mut pipe = redis::pipe();
-        for m in first..=last {
-            pipe.cmd("HMGET")
-                .arg(keys.stats_minute(m * 60_000))
-                .arg("succeeded")
-                .arg("failed")
-                .arg("retried")
-                .arg("dead");
-        }
-        let rows: Vec<Vec<Option<u64>>> = pipe.query_async(&mut self.conn.clone()).await?;
-        Ok((first..=last)
-            .zip(rows)
-            .map(|(m, r)| {
-                let at = |i: usize| r.get(i).copied().flatten().unwrap_or(0);
-                MinuteOutcomes {
-                    minute_ms: m * 60_000,
-                    succeeded: at(0),
-                    failed: at(1),
-                    retried: at(2),
-                    dead: at(3),
-                }
+        let mut total: Vec<MinuteOutcomes> = (first..=last)
+            .map(|m| MinuteOutcomes {
+                minute_ms: m * 60_000,
+                succeeded: 0,
+                failed: 0,
+                retried: 0,
+                dead: 0,
             })
-            .collect())
+            .collect();
+        // A split queue's counts are its partitions' added up.
+        for partition in self.partitions(&queue).await? {
+            let keys = self.keys(&partition);
+            let mut pipe = redis::pipe();
+            for m in first..=last {
+                pipe.cmd("HMGET")
+                    .arg(keys.stats_minute(m * 60_000))
+                    .arg("succeeded")
+                    .arg("failed")
+                    .arg("retried")
+                    .arg("dead");
+            }
+            let rows: Vec<Vec<Option<u64>>> = pipe.query_async(&mut self.conn.clone()).await?;
+            for (t, r) in total.iter_mut().zip(rows) {
+                let at = |i: usize| r.get(i).copied().flatten().unwrap_or(0);
+                t.succeeded += at(0);
+                t.failed += at(1);
+                t.retried += at(2);
+                t.dead += at(3);
+            }
+        }
+        Ok(total)
     }
 
     /// A glance at job `id` of `queue`: its state, attempts, worker and
@@ -280,13 +312,17 @@ impl QueueClient {
         queue: impl Into<QueueName>,
         id: uuid::Uuid,
     ) -> Result<Option<JobGlance>, QueueError> {
+        let queue = queue.into();
+        let Some(partition) = self.partition_of(&queue, id).await? else {
+            return Ok(None);
+        };
         let (state, attempts, worker, progress): (
             Option<String>,
             Option<u32>,
             Option<String>,
             Option<String>,
         ) = redis::cmd("HMGET")
-            .arg(self.keys(queue).job(&id))
+            .arg(self.keys(&partition).job(&id))
             .arg("state")
             .arg("attempts")
             .arg("worker")

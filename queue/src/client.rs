@@ -222,6 +222,8 @@ pub struct QueueClient {
     pub(crate) declared: Arc<crate::registry::DeclaredSettings>,
     /// The durability option: replicas each push, ack and fail waits for.
     wait: RedisWait,
+    /// Partitioned queues' layouts (see [`crate::partitions`]).
+    partitions: Arc<crate::partitions::Partitions>,
 }
 
 impl std::fmt::Debug for QueueClient {
@@ -248,6 +250,7 @@ impl QueueClient {
             dead_retention: config.retention.dead_letters,
             declared: Arc::default(),
             wait: config.redis_wait,
+            partitions: Arc::default(),
         };
         this.ping().await?;
         this.sync_clock().await?;
@@ -306,6 +309,11 @@ impl QueueClient {
         self.settings.built_in_names()
     }
 
+    /// Partitioned queues' layouts and the round-robin counter.
+    pub(crate) fn partitions_state(&self) -> &crate::partitions::Partitions {
+        &self.partitions
+    }
+
     /// The key prefix of every queue.
     pub fn prefix(&self) -> &str {
         &self.prefix
@@ -322,7 +330,8 @@ impl QueueClient {
     /// variables on top (see [`crate::registry`]); else as configured or
     /// the defaults.
     pub fn settings(&self, queue: impl Into<QueueName>) -> QueueSettings {
-        let queue = queue.into();
+        // A partition has its queue's settings.
+        let queue = queue.into().logical();
         if !self.settings.is_built_in(&queue)
             && let Ok(declared) = self.declared.read()
             && let Some(d) = declared.get(&queue)
@@ -340,7 +349,8 @@ impl QueueClient {
         opts: &PushOptions,
     ) -> Result<Pushed, QueueError> {
         let queue = queue.into();
-        let (keys, argv) = self.push_parts(&queue, args, opts)?;
+        let partition = self.route(&queue, args, opts).await?;
+        let (keys, argv) = self.push_parts(&partition, args, opts)?;
         let (replies, acked) = self
             .eval_durably(&SCRIPTS.push, vec![evalsha(&SCRIPTS.push, &keys, &argv)])
             .await?;
@@ -466,6 +476,11 @@ impl QueueClient {
     ) -> Result<Vec<Uuid>, QueueError> {
         assert_eq!(batch.len(), ids.len(), "one id per job");
         let queue = queue.into();
+        let layout = self.partition_layout(&queue).await?;
+        let parts: Vec<QueueName> = batch
+            .iter()
+            .map(|args| self.route_in(&queue, layout, args, opts))
+            .collect();
         let tenant = opts
             .tenant
             .as_deref()
@@ -473,24 +488,34 @@ impl QueueClient {
         let high = (opts.priority == crate::Priority::High)
             .then_some(opts.max_high_unfinished)
             .flatten();
+        // Each partition the batch goes to checks its share of the cap.
+        let mut counts: Vec<(&QueueName, u64)> = Vec::new();
+        for part in &parts {
+            match counts.iter_mut().find(|(p, _)| *p == part) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((part, 1)),
+            }
+        }
         for (cap, field, high_priority) in [
             (opts.max_unfinished, tenant.to_owned(), false),
             (high, format!("{tenant}:high"), true),
         ] {
             let Some(cap) = cap else { continue };
-            let load: Option<u64> = redis::cmd("HGET")
-                .arg(self.keys(&queue).tenant_load())
-                .arg(field)
-                .query_async(&mut self.conn.clone())
-                .await?;
-            let load = load.unwrap_or(0);
-            if load + batch.len() as u64 > cap {
-                return Err(QueueError::TenantFull {
-                    tenant: tenant.into(),
-                    queue: queue.as_str().into(),
-                    load,
-                    high_priority,
-                });
+            for (part, n) in &counts {
+                let load: Option<u64> = redis::cmd("HGET")
+                    .arg(self.keys(*part).tenant_load())
+                    .arg(&field)
+                    .query_async(&mut self.conn.clone())
+                    .await?;
+                let load = load.unwrap_or(0);
+                if load + n > self.partition_cap(&queue, cap) {
+                    return Err(QueueError::TenantFull {
+                        tenant: tenant.into(),
+                        queue: queue.as_str().into(),
+                        load,
+                        high_priority,
+                    });
+                }
             }
         }
         let opts = PushOptions {
@@ -499,15 +524,26 @@ impl QueueClient {
             max_high_unfinished: None,
             ..opts.clone()
         };
-        let mut evals = Vec::with_capacity(batch.len());
-        for (args, id) in batch.iter().zip(ids) {
-            let (keys, argv) = self.push_parts_as(&queue, *id, args, &opts)?;
-            evals.push(evalsha(&SCRIPTS.push, &keys, &argv));
+        // One pipeline per partition (one slot each), sent side by side.
+        let mut groups: Vec<(&QueueName, Vec<redis::Cmd>)> = Vec::new();
+        for ((args, id), part) in batch.iter().zip(ids).zip(&parts) {
+            let (keys, argv) = self.push_parts_as(part, *id, args, &opts)?;
+            let eval = evalsha(&SCRIPTS.push, &keys, &argv);
+            match groups.iter_mut().find(|(p, _)| *p == part) {
+                Some((_, evals)) => evals.push(eval),
+                None => groups.push((part, vec![eval])),
+            }
         }
-        let (replies, acked) = self.eval_durably(&SCRIPTS.push, evals).await?;
-        let replies: Vec<(String, i64)> = decode(redis::Value::Array(replies))?;
-        self.push_replicated(&queue, acked)?;
-        replies.iter().map(|(id, _)| parse_id(id)).collect()
+        let sent = futures::future::try_join_all(
+            groups
+                .into_iter()
+                .map(|(_, evals)| self.eval_durably(&SCRIPTS.push, evals)),
+        )
+        .await?;
+        for (_, acked) in sent {
+            self.push_replicated(&queue, acked)?;
+        }
+        Ok(ids.to_vec())
     }
 
     /// Keys and arguments of `push.lua` for one job, under `opts.id` or a
@@ -576,7 +612,7 @@ impl QueueClient {
             vec![
                 id.to_string(),
                 serde_json::to_string(args)?,
-                queue.as_str().to_owned(),
+                queue.logical().as_str().to_owned(),
                 max_attempts.to_string(),
                 String::new(),
                 delay_ms.to_string(),
@@ -587,8 +623,12 @@ impl QueueClient {
                 opts.request_id.clone().unwrap_or_default(),
                 tenant.to_owned(),
                 opts.callback_url.clone().unwrap_or_default(),
-                opts.max_unfinished.unwrap_or(0).to_string(),
-                opts.max_high_unfinished.unwrap_or(0).to_string(),
+                opts.max_unfinished
+                    .map_or(0, |c| self.partition_cap(queue, c))
+                    .to_string(),
+                opts.max_high_unfinished
+                    .map_or(0, |c| self.partition_cap(queue, c))
+                    .to_string(),
                 opts.expires_at_ms.unwrap_or(0).max(0).to_string(),
                 limit_ms(opts.hard_time_limit).to_string(),
                 limit_ms(opts.soft_time_limit).to_string(),
@@ -618,6 +658,12 @@ impl QueueClient {
         id: Uuid,
     ) -> Result<Option<JobRecord>, QueueError> {
         let queue = queue.into();
+        if queue.partition_index() == 0 {
+            let partitions = self.partitions(&queue).await?;
+            if partitions.len() > 1 {
+                return self.find_in(id, &partitions).await;
+            }
+        }
         let fields: HashMap<String, String> = redis::cmd("HGETALL")
             .arg(self.keys(&queue).job(&id))
             .query_async(&mut self.conn.clone())
@@ -626,6 +672,29 @@ impl QueueClient {
             return Ok(None);
         }
         record_from_hash(&queue, id, &fields).map(Some)
+    }
+
+    /// The partition of `queue` that holds the job `id` (the queue itself
+    /// when it is not split), if any holds it.
+    pub async fn partition_of(
+        &self,
+        queue: &QueueName,
+        id: Uuid,
+    ) -> Result<Option<QueueName>, QueueError> {
+        let partitions = self.partitions(queue).await?;
+        if partitions.len() == 1 {
+            return Ok(partitions.into_iter().next());
+        }
+        let mut pipe = redis::pipe();
+        for p in &partitions {
+            pipe.cmd("EXISTS").arg(self.keys(p).job(&id));
+        }
+        let found: Vec<bool> = self.conn.query_spread(&pipe).await?;
+        Ok(partitions
+            .into_iter()
+            .zip(found)
+            .find(|(_, f)| *f)
+            .map(|(p, _)| p))
     }
 
     /// Finds a job by id in any built-in queue or declared task's queue
@@ -639,6 +708,24 @@ impl QueueClient {
     /// pipelined): for callers that already know the task names (the API's
     /// registry cache), without reading the registry.
     pub async fn find_job_in(
+        &self,
+        id: Uuid,
+        queues: &[QueueName],
+    ) -> Result<Option<JobRecord>, QueueError> {
+        let mut all = Vec::with_capacity(queues.len());
+        for queue in queues {
+            if queue.partition_index() == 0 {
+                all.extend(self.partitions(queue).await?);
+            } else {
+                all.push(queue.clone());
+            }
+        }
+        self.find_in(id, &all).await
+    }
+
+    /// The job `id` in one of these queues or partitions, as named (one
+    /// HGETALL each, pipelined).
+    async fn find_in(
         &self,
         id: Uuid,
         queues: &[QueueName],
@@ -718,10 +805,49 @@ impl QueueClient {
         self.push(WEBHOOK_QUEUE, &args, &opts).await.map(|_| ())
     }
 
-    /// Depth of the queue `queue`.
+    /// Depth of the queue `queue`: of all its partitions together, when it
+    /// is split (workers: the most on any one partition, as every worker
+    /// serves them all; the oldest pending job: of any).
     pub async fn stats(&self, queue: impl Into<QueueName>) -> Result<QueueStats, QueueError> {
         let queue = queue.into();
-        let keys = self.keys(&queue);
+        let partitions = self.partitions(&queue).await?;
+        if partitions.len() == 1 {
+            return self.partition_stats(&queue).await;
+        }
+        let all = futures::future::try_join_all(partitions.iter().map(|p| self.partition_stats(p)))
+            .await?;
+        let mut total = QueueStats {
+            queue: queue.logical(),
+            pending: 0,
+            scheduled: 0,
+            running: 0,
+            dead: 0,
+            workers: 0,
+            oldest_pending_age_ms: None,
+            recent_minutes: RECENT_MINUTES,
+            succeeded_recent: 0,
+            failed_recent: 0,
+            retried_recent: 0,
+            dead_lettered_recent: 0,
+        };
+        for s in all {
+            total.pending += s.pending;
+            total.scheduled += s.scheduled;
+            total.running += s.running;
+            total.dead += s.dead;
+            total.workers = total.workers.max(s.workers);
+            total.oldest_pending_age_ms = total.oldest_pending_age_ms.max(s.oldest_pending_age_ms);
+            total.succeeded_recent += s.succeeded_recent;
+            total.failed_recent += s.failed_recent;
+            total.retried_recent += s.retried_recent;
+            total.dead_lettered_recent += s.dead_lettered_recent;
+        }
+        Ok(total)
+    }
+
+    /// Depth of one partition (or of a queue that is not split).
+    async fn partition_stats(&self, queue: &QueueName) -> Result<QueueStats, QueueError> {
+        let keys = self.keys(queue);
         let v: Vec<i64> = SCRIPTS
             .stats
             .key(keys.pending(crate::Priority::High))
@@ -738,7 +864,7 @@ impl QueueClient {
             .await?;
         let get = |i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
         Ok(QueueStats {
-            queue,
+            queue: queue.logical(),
             pending: get(0),
             scheduled: get(1),
             running: get(2),
@@ -753,14 +879,26 @@ impl QueueClient {
         })
     }
 
-    /// Workers registered on the queue `queue`: their last heartbeat and the
-    /// jobs they hold. O(workers + their in-flight jobs).
+    /// Workers registered on the queue `queue` (on each of its partitions,
+    /// when it is split): their last heartbeat and the jobs they hold.
+    /// O(workers + their in-flight jobs).
     pub async fn workers(
         &self,
         queue: impl Into<QueueName>,
     ) -> Result<Vec<WorkerInfo>, QueueError> {
         let queue = queue.into();
-        let keys = self.keys(&queue);
+        let mut all = Vec::new();
+        for partition in self.partitions(&queue).await? {
+            all.extend(self.partition_workers(&partition).await?);
+        }
+        Ok(all)
+    }
+
+    pub(crate) async fn partition_workers(
+        &self,
+        queue: &QueueName,
+    ) -> Result<Vec<WorkerInfo>, QueueError> {
+        let keys = self.keys(queue);
         let beats: Vec<(String, f64)> = redis::cmd("ZRANGE")
             .arg(keys.workers())
             .arg(0)
@@ -786,7 +924,7 @@ impl QueueClient {
                 running.sort();
                 WorkerInfo {
                     worker,
-                    queue: queue.clone(),
+                    queue: queue.logical(),
                     heartbeat_age_ms: (now - beat as i64).max(0) as u64,
                     running,
                 }
@@ -808,7 +946,12 @@ impl QueueClient {
         let queue = queue.into();
         let keys = self.keys(&queue);
         let settings = self.settings(&queue);
-        let rate = settings.rate_limit;
+        // A split queue's rate is shared evenly by its partitions' buckets.
+        let share = match settings.rate_limit {
+            Some(_) => self.partition_layout(&queue).await?.high,
+            None => 1,
+        };
+        let rate = settings.rate_limit.map(|r| r.split(share));
         let raw: Vec<redis::Value> = SCRIPTS
             .claim
             .key(keys.pending(crate::Priority::High))
@@ -975,7 +1118,10 @@ impl QueueClient {
         id: Uuid,
     ) -> Result<Option<(QueueName, String)>, QueueError> {
         let queue = queue.into();
-        let keys = self.keys(&queue);
+        let Some(partition) = self.partition_of(&queue, id).await? else {
+            return Ok(None);
+        };
+        let keys = self.keys(&partition);
         let state: String = SCRIPTS
             .cancel
             .key(keys.job(&id))
@@ -986,7 +1132,7 @@ impl QueueClient {
             .arg(id.to_string())
             .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok((!state.is_empty()).then_some((queue, state)))
+        Ok((!state.is_empty()).then_some((queue.logical(), state)))
     }
 
     /// Ids of running jobs whose cancellation was requested.
@@ -1013,6 +1159,12 @@ impl QueueClient {
         limit: usize,
     ) -> Result<DeadPage, QueueError> {
         let queue = queue.into();
+        let partitions = self.partitions(&queue).await?;
+        if partitions.len() > 1 {
+            return self
+                .split_dead_letters(&partitions, tenant, offset, limit)
+                .await;
+        }
         let keys = self.keys(&queue);
         if let Some(tenant) = tenant {
             let ids: Vec<String> = redis::cmd("ZREVRANGE")
@@ -1055,6 +1207,58 @@ impl QueueClient {
         Ok(DeadPage { total, jobs })
     }
 
+    /// [`Self::dead_letters`] of a split queue: each partition's newest
+    /// (`offset + limit`, or [`crate::browse::MAX_SCAN`] for one tenant),
+    /// merged newest first.
+    async fn split_dead_letters(
+        &self,
+        partitions: &[QueueName],
+        tenant: Option<&str>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<DeadPage, QueueError> {
+        let want = match tenant {
+            Some(_) => crate::browse::MAX_SCAN,
+            None => offset + limit,
+        };
+        let mut newest: Vec<(f64, &QueueName, Uuid)> = Vec::new();
+        let mut total = 0u64;
+        for partition in partitions {
+            let dead = self.keys(partition).dead();
+            let (ids, count): (Vec<(String, f64)>, u64) = redis::pipe()
+                .cmd("ZREVRANGE")
+                .arg(&dead)
+                .arg(0)
+                .arg(want.saturating_sub(1) as i64)
+                .arg("WITHSCORES")
+                .cmd("ZCARD")
+                .arg(&dead)
+                .query_async(&mut self.conn.clone())
+                .await?;
+            let mut scored = Vec::with_capacity(ids.len());
+            for (id, at) in ids {
+                scored.push((at, partition, parse_id(&id)?));
+            }
+            if let Some(tenant) = tenant {
+                let ids: Vec<Uuid> = scored.iter().map(|(_, _, id)| *id).collect();
+                let owned = self.owned(partition, tenant, &ids).await?;
+                scored.retain(|(_, _, id)| owned.contains(id));
+                total += scored.len() as u64;
+            } else {
+                total += count;
+            }
+            newest.extend(scored);
+        }
+        newest.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut jobs = Vec::new();
+        for (_, partition, id) in newest.into_iter().skip(offset).take(limit) {
+            if let Some(job) = self.job(partition, id).await? {
+                jobs.push(job);
+            }
+        }
+        Ok(DeadPage { total, jobs })
+    }
+
     /// Retries dead letters: back to the front of the queue with a fresh
     /// attempt budget. Returns how many of `ids` were dead letters.
     pub async fn retry_dead(
@@ -1086,11 +1290,24 @@ impl QueueClient {
     ) -> Result<usize, QueueError> {
         let queue = queue.into();
         let mut total = 0;
+        for partition in self.partitions(&queue).await? {
+            total += self.partition_all_dead(&partition, action, tenant).await?;
+        }
+        Ok(total)
+    }
+
+    async fn partition_all_dead(
+        &self,
+        queue: &QueueName,
+        action: &str,
+        tenant: Option<&str>,
+    ) -> Result<usize, QueueError> {
+        let mut total = 0;
         // Dead letters of other tenants stay; step over them.
         let mut skipped = 0;
         loop {
             let ids: Vec<String> = redis::cmd("ZRANGE")
-                .arg(self.keys(&queue).dead())
+                .arg(self.keys(queue).dead())
                 .arg(skipped)
                 .arg(skipped + 499)
                 .query_async(&mut self.conn.clone())
@@ -1103,11 +1320,11 @@ impl QueueClient {
                 .map(|s| parse_id(s))
                 .collect::<Result<Vec<_>, _>>()?;
             let owned = match tenant {
-                Some(t) => self.owned(&queue, t, &ids).await?,
+                Some(t) => self.owned(queue, t, &ids).await?,
                 None => ids.clone(),
             };
             skipped += ids.len() - owned.len();
-            total += self.dead_action(&queue, action, &owned).await?;
+            total += self.partition_dead_action(queue, action, &owned).await?;
         }
     }
 
@@ -1122,20 +1339,40 @@ impl QueueClient {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let keys = self.keys(&queue);
+        // A split queue's jobs may be in any partition (a partition's name
+        // names just that one).
+        let partitions = match queue.partition_index() {
+            0 => self.partitions(&queue).await?,
+            _ => vec![queue],
+        };
         let mut pipe = redis::pipe();
-        for id in ids {
-            pipe.cmd("HGET").arg(keys.job(id)).arg("tenant");
+        for partition in &partitions {
+            let keys = self.keys(partition);
+            for id in ids {
+                pipe.cmd("HGET").arg(keys.job(id)).arg("tenant");
+            }
         }
-        let tenants: Vec<Option<String>> = pipe.query_async(&mut self.conn.clone()).await?;
+        let tenants: Vec<Option<String>> = self.conn.query_spread(&pipe).await?;
+        let default = hopper_shared::jobs::DEFAULT_TENANT;
+        let of = |i: usize| {
+            // One answer per partition; a job lives in one (a hash without a
+            // tenant is the default tenant's).
+            let mut answers = tenants.iter().skip(i).step_by(ids.len());
+            match partitions.len() {
+                1 => answers.any(|t| t.as_deref().unwrap_or(default) == tenant),
+                _ => answers.any(|t| t.as_deref() == Some(tenant)),
+            }
+        };
         Ok(ids
             .iter()
-            .zip(tenants)
-            .filter(|(_, t)| t.as_deref().unwrap_or(hopper_shared::jobs::DEFAULT_TENANT) == tenant)
-            .map(|(id, _)| *id)
+            .enumerate()
+            .filter(|(i, _)| of(*i))
+            .map(|(_, id)| *id)
             .collect())
     }
 
+    /// Retries or purges those of `ids` that are dead letters of `queue`
+    /// (of any of its partitions).
     async fn dead_action(
         &self,
         queue: &QueueName,
@@ -1145,6 +1382,22 @@ impl QueueClient {
         if ids.is_empty() {
             return Ok(0);
         }
+        if queue.partition_index() > 0 {
+            return self.partition_dead_action(queue, action, ids).await;
+        }
+        let mut n = 0;
+        for partition in self.partitions(queue).await? {
+            n += self.partition_dead_action(&partition, action, ids).await?;
+        }
+        Ok(n)
+    }
+
+    async fn partition_dead_action(
+        &self,
+        queue: &QueueName,
+        action: &str,
+        ids: &[Uuid],
+    ) -> Result<usize, QueueError> {
         let keys = self.keys(queue);
         let mut inv = SCRIPTS.dead.prepare_invoke();
         inv.key(keys.dead())
@@ -1503,7 +1756,7 @@ pub(crate) fn record_from_hash(
     };
     Ok(JobRecord {
         id,
-        kind: queue.clone(),
+        kind: queue.logical(),
         state,
         attempts: int("attempts").unwrap_or(0) as u32,
         max_attempts: int("max_attempts").unwrap_or(0) as u32,

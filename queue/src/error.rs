@@ -93,6 +93,25 @@ pub enum QueueError {
         /// Who declared it, in words.
         owner: String,
     },
+    /// This process is configured with another partition count for a queue
+    /// than the one in force (recorded in Redis by the processes already
+    /// running): pushes and claims would miss each other's partitions.
+    #[error(
+        "queue `{queue}` is split into {recorded} partition(s) (recorded in Redis), but this \
+         process is configured with {configured} (HOPPER_QUEUE_{env}_PARTITIONS); every process \
+         must agree: set it to {recorded}, or change the queue's count first with \
+         `hopper queues partitions {queue} {configured}` (nothing is lost, see README)"
+    )]
+    PartitionsDiffer {
+        /// The queue.
+        queue: String,
+        /// Its variable's suffix.
+        env: String,
+        /// This process's count.
+        configured: u16,
+        /// The count in force.
+        recorded: u16,
+    },
     /// Writing a job record to Postgres failed.
     #[error(transparent)]
     Store(#[from] hopper_shared::Error),

@@ -220,7 +220,8 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
         };
         let ctx = JobContext {
             id: job.id,
-            queue: self.keys.queue.clone(),
+            queue: self.keys.queue.logical(),
+            partition: self.keys.queue.clone(),
             attempt: job.attempt,
             max_attempts: job.max_attempts,
             enqueued_at_ms: job.enqueued_at_ms,

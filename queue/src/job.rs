@@ -89,6 +89,10 @@ pub struct PushOptions {
     pub notify: Option<Notify>,
     /// One job at a time per key (see [`Unique`]).
     pub unique: Option<Unique>,
+    /// Jobs of one key go to one partition of a partitioned queue, so they
+    /// are claimed in the order they were pushed (see
+    /// [`crate::partitions`]); `None`: round robin.
+    pub partition_key: Option<String>,
     /// Its own retry backoff, instead of its task's.
     pub backoff: Option<JobBackoff>,
     /// Its own retention: how long Redis keeps it once it succeeded or was
@@ -197,6 +201,10 @@ pub struct JobContext {
     pub id: uuid::Uuid,
     /// Its queue (the task it runs).
     pub queue: QueueName,
+    /// The partition it was claimed from: the name the queue's scripts know
+    /// it by (`queue` itself unless the queue is partitioned, see
+    /// [`crate::partitions`]).
+    pub partition: QueueName,
     /// This attempt's number, from 1.
     pub attempt: u32,
     /// Attempts allowed.

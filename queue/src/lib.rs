@@ -44,6 +44,7 @@ pub mod job;
 pub mod keys;
 pub mod outbox;
 pub mod outcome;
+pub mod partitions;
 mod progress;
 mod registration;
 pub mod registry;

@@ -80,7 +80,8 @@ pub enum Recorded {
 pub struct Attempt<'a> {
     /// The job.
     pub id: Uuid,
-    /// Its queue.
+    /// Its queue — the partition it was claimed from, when the queue is
+    /// split (the name the queue's scripts know it by).
     pub queue: &'a QueueName,
     /// The worker id it was claimed under.
     pub worker: &'a WorkerId,
@@ -116,7 +117,8 @@ impl<'a> From<&'a JobContext> for Attempt<'a> {
     fn from(ctx: &'a JobContext) -> Self {
         Self {
             id: ctx.id,
-            queue: &ctx.queue,
+            // The partition: the name the queue's scripts know the job by.
+            queue: &ctx.partition,
             worker: &ctx.worker,
             lease: ctx.lease,
             attempt: ctx.attempt,
@@ -365,7 +367,7 @@ impl Recorder {
         });
         JobRecord {
             id: a.id,
-            kind: a.queue.clone(),
+            kind: a.queue.logical(),
             state,
             attempts: a.attempt,
             max_attempts: a.max_attempts,

@@ -43,6 +43,11 @@ impl Registration {
         }
     }
 
+    /// The queue (or partition) it is registered on.
+    pub fn queue(&self) -> &QueueName {
+        &self.queue
+    }
+
     /// The id to claim under now.
     pub fn id(&self) -> WorkerId {
         self.current.read().expect("registration").clone()

@@ -35,6 +35,7 @@ pub(crate) struct Scripts {
     pub workflow_step: Script,
     pub workflow_queued: Script,
     pub workflow_cancel: Script,
+    pub partitions: Script,
 }
 
 macro_rules! script {
@@ -82,6 +83,8 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     workflow_step: workflow_script!("workflow_step.lua"),
     workflow_queued: workflow_script!("workflow_queued.lua"),
     workflow_cancel: workflow_script!("workflow_cancel.lua"),
+    // Touches no job: needs nothing of the prelude.
+    partitions: Script::new(include_str!("../lua/partitions.lua")),
 });
 
 /// The name (its file's stem) and SHA-1 — the hash `EVALSHA` and `SLOWLOG`
@@ -114,6 +117,7 @@ pub fn script_hashes() -> Vec<(&'static str, String)> {
         ("workflow_step", &s.workflow_step),
         ("workflow_queued", &s.workflow_queued),
         ("workflow_cancel", &s.workflow_cancel),
+        ("partitions", &s.partitions),
     ]
     .into_iter()
     .map(|(name, script)| (name, script.get_hash().to_owned()))

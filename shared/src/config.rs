@@ -668,7 +668,15 @@ fn queue_settings<F: Fn(&str) -> Option<String>>(
         retention: env.millis(&var("RETENTION_MS"), d.retention),
         rate_limit: env.rate_limit(&var("RATE_LIMIT"), d.rate_limit),
         tenant_concurrency: env.optional_count(&var("TENANT_CONCURRENCY"), d.tenant_concurrency),
+        partitions: env.parse(&var("PARTITIONS"), d.partitions),
     };
+    if !(1..=crate::queue_name::MAX_PARTITIONS).contains(&s.partitions) {
+        env.problem(
+            &var("PARTITIONS"),
+            &s.partitions.to_string(),
+            "must be between 1 and 64",
+        );
+    }
     if s.concurrency == 0 {
         env.problem(&var("CONCURRENCY"), "0", "must be at least 1");
     }

@@ -312,6 +312,16 @@ pub struct QueueSettings {
     /// At most this many jobs of one tenant running at once, across every
     /// worker (the rest wait, parked, without holding a worker slot).
     pub tenant_concurrency: Option<u32>,
+    /// Partitions the queue is split into, each with a Redis hash tag of
+    /// its own so one hot queue spreads over a cluster's masters (1: not
+    /// split). Set per deployment (`HOPPER_QUEUE_<NAME>_PARTITIONS`), never
+    /// declared by a task; see `hopper_queue::partitions`.
+    #[serde(default = "one_partition")]
+    pub partitions: u16,
+}
+
+fn one_partition() -> u16 {
+    1
 }
 
 impl Default for QueueSettings {
@@ -326,6 +336,7 @@ impl Default for QueueSettings {
             retention: Duration::from_secs(24 * 3600),
             rate_limit: None,
             tenant_concurrency: None,
+            partitions: 1,
         }
     }
 }

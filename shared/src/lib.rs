@@ -9,6 +9,7 @@
 //!
 //! Nothing in this crate talks to Redis; the queue lives in `hopper-queue`.
 
+pub mod build_info;
 pub mod config;
 pub mod db;
 pub mod documents;

@@ -100,6 +100,20 @@ pub const CELERY_RESULTS_PUBLISHED: &str = "hopper_celery_results_published_tota
 pub const SCHEDULE_TICKS: &str = "hopper_schedule_ticks_total";
 /// Seconds from a schedule's tick to the push of its job (fire-time lag).
 pub const SCHEDULE_FIRE_LAG_SECONDS: &str = "hopper_schedule_fire_lag_seconds";
+/// Always 1, labelled by the process' `version` and `git_sha` (which build
+/// runs where: `build_info.rs`).
+pub const BUILD_INFO: &str = "hopper_build_info";
+/// Seconds since the process started.
+pub const PROCESS_UPTIME_SECONDS: &str = "hopper_process_uptime_seconds";
+/// Prefix of the standard process metrics (`metrics-process`: resident and
+/// virtual memory, CPU seconds, threads, open and maximum file descriptors,
+/// start time), so they sort with Hopper's own.
+pub const PROCESS_METRICS_PREFIX: &str = "hopper_";
+/// The process' resident memory (RSS) in bytes.
+pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "hopper_process_resident_memory_bytes";
+/// CPU time (user + system) the process has used, in seconds; a gauge with
+/// fractions of a second, so `rate()` of it is the cores it keeps busy.
+pub const PROCESS_CPU_SECONDS: &str = "hopper_process_cpu_seconds_total";
 
 /// Buckets of [`EMBED_BATCH_SIZE`].
 pub const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];

@@ -22,7 +22,22 @@ pub const MAX_QUEUE_NAME_LEN: usize = 63;
 /// the OpenAPI document).
 pub const QUEUE_NAME_PATTERN: &str = "^[a-z0-9][a-z0-9_.-]{0,62}$";
 
+/// Separates a queue's name from a partition's number in the partition's
+/// name (`ocr~2`, see [`QueueName::partition`]). No queue name holds it, so
+/// no queue's name is ever taken by another queue's partition.
+pub const PARTITION_SEPARATOR: char = '~';
+
+/// The most partitions a queue may be split into.
+pub const MAX_PARTITIONS: u16 = 64;
+
 /// A validated queue name. Compare, hash and order it as its string.
+///
+/// Inside the queue core a name may also denote one partition of a
+/// partitioned queue (`<queue>~<k>`, k ≥ 1; partition 0 is the queue's own
+/// name): the Redis keys of a partition carry its own hash tag, and every
+/// per-queue script works on a partition as on a queue. Such names never
+/// come from users ([`QueueName::new`] refuses `~`): only
+/// [`QueueName::partition`] and [`QueueName::parse_partition`] make them.
 #[derive(Clone)]
 pub struct QueueName(Repr);
 
@@ -72,9 +87,60 @@ impl QueueName {
         Self(Repr::Static(name))
     }
 
+    /// Partition `k` of this queue: the queue itself for 0, `<name>~<k>`
+    /// otherwise (for a partition's name, of the queue it belongs to).
+    pub fn partition(&self, k: u16) -> Self {
+        let logical = self.logical();
+        if k == 0 {
+            return logical;
+        }
+        Self(Repr::Shared(
+            format!("{}{PARTITION_SEPARATOR}{k}", logical.as_str()).into(),
+        ))
+    }
+
+    /// The queue this name belongs to: itself, or for a partition's name
+    /// the partitioned queue's.
+    pub fn logical(&self) -> Self {
+        match self.as_str().split_once(PARTITION_SEPARATOR) {
+            Some((queue, _)) => Self(Repr::Shared(queue.into())),
+            None => self.clone(),
+        }
+    }
+
+    /// The partition this name denotes: 0 for a queue's own name.
+    pub fn partition_index(&self) -> u16 {
+        self.as_str()
+            .split_once(PARTITION_SEPARATOR)
+            .and_then(|(_, k)| k.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Parses a queue's name or one of its partitions' (`<queue>~<k>`, as
+    /// the API's lease tokens carry it).
+    pub fn parse_partition(name: &str) -> Result<Self, InvalidQueueName> {
+        let Some((queue, k)) = name.split_once(PARTITION_SEPARATOR) else {
+            return Self::new(name);
+        };
+        let queue = Self::new(queue)?;
+        match k.parse::<u16>() {
+            Ok(n) if (1..MAX_PARTITIONS).contains(&n) && n.to_string() == k => {
+                Ok(queue.partition(n))
+            }
+            _ => Err(InvalidQueueName {
+                name: name.chars().take(100).collect(),
+                problem: "its partition number is not between 1 and 63",
+            }),
+        }
+    }
+
     /// The name as a metrics label value: no allocation (a static name or
-    /// a shared `Arc<str>`).
+    /// a shared `Arc<str>`). A partition is labelled as its queue: metrics
+    /// see a partitioned queue as one.
     pub fn label(&self) -> metrics::SharedString {
+        if self.as_str().contains(PARTITION_SEPARATOR) {
+            return metrics::SharedString::from(self.logical().as_str().to_owned());
+        }
         match &self.0 {
             Repr::Static(s) => metrics::SharedString::from(*s),
             Repr::Shared(s) => metrics::SharedString::from(Arc::clone(s)),
@@ -261,6 +327,34 @@ impl utoipa::ToSchema for QueueName {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partition_is_named_after_its_queue_and_found_back() {
+        let q = QueueName::new("ocr.v2").unwrap();
+        assert_eq!(q.partition(0), q);
+        let p2 = q.partition(2);
+        assert_eq!(p2.as_str(), "ocr.v2~2");
+        assert_eq!(p2.logical(), q);
+        assert_eq!(p2.partition_index(), 2);
+        assert_eq!(p2.partition(1).as_str(), "ocr.v2~1");
+        assert_eq!(&*p2.label(), "ocr.v2");
+        assert_eq!(QueueName::parse_partition("ocr.v2~2").unwrap(), p2);
+        assert_eq!(QueueName::parse_partition("ocr.v2").unwrap(), q);
+        for bad in [
+            "ocr.v2~0",
+            "ocr.v2~02",
+            "ocr.v2~64",
+            "ocr.v2~x",
+            "OCR~1",
+            "a~1~2",
+        ] {
+            assert!(QueueName::parse_partition(bad).is_err(), "{bad}");
+        }
+        assert!(
+            QueueName::new("ocr.v2~2").is_err(),
+            "users never name a partition"
+        );
+    }
 
     #[test]
     fn valid_names_are_kept_as_given() {

@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// The setting suffixes of a `HOPPER_QUEUE_<NAME>_<SETTING>` variable.
-pub const QUEUE_SETTING_VARS: [&str; 9] = [
+pub const QUEUE_SETTING_VARS: [&str; 10] = [
     // Before `CONCURRENCY`, which it ends with: suffixes match in this order.
     "TENANT_CONCURRENCY",
     "CONCURRENCY",
@@ -32,6 +32,7 @@ pub const QUEUE_SETTING_VARS: [&str; 9] = [
     "HARD_LIMIT_MS",
     "RETENTION_MS",
     "RATE_LIMIT",
+    "PARTITIONS",
 ];
 
 /// Per-queue settings by queue name.
@@ -67,6 +68,8 @@ pub struct SettingsOverride {
     pub rate_limit: Option<Option<crate::rate_limit::RateLimit>>,
     /// `TENANT_CONCURRENCY` (`Some(None)`: `off`, no limit).
     pub tenant_concurrency: Option<Option<u32>>,
+    /// `PARTITIONS`.
+    pub partitions: Option<u16>,
 }
 
 impl SettingsOverride {
@@ -84,6 +87,7 @@ impl SettingsOverride {
             retention: has("RETENTION_MS").then_some(resolved.retention),
             rate_limit: has("RATE_LIMIT").then_some(resolved.rate_limit),
             tenant_concurrency: has("TENANT_CONCURRENCY").then_some(resolved.tenant_concurrency),
+            partitions: has("PARTITIONS").then_some(resolved.partitions),
         }
     }
 
@@ -100,6 +104,7 @@ impl SettingsOverride {
             retention: self.retention.unwrap_or(base.retention),
             rate_limit: self.rate_limit.unwrap_or(base.rate_limit),
             tenant_concurrency: self.tenant_concurrency.unwrap_or(base.tenant_concurrency),
+            partitions: self.partitions.unwrap_or(base.partitions),
         };
         s.soft_time_limit = s.soft_time_limit.min(s.hard_time_limit);
         s

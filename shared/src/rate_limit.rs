@@ -31,6 +31,17 @@ impl RateLimit {
     pub fn per_ms(&self) -> u64 {
         self.per.as_millis() as u64
     }
+
+    /// One of `n` equal shares (a partitioned queue's partitions each keep
+    /// a bucket): the same bucket size refilled `n` times slower, so the
+    /// shares add up to this rate exactly (bursts, up to `n` buckets full,
+    /// may add up to more).
+    pub fn split(self, n: u16) -> Self {
+        Self {
+            tokens: self.tokens,
+            per: self.per * u32::from(n.max(1)),
+        }
+    }
 }
 
 /// A rate limit that cannot be read; the message says what one looks like.

@@ -108,6 +108,8 @@ impl From<&TaskSettings> for QueueSettings {
             retention: Duration::from_millis(s.retention_ms),
             rate_limit: s.rate_limit,
             tenant_concurrency: s.tenant_concurrency,
+            // A deployment's choice (its environment), never a task's.
+            partitions: 1,
         }
     }
 }

@@ -488,6 +488,96 @@ fn refused_at_start(c: &mut OnCluster, bin: &str, url: &str, message: &str) {
     assert!(log.contains(message), "{bin} with REDIS_URL={url}: {log}");
 }
 
+/// A queue split into three partitions (`HOPPER_QUEUE_<NAME>_PARTITIONS=3`
+/// on every process) spreads over the masters — its partitions' keys end up
+/// on more than one — and drains as one: through the Rust worker (a claim
+/// loop per partition) and through the HTTP worker protocol (claims rotate
+/// over the partitions; answers name the task, leases the partition), with
+/// stats and job lookups naming only the queue.
+#[tokio::test]
+async fn a_partitioned_queue_spreads_over_the_masters_and_drains_as_one() {
+    if !cluster_ready() {
+        return;
+    }
+    let mut c = on_cluster(&[
+        ("HOPPER_QUEUE_ECHO_PARTITIONS", "3"),
+        ("HOPPER_QUEUE_RESIZE_PARTITIONS", "3"),
+    ]);
+    let env = &mut c.env;
+    let api = env.start_api().await;
+    env.start_worker("echo", &[]);
+    declare_http_tasks(env).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let http_worker = spawn_http_worker(api.clone(), stop.clone(), served.clone());
+
+    let mut ids = Vec::new();
+    for task in ["echo", HTTP_TASKS[0]] {
+        let batch: Vec<Value> = (0..45)
+            .map(|i| match task {
+                "echo" => json!({"message": format!("m{i}")}),
+                _ => json!({"n": i}),
+            })
+            .collect();
+        ids.extend(
+            env.submit_batch(task, &batch)
+                .await
+                .into_iter()
+                .map(|id| (task, id)),
+        );
+    }
+    for (task, id) in &ids {
+        let job = env.wait_final(id, WITHIN).await;
+        assert_eq!(job["state"], "succeeded", "{task}: {job}");
+        assert_eq!(job["kind"], *task, "named by its task: {job}");
+        if *task != "echo" {
+            assert_eq!(job["result"]["served"], *task, "{job}");
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    http_worker.await.unwrap();
+    for task in ["echo", HTTP_TASKS[0]] {
+        let (_, q) = env.queue(task).await;
+        assert_eq!(q["succeeded_recent"], 45, "{task}: {q}");
+        assert_eq!(q["pending"], 0, "{task}: {q}");
+    }
+
+    // Each partition finished some of the jobs, and their keys live on more
+    // than one master.
+    let prefix = format!("t-{}", env.id);
+    let mut holding = 0;
+    for master in masters(&cluster_url()) {
+        let mut conn = redis::Client::open(master.as_str())
+            .and_then(|c| c.get_connection())
+            .unwrap();
+        let mut here = 0;
+        for k in 0..3 {
+            let tag = match k {
+                0 => format!("{{{prefix}:echo}}"),
+                k => format!("{{{prefix}:echo~{k}}}"),
+            };
+            let slot: i64 = redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(&tag)
+                .query(&mut conn)
+                .unwrap();
+            let owned: i64 = redis::cmd("CLUSTER")
+                .arg("COUNTKEYSINSLOT")
+                .arg(slot)
+                .query(&mut conn)
+                .unwrap_or(0);
+            here += owned;
+        }
+        if here > 0 {
+            holding += 1;
+        }
+    }
+    assert!(
+        holding >= 2,
+        "the partitions' keys are on {holding} master(s)"
+    );
+}
+
 #[tokio::test]
 async fn a_cluster_node_named_as_one_server_is_refused_at_start() {
     if !cluster_ready() {

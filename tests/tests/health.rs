@@ -1,10 +1,13 @@
 //! Readiness follows the services: with Redis stopped, the API's and the
 //! worker's `/health/ready` answer 503 naming Redis (liveness stays 200), and
 //! both turn ready again when Redis returns — no restart of either process.
+//! Both say which build they are: version, commit and uptime in
+//! `/health/ready`, `hopper_build_info` and the process gauges in `/metrics`.
 
 use std::time::{Duration, Instant};
 
-use hopper_tests::{PrivateRedis, TestEnv, free_port};
+use hopper_shared::{build_info, metrics as m};
+use hopper_tests::{PrivateRedis, TestEnv, free_port, metric_value};
 use serde_json::Value;
 
 /// Status and body; status 0 while nothing listens (a starting worker).
@@ -81,4 +84,59 @@ async fn readiness_turns_unready_without_redis_and_ready_when_it_returns() {
         .wait_final(b["id"].as_str().unwrap(), Duration::from_secs(30))
         .await;
     assert_eq!(job["state"], "succeeded", "{job}");
+}
+
+#[tokio::test]
+async fn api_and_worker_report_their_build_uptime_and_process_gauges() {
+    let mut env = TestEnv::new(&[]);
+    let api = env.start_api().await;
+    let worker_addr = format!("127.0.0.1:{}", free_port());
+    env.start_worker(
+        "echo",
+        &[("HOPPER_WORKER_METRICS_ADDR", worker_addr.as_str())],
+    );
+    let worker = format!("http://{worker_addr}");
+    // The binaries were built from this tree, like this test.
+    assert!(!build_info::GIT_SHA.trim().is_empty());
+    let build_line = format!(
+        "{}{{version=\"{}\",git_sha=\"{}\"}} 1",
+        m::BUILD_INFO,
+        build_info::VERSION,
+        build_info::GIT_SHA
+    );
+
+    for base in [&api, &worker] {
+        let body = until_status(&format!("{base}/health/ready"), 200).await;
+        assert_eq!(body["version"], build_info::VERSION, "{base}: {body}");
+        assert_eq!(body["git_sha"], build_info::GIT_SHA, "{base}: {body}");
+        let uptime = body["uptime_s"].as_u64();
+        assert!(
+            uptime.is_some_and(|s| s < 600),
+            "{base}: a process started moments ago: {body}"
+        );
+        assert_eq!(body["components"]["redis"]["ok"], true, "{base}: {body}");
+
+        let text = reqwest::get(format!("{base}/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            text.lines().any(|l| l == build_line),
+            "{base}: no `{build_line}` in:\n{text}"
+        );
+        let rss = metric_value(&text, m::PROCESS_RESIDENT_MEMORY_BYTES);
+        assert!(
+            rss.is_some_and(|b| b > 1e6),
+            "{base}: resident memory {rss:?}"
+        );
+        let cpu = metric_value(&text, m::PROCESS_CPU_SECONDS);
+        assert!(cpu.is_some_and(|s| s > 0.0), "{base}: CPU seconds {cpu:?}");
+        let up = metric_value(&text, m::PROCESS_UPTIME_SECONDS);
+        assert!(
+            up.is_some_and(|s| (0.0..600.0).contains(&s)),
+            "{base}: uptime {up:?}"
+        );
+    }
 }

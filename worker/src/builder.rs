@@ -156,6 +156,12 @@ impl WorkerBuilder {
         for f in declared {
             f();
         }
+        // Every process agrees on each queue's partitions, or does not start.
+        let served: Vec<hopper_shared::QueueName> = tasks
+            .iter()
+            .filter_map(|t| t.definition().ok().map(|d| d.name.clone()))
+            .collect();
+        client.check_partitions(&served).await?;
 
         let worker = WorkerId::generate();
         let lease = Lease {

@@ -127,7 +127,7 @@ impl TaskContext {
         let job = self.job();
         let stored = self
             .client
-            .progress(&job.queue, &job.worker, job.id, job.lease, &text)
+            .progress(&job.partition, &job.worker, job.id, job.lease, &text)
             .await?;
         Ok(stored == ProgressStored::Stored)
     }

@@ -1,13 +1,16 @@
 //! The worker's own small HTTP server (when `HOPPER_WORKER_METRICS_ADDR` is
-//! set): `/metrics` for Prometheus, `/health/live`, and `/health/ready` with
-//! per-component detail (Redis, Postgres, the torch device, and — on a
-//! worker that embeds — the engine's precision and kernels and why).
+//! set): `/metrics` for Prometheus (with the build, uptime and process gauges
+//! of `hopper_shared::build_info`), `/health/live`, and `/health/ready` with
+//! the build's version and commit, the process' uptime and per-component
+//! detail (Redis, Postgres, the torch device, and — on a worker that embeds —
+//! the engine's precision and kernels and why).
 
 use std::sync::{Arc, OnceLock};
 
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use deadpool_postgres::Pool;
 use hopper_queue::QueueClient;
+use hopper_shared::build_info::{self, BuildInfo};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
@@ -77,6 +80,7 @@ pub fn router(health: Health) -> Router {
                 if let Some(e) = &h.embedding {
                     e.export();
                 }
+                build_info::export_metrics();
                 h.metrics.render()
             }),
         )
@@ -100,6 +104,7 @@ async fn ready(State(mut h): State<Health>) -> impl IntoResponse {
     if let Some(e) = &h.embedding {
         body["components"]["embedding"] = e.component();
     }
+    BuildInfo::current().insert_into(&mut body);
     let status = if ok {
         StatusCode::OK
     } else {

@@ -1,12 +1,19 @@
 //! Liveness, readiness and Prometheus metrics.
 //!
 //! `/health/live` answers while the process runs. `/health/ready` checks
-//! Redis and Postgres and reports each component; 503 when one is down.
-//! `/metrics` refreshes the queue-depth gauges (every built-in and declared
-//! task's queue), then renders everything.
+//! Redis and Postgres and reports each component (503 when one is down), with
+//! the build's version and commit and the process' uptime. `/metrics`
+//! refreshes the queue-depth gauges (every built-in and declared task's
+//! queue) and the build, uptime and process gauges, then renders everything.
 
 use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
-use hopper_shared::{QueueName, db, jobs::JobKind, metrics as m};
+use hopper_shared::{
+    QueueName,
+    build_info::{self, BuildInfo},
+    db,
+    jobs::JobKind,
+    metrics as m,
+};
 use serde_json::json;
 
 use crate::AppState;
@@ -24,8 +31,9 @@ pub async fn live() -> impl IntoResponse {
 pub async fn ready(State(mut state): State<AppState>) -> impl IntoResponse {
     let redis = state.queue.ping().await.map_err(|e| e.to_string());
     let postgres = db::ping(&state.pool).await.map_err(|e| e.to_string());
-    let (ok, body) =
+    let (ok, mut body) =
         hopper_shared::health::report(&[("redis", &redis), ("postgres", &postgres)], &[]);
+    BuildInfo::current().insert_into(&mut body);
     let status = if ok {
         StatusCode::OK
     } else {
@@ -52,6 +60,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             metrics::gauge!(m::QUEUE_OLDEST_PENDING_SECONDS, "queue" => q.clone()).set(age);
         }
     }
+    build_info::export_metrics();
     (
         [("content-type", "text/plain; version=0.0.4")],
         state.metrics.render(),

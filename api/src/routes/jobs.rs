@@ -96,6 +96,26 @@ pub struct SubmitQuery {
     /// most 30 times its task's retention.
     #[param(minimum = 1)]
     retention_ms: Option<u64>,
+    /// Jobs of one key (per tenant) go to one partition of a partitioned
+    /// queue, so they are claimed in the order they were submitted (1–255
+    /// characters); without it jobs spread round robin.
+    partition_key: Option<String>,
+}
+
+/// A key option (`unique_key`, `partition_key`): 1-255 characters, no
+/// control characters.
+fn check_key(field: &str, key: Option<&str>) -> Result<(), ApiError> {
+    match key {
+        Some(key) if key.is_empty() || key.len() > 255 || key.chars().any(char::is_control) => {
+            Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_option",
+                format!("{field} must be 1-255 characters, none of them control characters"),
+            )
+            .field(Some(field.into())))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The unique-job options of `q`, checked.
@@ -122,16 +142,7 @@ fn unique(q: &SubmitQuery) -> Result<Option<Unique>, ApiError> {
         (None, true) => Some(UniqueScope::UntilFinished),
         (None, false) => None,
     };
-    if let Some(key) = &q.unique_key
-        && (key.is_empty() || key.len() > 255 || key.chars().any(char::is_control))
-    {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_option",
-            "unique_key must be 1-255 characters, none of them control characters",
-        )
-        .field(Some("unique_key".into())));
-    }
+    check_key("unique_key", q.unique_key.as_deref())?;
     match scope {
         Some(scope) => Ok(Some(Unique {
             key: q.unique_key.clone(),
@@ -214,6 +225,7 @@ fn options(
             format!("{hard} (hard_limit_ms)"),
         ));
     }
+    check_key("partition_key", q.partition_key.as_deref())?;
     let backoff = job_backoff(state, task, &q)?;
     let retention = job_retention(state, task, &q)?;
     let delay = q.delay_ms.map(Duration::from_millis);
@@ -257,6 +269,7 @@ fn options(
         soft_time_limit: q.soft_limit_ms.map(Duration::from_millis),
         backoff,
         retention,
+        partition_key: q.partition_key,
         ..Default::default()
     })
 }

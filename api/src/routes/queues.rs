@@ -1,19 +1,90 @@
 //! `GET /v1/queues`: depth of every queue, from the queue's own Lua;
 //! `GET /v1/workers`: the workers of every queue and what they run;
-//! `GET /v1/queues/history`: depth and outcomes over time, for the dashboard.
+//! `GET /v1/queues/history`: depth and outcomes over time, for the dashboard;
+//! `PUT /v1/queues/{kind}/partitions`: the operator changes how many
+//! partitions a queue spreads over (see `hopper_queue::partitions`).
 //!
 //! "Every queue" is every task the caller may see: the built-in kinds and
 //! the declared tasks open to its tenant (see [`crate::tasks`]).
 
 use axum::{
     Json,
-    extract::{Query, State, rejection::QueryRejection},
+    extract::{
+        Path, Query, State,
+        rejection::{JsonRejection, QueryRejection},
+    },
+    http::StatusCode,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{AppState, auth::Caller, error::ApiError};
-use hopper_shared::keys::Scope;
+use hopper_shared::{jobs::DEFAULT_TENANT, keys::Scope, queue_name::MAX_PARTITIONS};
+
+/// Body of `PUT /v1/queues/{kind}/partitions`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionsBody {
+    /// Partitions new jobs spread over (1–64).
+    #[schema(minimum = 1, maximum = 64)]
+    pub partitions: u16,
+}
+
+/// `PUT /v1/queues/{kind}/partitions`: new jobs of the queue spread over
+/// `partitions` partitions from now on; claims and lookups keep covering
+/// every partition it ever had, so nothing is lost. Then roll the same
+/// `HOPPER_QUEUE_<NAME>_PARTITIONS` out to every process (a process started
+/// with another count is refused). An admin key of the operator tenant only:
+/// a queue's partitions are the deployment's, shared by every tenant.
+#[utoipa::path(put, path = "/v1/queues/{kind}/partitions", tag = "queues",
+    params(("kind" = hopper_shared::QueueName, Path, description = "The queue (task)")),
+    request_body = PartitionsBody,
+    responses((status = 200, description = "The queue's partitions now: `current` (pushes) and `high` (claims and lookups)", body = crate::openapi::Partitions),
+        (status = 403, description = "Not an admin key of the operator tenant", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such task", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A count outside 1–64, or not a queue name", body = crate::openapi::ErrorBody)))]
+pub async fn set_partitions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(kind): Path<String>,
+    body: Result<Json<PartitionsBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Admin)?;
+    if &*caller.tenant != DEFAULT_TENANT {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "a queue's partitions are shared by every tenant: only an admin key of the \
+                 operator tenant `{DEFAULT_TENANT}` changes them"
+            ),
+        ));
+    }
+    let task = state
+        .tasks
+        .get(&state.queue, &kind, &caller.tenant, "queue")
+        .await?;
+    let Json(body) = body?;
+    if !(1..=MAX_PARTITIONS).contains(&body.partitions) {
+        return Err(ApiError::out_of_range(
+            "partitions",
+            1,
+            i64::from(MAX_PARTITIONS),
+        ));
+    }
+    let layout = state
+        .queue
+        .set_partitions(task.name(), body.partitions)
+        .await?;
+    tracing::info!(queue = %task.name(), current = layout.current, high = layout.high,
+        "queue partitions changed");
+    Ok(Json(json!({
+        "queue": task.name(),
+        "current": layout.current,
+        "high": layout.high,
+    })))
+}
 
 /// Stats of every queue.
 #[utoipa::path(get, path = "/v1/queues", tag = "queues",

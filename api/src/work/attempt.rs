@@ -99,7 +99,8 @@ impl HeldAttempt {
 /// on a queue its key may serve (`None` otherwise).
 pub(crate) fn parse(text: &str, caller: &Caller) -> Option<LeaseToken> {
     LeaseToken::decode(text).filter(|t| {
-        worker_tenant(t.worker.as_str()) == Some(&*caller.tenant) && caller.may_serve(&t.queue)
+        worker_tenant(t.worker.as_str()) == Some(&*caller.tenant)
+            && caller.may_serve(&t.queue.logical())
     })
 }
 

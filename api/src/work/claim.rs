@@ -140,12 +140,15 @@ pub async fn claim(
 ) -> Result<Json<ClaimResponse>, ApiError> {
     require_worker(&caller)?;
     let Json(req) = body?;
-    let queues = check(&req, &caller)?;
-    let mut settings = Vec::with_capacity(queues.len());
-    for queue in &queues {
+    let named = check(&req, &caller)?;
+    // A partitioned queue is claimed from each of its partitions in turn,
+    // like several queues (see hopper_queue::partitions).
+    let mut queues = Vec::with_capacity(named.len());
+    for queue in &named {
         servable(&state, &caller, queue).await?;
-        settings.push(state.queue.settings(queue));
+        queues.extend(state.queue.partitions(queue).await?);
     }
+    let settings: Vec<QueueSettings> = queues.iter().map(|q| state.queue.settings(q)).collect();
     let _permit = state.work.polls.clone().try_acquire_owned().map_err(|_| {
         let mut e = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -437,7 +440,8 @@ fn claimed(
     };
     ClaimedJob {
         id: job.id,
-        queue: queue.clone(),
+        // The task's name; the token carries the partition.
+        queue: queue.logical(),
         args: serde_json::from_str(&job.args).unwrap_or(Value::Null),
         attempt: job.attempt,
         max_attempts: job.max_attempts,

@@ -54,8 +54,10 @@ async fn tick(state: &AppState) -> Result<(), hopper_queue::QueueError> {
         if def.internal {
             continue;
         }
-        if let Err(e) = rescue(state, &def.name, def.runtime == Runtime::Http).await {
-            tracing::warn!(queue = %def.name, "rescuing a remote workers' queue failed: {e}");
+        for partition in state.queue.partitions(&def.name).await? {
+            if let Err(e) = rescue(state, &partition, def.runtime == Runtime::Http).await {
+                tracing::warn!(queue = %partition, "rescuing a remote workers' queue failed: {e}");
+            }
         }
     }
     Ok(())

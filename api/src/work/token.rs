@@ -46,7 +46,7 @@ impl LeaseToken {
         }
         let raw = String::from_utf8(b64::decode(token)?).ok()?;
         let mut parts = raw.split('\n');
-        let queue = QueueName::new(parts.next()?).ok()?;
+        let queue = QueueName::parse_partition(parts.next()?).ok()?;
         let worker = parts.next().filter(|w| !w.is_empty())?;
         let id = Uuid::parse_str(parts.next()?).ok()?;
         let lease = parts.next()?.parse().ok()?;
