@@ -233,6 +233,7 @@ pub async fn redis_round(
     client: &QueueClient,
     jobs: usize,
     timeout_s: u64,
+    drain_here: Option<usize>,
 ) -> anyhow::Result<Value> {
     let nodes = nodes(&config.redis_url).await?;
     let mut conns = Vec::with_capacity(nodes.len());
@@ -269,7 +270,7 @@ pub async fn redis_round(
             .query_async::<()>(conn)
             .await?;
     }
-    let result = measure(client, &nodes, &mut conns, jobs, timeout_s).await;
+    let result = measure(client, &nodes, &mut conns, jobs, timeout_s, drain_here).await;
     for (conn, old) in conns.iter_mut().zip(saved) {
         let mut cmd = redis::cmd("CONFIG");
         cmd.arg("SET");
@@ -287,12 +288,61 @@ pub async fn redis_round(
     result
 }
 
+/// Claims and acknowledges every no-op job, `batch` at a time, partition
+/// after partition: what a saturated worker's claim loop and group commit
+/// send Redis, without a handler or Postgres.
+async fn drain_in_process(
+    client: &QueueClient,
+    jobs: usize,
+    batch: usize,
+) -> anyhow::Result<Value> {
+    use hopper_queue::client::Ack;
+    let started = std::time::Instant::now();
+    let queue = hopper_shared::QueueName::from(hopper_shared::jobs::JobKind::Noop);
+    let lease = Duration::from_secs(300);
+    let mut done = 0;
+    for partition in client.partitions(&queue).await? {
+        let worker = hopper_queue::WorkerId::generate();
+        client.register(&partition, &worker).await?;
+        let mut conn = client.dedicated_connection(Duration::from_secs(1)).await?;
+        loop {
+            let claimed = client
+                .claim(&mut conn, &partition, &worker, batch, lease)
+                .await?
+                .jobs;
+            if claimed.is_empty() {
+                break;
+            }
+            let acks: Vec<Ack> = claimed
+                .iter()
+                .map(|j| Ack {
+                    id: j.id,
+                    result: "null".into(),
+                    worker: worker.clone(),
+                    lease: j.lease,
+                })
+                .collect();
+            anyhow::ensure!(
+                client.ack_many(&partition, &acks).await?.is_empty(),
+                "lease lost"
+            );
+            done += claimed.len();
+        }
+        client.deregister(&partition, &worker, "drained").await?;
+    }
+    anyhow::ensure!(done == jobs, "drained {done} of {jobs} jobs");
+    Ok(json!({
+        "drain_jobs_per_s": (jobs as f64 / started.elapsed().as_secs_f64()).round(),
+    }))
+}
+
 async fn measure(
     client: &QueueClient,
     nodes: &[Node],
     conns: &mut [redis::aio::MultiplexedConnection],
     jobs: usize,
     timeout_s: u64,
+    drain_here: Option<usize>,
 ) -> anyhow::Result<Value> {
     let tally: SlowlogTally = Arc::default();
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -328,7 +378,10 @@ async fn measure(
     // The script starts the worker on this line.
     println!("{}", json!({ "filled": jobs }));
     std::io::stdout().flush()?;
-    let drained = crate::drain(client, jobs as i64, timeout_s).await?;
+    let drained = match drain_here {
+        Some(batch) => drain_in_process(client, jobs, batch).await?,
+        None => crate::drain(client, jobs as i64, timeout_s).await?,
+    };
     let mut after = Vec::new();
     for conn in conns.iter_mut() {
         after.push(cpu_ms(conn).await?);

@@ -136,6 +136,11 @@ enum Command {
         jobs: usize,
         #[arg(long, default_value_t = 600)]
         timeout_s: u64,
+        /// Drain here instead of waiting for a worker: claims and acks of
+        /// this many jobs at a time, as a saturated worker's claim loop and
+        /// group commit send them (Redis' cost only, no handler).
+        #[arg(long)]
+        drain_here: Option<usize>,
     },
     /// Deletes every key under the prefix (on every master of a cluster).
     Clean,
@@ -182,9 +187,11 @@ async fn main() -> anyhow::Result<()> {
             timeout_s,
         } => workflows::chords(&client, members, rounds, Duration::from_secs(timeout_s)).await?,
         Command::ScheduleLag { ticks } => workflows::schedule_lag(&client, ticks).await?,
-        Command::RedisRound { jobs, timeout_s } => {
-            cluster::redis_round(&config, &client, jobs, timeout_s).await?
-        }
+        Command::RedisRound {
+            jobs,
+            timeout_s,
+            drain_here,
+        } => cluster::redis_round(&config, &client, jobs, timeout_s, drain_here).await?,
         Command::Clean => json!({
             "deleted": cluster::delete_matching(&config.redis_url, &format!("{{{}:*", config.key_prefix)).await?
         }),

@@ -7,6 +7,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use hopper_shared::retry_policy::{self, Pauses};
 use serde_json::Value;
 
 /// `raw` as one path segment: a name that is not a valid id is the API's
@@ -192,10 +193,11 @@ impl Api {
             .await
     }
 
-    /// Polls a job until its state is final.
+    /// Polls a job until its state is final, at the pace of
+    /// [`retry_policy::job_wait_poll`] (20 ms, doubling to 500 ms).
     pub async fn wait(&self, id: &str, timeout: Duration) -> anyhow::Result<Value> {
         let deadline = Instant::now() + timeout;
-        let mut pause = Duration::from_millis(20);
+        let mut pauses = Pauses::new(retry_policy::job_wait_poll());
         loop {
             let job = self.job(id).await?;
             let state = job["state"].as_str().unwrap_or_default();
@@ -205,8 +207,7 @@ impl Api {
             if Instant::now() >= deadline {
                 bail!("job {id} still {state} after {timeout:?}");
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(500));
+            tokio::time::sleep(pauses.next_pause()).await;
         }
     }
 }

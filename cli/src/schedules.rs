@@ -110,7 +110,7 @@ pub async fn run(api: &Api, json: bool, command: SchedulesCommand) -> anyhow::Re
             body.insert("id".into(), json!(id));
             body.insert("task".into(), json!(task));
             if let Some(args) = args {
-                body.insert("args".into(), crate::read_args(&args)?);
+                body.insert("args".into(), crate::jobs::read_args(&args)?);
             }
             let optional = [
                 ("cron", cron.map(Value::from)),

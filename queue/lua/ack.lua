@@ -4,34 +4,49 @@
 -- KEYS[4] cancel-request set  KEYS[5] unfinished jobs per tenant (hash)
 -- ARGV: 1 retention ms, 2 job key prefix, 3 stats ttl s, 4 worker id,
 --       then (id, result json, lease) triples
--- Fenced: a job is acknowledged only while this worker holds it under that lease (see
--- take() in prelude.lua); the others are left as they are and returned.
+-- Fenced: a job is acknowledged only while this worker holds it under that lease (the
+-- check of take() in prelude.lua, made for the batch at once); the others are left as they
+-- are and returned.
 -- Returns the ids whose lease was lost (their results must be dropped).
+-- The successful attempt is not appended to the job's history here: every field of its entry
+-- (attempts, worker, started_at, finished_at, the state) is on the hash already, and the
+-- reader adds it (`record_from_hash`): no JSON on the hottest path.
 -- Also forgets up to 2 finished jobs per ack older than the retention,
 -- so Redis does not grow forever (Postgres keeps their records). A job with its own retention
 -- is scored so that this forgets it after its own (done_score in prelude.lua).
-local now, prefix, worker = now_ms(), ARGV[2], ARGV[4]
-local acked, lost, done, finished = 0, {}, {}, {}
+local now, prefix = now_ms(), ARGV[2]
+local acked, lost, done, finished, taken = 0, {}, {}, {}, {}
 local cancels = redis.call('SCARD', KEYS[4]) > 0
+-- The fence's first half for the whole batch in one call (take() in prelude.lua, per job):
+-- in this worker's in-flight set; then running under this lease. Those taken leave the set
+-- in one call after the loop (an id sent twice is running no more the second time: lost).
+local ids = {}
+for i = 5, #ARGV, 3 do ids[#ids + 1] = ARGV[i] end
+local inflight = {}
+for i = 1, #ids, 1000 do
+  local member = redis.call('SMISMEMBER', KEYS[1], unpack(ids, i, math.min(i + 999, #ids)))
+  for j = 1, #member do inflight[i + j - 1] = member[j] == 1 end
+end
 for i = 5, #ARGV, 3 do
   local id, key = ARGV[i], prefix .. ARGV[i]
-  local f = redis.call('HMGET', key, 'state', 'lease', 'attempts', 'started_at', 'history',
-    'tenant', 'priority', 'done_shift')
-  if take(KEYS[1], id, f[1], f[2], ARGV[i + 2]) then
+  local f = inflight[(i - 2) / 3] and
+    redis.call('HMGET', key, 'state', 'lease', 'tenant', 'priority', 'done_shift') or {}
+  if f[1] == 'running' and f[2] == ARGV[i + 2] then
+    taken[#taken + 1] = id
     if cancels then redis.call('SREM', KEYS[4], id) end
-    local history = history_with(f[5], {attempt = tonumber(f[3]), worker = worker,
-      started_at_ms = tonumber(f[4]), finished_at_ms = now, outcome = 'succeeded'})
-    redis.call('HSET', key, 'state', 'succeeded', 'finished_at', now, 'result', ARGV[i + 1],
-      'history', history)
-    done[#done + 1] = done_score(key, now, f[8])
+    redis.call('HSET', key, 'state', 'succeeded', 'finished_at', now, 'result', ARGV[i + 1])
+    done[#done + 1] = done_score(key, now, f[5])
     done[#done + 1] = id
     -- The tenants' counts drop once per tenant and priority, after the loop.
-    local who = (f[6] or 'default') .. '\n' .. (f[7] or 'normal')
+    local who = (f[3] or 'default') .. '\n' .. (f[4] or 'normal')
     finished[who] = (finished[who] or 0) + 1
     acked = acked + 1
   else
     lost[#lost + 1] = id
   end
+end
+for i = 1, #taken, 1000 do
+  redis.call('SREM', KEYS[1], unpack(taken, i, math.min(i + 999, #taken)))
 end
 for i = 1, #done, 1000 do
   redis.call('ZADD', KEYS[2], unpack(done, i, math.min(i + 999, #done)))

@@ -29,7 +29,8 @@
 -- as cancelled here (its record and callbacks are the caller's to write).
 -- Every claimed job is in the worker's in-flight set, marked running, with its attempt and
 -- its claim number (the lease token that fences its ack) counted before the script
--- returns: nothing is in limbo. (Per job: RPOP, one HMGET, one HSET; one SADD per batch.)
+-- returns: nothing is in limbo. (Per job: one HMGET, one HSET; per batch: an RPOP with a
+-- count per list, one SADD.)
 local prefix, n, worker = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local burst = tonumber(ARGV[6])
 local now = now_ms()
@@ -87,14 +88,36 @@ local function has_room(tenant)
   if count >= limit then full[tenant] = true end
   return count < limit
 end
+-- Ids popped from each list ahead of use (one RPOP with a count for what the call still
+-- wants, not one per job), in pop order from `pos`; what is left at the end goes back to the
+-- claim end in the same order (put_back).
+local ahead = {}
 -- Pops the next id from `list` whose job is still pending (cancelled, purged or finished
--- ids are dropped on the way); answers it with its FIELDS.
-local function next_pending(list)
+-- ids are dropped on the way); answers it with its FIELDS. `want`: how many more the call
+-- may take (how many to pop ahead).
+local function next_pending(list, want)
   while true do
-    local id = redis.call('RPOP', list)
-    if not id then return nil end
+    local buf = ahead[list]
+    if not buf or buf.pos > #buf.ids then
+      local ids = redis.call('RPOP', list, math.max(want, 1))
+      if not ids then return nil end
+      buf = {ids = ids, pos = 1}
+      ahead[list] = buf
+    end
+    local id = buf.ids[buf.pos]
+    buf.pos = buf.pos + 1
     local f = redis.call('HMGET', prefix .. id, unpack(FIELDS))
     if f[1] == 'pending' then return id, f end
+  end
+end
+-- Returns the ids popped ahead but not used to the claim end of their lists, next first.
+local function put_back()
+  for list, buf in pairs(ahead) do
+    if buf.pos <= #buf.ids then
+      local back = {}
+      for k = #buf.ids, buf.pos, -1 do back[#back + 1] = buf.ids[k] end
+      redis.call('RPUSH', list, unpack(back))
+    end
   end
 end
 -- Finishes the job at `key` as cancelled: it expired before a worker took it.
@@ -116,11 +139,13 @@ local function start(id, f)
   redis.call('HSET', prefix .. id, 'state', 'running', 'started_at', now, 'worker', worker,
     'attempts', attempts, 'lease', lease)
   running[#running + 1] = id
-  for _, v in ipairs({id, f[5], attempts, f[6], f[7], f[8] or 'normal', f[9] or '',
-      f[10] or 'default', f[11] or '', lease, f[12] or '0', f[13] or '0', f[14] or '',
-      f[15] or ''}) do
-    jobs[#jobs + 1] = v
-  end
+  -- Appended in place (no table per job: this runs once per claimed job).
+  local j = #jobs
+  jobs[j + 1], jobs[j + 2], jobs[j + 3], jobs[j + 4], jobs[j + 5] = id, f[5], attempts, f[6], f[7]
+  jobs[j + 6], jobs[j + 7], jobs[j + 8] = f[8] or 'normal', f[9] or '', f[10] or 'default'
+  jobs[j + 9], jobs[j + 10], jobs[j + 11], jobs[j + 12] = f[11] or '', lease, f[12] or '0',
+    f[13] or '0'
+  jobs[j + 13], jobs[j + 14] = f[14] or '', f[15] or ''
   if limit > 0 then redis.call('ZADD', RUNNING, 0, (f[10] or 'default') .. '\t' .. id) end
   claimed = claimed + 1
 end
@@ -159,10 +184,10 @@ local streak0 = streak
 while claimed < n and #expired + parked < 1000 do
   local first, second = KEYS[1], KEYS[2]
   if burst > 0 and streak >= burst then first, second = KEYS[2], KEYS[1] end
-  local id, f = next_pending(first)
+  local id, f = next_pending(first, n - claimed)
   local from = first
   if not id then
-    id, f = next_pending(second)
+    id, f = next_pending(second, n - claimed)
     from = second
   end
   if not id then break end
@@ -183,6 +208,7 @@ while claimed < n and #expired + parked < 1000 do
     parked = parked + 1
   end
 end
+put_back()
 for i = 1, #running, 1000 do
   redis.call('SADD', KEYS[4], unpack(running, i, math.min(i + 999, #running)))
 end

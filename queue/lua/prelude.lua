@@ -81,12 +81,37 @@ end
 
 -- Writes the hash of a new job at `key` (state 'pending' or 'scheduled'; run_at 0 when it
 -- waits for nothing), with the optional fields in `extra` (name, value, …): the one layout
--- of a new job.
-local function new_job(key, id, args, kind, max_attempts, now, state, priority, run_at, tenant,
-    extra)
-  redis.call('HSET', key, 'id', id, 'args', args, 'kind', kind, 'max_attempts', max_attempts,
-    'attempts', 0, 'enqueued_at', now, 'state', state, 'priority', priority, 'run_at', run_at,
-    'tenant', tenant, unpack(extra))
+-- of a new job. Only what the job's key does not say and what differs from a default is
+-- written (each field costs Redis time on every push): no id or queue (the key names both),
+-- no attempts (absent: 0, counted by claim.lua), no run_at unless it waits.
+local function new_job(key, args, max_attempts, now, state, priority, run_at, tenant, extra)
+  if run_at > 0 then
+    extra[#extra + 1] = 'run_at'
+    extra[#extra + 1] = run_at
+  end
+  redis.call('HSET', key, 'args', args, 'max_attempts', max_attempts, 'enqueued_at', now,
+    'state', state, 'priority', priority, 'tenant', tenant, unpack(extra))
+end
+
+-- The optional fields of a new job from push.lua's arguments A (see its header): those not
+-- at their default, as (name, value, …).
+local function extra_fields(A)
+  local extra = {}
+  local function opt(i, name, default)
+    if A[i] ~= default then
+      extra[#extra + 1] = name
+      extra[#extra + 1] = A[i]
+    end
+  end
+  opt(11, 'request_id', '')
+  opt(13, 'callback', '')
+  opt(16, 'expires_at', '0')
+  opt(17, 'hard_ms', '0')
+  opt(18, 'soft_ms', '0')
+  opt(19, 'notify', '')
+  opt(22, 'backoff', '')
+  opt(23, 'done_shift', '0')
+  return extra
 end
 
 -- `n` new jobs of `tenant` wait: one wake token each on `wake` (kept to `cap` tokens), so idle
@@ -175,8 +200,9 @@ local function push_job(K, A, deferred)
   end
   if A[20] ~= '' then redis.call('SET', K[7], A[1], 'PX', tonumber(A[21])) end
   if A[8] == '1' then redis.call('SET', K[5], A[1], 'EX', tonumber(A[7])) end
-  -- A job id given by the caller (a Celery task id) names one job for good.
-  if redis.call('EXISTS', K[1]) == 1 then return {A[1], 0} end
+  -- A job id given by the caller (a Celery task id) names one job for good (a fresh id,
+  -- A[5] ~= '1', is new by construction).
+  if A[5] == '1' and redis.call('EXISTS', K[1]) == 1 then return {A[1], 0} end
   local now = now_ms()
   local run_at = 0
   local state = 'pending'
@@ -184,16 +210,7 @@ local function push_job(K, A, deferred)
     state = 'scheduled'
     run_at = now + tonumber(A[6])
   end
-  local extra = {}
-  for _, f in ipairs({{11, 'request_id', ''}, {13, 'callback', ''}, {16, 'expires_at', '0'},
-      {17, 'hard_ms', '0'}, {18, 'soft_ms', '0'}, {19, 'notify', ''}, {22, 'backoff', ''},
-      {23, 'done_shift', '0'}}) do
-    if A[f[1]] ~= f[3] then
-      extra[#extra + 1] = f[2]
-      extra[#extra + 1] = A[f[1]]
-    end
-  end
-  new_job(K[1], A[1], A[2], A[3], A[4], now, state, A[9], run_at, A[12], extra)
+  new_job(K[1], A[2], A[4], now, state, A[9], run_at, A[12], extra_fields(A))
   if state == 'scheduled' then
     redis.call('ZADD', K[3], run_at, A[1])
   else

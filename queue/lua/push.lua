@@ -2,7 +2,9 @@
 -- KEYS[1] job hash   KEYS[2] pending list (of its priority)   KEYS[3] scheduled zset
 -- KEYS[4] wake list  KEYS[5] idempotency key (used only when ARGV[8] == '1')
 -- KEYS[6] unfinished jobs per tenant (hash)  KEYS[7] unique key (used only when ARGV[20] ~= '')
--- ARGV: 1 id, 2 args json, 3 kind, 4 max_attempts, 5 (unused), 6 delay ms (0: now),
+-- ARGV: 1 id, 2 args json, 3 kind, 4 max_attempts, 5 '1' when the caller gave the id (it
+--       may exist already: a second push adds nothing; else the id is fresh), 6 delay ms
+--       (0: now),
 --       7 idempotency ttl s, 8 has idempotency key, 9 priority, 10 wake cap,
 --       11 request id of the submission ('' when none), 12 tenant,
 --       13 completion callback URL ('' when none), 14 the tenant's cap of unfinished jobs in

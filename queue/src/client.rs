@@ -51,6 +51,9 @@ const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 pub(crate) const WAKE_CAP: i64 = 10_000;
 /// Due scheduled jobs promoted per claim, at most.
 const PROMOTE_LIMIT: usize = 200;
+/// Jobs one `push_batch.lua` call creates at most (a script blocks its
+/// node while it runs: ~2 ms at this size).
+const PUSH_BATCH: usize = 500;
 /// Per-minute outcome counters are kept this long.
 const STATS_TTL_S: i64 = 2 * 3600;
 /// Window of the recent-outcome counts in [`QueueStats`].
@@ -461,7 +464,8 @@ impl QueueClient {
         opts: &PushOptions,
     ) -> Result<Vec<Uuid>, QueueError> {
         let ids: Vec<Uuid> = batch.iter().map(|_| Uuid::now_v7()).collect();
-        self.push_many_as(queue, batch, &ids, opts).await
+        self.push_many_with(queue.into(), batch, &ids, false, opts)
+            .await
     }
 
     /// [`Self::push_many`] under given ids, one per job (`ids[i]` for
@@ -474,8 +478,21 @@ impl QueueClient {
         ids: &[Uuid],
         opts: &PushOptions,
     ) -> Result<Vec<Uuid>, QueueError> {
+        self.push_many_with(queue.into(), batch, ids, true, opts)
+            .await
+    }
+
+    /// [`Self::push_many_as`]; `given_ids`: the ids may exist already (one
+    /// that does is skipped), else they are fresh.
+    async fn push_many_with(
+        &self,
+        queue: QueueName,
+        batch: &[serde_json::Value],
+        ids: &[Uuid],
+        given_ids: bool,
+        opts: &PushOptions,
+    ) -> Result<Vec<Uuid>, QueueError> {
         assert_eq!(batch.len(), ids.len(), "one id per job");
-        let queue = queue.into();
         let layout = self.partition_layout(&queue).await?;
         let parts: Vec<QueueName> = batch
             .iter()
@@ -524,20 +541,52 @@ impl QueueClient {
             max_high_unfinished: None,
             ..opts.clone()
         };
-        // One pipeline per partition (one slot each), sent side by side.
-        let mut groups: Vec<(&QueueName, Vec<redis::Cmd>)> = Vec::new();
+        // Per partition (one slot each), `push_batch.lua` calls of at most
+        // PUSH_BATCH jobs in one pipeline; the partitions side by side.
+        // Unique jobs go one by one (`push.lua`: each holds its own key).
+        let mut groups: Vec<(&QueueName, Vec<(&serde_json::Value, Uuid)>)> = Vec::new();
         for ((args, id), part) in batch.iter().zip(ids).zip(&parts) {
-            let (keys, argv) = self.push_parts_as(part, *id, args, &opts)?;
-            let eval = evalsha(&SCRIPTS.push, &keys, &argv);
             match groups.iter_mut().find(|(p, _)| *p == part) {
-                Some((_, evals)) => evals.push(eval),
-                None => groups.push((part, vec![eval])),
+                Some((_, jobs)) => jobs.push((args, *id)),
+                None => groups.push((part, vec![(args, *id)])),
             }
         }
+        let mut pipelines = Vec::with_capacity(groups.len());
+        for (part, jobs) in &groups {
+            let mut evals = Vec::new();
+            if opts.unique.is_some() {
+                for (args, id) in jobs {
+                    let (keys, argv) = self.push_parts_as(part, *id, given_ids, args, &opts)?;
+                    evals.push(evalsha(&SCRIPTS.push, &keys, &argv));
+                }
+                pipelines.push((&SCRIPTS.push, evals));
+                continue;
+            }
+            for chunk in jobs.chunks(PUSH_BATCH) {
+                let (args0, id0) = chunk[0];
+                let (keys, mut argv) = self.push_parts_as(part, id0, given_ids, args0, &opts)?;
+                // push.lua's keys [job, pending, scheduled, wake, idem, tenants, unique]
+                // become [pending, scheduled, wake, tenants, jobs…].
+                let mut batch_keys = vec![
+                    keys[1].clone(),
+                    keys[2].clone(),
+                    keys[3].clone(),
+                    keys[5].clone(),
+                ];
+                let job_keys = self.keys(*part);
+                for (args, id) in chunk {
+                    batch_keys.push(job_keys.job(id));
+                    argv.push(id.to_string());
+                    argv.push(serde_json::to_string(args)?);
+                }
+                evals.push(evalsha(&SCRIPTS.push_batch, &batch_keys, &argv));
+            }
+            pipelines.push((&SCRIPTS.push_batch, evals));
+        }
         let sent = futures::future::try_join_all(
-            groups
+            pipelines
                 .into_iter()
-                .map(|(_, evals)| self.eval_durably(&SCRIPTS.push, evals)),
+                .map(|(script, evals)| self.eval_durably(script, evals)),
         )
         .await?;
         for (_, acked) in sent {
@@ -554,14 +603,17 @@ impl QueueClient {
         args: &serde_json::Value,
         opts: &PushOptions,
     ) -> Result<(Vec<String>, Vec<String>), QueueError> {
-        self.push_parts_as(queue, opts.id.unwrap_or_else(Uuid::now_v7), args, opts)
+        let id = opts.id.unwrap_or_else(Uuid::now_v7);
+        self.push_parts_as(queue, id, opts.id.is_some(), args, opts)
     }
 
-    /// Keys and arguments of `push.lua` for one job under the id `id`.
+    /// Keys and arguments of `push.lua` for one job under the id `id`
+    /// (`given_id`: the caller's, which may exist already; else fresh).
     fn push_parts_as(
         &self,
         queue: &QueueName,
         id: Uuid,
+        given_id: bool,
         args: &serde_json::Value,
         opts: &PushOptions,
     ) -> Result<(Vec<String>, Vec<String>), QueueError> {
@@ -614,7 +666,8 @@ impl QueueClient {
                 serde_json::to_string(args)?,
                 queue.logical().as_str().to_owned(),
                 max_attempts.to_string(),
-                String::new(),
+                // The id was given: it may exist already (push.lua checks).
+                if given_id { "1" } else { "0" }.to_owned(),
                 delay_ms.to_string(),
                 IDEMPOTENCY_TTL.as_secs().to_string(),
                 if idem.is_some() { "1" } else { "0" }.to_owned(),
@@ -1754,7 +1807,7 @@ pub(crate) fn record_from_hash(
             .transpose()
             .map_err(|e| corrupt(format!("{k}: {e}")))
     };
-    Ok(JobRecord {
+    let mut record = JobRecord {
         id,
         kind: queue.logical(),
         state,
@@ -1786,5 +1839,29 @@ pub(crate) fn record_from_hash(
             }
             _ => Vec::new(),
         },
-    })
+    };
+    // `ack.lua` leaves the successful attempt's entry to the reader: every
+    // field of it is on the hash (older jobs carry it in their history).
+    if record.state == JobState::Succeeded
+        && record
+            .history
+            .last()
+            .is_none_or(|h| h.outcome != JobState::Succeeded.as_str())
+    {
+        record.history.push(hopper_shared::jobs::AttemptRecord {
+            attempt: record.attempts,
+            worker: record.worker.clone(),
+            started_at_ms: record.started_at_ms,
+            finished_at_ms: record.finished_at_ms.unwrap_or(0),
+            outcome: JobState::Succeeded.as_str().to_owned(),
+            error: None,
+        });
+        let over = record.history.len().saturating_sub(HISTORY_KEPT);
+        record.history.drain(..over);
+    }
+    Ok(record)
 }
+
+/// Attempts a job's history keeps (the newest; `history_with` in
+/// `prelude.lua` keeps as many).
+const HISTORY_KEPT: usize = 20;

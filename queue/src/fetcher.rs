@@ -6,7 +6,8 @@
 //! Busy, it claims in batches; idle, it blocks on the queue's wake list
 //! (fed by every push) until a job arrives or the next scheduled job is
 //! due. Redis errors never end the loop: it reconnects with capped
-//! exponential backoff.
+//! exponential backoff (`hopper_shared::retry_policy::redis_reconnect`:
+//! 50 ms doubling to 5 s, reset by a successful claim).
 //!
 //! A payload that does not decode into the worker's argument type is a
 //! poison job: it goes to the dead letters at once and the loop goes on.
@@ -20,6 +21,7 @@
 use std::{sync::Arc, time::Duration};
 
 use apalis_core::task::{Task, builder::TaskBuilder, task_id::TaskId};
+use hopper_shared::retry_policy::{self, Pauses};
 use serde::de::DeserializeOwned;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -40,9 +42,6 @@ const MAX_BLOCK: Duration = Duration::from_secs(1);
 const SATURATED_YIELDS: usize = 16;
 /// How often a claim loop held back by its admission gate looks again.
 pub const ADMISSION_POLL: Duration = Duration::from_millis(5);
-/// Reconnect backoff bounds.
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Everything the claim loop needs.
 pub(crate) struct Fetcher<Args> {
@@ -64,7 +63,7 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
     /// Runs until `stop` fires or the backend is dropped.
     pub async fn run(self) {
         let mut conn = None;
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Pauses::new(retry_policy::redis_reconnect());
         loop {
             // Wait for one free slot, then take as many more as are free.
             let first = tokio::select! {
@@ -116,7 +115,7 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
                     Ok(c) => conn.insert(c),
                     Err(e) => {
                         self.slots.add_permits(want);
-                        backoff = self.pause(backoff, &e).await;
+                        self.pause(&mut backoff, &e).await;
                         continue;
                     }
                 },
@@ -131,18 +130,18 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
                 Err(QueueError::Evicted { .. }) => {
                     self.slots.add_permits(want);
                     if let Err(e) = self.registration.renew().await {
-                        backoff = self.pause(backoff, &e).await;
+                        self.pause(&mut backoff, &e).await;
                     }
                     continue;
                 }
                 Err(e) => {
                     self.slots.add_permits(want);
                     conn = None;
-                    backoff = self.pause(backoff, &e).await;
+                    self.pause(&mut backoff, &e).await;
                     continue;
                 }
             };
-            backoff = BACKOFF_MIN;
+            backoff.reset();
             let ClaimBatch {
                 jobs,
                 expired,
@@ -303,12 +302,13 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
         });
     }
 
-    async fn pause(&self, backoff: Duration, e: &crate::QueueError) -> Duration {
-        tracing::warn!(queue = %self.keys.queue, "claim failed, retrying in {backoff:?}: {e}");
+    /// Waits the reconnect policy's next pause, or until `stop` fires.
+    async fn pause(&self, backoff: &mut Pauses, e: &crate::QueueError) {
+        let pause = backoff.next_pause();
+        tracing::warn!(queue = %self.keys.queue, "claim failed, retrying in {pause:?}: {e}");
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = self.stop.cancelled() => {}
         }
-        (backoff * 2).min(BACKOFF_MAX)
     }
 }

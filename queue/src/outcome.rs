@@ -31,13 +31,14 @@
 //! nothing at all). An attempt that lost its lease has its outcome dropped,
 //! logged and counted (`hopper_job_lease_lost_total`): [`Recorded::LeaseLost`].
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use deadpool_postgres::Pool;
 use hopper_shared::{
     QueueName, db,
     jobs::{AttemptRecord, JobRecord, JobState, Notify, QueueSettings},
     metrics as m,
+    retry_policy::{self, RECORD_TRIES, Retryable},
 };
 use uuid::Uuid;
 
@@ -49,9 +50,6 @@ use crate::{
 /// Answer of a fenced write: true when done, false when the attempt had
 /// lost its lease (nothing was written).
 type Fenced = bool;
-
-/// Attempts at writing a record or an acknowledgement before giving up.
-const WRITE_TRIES: u32 = 5;
 
 /// How an attempt ended.
 #[derive(Debug, Clone)]
@@ -511,59 +509,106 @@ pub(crate) async fn persist_record(pool: &Pool, record: &JobRecord) -> Result<()
     Ok(())
 }
 
-/// Runs `op` until it succeeds, at most [`WRITE_TRIES`] times, with a
-/// doubling pause between tries.
-async fn with_retries<T, E, F, Fut>(what: &str, mut op: F) -> Result<T, E>
+/// Runs `op` until it succeeds, at most [`RECORD_TRIES`] times, with a
+/// doubling pause between tries ([`retry_policy::record_store`]).
+async fn with_retries<T, E, F, Fut>(what: &str, op: F) -> Result<T, E>
 where
     E: std::fmt::Display,
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
-    let mut pause = Duration::from_millis(50);
-    let mut tries = 1;
-    loop {
-        match op().await {
-            Ok(v) => return Ok(v),
-            Err(e) if tries >= WRITE_TRIES => return Err(e),
-            Err(e) => {
-                tracing::warn!("{what} failed (try {tries}/{WRITE_TRIES}), retrying: {e}");
-                tokio::time::sleep(pause).await;
-                pause *= 2;
-                tries += 1;
-            }
-        }
-    }
+    let mut tries = 0;
+    op.retry(retry_policy::record_store())
+        .notify(|e, _| {
+            tries += 1;
+            tracing::warn!("{what} failed (try {tries}/{RECORD_TRIES}), retrying: {e}");
+        })
+        .await
 }
 
 /// Records an outcome in Redis. A connection problem (Redis restarting, a
 /// network blip) is retried for as long as it lasts, with a pause capped at
-/// 2 s: the outcome is known and must not be lost, and a job whose ack was
-/// dropped would stay claimed by this live worker, out of reach of recovery.
-/// Any other error is retried [`WRITE_TRIES`] times.
-pub(crate) async fn until_recorded<T, F, Fut>(what: &str, mut op: F) -> Result<T, QueueError>
+/// 2 s ([`retry_policy::redis_record`]): the outcome is known and must not
+/// be lost, and a job whose ack was dropped would stay claimed by this live
+/// worker, out of reach of recovery. Any other error is retried
+/// [`RECORD_TRIES`] times.
+pub(crate) async fn until_recorded<T, F, Fut>(what: &str, op: F) -> Result<T, QueueError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, QueueError>>,
 {
-    let mut pause = Duration::from_millis(50);
-    let mut other_failures = 0;
-    loop {
-        match op().await {
-            Ok(v) => return Ok(v),
-            Err(QueueError::Redis(e))
-                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() =>
-            {
+    let unreachable = |e: &QueueError| {
+        matches!(e, QueueError::Redis(e)
+            if e.is_io_error() || e.is_connection_dropped() || e.is_timeout())
+    };
+    // Shared by `when` (which gives up) and `notify` (which logs the count).
+    let other_failures = AtomicUsize::new(0);
+    op.retry(retry_policy::redis_record())
+        .when(|e| unreachable(e) || other_failures.fetch_add(1, Relaxed) + 1 < RECORD_TRIES)
+        .notify(|e, pause| {
+            if unreachable(e) {
                 tracing::warn!("{what} failed, Redis unreachable; retrying in {pause:?}: {e}");
+            } else {
+                let n = other_failures.load(Relaxed);
+                tracing::warn!("{what} failed ({n}/{RECORD_TRIES}), retrying: {e}");
             }
-            Err(e) => {
-                other_failures += 1;
-                if other_failures >= WRITE_TRIES {
-                    return Err(e);
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error `until_recorded` treats as Redis being unreachable.
+    fn unreachable() -> QueueError {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        QueueError::Redis(redis::RedisError::from(io))
+    }
+
+    #[tokio::test]
+    async fn until_recorded_outlasts_an_unreachable_redis() {
+        // More failures in a row than RECORD_TRIES, then Redis is back.
+        let mut calls = 0;
+        let recorded = until_recorded("test", || {
+            calls += 1;
+            let failing = calls <= RECORD_TRIES;
+            async move {
+                if failing {
+                    Err(unreachable())
+                } else {
+                    Ok(calls)
                 }
-                tracing::warn!("{what} failed ({other_failures}/{WRITE_TRIES}), retrying: {e}");
             }
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(2));
+        })
+        .await;
+        assert_eq!(recorded.unwrap(), RECORD_TRIES + 1);
+    }
+
+    #[tokio::test]
+    async fn until_recorded_gives_up_on_other_errors_after_record_tries() {
+        let mut calls = 0;
+        let giving_up = until_recorded("test", || {
+            calls += 1;
+            async { Err::<(), _>(QueueError::Config("refused".into())) }
+        });
+        // Retrying for ever would be the bug: stop waiting long before that.
+        let recorded = tokio::time::timeout(std::time::Duration::from_secs(10), giving_up)
+            .await
+            .expect("until_recorded retried a non-connection error past RECORD_TRIES");
+        assert!(matches!(recorded, Err(QueueError::Config(_))));
+        assert_eq!(calls, RECORD_TRIES);
+    }
+
+    #[tokio::test]
+    async fn with_retries_gives_up_after_record_tries() {
+        let mut calls = 0;
+        let stored = with_retries("test", || {
+            calls += 1;
+            async { Err::<(), _>("down") }
+        })
+        .await;
+        assert_eq!(stored, Err("down"));
+        assert_eq!(calls, RECORD_TRIES);
     }
 }

@@ -17,7 +17,10 @@
 //!   and the limit stays exact), its partition key
 //!   (`partition_key`: jobs of one key keep their order), its idempotency key
 //!   or unique key (a repeat meets the first job) — else round robin. A key
-//!   maps to `CRC16(key) mod P`, Redis' own slot hash.
+//!   maps to `CRC16(key) mod P`, Redis' own slot hash. Two pushes happen
+//!   inside another script and so stay in partition 0, the queue's own
+//!   slot: a schedule's fired job (`fire.lua` runs in the slot of the
+//!   task's schedules) and the Celery bridge's intake (one server only).
 //! - **Claims**: a Rust worker runs one claim loop per partition (each blocks
 //!   on its own partition's wake list, on the node that owns it) sharing one
 //!   set of slots, handed out first come first served, so no partition

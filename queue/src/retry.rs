@@ -1,9 +1,17 @@
-//! Retry delays: exponential backoff with full jitter, capped.
+//! Retry delays of failed jobs: capped exponential backoff with *equal*
+//! jitter (not full jitter).
 //!
-//! Attempt `n` (1-based) failed → wait a random time in
-//! `[base·2^(n-1) / 2, base·2^(n-1)]`, at most `max`. Half of the delay is
-//! fixed so delays grow visibly; the other half is jitter so a burst of
-//! failures does not retry in lock-step.
+//! Attempt `n` (1-based) failed → the ceiling is `c = min(base·2^(n-1), max)`
+//! and the job waits `c/2` plus a uniformly random `[0, c/2]` (drawn in whole
+//! milliseconds): a delay in `[c/2, c]`, never above `max`. Full jitter would
+//! draw from all of `[0, c]`; equal jitter keeps half of the delay fixed so
+//! delays grow visibly from attempt to attempt and a failing job never comes
+//! back almost at once, while the random half still spreads a burst of
+//! failures so they do not retry in lock-step.
+//!
+//! This formula, with each queue's own `base` and `max`, is the queue's; the
+//! delays of Hopper's own retry and poll loops are in
+//! `hopper_shared::retry_policy`.
 
 use std::time::Duration;
 

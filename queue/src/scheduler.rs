@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use hopper_shared::retry_policy::{self, Pauses};
 use tokio_util::sync::CancellationToken;
 
 use crate::QueueClient;
@@ -19,7 +20,6 @@ use crate::QueueClient;
 /// The longest sleep between two looks at the schedules.
 pub const MAX_SLEEP: Duration = Duration::from_millis(250);
 const MIN_SLEEP: Duration = Duration::from_millis(2);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often the loop measures Redis' clock against its own again.
 pub const CLOCK_SYNC: Duration = Duration::from_secs(30);
 /// How often the loop looks for workflows a dead mover left
@@ -28,7 +28,7 @@ pub const WORKFLOW_REPAIR: Duration = Duration::from_secs(5);
 
 /// Runs the scheduler loop until `stop` fires.
 pub async fn run_scheduler(client: QueueClient, stop: CancellationToken) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Pauses::new(retry_policy::redis_reconnect());
     let mut synced = tokio::time::Instant::now();
     let mut repaired = tokio::time::Instant::now();
     while !stop.is_cancelled() {
@@ -46,7 +46,7 @@ pub async fn run_scheduler(client: QueueClient, stop: CancellationToken) {
         }
         let sleep = match client.fire_due_schedules().await {
             Ok(round) => {
-                backoff = Duration::from_millis(50);
+                backoff.reset();
                 match round.next_due_ms {
                     Some(at) => {
                         let wait = (at - client.redis_now_ms()).max(0) as u64;
@@ -56,11 +56,8 @@ pub async fn run_scheduler(client: QueueClient, stop: CancellationToken) {
                 }
             }
             Err(e) => {
-                tracing::warn!(
-                    "scheduler: cannot read the schedules, retrying in {backoff:?}: {e}"
-                );
-                let wait = backoff;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                let wait = backoff.next_pause();
+                tracing::warn!("scheduler: cannot read the schedules, retrying in {wait:?}: {e}");
                 wait
             }
         };

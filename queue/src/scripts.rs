@@ -12,6 +12,7 @@ use redis::Script;
 /// Every script of the queue.
 pub(crate) struct Scripts {
     pub push: Script,
+    pub push_batch: Script,
     pub claim: Script,
     pub ack: Script,
     pub fail: Script,
@@ -60,6 +61,7 @@ macro_rules! workflow_script {
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     push: script!("push.lua"),
+    push_batch: script!("push_batch.lua"),
     claim: script!("claim.lua"),
     ack: script!("ack.lua"),
     fail: script!("fail.lua"),
@@ -94,6 +96,7 @@ pub fn script_hashes() -> Vec<(&'static str, String)> {
     let s = &*SCRIPTS;
     [
         ("push", &s.push),
+        ("push_batch", &s.push_batch),
         ("claim", &s.claim),
         ("ack", &s.ack),
         ("fail", &s.fail),

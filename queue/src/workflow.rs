@@ -322,7 +322,10 @@ impl QueueClient {
                 }),
                 ..Default::default()
             };
-            let (keys, argv) = self.push_parts(&plan.task, &plan.job_args(&outcomes), &opts)?;
+            let args = plan.job_args(&outcomes);
+            // A split task's member goes to the partition its id picks.
+            let partition = self.route(&plan.task, &args, &opts).await?;
+            let (keys, argv) = self.push_parts(&partition, &args, &opts)?;
             pipe.cmd("EVALSHA")
                 .arg(SCRIPTS.push.get_hash())
                 .arg(keys.len())

@@ -319,7 +319,10 @@ impl Config {
     }
 
     /// Loads the configuration through `get`; `var_names` are the variables
-    /// that exist (to find other queues' settings), when known.
+    /// that exist (to find other queues' settings), when known. Each section
+    /// is read by a function of its own, which records its problems in the
+    /// one [`Env`]; they are read in this order, so the problems are listed
+    /// in it.
     fn load(get: impl Fn(&str) -> Option<String>, var_names: &[&str]) -> Result<Self, Error> {
         let mut problems = Vec::new();
         let mut env = Env {
@@ -327,286 +330,27 @@ impl Config {
             problems: &mut problems,
         };
 
-        let redis_url = env.string("REDIS_URL", DEFAULT_REDIS_URL);
-        if ![
-            "redis://",
-            "rediss://",
-            "redis+cluster://",
-            "rediss+cluster://",
-        ]
-        .iter()
-        .any(|s| redis_url.starts_with(s))
-        {
-            env.problem(
-                "REDIS_URL",
-                &redis_url,
-                "must start with redis:// or rediss:// (one server), or redis+cluster:// or \
-                 rediss+cluster:// (a Redis Cluster: host:port,host:port,…)",
-            );
-        }
-        let (redis_tls, tls_problems) =
-            crate::tls::TlsFiles::from_vars(crate::tls::REDIS_TLS_VARS, &get);
-        for (var, value, why) in tls_problems {
-            env.problem(&var, &value, &why);
-        }
-        if !redis_tls.is_empty() && !redis_url.starts_with("rediss") {
-            env.problem(
-                "REDIS_URL",
-                &redact_url(&redis_url),
-                "must be rediss:// (or rediss+cluster://) when HOPPER_REDIS_TLS_* files are set",
-            );
-        }
-        let redis_wait = RedisWait {
-            replicas: env.parse("HOPPER_REDIS_WAIT_REPLICAS", 0),
-            timeout: env.millis("HOPPER_REDIS_WAIT_TIMEOUT_MS", RedisWait::DEFAULT_TIMEOUT),
-        };
-        if redis_wait.replicas > RedisWait::MAX_REPLICAS {
-            env.problem(
-                "HOPPER_REDIS_WAIT_REPLICAS",
-                &redis_wait.replicas.to_string(),
-                &format!(
-                    "must be at most {} (replicas of one master)",
-                    RedisWait::MAX_REPLICAS
-                ),
-            );
-        }
-        if redis_wait.replicas > 0 && redis_wait.timeout.is_zero() {
-            // WAIT n 0 blocks for ever: a dead replica would stop every write.
-            env.problem(
-                "HOPPER_REDIS_WAIT_TIMEOUT_MS",
-                "0",
-                "must be at least 1 when HOPPER_REDIS_WAIT_REPLICAS is on (0 would wait for ever)",
-            );
-        }
-        let (pg_tls, tls_problems) = crate::tls::TlsFiles::from_vars(crate::tls::PG_TLS_VARS, &get);
-        for (var, value, why) in tls_problems {
-            env.problem(&var, &value, &why);
-        }
-        let database_url = env.string("DATABASE_URL", DEFAULT_DATABASE_URL);
-        if !database_url.starts_with("postgres://") && !database_url.starts_with("postgresql://") {
-            env.problem(
-                "DATABASE_URL",
-                &database_url,
-                "must start with postgresql:// or postgres://",
-            );
-        }
-        let db_schema = env.string("HOPPER_DB_SCHEMA", "public");
-        if !is_identifier(&db_schema) {
-            env.problem(
-                "HOPPER_DB_SCHEMA",
-                &db_schema,
-                "must be a lower-case SQL identifier ([a-z_][a-z0-9_]*)",
-            );
-        }
-        let key_prefix = env.string("HOPPER_KEY_PREFIX", "hopper");
-        if key_prefix.is_empty()
-            || !key_prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            env.problem(
-                "HOPPER_KEY_PREFIX",
-                &key_prefix,
-                "must be letters, digits, '-', '_' or '.'",
-            );
-        }
+        let redis_url = redis_url(&mut env);
+        let redis_tls = redis_tls(&mut env, &redis_url);
+        let redis_wait = redis_wait(&mut env);
+        let pg_tls = env.tls_files(crate::tls::PG_TLS_VARS);
+        let database_url = database_url(&mut env);
+        let db_schema = db_schema(&mut env);
+        let key_prefix = key_prefix(&mut env);
         let api_addr = env.parse("HOPPER_API_ADDR", "127.0.0.1:8080".parse().unwrap());
         let max_upload_bytes = env.parse("HOPPER_MAX_UPLOAD_BYTES", 25 * 1024 * 1024);
-        let worker_metrics_addr = match get("HOPPER_WORKER_METRICS_ADDR") {
-            None => None,
-            Some(raw) => match raw.parse::<SocketAddr>() {
-                Ok(a) => Some(a),
-                Err(_) => {
-                    env.problem(
-                        "HOPPER_WORKER_METRICS_ADDR",
-                        &raw,
-                        "is not a valid SocketAddr",
-                    );
-                    None
-                }
-            },
-        };
-        let log_format = match env.string("HOPPER_LOG_FORMAT", "text").as_str() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => {
-                env.problem("HOPPER_LOG_FORMAT", other, "must be `text` or `json`");
-                LogFormat::Text
-            }
-        };
+        let worker_metrics_addr = worker_metrics_addr(&mut env);
+        let log_format = log_format(&mut env);
         let heartbeat = env.millis("HOPPER_HEARTBEAT_MS", Duration::from_secs(2));
-        let lease = env.millis("HOPPER_LEASE_MS", Duration::from_secs(10));
-        if lease < heartbeat * 2 {
-            env.problem(
-                "HOPPER_LEASE_MS",
-                &lease.as_millis().to_string(),
-                "must be at least twice HOPPER_HEARTBEAT_MS",
-            );
-        }
+        let lease = lease(&mut env, heartbeat);
         let shutdown_grace = env.millis("HOPPER_SHUTDOWN_GRACE_MS", Duration::from_secs(30));
         let high_priority_burst = env.parse("HOPPER_HIGH_PRIORITY_BURST", 10);
         let scheduler = env.parse("HOPPER_SCHEDULER", true);
-        let db_timeouts = DbTimeouts {
-            pool: env.millis("HOPPER_DB_POOL_TIMEOUT_MS", DbTimeouts::default().pool),
-            statement: env.millis(
-                "HOPPER_DB_STATEMENT_TIMEOUT_MS",
-                DbTimeouts::default().statement,
-            ),
-        };
-        if db_timeouts.pool.is_zero() {
-            env.problem("HOPPER_DB_POOL_TIMEOUT_MS", "0", "must be at least 1");
-        }
-
-        let mut built_in = BTreeMap::new();
-        for kind in JobKind::ALL {
-            let name = QueueName::from(kind);
-            let settings = queue_settings(&mut env, &name.env_suffix(), kind.default_settings());
-            built_in.insert(name, settings);
-        }
-        let built_in_suffixes = built_in.keys().map(QueueName::env_suffix).collect();
-        let mut configured = BTreeMap::new();
-        let mut overrides = BTreeMap::new();
-        for suffix in configured_suffixes(var_names.iter().copied(), &built_in_suffixes) {
-            let settings = queue_settings(&mut env, &suffix, QueueSettings::default());
-            let set = QUEUE_SETTING_VARS
-                .into_iter()
-                .filter(|s| {
-                    var_names
-                        .iter()
-                        .any(|v| *v == format!("HOPPER_QUEUE_{suffix}_{s}"))
-                })
-                .collect();
-            overrides.insert(suffix.clone(), SettingsOverride::from_set(&settings, &set));
-            configured.insert(suffix, settings);
-        }
-        let queues = QueueSettingsByName::new(built_in, configured).with_overrides(overrides);
-
-        let summary_llm = match get("HOPPER_SUMMARY_LLM_URL") {
-            None => None,
-            Some(base_url) => {
-                if !base_url.starts_with("http://") && !base_url.starts_with("https://") {
-                    env.problem(
-                        "HOPPER_SUMMARY_LLM_URL",
-                        &base_url,
-                        "must be an http(s) URL",
-                    );
-                }
-                let model = get("HOPPER_SUMMARY_LLM_MODEL").unwrap_or_default();
-                if model.is_empty() {
-                    env.problem(
-                        "HOPPER_SUMMARY_LLM_MODEL",
-                        "",
-                        "is required with HOPPER_SUMMARY_LLM_URL",
-                    );
-                }
-                let api_key = env.secret("HOPPER_SUMMARY_LLM_KEY");
-                let timeout = env.millis("HOPPER_SUMMARY_LLM_TIMEOUT_MS", Duration::from_secs(30));
-                Some(LlmConfig {
-                    base_url: base_url.trim_end_matches('/').to_owned(),
-                    model,
-                    api_key,
-                    timeout,
-                })
-            }
-        };
-
-        let auth = match env.string("HOPPER_AUTH", "keys").as_str() {
-            "keys" => AuthMode::Keys,
-            "open" => AuthMode::Open,
-            other => {
-                env.problem("HOPPER_AUTH", other, "must be `keys` or `open`");
-                AuthMode::Keys
-            }
-        };
-        let cors_origins: Vec<String> = env
-            .string("HOPPER_CORS_ORIGINS", "")
-            .split(',')
-            .map(str::trim)
-            .filter(|o| !o.is_empty())
-            .map(str::to_owned)
-            .collect();
-        for origin in &cors_origins {
-            if !origin.starts_with("http://") && !origin.starts_with("https://") {
-                env.problem(
-                    "HOPPER_CORS_ORIGINS",
-                    origin,
-                    "must list http(s) origins such as https://app.example.com",
-                );
-            }
-        }
-        let mut trusted_proxies = Vec::new();
-        for raw in env
-            .string("HOPPER_TRUSTED_PROXIES", "")
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-        {
-            match raw
-                .parse::<ipnet::IpNet>()
-                .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-            {
-                Ok(net) => trusted_proxies.push(net.trunc()),
-                Err(_) => env.problem(
-                    "HOPPER_TRUSTED_PROXIES",
-                    raw,
-                    "must list CIDRs or addresses such as 10.0.0.0/8 or 127.0.0.1",
-                ),
-            }
-        }
-        let api = ApiSettings {
-            auth,
-            rate_per_key: env.parse("HOPPER_RATE_PER_KEY", 200),
-            rate_global: env.parse("HOPPER_RATE_GLOBAL", 5_000),
-            max_concurrent_requests: env.parse("HOPPER_MAX_CONCURRENT_REQUESTS", 1_024),
-            max_pending_per_tenant: env.parse("HOPPER_MAX_PENDING_PER_TENANT", 100_000),
-            max_high_priority_per_tenant: env.parse("HOPPER_MAX_HIGH_PRIORITY_PER_TENANT", 1_000),
-            sse_max_lifetime: env.millis("HOPPER_SSE_MAX_LIFETIME_MS", Duration::from_secs(600)),
-            sse_max_streams_per_tenant: env.parse("HOPPER_SSE_MAX_STREAMS_PER_TENANT", 100),
-            cors_origins,
-            rate_per_address: env.parse("HOPPER_RATE_PER_ADDRESS", 10),
-            trusted_proxies,
-        };
-        if api.max_concurrent_requests == 0 {
-            env.problem("HOPPER_MAX_CONCURRENT_REQUESTS", "0", "must be at least 1");
-        }
-        if api.sse_max_lifetime.is_zero() {
-            env.problem("HOPPER_SSE_MAX_LIFETIME_MS", "0", "must be at least 1");
-        }
-        if api.sse_max_streams_per_tenant == 0 {
-            env.problem(
-                "HOPPER_SSE_MAX_STREAMS_PER_TENANT",
-                "0",
-                "must be at least 1",
-            );
-        }
-
-        let webhook_secret = env.secret("HOPPER_WEBHOOK_SECRET");
-        if webhook_secret.as_ref().is_some_and(|s| s.len() < 16) {
-            env.problem(
-                "HOPPER_WEBHOOK_SECRET",
-                "***",
-                "must be at least 16 characters",
-            );
-        }
-        let webhook = crate::webhook::WebhookConfig {
-            secret: webhook_secret,
-            allow_hosts: env
-                .string("HOPPER_WEBHOOK_ALLOW_HOSTS", "")
-                .split(',')
-                .map(str::trim)
-                .filter(|h| !h.is_empty())
-                .map(str::to_ascii_lowercase)
-                .collect(),
-            allow_private: match env.string("HOPPER_WEBHOOK_ALLOW_PRIVATE", "0").as_str() {
-                "1" | "true" => true,
-                "0" | "false" => false,
-                other => {
-                    env.problem("HOPPER_WEBHOOK_ALLOW_PRIVATE", other, "must be 0 or 1");
-                    false
-                }
-            },
-        };
-
+        let db_timeouts = db_timeouts(&mut env);
+        let queues = queues(&mut env, var_names);
+        let summary_llm = summary_llm(&mut env);
+        let api = api_settings(&mut env);
+        let webhook = webhook_config(&mut env);
         let retention = retention_settings(&mut env);
         let extract = extract_limits(&mut env, &queues);
 
@@ -644,6 +388,354 @@ impl Config {
     /// [`crate::queue_settings`]), else the defaults.
     pub fn queue(&self, name: impl Into<QueueName>) -> QueueSettings {
         self.queues.get(&name.into())
+    }
+}
+
+/// `REDIS_URL`: one server or a Redis Cluster, with or without TLS.
+fn redis_url<F: Fn(&str) -> Option<String>>(env: &mut Env<'_, F>) -> String {
+    let url = env.string("REDIS_URL", DEFAULT_REDIS_URL);
+    if ![
+        "redis://",
+        "rediss://",
+        "redis+cluster://",
+        "rediss+cluster://",
+    ]
+    .iter()
+    .any(|s| url.starts_with(s))
+    {
+        env.problem(
+            "REDIS_URL",
+            &url,
+            "must start with redis:// or rediss:// (one server), or redis+cluster:// or \
+             rediss+cluster:// (a Redis Cluster: host:port,host:port,…)",
+        );
+    }
+    url
+}
+
+/// `HOPPER_REDIS_TLS_*_FILE`, which need a `rediss` `redis_url`.
+fn redis_tls<F: Fn(&str) -> Option<String>>(
+    env: &mut Env<'_, F>,
+    redis_url: &str,
+) -> crate::tls::TlsFiles {
+    let tls = env.tls_files(crate::tls::REDIS_TLS_VARS);
+    if !tls.is_empty() && !redis_url.starts_with("rediss") {
+        env.problem(
+            "REDIS_URL",
+            &redact_url(redis_url),
+            "must be rediss:// (or rediss+cluster://) when HOPPER_REDIS_TLS_* files are set",
+        );
+    }
+    tls
+}
+
+/// The durability option, `HOPPER_REDIS_WAIT_REPLICAS` and
+/// `HOPPER_REDIS_WAIT_TIMEOUT_MS`.
+fn redis_wait<F: Fn(&str) -> Option<String>>(env: &mut Env<'_, F>) -> RedisWait {
+    let wait = RedisWait {
+        replicas: env.parse("HOPPER_REDIS_WAIT_REPLICAS", 0),
+        timeout: env.millis("HOPPER_REDIS_WAIT_TIMEOUT_MS", RedisWait::DEFAULT_TIMEOUT),
+    };
+    if wait.replicas > RedisWait::MAX_REPLICAS {
+        env.problem(
+            "HOPPER_REDIS_WAIT_REPLICAS",
+            &wait.replicas.to_string(),
+            &format!(
+                "must be at most {} (replicas of one master)",
+                RedisWait::MAX_REPLICAS
+            ),
+        );
+    }
+    if wait.replicas > 0 && wait.timeout.is_zero() {
+        // WAIT n 0 blocks for ever: a dead replica would stop every write.
+        env.problem(
+            "HOPPER_REDIS_WAIT_TIMEOUT_MS",
+            "0",
+            "must be at least 1 when HOPPER_REDIS_WAIT_REPLICAS is on (0 would wait for ever)",
+        );
+    }
+    wait
+}
+
+/// `DATABASE_URL`.
+fn database_url<F: Fn(&str) -> Option<String>>(env: &mut Env<'_, F>) -> String {
+    let url = env.string("DATABASE_URL", DEFAULT_DATABASE_URL);
+    if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+        env.problem(
+            "DATABASE_URL",
+            &url,
+            "must start with postgresql:// or postgres://",
+        );
+    }
+    url
+}
+
+/// `HOPPER_DB_SCHEMA`, a plain identifier (it is interpolated into SQL).
+fn db_schema<F: Fn(&str) -> Option<String>>(env: &mut Env<'_, F>) -> String {
+    let schema = env.string("HOPPER_DB_SCHEMA", "public");
+    if !is_identifier(&schema) {
+        env.problem(
+            "HOPPER_DB_SCHEMA",
+            &schema,
+            "must be a lower-case SQL identifier ([a-z_][a-z0-9_]*)",
+        );
+    }
+    schema
+}
+
+/// `HOPPER_KEY_PREFIX`, the prefix of every Redis key.
+fn key_prefix<F: Fn(&str) -> Option<String>>(env: &mut Env<'_, F>) -> String {
+    let prefix = env.string("HOPPER_KEY_PREFIX", "hopper");
+    if prefix.is_empty()
+        || !prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        env.problem(
+            "HOPPER_KEY_PREFIX",
+            &prefix,
+            "must be letters, digits, '-', '_' or '.'",
+        );
+    }
+    prefix
+}
+
+/// `HOPPER_WORKER_METRICS_ADDR`; none when unset.
+fn worker_metrics_addr<F: Fn(&str) -> Option<String>>(env: &mut Env<'_, F>) -> Option<SocketAddr> {
+    let raw = env.value("HOPPER_WORKER_METRICS_ADDR")?;
+    match raw.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            env.problem(
+                "HOPPER_WORKER_METRICS_ADDR",
+                &raw,
+                "is not a valid SocketAddr",
+            );
+            None
+        }
+    }
+}
+
+/// `HOPPER_LOG_FORMAT`.
+fn log_format<F: Fn(&str) -> Option<String>>(env: &mut Env<'_, F>) -> LogFormat {
+    match env.string("HOPPER_LOG_FORMAT", "text").as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            env.problem("HOPPER_LOG_FORMAT", other, "must be `text` or `json`");
+            LogFormat::Text
+        }
+    }
+}
+
+/// `HOPPER_LEASE_MS`, at least twice the `heartbeat` period.
+fn lease<F: Fn(&str) -> Option<String>>(env: &mut Env<'_, F>, heartbeat: Duration) -> Duration {
+    let lease = env.millis("HOPPER_LEASE_MS", Duration::from_secs(10));
+    if lease < heartbeat * 2 {
+        env.problem(
+            "HOPPER_LEASE_MS",
+            &lease.as_millis().to_string(),
+            "must be at least twice HOPPER_HEARTBEAT_MS",
+        );
+    }
+    lease
+}
+
+/// `HOPPER_DB_POOL_TIMEOUT_MS` and `HOPPER_DB_STATEMENT_TIMEOUT_MS`.
+fn db_timeouts<F: Fn(&str) -> Option<String>>(env: &mut Env<'_, F>) -> DbTimeouts {
+    let d = DbTimeouts::default();
+    let timeouts = DbTimeouts {
+        pool: env.millis("HOPPER_DB_POOL_TIMEOUT_MS", d.pool),
+        statement: env.millis("HOPPER_DB_STATEMENT_TIMEOUT_MS", d.statement),
+    };
+    if timeouts.pool.is_zero() {
+        env.problem("HOPPER_DB_POOL_TIMEOUT_MS", "0", "must be at least 1");
+    }
+    timeouts
+}
+
+/// Every queue's settings: the built-in kinds', then those of the other
+/// queues `var_names` hold `HOPPER_QUEUE_<NAME>_<SETTING>` variables of.
+fn queues<F: Fn(&str) -> Option<String>>(
+    env: &mut Env<'_, F>,
+    var_names: &[&str],
+) -> QueueSettingsByName {
+    let mut built_in = BTreeMap::new();
+    for kind in JobKind::ALL {
+        let name = QueueName::from(kind);
+        let settings = queue_settings(env, &name.env_suffix(), kind.default_settings());
+        built_in.insert(name, settings);
+    }
+    let built_in_suffixes = built_in.keys().map(QueueName::env_suffix).collect();
+    let mut configured = BTreeMap::new();
+    let mut overrides = BTreeMap::new();
+    for suffix in configured_suffixes(var_names.iter().copied(), &built_in_suffixes) {
+        let settings = queue_settings(env, &suffix, QueueSettings::default());
+        let set = QUEUE_SETTING_VARS
+            .into_iter()
+            .filter(|s| {
+                var_names
+                    .iter()
+                    .any(|v| *v == format!("HOPPER_QUEUE_{suffix}_{s}"))
+            })
+            .collect();
+        overrides.insert(suffix.clone(), SettingsOverride::from_set(&settings, &set));
+        configured.insert(suffix, settings);
+    }
+    QueueSettingsByName::new(built_in, configured).with_overrides(overrides)
+}
+
+/// `HOPPER_SUMMARY_LLM_*`; none (extractive summaries) without
+/// `HOPPER_SUMMARY_LLM_URL`.
+fn summary_llm<F: Fn(&str) -> Option<String>>(env: &mut Env<'_, F>) -> Option<LlmConfig> {
+    let base_url = env.value("HOPPER_SUMMARY_LLM_URL")?;
+    if !base_url.starts_with("http://") && !base_url.starts_with("https://") {
+        env.problem(
+            "HOPPER_SUMMARY_LLM_URL",
+            &base_url,
+            "must be an http(s) URL",
+        );
+    }
+    let model = env.value("HOPPER_SUMMARY_LLM_MODEL").unwrap_or_default();
+    if model.is_empty() {
+        env.problem(
+            "HOPPER_SUMMARY_LLM_MODEL",
+            "",
+            "is required with HOPPER_SUMMARY_LLM_URL",
+        );
+    }
+    let api_key = env.secret("HOPPER_SUMMARY_LLM_KEY");
+    let timeout = env.millis("HOPPER_SUMMARY_LLM_TIMEOUT_MS", Duration::from_secs(30));
+    Some(LlmConfig {
+        base_url: base_url.trim_end_matches('/').to_owned(),
+        model,
+        api_key,
+        timeout,
+    })
+}
+
+/// The API's protections: `HOPPER_AUTH`, `HOPPER_CORS_ORIGINS`,
+/// `HOPPER_TRUSTED_PROXIES`, the rates and the caps.
+fn api_settings<F: Fn(&str) -> Option<String>>(env: &mut Env<'_, F>) -> ApiSettings {
+    let auth = auth_mode(env);
+    let cors_origins = cors_origins(env);
+    let trusted_proxies = trusted_proxies(env);
+    let api = ApiSettings {
+        auth,
+        rate_per_key: env.parse("HOPPER_RATE_PER_KEY", 200),
+        rate_global: env.parse("HOPPER_RATE_GLOBAL", 5_000),
+        max_concurrent_requests: env.parse("HOPPER_MAX_CONCURRENT_REQUESTS", 1_024),
+        max_pending_per_tenant: env.parse("HOPPER_MAX_PENDING_PER_TENANT", 100_000),
+        max_high_priority_per_tenant: env.parse("HOPPER_MAX_HIGH_PRIORITY_PER_TENANT", 1_000),
+        sse_max_lifetime: env.millis("HOPPER_SSE_MAX_LIFETIME_MS", Duration::from_secs(600)),
+        sse_max_streams_per_tenant: env.parse("HOPPER_SSE_MAX_STREAMS_PER_TENANT", 100),
+        cors_origins,
+        rate_per_address: env.parse("HOPPER_RATE_PER_ADDRESS", 10),
+        trusted_proxies,
+    };
+    if api.max_concurrent_requests == 0 {
+        env.problem("HOPPER_MAX_CONCURRENT_REQUESTS", "0", "must be at least 1");
+    }
+    if api.sse_max_lifetime.is_zero() {
+        env.problem("HOPPER_SSE_MAX_LIFETIME_MS", "0", "must be at least 1");
+    }
+    if api.sse_max_streams_per_tenant == 0 {
+        env.problem(
+            "HOPPER_SSE_MAX_STREAMS_PER_TENANT",
+            "0",
+            "must be at least 1",
+        );
+    }
+    api
+}
+
+/// `HOPPER_AUTH`: `keys` (the default) or `open`.
+fn auth_mode<F: Fn(&str) -> Option<String>>(env: &mut Env<'_, F>) -> AuthMode {
+    match env.string("HOPPER_AUTH", "keys").as_str() {
+        "keys" => AuthMode::Keys,
+        "open" => AuthMode::Open,
+        other => {
+            env.problem("HOPPER_AUTH", other, "must be `keys` or `open`");
+            AuthMode::Keys
+        }
+    }
+}
+
+/// `HOPPER_CORS_ORIGINS`: comma-separated http(s) origins.
+fn cors_origins<F: Fn(&str) -> Option<String>>(env: &mut Env<'_, F>) -> Vec<String> {
+    let origins: Vec<String> = env
+        .string("HOPPER_CORS_ORIGINS", "")
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for origin in &origins {
+        if !origin.starts_with("http://") && !origin.starts_with("https://") {
+            env.problem(
+                "HOPPER_CORS_ORIGINS",
+                origin,
+                "must list http(s) origins such as https://app.example.com",
+            );
+        }
+    }
+    origins
+}
+
+/// `HOPPER_TRUSTED_PROXIES`: comma-separated CIDRs or addresses.
+fn trusted_proxies<F: Fn(&str) -> Option<String>>(env: &mut Env<'_, F>) -> Vec<ipnet::IpNet> {
+    let mut proxies = Vec::new();
+    for raw in env
+        .string("HOPPER_TRUSTED_PROXIES", "")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        match raw
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        {
+            Ok(net) => proxies.push(net.trunc()),
+            Err(_) => env.problem(
+                "HOPPER_TRUSTED_PROXIES",
+                raw,
+                "must list CIDRs or addresses such as 10.0.0.0/8 or 127.0.0.1",
+            ),
+        }
+    }
+    proxies
+}
+
+/// Completion callbacks: `HOPPER_WEBHOOK_SECRET` (or `…_FILE`),
+/// `HOPPER_WEBHOOK_ALLOW_HOSTS` and `HOPPER_WEBHOOK_ALLOW_PRIVATE`.
+fn webhook_config<F: Fn(&str) -> Option<String>>(
+    env: &mut Env<'_, F>,
+) -> crate::webhook::WebhookConfig {
+    let secret = env.secret("HOPPER_WEBHOOK_SECRET");
+    if secret.as_ref().is_some_and(|s| s.len() < 16) {
+        env.problem(
+            "HOPPER_WEBHOOK_SECRET",
+            "***",
+            "must be at least 16 characters",
+        );
+    }
+    crate::webhook::WebhookConfig {
+        secret,
+        allow_hosts: env
+            .string("HOPPER_WEBHOOK_ALLOW_HOSTS", "")
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(str::to_ascii_lowercase)
+            .collect(),
+        allow_private: match env.string("HOPPER_WEBHOOK_ALLOW_PRIVATE", "0").as_str() {
+            "1" | "true" => true,
+            "0" | "false" => false,
+            other => {
+                env.problem("HOPPER_WEBHOOK_ALLOW_PRIVATE", other, "must be 0 or 1");
+                false
+            }
+        },
     }
 }
 
@@ -810,6 +902,20 @@ struct Env<'a, F> {
 impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
     fn problem(&mut self, var: &str, value: &str, why: &str) {
         self.problems.push(format!("{var}={value:?} {why}"));
+    }
+
+    /// The value of `var`, if set.
+    fn value(&self, var: &str) -> Option<String> {
+        (self.get)(var)
+    }
+
+    /// The TLS files `vars` (CA, certificate, key) name.
+    fn tls_files(&mut self, vars: [&str; 3]) -> crate::tls::TlsFiles {
+        let (files, problems) = crate::tls::TlsFiles::from_vars(vars, self.get);
+        for (var, value, why) in problems {
+            self.problem(&var, &value, &why);
+        }
+        files
     }
 
     fn string(&mut self, var: &str, default: &str) -> String {

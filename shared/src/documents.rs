@@ -1,7 +1,7 @@
 //! Documents and their chunks in Postgres: what the API stores on upload,
 //! and what the pipeline's jobs read and write. The pipeline of a document
 //! version runs as a workflow (its fan-in is the queue core's, see
-//! `worker/src/pipeline/handlers.rs`): embed batches mark themselves done
+//! `worker/src/pipeline/stages.rs`): embed batches mark themselves done
 //! here, and the workflow's body moves the version from `embedding` to
 //! `summarizing`/`ready` exactly once ([`finish_embedding`]).
 //!

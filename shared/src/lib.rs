@@ -23,6 +23,7 @@ pub mod queue_name;
 pub mod queue_settings;
 pub mod rate_limit;
 pub mod retention;
+pub mod retry_policy;
 pub mod schedules;
 pub mod tasks;
 pub mod telemetry;

@@ -15,8 +15,8 @@ use hopper_queue::QueueClient;
 use hopper_shared::{Config, jobs::JobKind};
 
 use crate::{
-    EMBED_CLAIM_ROOM, Task, TaskContext, TaskError, WorkerBuilder, WorkerOptions, embed, handlers,
-    pipeline, webhook,
+    EMBED_CLAIM_ROOM, Task, TaskContext, TaskError, WorkerBuilder, WorkerOptions, diagnostic_tasks,
+    embed, pipeline, webhook,
 };
 
 /// The built-in tasks `names` (as given to `--queues`); anything else is
@@ -44,28 +44,28 @@ pub(crate) fn add(
     kind: JobKind,
     config: &Config,
     client: &QueueClient,
-    pipeline: &pipeline::handlers::Pipeline,
+    pipeline: &pipeline::stages::Pipeline,
 ) -> WorkerBuilder {
     // The pipeline's handlers take their state as apalis `Data`, a clone per
     // job as before.
     let p = Arc::new(pipeline.clone());
     let data = move |ctx: &TaskContext| (Data::new(ctx.job().clone()), Data::new((*p).clone()));
     match kind {
-        JobKind::Echo => builder.task(Task::built_in(kind, handlers::echo)),
+        JobKind::Echo => builder.task(Task::built_in(kind, diagnostic_tasks::echo)),
         JobKind::Noop => {
-            let fx = Arc::new(handlers::NoopEffects::new(
+            let fx = Arc::new(diagnostic_tasks::NoopEffects::new(
                 client,
                 config.retention.noop_latencies,
             ));
             builder.task(Task::built_in(kind, move |args, _ctx: TaskContext| {
                 let fx = fx.clone();
-                async move { handlers::noop(args, &fx).await }
+                async move { diagnostic_tasks::noop(args, &fx).await }
             }))
         }
         JobKind::Ingest => builder.task(Task::built_in(kind, move |args, ctx: TaskContext| {
             let (job, p) = data(&ctx);
             async move {
-                pipeline::handlers::ingest(args, job, p)
+                pipeline::stages::ingest(args, job, p)
                     .await
                     .map_err(TaskError::from_boxed)
             }
@@ -91,7 +91,7 @@ pub(crate) fn add(
         JobKind::Summarize => builder.task(Task::built_in(kind, move |args, ctx: TaskContext| {
             let (job, p) = data(&ctx);
             async move {
-                pipeline::handlers::summarize(args, job, p)
+                pipeline::stages::summarize(args, job, p)
                     .await
                     .map_err(TaskError::from_boxed)
             }
@@ -118,7 +118,7 @@ pub(crate) async fn pipeline_for(
     opts: &WorkerOptions,
     client: &QueueClient,
     pool: &deadpool_postgres::Pool,
-) -> anyhow::Result<pipeline::handlers::Pipeline> {
+) -> anyhow::Result<pipeline::stages::Pipeline> {
     let wants = |k: JobKind| opts.queues.contains(&k);
     let model_dir = opts
         .models
@@ -168,7 +168,7 @@ pub(crate) async fn pipeline_for(
     } else {
         None
     };
-    Ok(pipeline::handlers::Pipeline {
+    Ok(pipeline::stages::Pipeline {
         pool: pool.clone(),
         queue: client.clone(),
         sandbox,
@@ -191,14 +191,14 @@ pub(crate) async fn pipeline_for(
 async fn embed_announced(
     args: hopper_shared::jobs::EmbedArgs,
     job: Data<hopper_queue::JobContext>,
-    p: Data<pipeline::handlers::Pipeline>,
+    p: Data<pipeline::stages::Pipeline>,
 ) -> Result<serde_json::Value, apalis_core::error::BoxDynError> {
     let texts = args.texts.len() + args.batch.as_ref().map_or(0, |b| b.chunk_ids.len());
     match p.models.clone() {
         Some(models) => {
-            let job = pipeline::handlers::embed(args, job, p);
+            let job = pipeline::stages::embed(args, job, p);
             models.default_model().announced(texts, job).await
         }
-        None => pipeline::handlers::embed(args, job, p).await,
+        None => pipeline::stages::embed(args, job, p).await,
     }
 }

@@ -12,7 +12,7 @@
 //! ([`builder`] describes the start-up and shutdown sequences).
 //!
 //! `hopper-worker` is such a worker serving the built-in tasks
-//! ([`builtin`], their handlers in [`handlers`], [`pipeline`] and
+//! ([`builtin`], their handlers in [`diagnostic_tasks`], [`pipeline`] and
 //! [`webhook`]; [`run`]); `examples/custom-task` is one serving a task of
 //! its own. The torch device the embed task runs on is chosen in
 //! [`device`].
@@ -22,8 +22,8 @@ pub mod builtin;
 pub mod celery;
 pub mod context;
 pub mod device;
+pub mod diagnostic_tasks;
 pub mod embed;
-pub mod handlers;
 pub mod http;
 pub mod pipeline;
 pub mod task;

@@ -11,6 +11,7 @@ use hopper_queue::{Priority, PushOptions};
 use hopper_shared::{
     documents,
     jobs::{JobKind, JobState},
+    retry_policy::{self, Pauses},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -113,10 +114,11 @@ pub async fn search(
     })))
 }
 
-/// Polls the query's embed job (1 ms, doubling to 20 ms) until it is done.
+/// Polls the query's embed job until it is done, at the pace of
+/// [`retry_policy::embed_poll`] (1 ms, doubling to 20 ms).
 async fn wait_for_vector(state: &AppState, id: uuid::Uuid) -> Result<(Vec<f32>, String), ApiError> {
     let deadline = Instant::now() + EMBED_TIMEOUT;
-    let mut pause = Duration::from_millis(1);
+    let mut pauses = Pauses::new(retry_policy::embed_poll());
     loop {
         if let Some(job) = state.queue.job(JobKind::Embed, id).await? {
             match job.state {
@@ -147,7 +149,6 @@ async fn wait_for_vector(state: &AppState, id: uuid::Uuid) -> Result<(Vec<f32>, 
                 "no embed worker answered within 30 s (is one running with --queues embed?)",
             ));
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(20));
+        tokio::time::sleep(pauses.next_pause()).await;
     }
 }

@@ -1,6 +1,8 @@
 //! Abstractive summaries from an OpenAI-compatible chat-completions endpoint
 //! (when `HOPPER_SUMMARY_LLM_URL` is set): a per-request timeout, retries
-//! with exponential backoff on timeouts, 429 and 5xx, and a circuit breaker
+//! with exponential backoff on timeouts, 429 and 5xx
+//! (`hopper_shared::retry_policy::llm_call`: three calls, 200 and 400 ms
+//! apart), and a circuit breaker
 //! (`breaker.rs`) that, after repeated failures, stops calling the endpoint
 //! for a while so the summarize queue falls back to extractive summaries
 //! instead of piling up, then lets one probe call find out whether it is
@@ -8,7 +10,10 @@
 
 use std::time::{Duration, Instant};
 
-use hopper_shared::config::LlmConfig;
+use hopper_shared::{
+    config::LlmConfig,
+    retry_policy::{self, Retryable},
+};
 use serde_json::{Value, json};
 
 use super::breaker::{Breaker, Permit};
@@ -17,8 +22,6 @@ use super::breaker::{Breaker, Permit};
 const TRIP_AFTER: u32 = 5;
 /// How long an open breaker refuses calls.
 const OPEN_FOR: Duration = Duration::from_secs(30);
-/// Attempts per summary (first call included).
-const TRIES: u32 = 3;
 /// Characters of the document sent to the model.
 const MAX_INPUT_CHARS: usize = 12_000;
 
@@ -59,24 +62,17 @@ impl LlmSummarizer {
         if permit == Permit::Refused {
             return Err(LlmError::Open);
         }
-        let mut pause = Duration::from_millis(200);
-        let mut last = String::new();
-        for attempt in 1..=TRIES {
-            match self.call(text).await {
-                Ok(summary) => {
-                    self.breaker.record(permit, true, Instant::now());
-                    return Ok(summary);
-                }
-                Err((retryable, e)) => {
-                    last = e;
-                    if !retryable || attempt == TRIES {
-                        break;
-                    }
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                }
+        let last = match (|| self.call(text))
+            .retry(retry_policy::llm_call())
+            .when(|(retryable, _)| *retryable)
+            .await
+        {
+            Ok(summary) => {
+                self.breaker.record(permit, true, Instant::now());
+                return Ok(summary);
             }
-        }
+            Err((_, e)) => e,
+        };
         if self.breaker.record(permit, false, Instant::now()) {
             tracing::warn!(
                 probe = permit == Permit::Probe,
@@ -121,5 +117,106 @@ impl LlmSummarizer {
                     "no choices[0].message.content in the answer".to_owned(),
                 )
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering::SeqCst},
+    };
+
+    use hopper_shared::retry_policy::LLM_TRIES;
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpListener,
+    };
+
+    use super::*;
+
+    /// A chat endpoint answering its `n`th request (0-based) with
+    /// `statuses[n]` (the last one repeated); a 200 carries a summary.
+    /// Returns its base URL and a count of the requests it saw.
+    async fn endpoint(statuses: &'static [u16]) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let n = count.fetch_add(1, SeqCst);
+                let status = statuses[n.min(statuses.len() - 1)];
+                tokio::spawn(async move {
+                    // Read the whole request (headers, then the body's length).
+                    let mut buf = Vec::new();
+                    let mut tmp = [0u8; 4096];
+                    loop {
+                        let got = sock.read(&mut tmp).await.unwrap_or(0);
+                        if got == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&tmp[..got]);
+                        let text = String::from_utf8_lossy(&buf).to_lowercase();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let len: usize = text[..end]
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse().ok())
+                                .unwrap_or(0);
+                            if buf.len() >= end + 4 + len {
+                                break;
+                            }
+                        }
+                    }
+                    let body = if status == 200 {
+                        json!({"choices": [{"message": {"content": "A summary."}}]})
+                    } else {
+                        json!({"error": "no"})
+                    }
+                    .to_string();
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = sock.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        (url, seen)
+    }
+
+    fn summarizer(base_url: String) -> LlmSummarizer {
+        LlmSummarizer::new(LlmConfig {
+            base_url,
+            model: "m".into(),
+            api_key: None,
+            timeout: Duration::from_secs(10),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_503_is_retried_and_the_summary_returned() {
+        let (url, seen) = endpoint(&[503, 200]).await;
+        let summary = summarizer(url).summarize("text").await.unwrap();
+        assert_eq!(summary, "A summary.");
+        assert_eq!(seen.load(SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failing_endpoint_is_called_llm_tries_times() {
+        let (url, seen) = endpoint(&[500]).await;
+        let err = summarizer(url).summarize("text").await.unwrap_err();
+        assert!(err.to_string().contains("500"), "{err}");
+        assert_eq!(seen.load(SeqCst), LLM_TRIES);
+    }
+
+    #[tokio::test]
+    async fn a_400_is_not_retried() {
+        let (url, seen) = endpoint(&[400, 200]).await;
+        let err = summarizer(url).summarize("text").await.unwrap_err();
+        assert!(err.to_string().contains("400"), "{err}");
+        assert_eq!(seen.load(SeqCst), 1);
     }
 }

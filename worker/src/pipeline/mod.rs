@@ -12,7 +12,7 @@
 
 pub mod breaker;
 pub mod cache;
-pub mod handlers;
 pub mod llm;
 pub mod sandbox;
+pub mod stages;
 pub mod summary;

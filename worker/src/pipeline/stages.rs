@@ -1,5 +1,5 @@
-//! Handlers of the pipeline's kinds. What they share travels as
-//! `Data<Pipeline>`.
+//! The pipeline's stages: the handlers of its kinds, `ingest`, `embed` and
+//! `summarize`. What they share travels as `Data<Pipeline>`.
 //!
 //! Every query they run names the job's tenant (`shared/src/documents.rs`):
 //! a job whose tenant does not own the document it names changes nothing

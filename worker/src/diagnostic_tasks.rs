@@ -1,5 +1,5 @@
 //! Handlers of the diagnostic built-in tasks, `echo` and `noop` (the
-//! pipeline's are in [`crate::pipeline::handlers`], the webhook's in
+//! pipeline's are in [`crate::pipeline::stages`], the webhook's in
 //! [`crate::webhook`]). Like any task's handler, each receives its decoded
 //! arguments and a [`TaskContext`]; what it returns becomes the job's
 //! result. It must commit its effects before returning (the ack follows) and
