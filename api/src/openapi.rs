@@ -424,9 +424,14 @@ impl Modify for CommonResponses {
             if !path.starts_with("/v1/") {
                 continue;
             }
-            for op in [item.get.as_mut(), item.post.as_mut(), item.delete.as_mut()]
-                .into_iter()
-                .flatten()
+            for op in [
+                item.get.as_mut(),
+                item.post.as_mut(),
+                item.put.as_mut(),
+                item.delete.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
             {
                 for (code, description) in common {
                     op.responses

@@ -11,13 +11,17 @@
 //! libtorch, so the child starts in milliseconds.
 //!
 //! - [`text`]: text from plain text, Markdown, HTML and PDF, with the page
-//!   and nesting limits ([`html_depth`] is the HTML pre-scan);
+//!   and nesting limits ([`html_depth`] is the HTML pre-scan); [`html`] and
+//!   [`pdf`] leave out what is not the document's content (navigation, link
+//!   lists, running headers and footers);
 //! - [`chunk`]: chunks sized in the embedding model's tokens;
 //! - [`protocol`]: the request and reply on the child's pipes;
 //! - [`child`]: the child process itself.
 
 pub mod child;
 pub mod chunk;
+pub mod html;
 pub mod html_depth;
+pub mod pdf;
 pub mod protocol;
 pub mod text;

@@ -1,13 +1,14 @@
 //! Text extraction by content type: plain text and Markdown as they are
-//! (after a UTF-8 check), HTML without scripts and styles (block structure
-//! kept as line breaks), PDF from its text layer.
+//! (after a UTF-8 check), HTML without scripts, styles, navigation and link
+//! lists (block structure kept as line breaks, [`crate::html`]), PDF from
+//! its text layer without running headers and footers ([`crate::pdf`]).
 //!
 //! Two limits are checked here, before the expensive parser runs: a PDF's
 //! page count (counted in its page tree once loaded) and an HTML document's
 //! element nesting ([`crate::html_depth`]). Time and memory are limited
 //! around the whole process (see `hopper-worker`'s `pipeline/sandbox.rs`).
 
-use crate::html_depth;
+use crate::{html, html_depth, pdf};
 
 /// Content types the pipeline reads.
 pub const SUPPORTED: &[&str] = &[
@@ -83,8 +84,8 @@ pub fn extract(
 ) -> Result<String, ExtractError> {
     let text = match content_type {
         "text/plain" | "text/markdown" => utf8(body)?.to_owned(),
-        "text/html" => html(utf8(body)?, limits.max_html_depth)?,
-        "application/pdf" => pdf(body, limits.max_pdf_pages)?,
+        "text/html" => from_html(utf8(body)?, limits.max_html_depth)?,
+        "application/pdf" => pdf::text(body, limits.max_pdf_pages)?,
         other => return Err(ExtractError::Unsupported(other.to_owned())),
     };
     // Postgres text cannot hold NUL; it carries no meaning in prose anyway.
@@ -111,48 +112,14 @@ pub fn utf8(body: &[u8]) -> Result<&str, ExtractError> {
     std::str::from_utf8(body).map_err(|e| ExtractError::InvalidUtf8(e.valid_up_to()))
 }
 
-fn html(source: &str, max_depth: usize) -> Result<String, ExtractError> {
+fn from_html(source: &str, max_depth: usize) -> Result<String, ExtractError> {
     // html5ever's tree builder scans its stack of open elements for every
     // tag (quadratic in the nesting) and html2text renders recursively: a
     // deeply nested file must never reach them.
     if html_depth::exceeds(source, max_depth) {
         return Err(ExtractError::TooDeep { limit: max_depth });
     }
-    // Wide lines: the chunker, not the renderer, decides where text breaks.
-    Ok(html2text::config::plain()
-        .no_link_wrapping()
-        .string_from_read(source.as_bytes(), 10_000)
-        .unwrap_or_default())
-}
-
-fn pdf(body: &[u8], max_pages: usize) -> Result<String, ExtractError> {
-    // pdf-extract panics on some malformed files: contain it.
-    let extracted = std::panic::catch_unwind(|| {
-        let mut doc =
-            pdf_extract::Document::load_mem(body).map_err(|e| ExtractError::Pdf(e.to_string()))?;
-        // The page tree as it is, not the /Count the file claims.
-        let pages = doc.page_iter().count();
-        if pages > max_pages {
-            return Err(ExtractError::TooManyPages {
-                pages,
-                limit: max_pages,
-            });
-        }
-        if doc.is_encrypted() {
-            // Readable without a password (an owner password only), or not at all.
-            doc.decrypt("")
-                .map_err(|e| ExtractError::Pdf(format!("encrypted: {e}")))?;
-        }
-        let mut text = String::new();
-        pdf_extract::output_doc(&doc, &mut pdf_extract::PlainTextOutput::new(&mut text))
-            .map_err(|e| ExtractError::Pdf(e.to_string()))?;
-        Ok(text)
-    });
-    extracted.unwrap_or_else(|_| {
-        Err(ExtractError::Pdf(
-            "the PDF parser gave up on this file".into(),
-        ))
-    })
+    Ok(html::text(source))
 }
 
 #[cfg(test)]

@@ -23,9 +23,8 @@ local cancels = redis.call('SCARD', KEYS[4]) > 0
 local ids = {}
 for i = 5, #ARGV, 3 do ids[#ids + 1] = ARGV[i] end
 local inflight = {}
-for i = 1, #ids, 1000 do
-  local member = redis.call('SMISMEMBER', KEYS[1], unpack(ids, i, math.min(i + 999, #ids)))
-  for j = 1, #member do inflight[i + j - 1] = member[j] == 1 end
+for _, member in ipairs(call_chunked('SMISMEMBER', KEYS[1], ids)) do
+  for j = 1, #member do inflight[#inflight + 1] = member[j] == 1 end
 end
 for i = 5, #ARGV, 3 do
   local id, key = ARGV[i], prefix .. ARGV[i]
@@ -45,12 +44,8 @@ for i = 5, #ARGV, 3 do
     lost[#lost + 1] = id
   end
 end
-for i = 1, #taken, 1000 do
-  redis.call('SREM', KEYS[1], unpack(taken, i, math.min(i + 999, #taken)))
-end
-for i = 1, #done, 1000 do
-  redis.call('ZADD', KEYS[2], unpack(done, i, math.min(i + 999, #done)))
-end
+call_chunked('SREM', KEYS[1], taken)
+call_chunked('ZADD', KEYS[2], done)
 for who, count in pairs(finished) do
   local cut = string.find(who, '\n', 1, true)
   tenants_done_as(KEYS[5], string.sub(who, 1, cut - 1), string.sub(who, cut + 1), count)
@@ -59,10 +54,5 @@ if acked > 0 then
   redis.call('HINCRBY', KEYS[3], 'succeeded', acked)
   redis.call('EXPIRE', KEYS[3], tonumber(ARGV[3]))
 end
-local old = redis.call('ZRANGE', KEYS[2], '-inf', now - tonumber(ARGV[1]), 'BYSCORE', 'LIMIT',
-  0, 2 * acked + 10)
-for _, id in ipairs(old) do
-  redis.call('DEL', prefix .. id)
-  redis.call('ZREM', KEYS[2], id)
-end
+forget_older(KEYS[2], prefix, tonumber(ARGV[1]), 2 * acked + 10)
 return lost

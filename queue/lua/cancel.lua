@@ -11,9 +11,7 @@ if not st then return '' end
 if st == 'pending' or st == 'scheduled' or st == 'retrying' then
   -- A pending id stays in its list; claims skip ids that are not pending.
   redis.call('ZREM', KEYS[2], ARGV[1])
-  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', now)
-  redis.call('ZADD', KEYS[4], done_score(KEYS[1], now), ARGV[1])
-  tenant_done(KEYS[5], KEYS[1])
+  finish_cancelled(KEYS[1], ARGV[1], KEYS[4], KEYS[5], now)
   return 'cancelled'
 end
 if st == 'running' then

@@ -123,10 +123,8 @@ end
 -- Finishes the job at `key` as cancelled: it expired before a worker took it.
 local function expire(key, id)
   local err = 'expired: not started before its expiry time'
-  redis.call('HSET', key, 'state', 'cancelled', 'finished_at', now, 'error', err)
-  push_history(key, {attempt = 0, finished_at_ms = now, outcome = 'expired', error = err})
-  redis.call('ZADD', KEYS[8], done_score(key, now), id)
-  tenant_done(KEYS[9], key)
+  finish_cancelled(key, id, KEYS[8], KEYS[9], now, err)
+  push_history(key, attempt_entry(0, nil, nil, now, 'expired', err))
 end
 local jobs, expired, running = {}, {}, {}
 local claimed, popped, parked = 0, 0, 0
@@ -209,9 +207,7 @@ while claimed < n and #expired + parked < 1000 do
   end
 end
 put_back()
-for i = 1, #running, 1000 do
-  redis.call('SADD', KEYS[4], unpack(running, i, math.min(i + 999, #running)))
-end
+call_chunked('SADD', KEYS[4], running)
 if streak ~= streak0 then redis.call('SET', KEYS[7], streak) end
 if tokens then
   redis.call('HSET', KEYS[10], 'tokens', tostring(tokens - claimed), 'at', now)

@@ -16,9 +16,7 @@ for i = 3, #ARGV do
       redis.call('HDEL', key, 'finished_at', 'dead_reason')
       requeue(key, id, KEYS[2], KEYS[3], KEYS[4])
       local f = redis.call('HMGET', key, 'tenant', 'priority')
-      local tenant = f[1] or 'default'
-      redis.call('HINCRBY', KEYS[5], tenant, 1)
-      if f[2] == 'high' then redis.call('HINCRBY', KEYS[5], tenant .. ':high', 1) end
+      tenants_queued_as(KEYS[5], f[1], f[2], 1)
     else
       redis.call('DEL', key)
     end

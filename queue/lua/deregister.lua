@@ -10,8 +10,7 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local key = ARGV[1] .. id
   if redis.call('HGET', key, 'state') == 'running' then
     local f = redis.call('HMGET', key, 'attempts', 'started_at')
-    push_history(key, {attempt = tonumber(f[1]), worker = ARGV[2],
-      started_at_ms = tonumber(f[2]), finished_at_ms = now, outcome = 'released', error = ARGV[3]})
+    push_history(key, attempt_entry(f[1], ARGV[2], f[2], now, 'released', ARGV[3]))
     requeue(key, id, KEYS[3], KEYS[4], KEYS[5])
     n = n + 1
   end

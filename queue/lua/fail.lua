@@ -9,14 +9,13 @@
 -- Appends the attempt to the job's history (last 20 kept).
 local id = ARGV[1]
 local f = redis.call('HMGET', KEYS[1], 'state', 'lease', 'attempts', 'worker', 'started_at',
-  'history', 'tenant', 'priority')
+  'history')
 if not take(KEYS[2], id, f[1], f[2], ARGV[7]) then return -1 end
 redis.call('SREM', KEYS[7], id)
 local now, retry_in = now_ms(), tonumber(ARGV[3])
 local outcome = 'retrying'
 if retry_in < 0 then outcome = ARGV[4] end
-local history = history_with(f[6], {attempt = tonumber(f[3]), worker = f[4],
-  started_at_ms = tonumber(f[5]), finished_at_ms = now, outcome = outcome, error = ARGV[2]})
+local history = history_with(f[6], attempt_entry(f[3], f[4], f[5], now, outcome, ARGV[2]))
 redis.call('HSET', KEYS[1], 'error', ARGV[2], 'history', history)
 if retry_in >= 0 then
   redis.call('HSET', KEYS[1], 'state', 'retrying', 'run_at', now + retry_in)
@@ -24,15 +23,12 @@ if retry_in >= 0 then
   redis.call('HINCRBY', KEYS[5], 'retried', 1)
   redis.call('LPUSH', KEYS[6], '1')
 elseif ARGV[4] == 'cancelled' then
-  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', now)
-  redis.call('ZADD', KEYS[9], done_score(KEYS[1], now), id)
+  finish_cancelled(KEYS[1], id, KEYS[9], KEYS[8], now)
   redis.call('HINCRBY', KEYS[5], 'cancelled', 1)
 else
-  redis.call('HSET', KEYS[1], 'state', 'dead', 'finished_at', now, 'dead_reason', ARGV[5])
-  redis.call('ZADD', KEYS[4], now, id)
+  finish_dead(KEYS[1], id, KEYS[4], KEYS[8], now, ARGV[5])
   redis.call('HINCRBY', KEYS[5], 'dead', 1)
 end
-if retry_in < 0 then tenant_done_as(KEYS[8], f[7], f[8]) end
 redis.call('HINCRBY', KEYS[5], 'failed', 1)
 redis.call('EXPIRE', KEYS[5], tonumber(ARGV[6]))
 return 1

@@ -1,4 +1,7 @@
--- prelude.lua: helpers every queue script shares; scripts.rs prepends this file to each.
+-- prelude.lua: helpers every queue script shares; scripts.rs prepends this file to each, so
+-- what more than one script does is written once, here: Redis' clock, a tenant's counts, a
+-- job's attempt history, the fence, putting a job back in its queue, calls over long lists,
+-- finishing a job (cancelled, dead), retention, and pushing a new job.
 -- Time is Redis' own (TIME), never the caller's: a worker whose clock is off cannot make a
 -- live worker look dead nor run a delayed job early.
 
@@ -24,6 +27,15 @@ local function tenants_done_as(tenants, tenant, priority, count)
   end
 end
 
+-- `count` more jobs of `tenant` (with `priority`) wait: the tenant has `count` unfinished jobs
+-- more, and as many unfinished high-priority jobs more (field '<tenant>:high') when they are.
+-- The inverse of tenants_done_as.
+local function tenants_queued_as(tenants, tenant, priority, count)
+  tenant = tenant or 'default'
+  redis.call('HINCRBY', tenants, tenant, count)
+  if priority == 'high' then redis.call('HINCRBY', tenants, tenant .. ':high', count) end
+end
+
 -- One job of `tenant` (with `priority`) is finished.
 local function tenant_done_as(tenants, tenant, priority)
   tenants_done_as(tenants, tenant, priority, 1)
@@ -33,6 +45,13 @@ end
 local function tenant_done(tenants, key)
   local f = redis.call('HMGET', key, 'tenant', 'priority')
   tenant_done_as(tenants, f[1], f[2])
+end
+
+-- One finished attempt as a job's history records it (`AttemptRecord` in Rust): its number,
+-- the worker that ran it and when it started (nil: none), when and how it ended, and why.
+local function attempt_entry(attempt, worker, started_at, now, outcome, err)
+  return {attempt = tonumber(attempt), worker = worker, started_at_ms = tonumber(started_at),
+    finished_at_ms = now, outcome = outcome, error = err}
 end
 
 -- The history `stored` (JSON text or nil) with one finished attempt appended, as JSON text
@@ -78,6 +97,70 @@ local function requeue(key, id, high, normal, wake)
   if wake then redis.call('LPUSH', wake, '1') end
 end
 
+-- Runs `cmd key <items>` in calls of at most 1,000 items each (none when `items` is empty: a
+-- command without its items is an error); answers the calls' replies, in order. An even chunk
+-- size keeps (score, member) pairs together.
+local function call_chunked(cmd, key, items)
+  local replies = {}
+  for i = 1, #items, 1000 do
+    replies[#replies + 1] = redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+  end
+  return replies
+end
+
+-- The done-set score of the job at `key`, finishing (succeeded or cancelled) at `now`: its
+-- finish time moved by its own retention ('done_shift': the job's retention minus its
+-- queue's, ms, set at submission; absent: 0), so that trimming by score against the queue's
+-- retention (ack.lua, trim.lua) forgets it after its own. `shift`: the field when the caller
+-- read it already (nil: read here). Readers of finish times read the hash's 'finished_at',
+-- never this score.
+local function done_score(key, now, shift)
+  if shift == nil then shift = redis.call('HGET', key, 'done_shift') end
+  return now + (tonumber(shift) or 0)
+end
+
+-- Finishes the job `id` (its hash at `key`) as cancelled at `now`, with `err` as its error
+-- when given: into the done set `done` (so it expires like a succeeded job), and one
+-- unfinished job less for its tenant in `tenants`.
+local function finish_cancelled(key, id, done, tenants, now, err)
+  if err then
+    redis.call('HSET', key, 'state', 'cancelled', 'finished_at', now, 'error', err)
+  else
+    redis.call('HSET', key, 'state', 'cancelled', 'finished_at', now)
+  end
+  redis.call('ZADD', done, done_score(key, now), id)
+  tenant_done(tenants, key)
+end
+
+-- Dead-letters the job `id` (its hash at `key`) at `now` for `reason`, with `err` as its error
+-- when given: into the dead letters `dead`, and one unfinished job less for its tenant in
+-- `tenants`.
+local function finish_dead(key, id, dead, tenants, now, reason, err)
+  if err then
+    redis.call('HSET', key, 'state', 'dead', 'finished_at', now, 'dead_reason', reason,
+      'error', err)
+  else
+    redis.call('HSET', key, 'state', 'dead', 'finished_at', now, 'dead_reason', reason)
+  end
+  redis.call('ZADD', dead, now, id)
+  tenant_done(tenants, key)
+end
+
+-- Forgets the members of the zset `set` (scored by time, ms) older than `age` ms on Redis'
+-- clock, `limit` at most: out of the set, and their job hashes (`prefix` .. id) deleted
+-- (Postgres keeps the records). Returns how many.
+local function forget_older(set, prefix, age, limit)
+  local old = redis.call('ZRANGE', set, '-inf', now_ms() - age, 'BYSCORE', 'LIMIT', 0, limit)
+  for _, id in ipairs(old) do redis.call('DEL', prefix .. id) end
+  call_chunked('ZREM', set, old)
+  return #old
+end
+
+-- The in-flight set of `worker` in the queue whose key tag is `tag` (`QueueKeys::inflight`).
+local function inflight_key(tag, worker)
+  return tag .. ':inflight:' .. worker
+end
+
 
 -- Writes the hash of a new job at `key` (state 'pending' or 'scheduled'; run_at 0 when it
 -- waits for nothing), with the optional fields in `extra` (name, value, …): the one layout
@@ -114,29 +197,16 @@ local function extra_fields(A)
   return extra
 end
 
--- `n` new jobs of `tenant` wait: one wake token each on `wake` (kept to `cap` tokens), so idle
--- workers claim at once, and `n` more unfinished jobs of the tenant in `tenants`.
--- (`tenant` nil: the tenants' counts are the caller's.)
-local function queued(wake, cap, tenants, tenant, n)
+-- `n` new jobs wait: one wake token each on `wake` (kept to `cap` tokens), so idle workers
+-- claim at once. (Their tenants' counts are the caller's: tenants_queued_as.)
+local function queued(wake, cap, n)
   local tokens = {}
   for i = 1, math.min(n, cap, 1000) do tokens[i] = '1' end
   if redis.call('LPUSH', wake, unpack(tokens)) > cap then redis.call('LTRIM', wake, 0, cap - 1) end
-  if tenant then redis.call('HINCRBY', tenants, tenant, n) end
 end
 
 -- The keys and arguments push_job takes (intake.lua and fire.lua pass them through per job).
 local PUSH_KEYS, PUSH_ARGS = 7, 23
-
--- The done-set score of the job at `key`, finishing (succeeded or cancelled) at `now`: its
--- finish time moved by its own retention ('done_shift': the job's retention minus its
--- queue's, ms, set at submission; absent: 0), so that trimming by score against the queue's
--- retention (ack.lua, trim.lua) forgets it after its own. `shift`: the field when the caller
--- read it already (nil: read here). Readers of finish times read the hash's 'finished_at',
--- never this score.
-local function done_score(key, now, shift)
-  if shift == nil then shift = redis.call('HGET', key, 'done_shift') end
-  return now + (tonumber(shift) or 0)
-end
 
 -- Whether a job in `state` is over.
 local function final_state(state)
@@ -159,10 +229,10 @@ local function flush_queued(deferred)
   for wake, d in pairs(deferred) do
     local n = 0
     for tenant, count in pairs(d[3]) do
-      redis.call('HINCRBY', d[2], tenant, count)
+      tenants_queued_as(d[2], tenant, nil, count)
       n = n + count
     end
-    queued(wake, d[1], d[2], nil, n)
+    queued(wake, d[1], n)
   end
 end
 
@@ -219,10 +289,12 @@ local function push_job(K, A, deferred)
   -- One wake token per push: an idle worker blocked on the wake list claims at
   -- once (or, for a scheduled job, recomputes how long to sleep).
   if deferred then
+    -- The tenant's count once per batch (flush_queued); its high-priority count at once.
     defer_queued(deferred, K[4], tonumber(A[10]), K[6], A[12])
+    if high then redis.call('HINCRBY', K[6], A[12] .. ':high', 1) end
   else
-    queued(K[4], tonumber(A[10]), K[6], A[12], 1)
+    queued(K[4], tonumber(A[10]), 1)
+    tenants_queued_as(K[6], A[12], A[9], 1)
   end
-  if high then redis.call('HINCRBY', K[6], A[12] .. ':high', 1) end
   return {A[1], 1}
 end

@@ -28,15 +28,11 @@ if state == 'scheduled' then
     scored[#scored + 1] = run_at
     scored[#scored + 1] = id
   end
-  for i = 1, #scored, 1000 do
-    redis.call('ZADD', KEYS[2], unpack(scored, i, math.min(i + 999, #scored)))
-  end
+  call_chunked('ZADD', KEYS[2], scored)
 else
   -- LPUSH of a, b, c leaves c b a: the claim end (RPOP) gets them in order.
-  for i = 1, #ids, 1000 do
-    redis.call('LPUSH', KEYS[1], unpack(ids, i, math.min(i + 999, #ids)))
-  end
+  call_chunked('LPUSH', KEYS[1], ids)
 end
-queued(KEYS[3], tonumber(ARGV[10]), KEYS[4], ARGV[12], #ids)
-if ARGV[9] == 'high' then redis.call('HINCRBY', KEYS[4], ARGV[12] .. ':high', #ids) end
+queued(KEYS[3], tonumber(ARGV[10]), #ids)
+tenants_queued_as(KEYS[4], ARGV[12], ARGV[9], #ids)
 return #ids

@@ -17,9 +17,8 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
       redis.call('SREM', KEYS[1], id)
     elseif tonumber(f[3] or '0') < now - tonumber(ARGV[3]) then
       redis.call('SREM', KEYS[1], id)
-      push_history(key, {attempt = tonumber(f[4]), worker = ARGV[2],
-        started_at_ms = tonumber(f[3]), finished_at_ms = now, outcome = 'stranded',
-        error = 'claimed by worker ' .. ARGV[2] .. ' but not running there; released'})
+      push_history(key, attempt_entry(f[4], ARGV[2], f[3], now, 'stranded',
+        'claimed by worker ' .. ARGV[2] .. ' but not running there; released'))
       requeue(key, id, KEYS[2], KEYS[3], KEYS[4])
       strays[#strays + 1] = id
     end

@@ -16,26 +16,19 @@ local gone = redis.call('ZRANGE', KEYS[1], '-inf', now - tonumber(ARGV[2]), 'BYS
   'LIMIT', 0, tonumber(ARGV[3]))
 local finished = {}
 for _, w in ipairs(gone) do
-  local inflight = tag .. ':inflight:' .. w
+  local inflight = inflight_key(tag, w)
   for _, id in ipairs(redis.call('SMEMBERS', inflight)) do
     local key = tag .. ':job:' .. id
     local f = redis.call('HMGET', key, 'state', 'worker', 'attempts', 'max_attempts',
       'started_at')
     if f[1] == 'running' and f[2] == w then
       local err = 'worker ' .. w .. ' stopped heartbeating during attempt ' .. f[3]
-      push_history(key, {attempt = tonumber(f[3]), worker = w, started_at_ms = tonumber(f[5]),
-        finished_at_ms = now, outcome = 'worker_lost', error = err})
+      push_history(key, attempt_entry(f[3], w, f[5], now, 'worker_lost', err))
       if redis.call('SREM', KEYS[7], id) == 1 then
-        redis.call('HSET', key, 'state', 'cancelled', 'finished_at', now,
-          'error', 'cancelled on request (' .. err .. ')')
-        redis.call('ZADD', KEYS[8], done_score(key, now), id)
-        tenant_done(KEYS[6], key)
+        finish_cancelled(key, id, KEYS[8], KEYS[6], now, 'cancelled on request (' .. err .. ')')
         finished[#finished + 1] = id
       elseif tonumber(f[3]) >= tonumber(f[4]) then
-        redis.call('HSET', key, 'state', 'dead', 'error', err, 'finished_at', now,
-          'dead_reason', 'worker_lost')
-        redis.call('ZADD', KEYS[4], now, id)
-        tenant_done(KEYS[6], key)
+        finish_dead(key, id, KEYS[4], KEYS[6], now, 'worker_lost', err)
         finished[#finished + 1] = id
       else
         redis.call('HSET', key, 'error', err)

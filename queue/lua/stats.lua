@@ -11,7 +11,7 @@ local pending = redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2])
 local running = 0
 local workers = redis.call('ZRANGE', KEYS[5], 0, -1)
 for _, w in ipairs(workers) do
-  running = running + redis.call('SCARD', ARGV[1] .. ':inflight:' .. w)
+  running = running + redis.call('SCARD', inflight_key(ARGV[1], w))
 end
 local oldest = -1
 for _, list in ipairs({KEYS[1], KEYS[2]}) do

@@ -7,13 +7,9 @@
 -- Entries older than their retention on Redis' clock leave their set and their job hashes go
 -- (Postgres keeps the records, under its own retention). Bounded: at most ARGV[4] per set.
 -- Returns {dead letters removed, finished jobs removed}.
-local now, prefix, limit = now_ms(), ARGV[1], tonumber(ARGV[4])
+local prefix, limit = ARGV[1], tonumber(ARGV[4])
 local function expire(set, retention)
   if retention < 0 then return 0 end
-  local old = redis.call('ZRANGE', set, '-inf', now - retention, 'BYSCORE', 'LIMIT', 0, limit)
-  if #old == 0 then return 0 end
-  for _, id in ipairs(old) do redis.call('DEL', prefix .. id) end
-  redis.call('ZREM', set, unpack(old))
-  return #old
+  return forget_older(set, prefix, retention, limit)
 end
 return {expire(KEYS[1], tonumber(ARGV[2])), expire(KEYS[2], tonumber(ARGV[3]))}

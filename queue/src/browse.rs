@@ -16,10 +16,7 @@ use hopper_shared::{
 };
 use serde::Serialize;
 
-use crate::{
-    Priority, QueueClient, QueueError,
-    client::{parse_id, record_from_hash},
-};
+use crate::{Priority, QueueClient, QueueError, client::parse_id, inspect::record_from_hash};
 
 /// Most ids one listing examines.
 pub const MAX_SCAN: usize = 5_000;

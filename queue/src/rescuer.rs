@@ -14,7 +14,13 @@
 //! up, would otherwise stay `running` for as long as the worker heartbeats.
 //!
 //! It runs apart from the heartbeat, so a slow Postgres never delays a
-//! lease renewal.
+//! lease renewal, and apart from the claim loop ([`crate::fetcher`]), which
+//! recovers nothing (it only records the jobs a claim found expired).
+//!
+//! The two client calls it makes per tick live here too:
+//! [`QueueClient::recover`] and [`QueueClient::trim`] (the API's rescuer of
+//! HTTP-served queues calls them as well). Reconciliation is part of the
+//! worker's protocol ([`QueueClient::reconcile`], [`crate::lease`]).
 
 use std::{
     sync::Arc,
@@ -24,14 +30,89 @@ use std::{
 use deadpool_postgres::Pool;
 use hopper_shared::{QueueName, metrics as m};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
-use crate::{QueueClient, job::Running, outcome::record_finished_job, registration::Registration};
+use crate::{
+    QueueClient, QueueError, client::parse_id, job::Running, outcome::record_finished_job,
+    registration::Registration, scripts::SCRIPTS,
+};
 
 /// Dead letters (and, apart, finished jobs) one `trim.lua` call forgets, at
 /// most.
 pub const TRIM_LIMIT: usize = 200;
 /// `trim.lua` calls per tick, at most (a backlog drains over several ticks).
 const TRIM_CALLS: usize = 10;
+
+/// What one [`QueueClient::trim`] call forgot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Trimmed {
+    /// Dead letters past the dead-letter retention.
+    pub dead_letters: u64,
+    /// Succeeded and cancelled jobs past the queue's retention.
+    pub finished: u64,
+}
+
+impl QueueClient {
+    /// Re-queues the jobs of workers silent for longer than `lease`;
+    /// returns the ids this finished: dead-lettered (out of attempts) or
+    /// cancelled (their cancellation had been asked for).
+    pub async fn recover(
+        &self,
+        queue: impl Into<QueueName>,
+        lease: Duration,
+    ) -> Result<Vec<Uuid>, QueueError> {
+        let queue = queue.into();
+        let keys = self.keys(&queue);
+        let dead: Vec<String> = SCRIPTS
+            .recover
+            .key(keys.workers())
+            .key(keys.pending(crate::Priority::High))
+            .key(keys.pending(crate::Priority::Normal))
+            .key(keys.dead())
+            .key(keys.wake())
+            .key(keys.tenant_load())
+            .key(keys.cancel_requests())
+            .key(keys.done())
+            .arg(keys.tag())
+            .arg(lease.as_millis() as i64)
+            .arg(16)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        dead.iter().map(|s| parse_id(s)).collect()
+    }
+
+    /// Forgets, on Redis' clock, dead letters older than the dead-letter
+    /// retention and finished (succeeded or cancelled) jobs older than the
+    /// queue's retention: out of their sets, their hashes deleted (Postgres
+    /// keeps the records). At most `limit` of each per call.
+    pub async fn trim(
+        &self,
+        queue: impl Into<QueueName>,
+        limit: usize,
+    ) -> Result<Trimmed, QueueError> {
+        let queue = queue.into();
+        let keys = self.keys(&queue);
+        let ms = |d: Duration| d.as_millis().min(i64::MAX as u128) as i64;
+        let (dead_letters, finished): (u64, u64) = SCRIPTS
+            .trim
+            .key(keys.dead())
+            .key(keys.done())
+            .arg(keys.job_prefix())
+            .arg(if self.dead_retention.is_zero() {
+                -1
+            } else {
+                ms(self.dead_retention)
+            })
+            .arg(ms(self.settings(&queue).retention))
+            .arg(limit)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(Trimmed {
+            dead_letters,
+            finished,
+        })
+    }
+}
 
 /// Runs recovery and reconciliation until `stop` fires.
 #[allow(clippy::too_many_arguments)]

@@ -1,9 +1,14 @@
 //! The Lua scripts of the queue, loaded once and run by SHA (redis-rs falls
 //! back to EVAL and reloads them after a Redis restart).
 //!
-//! Each script is `lua/prelude.lua` (Redis' clock, the fence, history and
-//! tenant bookkeeping: logic that lives once) followed by the script's own
-//! file.
+//! Each script is `lua/prelude.lua` (what more than one script does, written
+//! once: Redis' clock, the fence, history, tenant counts, re-queueing,
+//! finishing a job as cancelled or dead, retention, pushing a job) followed
+//! by the script's own file. They are plain scripts rather than a Redis 7
+//! function library (`FUNCTION LOAD`): a library would have to be loaded on
+//! every node of a cluster, and again after a restart or failover, before
+//! the first call; a script a node lacks is loaded by the call that finds
+//! it missing.
 
 use std::sync::LazyLock;
 

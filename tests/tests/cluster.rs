@@ -576,6 +576,43 @@ async fn a_partitioned_queue_spreads_over_the_masters_and_drains_as_one() {
         holding >= 2,
         "the partitions' keys are on {holding} master(s)"
     );
+
+    // Every process agrees on the count: a worker configured with another
+    // one is refused at start, both counts named.
+    let worker_args = ["--queues", "echo", "--device", "cpu"];
+    let odd = env.start_binary(
+        "hopper-worker",
+        &worker_args,
+        &[("HOPPER_QUEUE_ECHO_PARTITIONS", "2")],
+    );
+    let status = env
+        .wait_exit(odd, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("a worker with 2 partitions still runs: {}", env.log(odd)));
+    assert!(!status.success());
+    let log = env.log(odd);
+    assert!(
+        log.contains("split into 3 partition(s)") && log.contains("configured with 2"),
+        "{log}"
+    );
+
+    // The operator's live change, down to one partition: a worker with one
+    // now starts, and jobs pushed under either count all run.
+    let out = env.cli(&["queues", "partitions", "echo", "1"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("claims cover 3"), "{said}");
+    env.start_worker("echo", &[("HOPPER_QUEUE_ECHO_PARTITIONS", "1")]);
+    let batch: Vec<Value> = (0..30)
+        .map(|i| json!({"message": format!("after {i}")}))
+        .collect();
+    for id in env.submit_batch("echo", &batch).await {
+        let job = env.wait_final(&id, WITHIN).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+    }
 }
 
 #[tokio::test]
