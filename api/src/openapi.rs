@@ -12,7 +12,7 @@ use axum::{Json, response::IntoResponse};
 use hopper_queue::{MinuteOutcomes, QueueStats, WorkerInfo};
 use hopper_shared::{
     QueueName,
-    documents::{DocumentOptions, DocumentView, Hit},
+    documents::{DocumentOptions, DocumentView, Hit, SearchMode},
     jobs::{AttemptRecord, JobKind, JobRecord, JobState},
     keys::{KeyInfo, Scope},
     schedules::{MissedTicks, Schedule, ScheduleRun, ScheduleSpec},
@@ -230,13 +230,17 @@ pub struct SearchResult {
     pub query: String,
     /// Hits asked for.
     pub k: i64,
-    /// The model (and version) that embedded the query.
-    pub model: String,
-    /// Time to embed the query.
+    /// How the hits were ranked.
+    pub mode: SearchMode,
+    /// The model (and version) that embedded the query; null in `keyword`
+    /// mode, which embeds nothing.
+    pub model: Option<String>,
+    /// Time to embed the query (0 in `keyword` mode).
     pub embed_ms: f64,
     /// Total time.
     pub took_ms: f64,
-    /// Nearest chunks first.
+    /// Best first; empty when nothing matched (a keyword query of stop
+    /// words only matches nothing).
     pub hits: Vec<Hit>,
 }
 
@@ -337,7 +341,8 @@ pub struct Readiness {
     ),
     components(schemas(
         ErrorBody, Partitions, routes::queues::PartitionsBody, JobKind, QueueName, JobState, JobRecord, AttemptRecord, Scope, KeyInfo, QueueStats,
-        WorkerInfo, MinuteOutcomes, DocumentView, DocumentOptions, Hit, DeadActionName,
+        WorkerInfo, MinuteOutcomes, DocumentView, DocumentOptions, Hit, SearchMode,
+        routes::search::SearchWeights, DeadActionName,
         ScheduleSpec, Schedule, ScheduleRun, MissedTicks, WorkflowSpec, WorkflowView, NodeView,
         WorkflowState, NodeState, OnFailure, routes::workflows::WorkflowList,
         routes::workflows::WorkflowCancelled

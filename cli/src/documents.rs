@@ -4,11 +4,12 @@
 //! `upload` is [`crate::upload`] (files up, then each followed to `ready`);
 //! `list`, `show` and `delete` are `GET /v1/documents`,
 //! `GET /v1/documents/{id}` and `DELETE /v1/documents/{id}`; `search` asks
-//! `POST /v1/search` for the chunks nearest a query.
+//! `POST /v1/search` for the chunks that best answer a query: nearest
+//! vectors, keyword matches or both fused (`--mode`).
 
 use std::path::PathBuf;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand, ValueEnum};
 
 use crate::{api::Api, output, upload};
 
@@ -72,16 +73,114 @@ pub async fn run(api: &Api, json: bool, command: DocumentsCommand) -> anyhow::Re
     }
 }
 
-/// Runs `hopper search`: the `k` chunks nearest `query`, in `document_set`
-/// when given.
-pub async fn search(
-    api: &Api,
-    json: bool,
-    query: &str,
-    k: u32,
-    document_set: Option<&str>,
-) -> anyhow::Result<()> {
-    let body = serde_json::json!({ "query": query, "k": k, "document_set": document_set });
-    let r = api.post_json("/v1/search", &body).await?;
+/// How `hopper search` ranks chunks (`POST /v1/search`'s `mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SearchMode {
+    /// Nearest vectors: finds paraphrases (the query is embedded).
+    Vector,
+    /// Postgres full text: finds exact words and identifiers.
+    Keyword,
+    /// Both, fused by reciprocal rank fusion.
+    Hybrid,
+}
+
+impl SearchMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Vector => "vector",
+            Self::Keyword => "keyword",
+            Self::Hybrid => "hybrid",
+        }
+    }
+}
+
+/// The arguments of `hopper search`.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// The query.
+    pub query: String,
+    /// Number of hits.
+    #[arg(short, long, default_value_t = 5)]
+    pub k: u32,
+    /// Only this document set.
+    #[arg(long)]
+    pub document_set: Option<String>,
+    /// How chunks are ranked.
+    #[arg(long, value_enum, default_value = "vector")]
+    pub mode: SearchMode,
+    /// `--mode hybrid`: weight of the nearest-vector list (0-100, default 1).
+    #[arg(long)]
+    pub vector_weight: Option<f64>,
+    /// `--mode hybrid`: weight of the keyword list (0-100, default 1).
+    #[arg(long)]
+    pub keyword_weight: Option<f64>,
+}
+
+/// The body of `POST /v1/search` for `args`.
+fn search_body(args: &SearchArgs) -> serde_json::Value {
+    let mut body = serde_json::json!({
+        "query": args.query,
+        "k": args.k,
+        "document_set": args.document_set,
+        "mode": args.mode.as_str(),
+    });
+    let mut weights = serde_json::Map::new();
+    for (name, weight) in [
+        ("vector", args.vector_weight),
+        ("keyword", args.keyword_weight),
+    ] {
+        if let Some(w) = weight {
+            weights.insert(name.into(), w.into());
+        }
+    }
+    if !weights.is_empty() {
+        body["weights"] = weights.into();
+    }
+    body
+}
+
+/// Runs `hopper search`: the `k` chunks that best answer the query, ranked
+/// by `--mode`, in `--document-set` when given.
+pub async fn search(api: &Api, json: bool, args: SearchArgs) -> anyhow::Result<()> {
+    let r = api.post_json("/v1/search", &search_body(&args)).await?;
     output::print(json, &r, || output::hits(&r))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        search: SearchArgs,
+    }
+
+    fn body(args: &[&str]) -> serde_json::Value {
+        let cli = Cli::try_parse_from(std::iter::once("search").chain(args.iter().copied()))
+            .expect("arguments parse");
+        search_body(&cli.search)
+    }
+
+    #[test]
+    fn mode_and_weights_reach_the_request() {
+        let b = body(&["BRCA1"]);
+        assert_eq!(b["mode"], "vector");
+        assert!(b.get("weights").is_none(), "{b}");
+        let b = body(&[
+            "BRCA1",
+            "--mode",
+            "hybrid",
+            "--keyword-weight",
+            "2",
+            "-k",
+            "3",
+        ]);
+        assert_eq!(b["mode"], "hybrid");
+        assert_eq!(b["k"], 3);
+        assert_eq!(b["weights"], serde_json::json!({"keyword": 2.0}));
+        assert!(Cli::try_parse_from(["search", "q", "--mode", "fuzzy"]).is_err());
+    }
 }

@@ -99,17 +99,8 @@ enum Command {
         #[command(subcommand)]
         command: documents::DocumentsCommand,
     },
-    /// Semantic search over the documents.
-    Search {
-        /// The query.
-        query: String,
-        /// Number of hits.
-        #[arg(short, long, default_value_t = 5)]
-        k: u32,
-        /// Only this document set.
-        #[arg(long)]
-        document_set: Option<String>,
-    },
+    /// Search the documents: by meaning, by keyword, or both (`--mode`).
+    Search(documents::SearchArgs),
     /// Apply database migrations (DATABASE_URL, HOPPER_DB_SCHEMA).
     Migrate,
     /// API keys, straight against Postgres (DATABASE_URL, HOPPER_DB_SCHEMA):
@@ -143,11 +134,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Workflows { command } => workflows::run(&api, json, command).await,
         Command::Dlq { command } => dlq::run(&api, json, command).await,
         Command::Documents { command } => documents::run(&api, json, command).await,
-        Command::Search {
-            query,
-            k,
-            document_set,
-        } => documents::search(&api, json, &query, k, document_set.as_deref()).await,
+        Command::Search(args) => documents::search(&api, json, args).await,
         Command::Migrate => migrate::run(json).await,
         Command::Keys { command } => keys::run(json, command).await,
     }

@@ -18,6 +18,12 @@
 //! An upload is atomic: [`insert_then`] stores the row and queues its ingest
 //! job inside one transaction, so a refused push leaves no row; an ingest
 //! that runs before that transaction commits waits for it ([`start_ingest`]).
+//!
+//! Search reads chunks two ways: [`search`] by the cosine distance of their
+//! vectors (pgvector's HNSW index) and [`keyword_search`] by Postgres full
+//! text (each chunk's `tsv`, kept by Postgres from its text in its
+//! document's [language](LANGUAGES), under a GIN index); the API fuses the
+//! two for hybrid search.
 
 use std::future::Future;
 
@@ -36,6 +42,43 @@ pub const CHUNK_TOKENS_MAX: usize = 8192;
 /// The chunk size when an upload names none (the worker's chunker default,
 /// `worker/src/pipeline/chunk.rs`); bounds the overlap of such an upload.
 pub const DEFAULT_CHUNK_TOKENS: usize = 200;
+
+/// The text search configurations Postgres ships (`pg_ts_config`): the
+/// languages a document's chunks may be indexed in for keyword search
+/// (stemming and stop words). `simple` lower-cases words and nothing else.
+pub const LANGUAGES: &[&str] = &[
+    "arabic",
+    "armenian",
+    "basque",
+    "catalan",
+    "danish",
+    "dutch",
+    "english",
+    "finnish",
+    "french",
+    "german",
+    "greek",
+    "hindi",
+    "hungarian",
+    "indonesian",
+    "irish",
+    "italian",
+    "lithuanian",
+    "nepali",
+    "norwegian",
+    "portuguese",
+    "romanian",
+    "russian",
+    "serbian",
+    "simple",
+    "spanish",
+    "swedish",
+    "tamil",
+    "turkish",
+    "yiddish",
+];
+/// The language of a document whose upload and set name none.
+pub const DEFAULT_LANGUAGE: &str = "english";
 
 /// Where a document is in the pipeline.
 pub mod status {
@@ -74,6 +117,12 @@ pub struct DocumentOptions {
     /// Where to `POST` the signed document when it is ready or failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
+    /// The language its chunks are indexed in for keyword search, one of
+    /// Postgres' text search configurations (`english`, `french`, `simple`,
+    /// …). Default: its document set's, else `english`. A document set
+    /// holds one language: another one is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
 }
 
 fn yes() -> bool {
@@ -83,8 +132,21 @@ fn yes() -> bool {
 impl DocumentOptions {
     /// Checks the chunking options: `chunk_tokens` within
     /// [`CHUNK_TOKENS_MIN`]`..=`[`CHUNK_TOKENS_MAX`], `chunk_overlap` at
-    /// most half the chunk size. The error names the field.
+    /// most half the chunk size; and the language, one of [`LANGUAGES`]. The
+    /// error names the field.
     pub fn check(&self) -> Result<(), InvalidArgs> {
+        if let Some(language) = &self.language
+            && !LANGUAGES.contains(&language.as_str())
+        {
+            return Err(InvalidArgs {
+                field: Some("options.language".into()),
+                message: format!(
+                    "language must be one of Postgres' text search configurations ({}), \
+                     not {language:?}",
+                    LANGUAGES.join(", ")
+                ),
+            });
+        }
         let tokens = self.chunk_tokens.unwrap_or(DEFAULT_CHUNK_TOKENS);
         if !(CHUNK_TOKENS_MIN..=CHUNK_TOKENS_MAX).contains(&tokens) {
             return Err(InvalidArgs {
@@ -165,11 +227,22 @@ pub struct DocumentView {
     pub created_at_ms: i64,
     /// Unix ms: last change.
     pub updated_at_ms: i64,
+    /// The language its chunks are indexed in for keyword search.
+    #[serde(default = "default_language")]
+    pub language: String,
+}
+
+fn default_language() -> String {
+    DEFAULT_LANGUAGE.to_owned()
 }
 
 const VIEW_COLUMNS: &str = "id, name, document_set, content_type, version, status, chunks_total, \
     chunks_embedded, truncated_chunks, summary, error, model, octet_length(body)::int8, metadata, \
-    (extract(epoch FROM created_at) * 1000)::int8, (extract(epoch FROM updated_at) * 1000)::int8";
+    (extract(epoch FROM created_at) * 1000)::int8, (extract(epoch FROM updated_at) * 1000)::int8, \
+    language::text";
+
+/// How many columns [`VIEW_COLUMNS`] holds: a query's own columns follow.
+const VIEW_WIDTH: usize = 17;
 
 fn view(row: &tokio_postgres::Row) -> DocumentView {
     DocumentView {
@@ -189,6 +262,7 @@ fn view(row: &tokio_postgres::Row) -> DocumentView {
         metadata: row.get(13),
         created_at_ms: row.get(14),
         updated_at_ms: row.get(15),
+        language: row.get(16),
     }
 }
 
@@ -199,6 +273,9 @@ fn view(row: &tokio_postgres::Row) -> DocumentView {
 /// an ingest job that runs before the commit waits for it instead of
 /// finding nothing. A crash between `then` and the commit leaves a job
 /// without its row, which ends as skipped ("not found") — never a row without a job.
+///
+/// The document's language is [`document_language`]'s: a language other
+/// than its set's is refused ([`crate::Error::Invalid`], nothing stored).
 pub async fn insert_then<T, E, F, Fut>(
     pool: &Pool,
     doc: &NewDocument,
@@ -218,9 +295,11 @@ where
     let stored = async {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&upload_lock(id)])
             .await?;
+        let language = document_language(&tx, doc).await?;
         tx.execute(
             "INSERT INTO documents (id, tenant, name, document_set, content_type, content_sha256, \
-                 body, metadata, options) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 body, metadata, options, language) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::regconfig)",
             &[
                 &id,
                 &doc.tenant,
@@ -231,11 +310,13 @@ where
                 &doc.body,
                 &doc.metadata,
                 &options,
+                &language,
             ],
         )
-        .await
+        .await?;
+        Ok::<_, crate::Error>(())
     };
-    stored.await.map_err(crate::Error::from)?;
+    stored.await?;
     match then(id).await {
         Ok(out) => {
             tx.commit().await.map_err(crate::Error::from)?;
@@ -246,6 +327,61 @@ where
             Err(e)
         }
     }
+}
+
+/// The language a new document's chunks are indexed in: its upload's
+/// (`options.language`), else its set's (the language of the set's
+/// documents), else [`DEFAULT_LANGUAGE`]. A set holds one language: an
+/// upload naming another is refused ([`crate::Error::Invalid`]). The first
+/// uploads into a new set take the set's lock ([`set_lock`]) until they
+/// commit, so two of them cannot give it two languages.
+async fn document_language(tx: &Transaction<'_>, doc: &NewDocument) -> Result<String> {
+    let own = doc.options.language.as_deref();
+    let Some(set) = doc.document_set.as_deref() else {
+        return Ok(own.unwrap_or(DEFAULT_LANGUAGE).to_owned());
+    };
+    let set_language = || async {
+        let row = tx
+            .query_opt(
+                "SELECT language::text FROM documents \
+                 WHERE tenant = $1 AND document_set = $2 LIMIT 1",
+                &[&doc.tenant, &set],
+            )
+            .await?;
+        Ok::<_, crate::Error>(row.map(|r| r.get::<_, String>(0)))
+    };
+    let mut found = set_language().await?;
+    if found.is_none() {
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&set_lock(&doc.tenant, set)],
+        )
+        .await?;
+        found = set_language().await?;
+    }
+    match (found, own) {
+        (Some(theirs), Some(own)) if theirs != own => Err(crate::Error::Invalid(format!(
+            "options.language: document set {set:?} is in {theirs}, not {own} \
+             (a set holds one language)"
+        ))),
+        (Some(theirs), _) => Ok(theirs),
+        (None, own) => Ok(own.unwrap_or(DEFAULT_LANGUAGE).to_owned()),
+    }
+}
+
+/// The key of the advisory lock the first uploads into a document set hold
+/// until they commit (64 bits of a SHA-256 of tenant and set).
+fn set_lock(tenant: &str, set: &str) -> i64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::new()
+        .chain_update(b"hopper document set\0")
+        .chain_update(tenant.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(set.as_bytes())
+        .finalize();
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(key)
 }
 
 /// The key of the advisory lock an upload's transaction holds on its
@@ -305,7 +441,7 @@ pub async fn list(
     Ok((
         total,
         rows.iter()
-            .map(|r| (view(r), r.get::<_, i64>(16)))
+            .map(|r| (view(r), r.get::<_, i64>(VIEW_WIDTH)))
             .collect(),
     ))
 }
@@ -557,10 +693,12 @@ pub async fn store_chunks(
     let ordinals: Vec<i32> = (0..chunks.len() as i32).collect();
     let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
     let tokens: Vec<i32> = chunks.iter().map(|c| c.tokens).collect();
+    // Each chunk is indexed for keyword search in its document's language
+    // (its `tsv` is a column Postgres generates from `lang` and `text`).
     tx.execute(
-        "INSERT INTO chunks (id, document_id, version, ordinal, text, token_count) \
-         SELECT id, $2, $3, ord, txt, tok FROM unnest($1::uuid[], $4::int4[], $5::text[], $6::int4[]) \
-           AS t(id, ord, txt, tok)",
+        "INSERT INTO chunks (id, document_id, version, ordinal, text, token_count, lang) \
+         SELECT id, $2, $3, ord, txt, tok, (SELECT language FROM documents WHERE id = $2) \
+         FROM unnest($1::uuid[], $4::int4[], $5::text[], $6::int4[]) AS t(id, ord, txt, tok)",
         &[&ids, &id, &version, &ordinals, &texts, &tokens],
     )
     .await?;
@@ -627,7 +765,7 @@ pub async fn finished_callback(
             &[&id, &tenant],
         )
         .await?;
-    Ok(row.map(|r| (r.get(16), view(&r))))
+    Ok(row.map(|r| (r.get(VIEW_WIDTH), view(&r))))
 }
 
 /// Marks a tenant's document failed with `error` (nothing is left
@@ -869,6 +1007,44 @@ pub async fn store_summary(pool: &Pool, tenant: &str, id: Uuid, summary: &str) -
     Ok(n == 1)
 }
 
+/// How `POST /v1/search` ranks chunks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum SearchMode {
+    /// Nearest vectors (cosine): finds paraphrases, needs the query embedded.
+    #[default]
+    Vector,
+    /// Postgres full text (`websearch_to_tsquery`, ranked by `ts_rank_cd`):
+    /// finds exact words and identifiers, needs no embedding.
+    Keyword,
+    /// Both, fused by reciprocal rank fusion.
+    Hybrid,
+}
+
+impl SearchMode {
+    /// Its name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Vector => "vector",
+            Self::Keyword => "keyword",
+            Self::Hybrid => "hybrid",
+        }
+    }
+}
+
+/// Where a search looks: one tenant's chunks, optionally within one
+/// document set and among documents whose metadata contains `filter`.
+#[derive(Debug, Clone, Copy)]
+pub struct SearchScope<'a> {
+    /// The tenant whose documents are searched.
+    pub tenant: &'a str,
+    /// Only this document set.
+    pub document_set: Option<&'a str>,
+    /// Only documents whose metadata contains this object (JSON containment).
+    pub filter: Option<&'a serde_json::Value>,
+}
+
 /// A search hit.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -879,27 +1055,82 @@ pub struct Hit {
     pub document_id: Uuid,
     /// The document's name.
     pub document_name: String,
-    /// Cosine similarity to the query (1 = same direction).
+    /// Higher is better. `vector`: cosine similarity to the query (1 = same
+    /// direction); `keyword`: `ts_rank_cd`; `hybrid`: the fused score,
+    /// Σ weight / (60 + rank) over the two lists.
     pub score: f64,
     /// The chunk's text.
     pub text: String,
     /// The chunk's position in its document.
     pub ordinal: i32,
+    /// `hybrid` only: its rank among the nearest vectors (1 = nearest);
+    /// absent when it was not among them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
+    pub vector_rank: Option<u32>,
+    /// `hybrid` only: its rank among the keyword matches (1 = best);
+    /// absent when it was not among them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
+    pub keyword_rank: Option<u32>,
 }
 
-/// The `k` chunks nearest to `query` (cosine, HNSW index) among a tenant's
-/// documents, optionally within one document set and matching a metadata
-/// filter (JSON containment).
+fn hits(rows: &[tokio_postgres::Row]) -> Vec<Hit> {
+    rows.iter()
+        .map(|r| Hit {
+            chunk_id: r.get(0),
+            document_id: r.get(1),
+            document_name: r.get(2),
+            score: r.get(3),
+            text: r.get(4),
+            ordinal: r.get(5),
+            vector_rank: None,
+            keyword_rank: None,
+        })
+        .collect()
+}
+
+/// How many candidates pgvector's HNSW index gathers by default
+/// (`hnsw.ef_search`): a search for more rows widens it.
+const HNSW_EF_SEARCH_DEFAULT: i64 = 40;
+/// The widest candidate list pgvector allows.
+const HNSW_EF_SEARCH_MAX: i64 = 1000;
+
+/// The `k` chunks nearest to `query` (cosine, HNSW index) in `scope`. The
+/// index gathers 40 candidates by default; for more than that (hybrid
+/// search's candidate lists, `k` up to 100) its list is widened to `k` for
+/// this query alone (`SET LOCAL` in a transaction of its own), so up to `k`
+/// hits come back.
 pub async fn search(
     pool: &Pool,
-    tenant: &str,
+    scope: SearchScope<'_>,
     query: &[f32],
     k: i64,
-    document_set: Option<&str>,
-    filter: Option<&serde_json::Value>,
 ) -> Result<Vec<Hit>> {
-    let client = pool.get().await?;
-    let q = Vector::from(query.to_vec());
+    let mut client = pool.get().await?;
+    let query = Vector::from(query.to_vec());
+    if k <= HNSW_EF_SEARCH_DEFAULT {
+        return nearest(&**client, scope, &query, k).await;
+    }
+    let tx = client.transaction().await?;
+    tx.batch_execute(&format!(
+        "SET LOCAL hnsw.ef_search = {}",
+        k.min(HNSW_EF_SEARCH_MAX)
+    ))
+    .await?;
+    let hits = nearest(&*tx, scope, &query, k).await?;
+    tx.commit().await?;
+    Ok(hits)
+}
+
+/// The nearest-vector query of [`search`], on `client` (a connection or a
+/// transaction).
+async fn nearest(
+    client: &impl tokio_postgres::GenericClient,
+    scope: SearchScope<'_>,
+    query: &Vector,
+    k: i64,
+) -> Result<Vec<Hit>> {
     let rows = client
         .query(
             "SELECT c.id, d.id, d.name, 1 - (c.embedding <=> $1) AS score, c.text, c.ordinal \
@@ -908,18 +1139,52 @@ pub async fn search(
                AND ($3::text IS NULL OR d.document_set = $3) \
                AND ($4::jsonb IS NULL OR d.metadata @> $4) \
              ORDER BY c.embedding <=> $1 LIMIT $5",
-            &[&q, &tenant, &document_set, &filter, &k],
+            &[query, &scope.tenant, &scope.document_set, &scope.filter, &k],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| Hit {
-            chunk_id: r.get(0),
-            document_id: r.get(1),
-            document_name: r.get(2),
-            score: r.get(3),
-            text: r.get(4),
-            ordinal: r.get(5),
-        })
-        .collect())
+    Ok(hits(&rows))
+}
+
+/// The `k` chunks in `scope` that match `query` as a web search would
+/// (`websearch_to_tsquery`: every word, `"quoted phrases"`, `or`, `-not`),
+/// best first by `ts_rank_cd`. The query is read in the language of each
+/// document it may match (a set holds one language; without a set, each
+/// language the tenant's documents use), through the GIN index on the
+/// chunks' `tsv`. A query of stop words only matches nothing, and so does
+/// one that only excludes (`-word`, `a or -b`: `querytree` says no index
+/// can serve it, and it would rank every other chunk at 0).
+pub async fn keyword_search(
+    pool: &Pool,
+    scope: SearchScope<'_>,
+    query: &str,
+    k: i64,
+) -> Result<Vec<Hit>> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            // One tsquery per language, computed once (materialized: not
+            // once per document row), each matched through the GIN index
+            // against the chunks of that language.
+            "WITH q AS MATERIALIZED ( \
+                 SELECT l.language, websearch_to_tsquery(l.language, $1) AS tsq \
+                 FROM (SELECT DISTINCT language FROM documents \
+                       WHERE tenant = $2 AND ($3::text IS NULL OR document_set = $3)) l) \
+             SELECT c.id, d.id, d.name, ts_rank_cd(c.tsv, q.tsq)::float8 AS score, c.text, \
+                 c.ordinal \
+             FROM q JOIN chunks c ON c.lang = q.language AND c.tsv @@ q.tsq \
+             JOIN documents d ON d.id = c.document_id \
+             WHERE numnode(q.tsq) > 0 AND querytree(q.tsq) <> 'T' AND d.tenant = $2 \
+               AND ($3::text IS NULL OR d.document_set = $3) \
+               AND ($4::jsonb IS NULL OR d.metadata @> $4) \
+             ORDER BY score DESC, c.id LIMIT $5",
+            &[
+                &query,
+                &scope.tenant,
+                &scope.document_set,
+                &scope.filter,
+                &k,
+            ],
+        )
+        .await?;
+    Ok(hits(&rows))
 }
