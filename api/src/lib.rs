@@ -105,7 +105,12 @@ pub fn app(state: AppState) -> Router {
                             .get("x-request-id")
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or("-");
-                        tracing::info_span!("http", method = %req.method(), uri = %req.uri(), request_id = %id)
+                        let span = tracing::info_span!("http", method = %req.method(), uri = %req.uri(), request_id = %id,
+                            otel.name = format!("{} {}", req.method(), req.uri().path()), otel.kind = "server");
+                        // A caller's own W3C trace context is continued.
+                        let traceparent = req.headers().get(hopper_shared::telemetry::TRACEPARENT);
+                        hopper_shared::telemetry::set_parent(&span, traceparent.and_then(|v| v.to_str().ok()));
+                        span
                     },
                 ))
                 .layer(PropagateRequestIdLayer::new(request_id)),

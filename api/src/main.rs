@@ -13,10 +13,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() {
     let result = async {
         let config = Config::from_env()?;
-        telemetry::init(config.log_format);
+        telemetry::init(config.log_format, config.otlp_endpoint.as_ref());
         hopper_api::serve(config).await
     }
     .await;
+    // The spans still batched for OTLP go out before the process ends.
+    telemetry::shutdown();
     if let Err(e) = result {
         eprintln!("hopper-api: {e:#}");
         std::process::exit(1);

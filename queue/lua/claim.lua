@@ -24,7 +24,7 @@
 -- rate limit allows a start (-1: not throttled), the number E
 -- of jobs found expired, their E ids, then for each claimed job: id, args, attempt,
 -- max_attempts, enqueued_at, priority, request_id, tenant, callback, lease, hard_ms, soft_ms,
--- notify, backoff}.
+-- notify, backoff, traceparent}.
 -- A job whose expiry time passed before it was claimed is not handed out: it is finished
 -- as cancelled here (its record and callbacks are the caller's to write).
 -- Every claimed job is in the worker's in-flight set, marked running, with its attempt and
@@ -59,7 +59,8 @@ if rate > 0 and period > 0 then
 end
 -- The fields a claim reads of a job, in this order (state first).
 local FIELDS = {'state', 'expires_at', 'attempts', 'lease', 'args', 'max_attempts', 'enqueued_at',
-  'priority', 'request_id', 'tenant', 'callback', 'hard_ms', 'soft_ms', 'notify', 'backoff'}
+  'priority', 'request_id', 'tenant', 'callback', 'hard_ms', 'soft_ms', 'notify', 'backoff',
+  'traceparent'}
 local limit = tonumber(ARGV[9] or '0')
 local RUNNING, PARKED = KEYS[11], KEYS[12]
 local PARKED_RECHECK_MS = 200
@@ -143,7 +144,7 @@ local function start(id, f)
   jobs[j + 6], jobs[j + 7], jobs[j + 8] = f[8] or 'normal', f[9] or '', f[10] or 'default'
   jobs[j + 9], jobs[j + 10], jobs[j + 11], jobs[j + 12] = f[11] or '', lease, f[12] or '0',
     f[13] or '0'
-  jobs[j + 13], jobs[j + 14] = f[14] or '', f[15] or ''
+  jobs[j + 13], jobs[j + 14], jobs[j + 15] = f[14] or '', f[15] or '', f[16] or ''
   if limit > 0 then redis.call('ZADD', RUNNING, 0, (f[10] or 'default') .. '\t' .. id) end
   claimed = claimed + 1
 end

@@ -194,6 +194,7 @@ local function extra_fields(A)
   opt(19, 'notify', '')
   opt(22, 'backoff', '')
   opt(23, 'done_shift', '0')
+  opt(24, 'traceparent', '')
   return extra
 end
 
@@ -206,7 +207,7 @@ local function queued(wake, cap, n)
 end
 
 -- The keys and arguments push_job takes (intake.lua and fire.lua pass them through per job).
-local PUSH_KEYS, PUSH_ARGS = 7, 23
+local PUSH_KEYS, PUSH_ARGS = 7, 24
 
 -- Whether a job in `state` is over.
 local function final_state(state)

@@ -16,7 +16,8 @@
 --       is over: succeeded, dead or cancelled, or gone; ARGV[21] ms at most), 21 the unique
 --       key's lifetime in ms, 22 its own retry backoff ('<base ms>,<max ms>'; '' for the
 --       task's), 23 its own retention minus its queue's, in ms ('0' for the queue's: added to
---       its done-set score, see done_score in prelude.lua)
+--       its done-set score, see done_score in prelude.lua), 24 the W3C `traceparent` of
+--       the span that pushed it ('' when none)
 -- Returns {id, created}: the existing job's id and 0 when the idempotency or unique key, or
 -- the given id, was seen; {'', -load} when
 -- the tenant is at its cap, {'high', -load} at its high-priority cap (nothing is written).

@@ -3,10 +3,10 @@
 -- tenant counts, list pushes) done once per batch.
 -- KEYS[1] pending list (of their priority)  KEYS[2] scheduled zset  KEYS[3] wake list
 -- KEYS[4] unfinished jobs per tenant (hash), then KEYS[5 ..] the jobs' hashes, in order
--- ARGV[1 .. 23]: push.lua's arguments (its 1 id and 2 args are unused here; its 5 says
+-- ARGV[1 .. 24]: push.lua's arguments (its 1 id and 2 args are unused here; its 5 says
 -- whether the ids were given by the caller, in which case one that exists is skipped); no
 -- idempotency or unique key and no caps (the caller checked the batch against them).
--- ARGV[24 ..]: (id, args json) per job, in the order of their keys.
+-- ARGV[25 ..]: (id, args json) per job, in the order of their keys.
 -- Returns how many jobs were created.
 local given = ARGV[5] == '1'
 local now = now_ms()
@@ -14,8 +14,8 @@ local state, run_at = 'pending', 0
 local delay = tonumber(ARGV[6])
 if delay > 0 then state, run_at = 'scheduled', now + delay end
 local ids = {}
-for i = 24, #ARGV, 2 do
-  local key = KEYS[5 + (i - 24) / 2]
+for i = 25, #ARGV, 2 do
+  local key = KEYS[5 + (i - 25) / 2]
   if not (given and redis.call('EXISTS', key) == 1) then
     new_job(key, ARGV[i + 1], ARGV[4], now, state, ARGV[9], run_at, ARGV[12], extra_fields(ARGV))
     ids[#ids + 1] = ARGV[i]

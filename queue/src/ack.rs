@@ -100,7 +100,10 @@ where
             queue = ctx.queue.as_str(),
             attempt = ctx.attempt,
             request_id = ctx.request_id.as_deref().unwrap_or("-"),
+            otel.name = format!("job {}", ctx.queue.as_str()),
         );
+        // The attempt continues the trace of whatever pushed the job.
+        hopper_shared::telemetry::set_parent(&span, ctx.traceparent.as_deref());
         async move {
             shared.running.insert(&ctx);
             metrics::counter!(m::JOBS_STARTED, "kind" => ctx.queue.label()).increment(1);

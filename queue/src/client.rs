@@ -259,6 +259,24 @@ impl QueueClient {
         script: &redis::Script,
         evals: Vec<redis::Cmd>,
     ) -> Result<(Vec<redis::Value>, Option<u32>), QueueError> {
+        let span = tracing::info_span!(
+            "redis",
+            otel.name = "redis EVALSHA",
+            otel.kind = "client",
+            db.system = "redis",
+            db.operation = "EVALSHA",
+            script = script.get_hash(),
+            commands = evals.len(),
+        );
+        tracing::Instrument::instrument(self.eval_pipeline(script, evals), span).await
+    }
+
+    /// The body of [`Self::eval_durably`], in its span.
+    async fn eval_pipeline(
+        &self,
+        script: &redis::Script,
+        evals: Vec<redis::Cmd>,
+    ) -> Result<(Vec<redis::Value>, Option<u32>), QueueError> {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for eval in evals {

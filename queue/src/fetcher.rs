@@ -230,6 +230,7 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
             args_json: job.args.into(),
             priority: job.priority,
             request_id: job.request_id,
+            traceparent: job.traceparent,
             tenant: job.tenant.into(),
             callback_url: job.callback_url,
             notify: job.notify,

@@ -103,6 +103,9 @@ pub struct PushOptions {
     /// the queue's and also records it in Postgres, whose sweep deletes the
     /// job's record after it (`hopper_shared::retention`).
     pub retention: Option<Duration>,
+    /// The W3C `traceparent` of the span that pushed it (the API request or
+    /// the parent job's attempt): its attempts' spans continue that trace.
+    pub traceparent: Option<String>,
 }
 
 /// A job's own retention is at most this many times its queue's (a day by
@@ -236,6 +239,8 @@ pub struct JobContext {
     pub backoff: Option<JobBackoff>,
     /// The id of the HTTP request that submitted it.
     pub request_id: Option<String>,
+    /// The W3C `traceparent` it was pushed under: its attempt span's parent.
+    pub traceparent: Option<String>,
     /// Fires at the soft time limit and on cooperative cancellation; a
     /// handler should stop soon after.
     pub cancel: CancellationToken,

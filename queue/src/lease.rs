@@ -62,6 +62,8 @@ pub struct Claimed {
     pub notify: Option<hopper_shared::jobs::Notify>,
     /// Its own retry backoff, if any.
     pub backoff: Option<crate::job::JobBackoff>,
+    /// The W3C `traceparent` it was pushed under, if any.
+    pub traceparent: Option<String>,
 }
 
 /// A successful attempt, as acknowledged.
@@ -163,8 +165,18 @@ impl QueueClient {
             None => 1,
         };
         let rate = settings.rate_limit.map(|r| r.split(share));
-        let raw: Vec<redis::Value> = SCRIPTS
-            .claim
+        // Debug level: an idle worker claims every few hundred ms, and each
+        // claim would otherwise be a trace of its own.
+        let span = tracing::debug_span!(
+            "redis",
+            otel.name = "redis claim",
+            otel.kind = "client",
+            db.system = "redis",
+            db.operation = "EVALSHA",
+            queue = queue.as_str(),
+        );
+        let mut invocation = SCRIPTS.claim.prepare_invoke();
+        invocation
             .key(keys.pending(crate::Priority::High))
             .key(keys.pending(crate::Priority::Normal))
             .key(keys.scheduled())
@@ -185,9 +197,9 @@ impl QueueClient {
             .arg(self.high_burst)
             .arg(rate.map_or(0, |r| r.tokens))
             .arg(rate.map_or(0, |r| r.per_ms()))
-            .arg(settings.tenant_concurrency.unwrap_or(0))
-            .invoke_async(conn)
-            .await?;
+            .arg(settings.tenant_concurrency.unwrap_or(0));
+        let claim = invocation.invoke_async(conn);
+        let raw: Vec<redis::Value> = tracing::Instrument::instrument(claim, span).await?;
         parse_claim(&raw).map_err(|e| match e {
             ClaimError::Evicted => QueueError::Evicted {
                 worker: worker.to_string(),
@@ -459,6 +471,7 @@ fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, ClaimError> {
             soft,
             notify,
             backoff,
+            traceparent,
         ] = c
         else {
             return Err(corrupt("truncated reply").into());
@@ -487,6 +500,7 @@ fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, ClaimError> {
                 Some(serde_json::from_str(&notify).map_err(|e| corrupt(&format!("notify: {e}")))?)
             },
             backoff: crate::job::JobBackoff::decode(&text(backoff)?),
+            traceparent: Some(text(traceparent)?).filter(|t| !t.is_empty()),
         });
     }
     Ok(ClaimBatch {
@@ -498,4 +512,4 @@ fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, ClaimError> {
 }
 
 /// Fields per job in `claim.lua`'s reply.
-const CLAIMED_FIELDS: usize = 14;
+const CLAIMED_FIELDS: usize = 15;

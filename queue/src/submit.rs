@@ -323,6 +323,7 @@ impl QueueClient {
                     }
                     None => "0".to_owned(),
                 },
+                opts.traceparent.clone().unwrap_or_default(),
             ],
         ))
     }

@@ -98,6 +98,18 @@ impl Step {
 
 type StepReply = (String, Vec<(String, String)>, Vec<Vec<String>>);
 
+/// The trace context stored beside a planned node (an extra field of its
+/// JSON, which [`PlannedNode`] ignores): the W3C `traceparent` of the span
+/// that created the workflow.
+#[derive(Debug, Default, Deserialize)]
+struct NodeTrace {
+    traceparent: Option<String>,
+}
+
+impl NodeTrace {
+    const FIELD: &str = "traceparent";
+}
+
 impl QueueClient {
     fn workflow_key(&self, id: Uuid) -> String {
         format!("{{{}:wf:{id}}}", self.prefix())
@@ -163,8 +175,16 @@ impl QueueClient {
             .arg(serde_json::to_string(&plan.output)?)
             .arg(keep);
         let csv = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+        // Each stored node carries the creator's trace context, so every
+        // member job, pushed now or when its dependencies finish, continues
+        // the creator's trace (see [`NodeTrace`]).
+        let traceparent = hopper_shared::telemetry::current_traceparent();
         for node in &plan.nodes {
-            inv.arg(serde_json::to_string(node)?)
+            let mut stored = serde_json::to_value(node)?;
+            if let (Some(tp), Some(obj)) = (&traceparent, stored.as_object_mut()) {
+                obj.insert(NodeTrace::FIELD.to_owned(), Value::String(tp.clone()));
+            }
+            inv.arg(serde_json::to_string(&stored)?)
                 .arg(node.task.as_str())
                 .arg(csv(&node.deps))
                 .arg(csv(&node.dependents));
@@ -301,6 +321,7 @@ impl QueueClient {
                 continue;
             };
             let node: usize = index.parse().map_err(|_| corrupt(id, "node index"))?;
+            let trace: NodeTrace = serde_json::from_str(plan).unwrap_or_default();
             let plan: PlannedNode = serde_json::from_str(plan)
                 .map_err(|e| corrupt(id, &format!("node {node}: {e}")))?;
             let mut outcomes = BTreeMap::new();
@@ -316,6 +337,7 @@ impl QueueClient {
                 tenant: Some(tenant.to_owned()),
                 max_attempts: plan.max_attempts,
                 request_id: Some(format!("workflow:{id}:{node}")),
+                traceparent: trace.traceparent,
                 notify: Some(Notify {
                     task: QueueName::from_static(WORKFLOW_NOTIFY),
                     data: serde_json::to_value(Member { workflow: id, node })?,

@@ -142,6 +142,43 @@ async fn a_jobs_own_time_limits_come_back_on_its_claim() {
 }
 
 #[tokio::test]
+async fn a_traceparent_travels_with_the_job_to_its_claim_alone_or_in_a_batch() {
+    let t = TestQueue::new();
+    let q = t.client().await;
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let traced = PushOptions {
+        traceparent: Some(tp.to_owned()),
+        ..Default::default()
+    };
+    let one = q.push(queue(), &json!({}), &traced).await.unwrap().id;
+    let many = q
+        .push_many(queue(), &[json!({ "n": 1 }), json!({ "n": 2 })], &traced)
+        .await
+        .unwrap();
+    let plain = q.push(queue(), &json!({}), &PushOptions::default()).await;
+    let plain = plain.unwrap().id;
+    // Absent, nothing is stored (no field on the job's hash).
+    let stored: Option<String> = q
+        .connection()
+        .hget(q.keys(queue()).job(&plain), "traceparent")
+        .await
+        .unwrap();
+    assert_eq!(stored, None);
+    let w = registered(&q, &queue()).await;
+    let batch = claim(&q, &queue(), &w, 10).await;
+    assert_eq!(batch.jobs.len(), 4);
+    for job in &batch.jobs {
+        let want = (job.id != plain).then_some(tp);
+        assert_eq!(job.traceparent.as_deref(), want, "{}", job.id);
+    }
+    assert!(
+        [one, many[0], many[1]]
+            .iter()
+            .all(|id| batch.jobs.iter().any(|j| j.id == *id))
+    );
+}
+
+#[tokio::test]
 async fn a_notify_travels_with_the_job_to_its_claim_and_record() {
     let t = TestQueue::new();
     let q = t.client().await;

@@ -156,6 +156,10 @@ pub struct Config {
     pub worker_metrics_addr: Option<SocketAddr>,
     /// Log line format (`HOPPER_LOG_FORMAT` = `text` | `json`).
     pub log_format: LogFormat,
+    /// Where spans go as OpenTelemetry traces, the OTLP/HTTP collector's base
+    /// URL (`HOPPER_OTLP_ENDPOINT`, e.g. `http://localhost:4318`); off when
+    /// unset.
+    pub otlp_endpoint: Option<url::Url>,
     /// How often a worker renews its lease (`HOPPER_HEARTBEAT_MS`).
     pub heartbeat: Duration,
     /// A worker silent for this long is presumed dead and its jobs re-run
@@ -282,6 +286,10 @@ impl std::fmt::Debug for Config {
             .field("max_upload_bytes", &self.max_upload_bytes)
             .field("worker_metrics_addr", &self.worker_metrics_addr)
             .field("log_format", &self.log_format)
+            .field(
+                "otlp_endpoint",
+                &self.otlp_endpoint.as_ref().map(|u| redact_url(u.as_str())),
+            )
             .field("heartbeat", &self.heartbeat)
             .field("lease", &self.lease)
             .field("shutdown_grace", &self.shutdown_grace)
@@ -341,6 +349,7 @@ impl Config {
         let max_upload_bytes = env.parse("HOPPER_MAX_UPLOAD_BYTES", 25 * 1024 * 1024);
         let worker_metrics_addr = worker_metrics_addr(&mut env);
         let log_format = log_format(&mut env);
+        let otlp_endpoint = otlp_endpoint(&mut env);
         let heartbeat = env.millis("HOPPER_HEARTBEAT_MS", Duration::from_secs(2));
         let lease = lease(&mut env, heartbeat);
         let shutdown_grace = env.millis("HOPPER_SHUTDOWN_GRACE_MS", Duration::from_secs(30));
@@ -369,6 +378,7 @@ impl Config {
             max_upload_bytes,
             worker_metrics_addr,
             log_format,
+            otlp_endpoint,
             heartbeat,
             lease,
             shutdown_grace,
@@ -510,6 +520,24 @@ fn worker_metrics_addr<F: Fn(&str) -> Option<String>>(env: &mut Env<'_, F>) -> O
                 "HOPPER_WORKER_METRICS_ADDR",
                 &raw,
                 "is not a valid SocketAddr",
+            );
+            None
+        }
+    }
+}
+
+/// `HOPPER_OTLP_ENDPOINT`: an http(s) URL; none when unset or empty.
+fn otlp_endpoint<F: Fn(&str) -> Option<String>>(env: &mut Env<'_, F>) -> Option<url::Url> {
+    let raw = env
+        .value("HOPPER_OTLP_ENDPOINT")
+        .filter(|v| !v.trim().is_empty())?;
+    match url::Url::parse(raw.trim()) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+        _ => {
+            env.problem(
+                "HOPPER_OTLP_ENDPOINT",
+                &raw,
+                "must be an http(s) URL such as http://localhost:4318",
             );
             None
         }
@@ -1151,6 +1179,19 @@ mod tests {
             panic!("expected a config error");
         };
         assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    #[test]
+    fn the_otlp_endpoint_is_off_by_default_and_checked() {
+        assert_eq!(load(&[]).unwrap().otlp_endpoint, None);
+        let c = load(&[("HOPPER_OTLP_ENDPOINT", "http://127.0.0.1:4318")]).unwrap();
+        assert_eq!(c.otlp_endpoint.unwrap().as_str(), "http://127.0.0.1:4318/");
+        for bad in ["localhost:4318", "ftp://collector", "not a url"] {
+            let Err(Error::Config(problems)) = load(&[("HOPPER_OTLP_ENDPOINT", bad)]) else {
+                panic!("{bad} was accepted");
+            };
+            assert!(problems[0].contains("HOPPER_OTLP_ENDPOINT"), "{problems:?}");
+        }
     }
 
     #[test]

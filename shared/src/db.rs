@@ -139,6 +139,13 @@ pub async fn upsert_job_record(pool: &Pool, job: &JobRecord) -> Result<()> {
 /// A job submitted with its own retention (a `job_retention` row, see
 /// [`crate::retention`]) that succeeded or was cancelled gets `keep_until`:
 /// its finish plus that retention, when the sweep deletes it.
+#[tracing::instrument(name = "postgres", skip_all, fields(
+    otel.name = "postgres upsert job_records",
+    otel.kind = "client",
+    db.system = "postgresql",
+    db.operation = "INSERT",
+    records = jobs.len(),
+))]
 pub async fn upsert_job_records(pool: &Pool, jobs: &[JobRecord]) -> Result<()> {
     let mut seen = std::collections::HashSet::with_capacity(jobs.len());
     let unique: Vec<&JobRecord> = jobs.iter().rev().filter(|j| seen.insert(j.id)).collect();

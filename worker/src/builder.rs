@@ -115,7 +115,7 @@ impl WorkerBuilder {
             connections,
             declared,
         } = self;
-        telemetry::init(config.log_format);
+        telemetry::init(config.log_format, config.otlp_endpoint.as_ref());
         check(&tasks)?;
         let (client, pool) = match connections {
             Some(c) => c,

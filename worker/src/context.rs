@@ -182,6 +182,10 @@ impl TaskContext {
         if opts.request_id.is_none() {
             opts.request_id = job.request_id.clone();
         }
+        if opts.traceparent.is_none() {
+            // The child's attempts continue this attempt's trace.
+            opts.traceparent = hopper_shared::telemetry::current_traceparent();
+        }
         Ok(self.client.push(queue, &args, &opts).await?.id)
     }
 }

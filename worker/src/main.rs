@@ -70,6 +70,8 @@ fn main() {
         .build()
         .map_err(anyhow::Error::from)
         .and_then(|runtime| runtime.block_on(start(args)));
+    // The spans still batched for OTLP go out before the process ends.
+    telemetry::shutdown();
     if let Err(e) = result {
         eprintln!("hopper-worker: {e:#}");
         std::process::exit(1);
@@ -79,7 +81,7 @@ fn main() {
 async fn start(args: Args) -> anyhow::Result<()> {
     let shutdown = hopper_worker::shutdown_signal()?;
     let config = Config::from_env()?;
-    telemetry::init(config.log_format);
+    telemetry::init(config.log_format, config.otlp_endpoint.as_ref());
     let named: Vec<String> = args
         .queues
         .into_iter()

@@ -277,6 +277,8 @@ pub async fn upload(
     }
     let opts = PushOptions {
         request_id,
+        // The ingest (and the jobs it starts) continue this request's trace.
+        traceparent: hopper_shared::telemetry::current_traceparent(),
         tenant: Some(caller.tenant.to_string()),
         max_unfinished: Some(state.config.api.max_pending_per_tenant),
         ..Default::default()
@@ -285,13 +287,14 @@ pub async fn upload(
     // no row); in a task of its own, so a client hanging up cannot stop it
     // between the push and the commit.
     let (pool, queue) = (state.pool.clone(), state.queue.clone());
-    let stored = tokio::spawn(async move {
+    // (Still in the request's span: its Redis and Postgres calls are the request's.)
+    let stored = tokio::spawn(tracing::Instrument::in_current_span(async move {
         documents::insert_then(&pool, &doc, |id| async move {
             let args = serde_json::to_value(IngestArgs { document_id: id })?;
             Ok::<_, ApiError>(queue.push(JobKind::Ingest, &args, &opts).await?)
         })
         .await
-    });
+    }));
     let (id, job) = stored.await.map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

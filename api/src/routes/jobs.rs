@@ -260,6 +260,8 @@ fn options(
         // Keys are per tenant: one tenant's key never returns another's job.
         idempotency_key: idempotency_key.map(|k| format!("{}:{k}", caller.tenant)),
         request_id: request_id(headers),
+        // Its attempts continue this request's trace.
+        traceparent: hopper_shared::telemetry::current_traceparent(),
         tenant: Some(caller.tenant.to_string()),
         callback_url,
         max_unfinished: Some(state.config.api.max_pending_per_tenant),

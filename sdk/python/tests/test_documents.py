@@ -31,5 +31,18 @@ def test_uploaded_document_becomes_ready_and_search_finds_it(hopper: Hopper) -> 
         assert found.hits, found
         assert found.hits[0].document_id == uploaded.document_id
         assert "Lighthouses" in found.hits[0].text
+        assert found.mode == "vector"
+        assert found.model is not None
+        # By keyword: the exact word, no embedding; a stop word alone finds nothing.
+        exact = client.search("sourdough", k=3, mode="keyword")
+        assert exact.mode == "keyword"
+        assert exact.model is None
+        assert exact.hits, exact
+        assert "Sourdough" in exact.hits[0].text
+        assert client.search("the", mode="keyword").hits == []
+        both = client.search("sourdough", k=3, mode="hybrid", vector_weight=0.5, keyword_weight=2.0)
+        assert both.mode == "hybrid"
+        assert both.hits[0].document_id == uploaded.document_id
+        assert both.hits[0].keyword_rank == 1
         client.documents.delete(uploaded.document_id)
         assert client.documents.list().total == 0

@@ -25,6 +25,7 @@ from .models import (
     Document,
     DocumentPage,
     Job,
+    SearchMode,
     SearchResult,
     Submitted,
     Uploaded,
@@ -216,10 +217,24 @@ class AsyncClient:
         document_set: str | None = None,
         filter: Mapping[str, Any] | None = None,
         model: str | None = None,
+        mode: SearchMode | None = None,
+        vector_weight: float | None = None,
+        keyword_weight: float | None = None,
     ) -> SearchResult:
-        """The chunks nearest to `query`, best first."""
+        """The chunks best matching `query`, best first: by meaning (`mode="vector"`,
+        the default), by keyword (`"keyword"`: exact identifiers, no embedding) or
+        both fused (`"hybrid"`, weighted by `vector_weight` and `keyword_weight`)."""
         return await self._send(
-            _calls.search(query, k=k, document_set=document_set, filter=filter, model=model)
+            _calls.search(
+                query,
+                k=k,
+                document_set=document_set,
+                filter=filter,
+                model=model,
+                mode=mode,
+                vector_weight=vector_weight,
+                keyword_weight=keyword_weight,
+            )
         )
 
     async def dead(self, queue: str, *, offset: int = 0, limit: int = 50) -> DeadLetters:

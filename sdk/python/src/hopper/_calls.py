@@ -28,6 +28,7 @@ from .models import (
     Document,
     DocumentPage,
     Job,
+    SearchMode,
     SearchResult,
     Submitted,
     Uploaded,
@@ -281,9 +282,23 @@ def search(
     document_set: str | None = None,
     filter: Mapping[str, Any] | None = None,
     model: str | None = None,
+    mode: SearchMode | None = None,
+    vector_weight: float | None = None,
+    keyword_weight: float | None = None,
 ) -> Call[SearchResult]:
-    """`POST /v1/search` (a read: retryable)."""
+    """`POST /v1/search` (a read: retryable). `mode`: `vector` (by meaning, the
+    default), `keyword` (full text: exact identifiers; embeds nothing) or `hybrid`
+    (both, fused by reciprocal rank with the two weights)."""
     body: dict[str, Any] = {"query": query}
+    if mode is not None:
+        body["mode"] = mode
+    if vector_weight is not None or keyword_weight is not None:
+        weights: dict[str, float] = {}
+        if vector_weight is not None:
+            weights["vector"] = vector_weight
+        if keyword_weight is not None:
+            weights["keyword"] = keyword_weight
+        body["weights"] = weights
     if k is not None:
         body["k"] = k
     if document_set is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 JSON = dict[str, Any]
 
@@ -171,9 +171,14 @@ class Uploaded(FromJson):
     status: str
 
 
+SearchMode = Literal["vector", "keyword", "hybrid"]
+"""How a search ranks: by meaning, by keyword (full text), or both fused."""
+
+
 @dataclass(frozen=True)
 class Hit(FromJson):
-    """One chunk found by a search, with its cosine similarity."""
+    """One chunk found by a search: its score (cosine similarity, keyword rank or
+    fused score, by the search's mode) and, in hybrid mode, its rank in each list."""
 
     chunk_id: str
     document_id: str
@@ -181,18 +186,22 @@ class Hit(FromJson):
     score: float
     text: str
     ordinal: int
+    vector_rank: int | None = None
+    keyword_rank: int | None = None
 
 
 @dataclass(frozen=True)
 class SearchResult(FromJson):
-    """The nearest chunks to a query, best first."""
+    """The chunks best matching a query, best first. `model` is `None` in keyword
+    mode, which embeds nothing."""
 
     query: str
     k: int
-    model: str
+    model: str | None
     embed_ms: float
     took_ms: float
     hits: list[Hit]
+    mode: str = "vector"
 
     nested: ClassVar[dict[str, Callable[[Any], Any]]] = {"hits": list_of(Hit)}
 
