@@ -199,6 +199,11 @@ impl QueueClient {
         self.settings.get(&queue)
     }
 
+    /// Whether the durability option is on (`HOPPER_REDIS_WAIT_REPLICAS`).
+    pub(crate) fn is_durable(&self) -> bool {
+        self.wait.is_on()
+    }
+
     /// A push's `WAIT` answer (`acked` replicas; `None`: the option is off)
     /// as a result: [`QueueError::NotReplicated`] when short.
     pub(crate) fn push_replicated(

@@ -50,7 +50,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::{PushOptions, QueueClient, QueueError, scripts::SCRIPTS};
+use crate::{PushOptions, QueueClient, QueueError, client::evalsha, scripts::SCRIPTS};
 
 /// The reserved notify name of workflow members.
 pub const WORKFLOW_NOTIFY: &str = "hopper.workflow";
@@ -315,6 +315,7 @@ impl QueueClient {
         let mut conn = self.conn.clone();
         SCRIPTS.push.prepare_invoke().load_async(&mut conn).await?;
         let mut pipe = redis::pipe();
+        let mut durable = Vec::with_capacity(ready.len());
         let mut pushed = Vec::with_capacity(ready.len());
         for entry in ready {
             let (Some(index), Some(plan)) = (entry.first(), entry.get(1)) else {
@@ -351,11 +352,32 @@ impl QueueClient {
             pipe.cmd("EVALSHA")
                 .arg(SCRIPTS.push.get_hash())
                 .arg(keys.len())
-                .arg(keys)
-                .arg(argv);
+                .arg(&keys)
+                .arg(&argv);
+            durable.push((partition, evalsha(&SCRIPTS.push, &keys, &argv)));
             pushed.push((node, job));
         }
-        let _: Vec<(String, i64)> = conn.query_spread(&pipe).await?;
+        if !self.is_durable() {
+            let _: Vec<(String, i64)> = conn.query_spread(&pipe).await?;
+            return Ok(pushed);
+        }
+        // The durability option: each partition's pushes with their `WAIT`
+        // behind them, on its node. A shortfall fails the step before the
+        // nodes are marked queued and before the member that finished is
+        // acknowledged: it runs again and pushes them again (a second push of
+        // a node's job adds nothing; one a failover lost is made again), so a
+        // chord cannot hang on a member push its master lost.
+        let mut groups: Vec<(QueueName, Vec<redis::Cmd>)> = Vec::new();
+        for (partition, eval) in durable {
+            match groups.iter_mut().find(|(p, _)| *p == partition) {
+                Some((_, evals)) => evals.push(eval),
+                None => groups.push((partition, vec![eval])),
+            }
+        }
+        for (partition, evals) in groups {
+            let (_, acked) = self.eval_durably(&SCRIPTS.push, evals).await?;
+            self.push_replicated(&partition, acked)?;
+        }
         Ok(pushed)
     }
 

@@ -342,3 +342,38 @@ async fn a_step_that_never_ran_is_repaired() {
         "the mark is gone"
     );
 }
+
+/// With the durability option on, a workflow's member pushes wait for the
+/// replicas like any push: on a single server (no replica) the step that
+/// pushes them fails — before its nodes are marked queued, so whoever runs
+/// it again (the member's re-run, or the stalled-workflow repair) pushes
+/// them again; on the cluster (one replica per master) it goes through.
+#[tokio::test]
+async fn member_pushes_wait_for_the_replicas_when_asked() {
+    let t = TestQueue::with(&[
+        ("HOPPER_REDIS_WAIT_REPLICAS", "1"),
+        ("HOPPER_REDIS_WAIT_TIMEOUT_MS", "50"),
+    ]);
+    let q = t.client().await;
+    let spec = WorkflowSpec::new(group([step(1), step(2)]));
+    let plan = spec.plan().unwrap();
+    let created = q.create_workflow(&spec, &plan, "acme").await;
+    if q.is_cluster() {
+        let id = created.expect("the replicas acknowledged the member pushes");
+        assert_eq!(q.stats(queue()).await.unwrap().pending, 2);
+        let view = q.workflow(id, None, true).await.unwrap().unwrap();
+        assert!(
+            view.nodes.iter().all(|n| n.state == NodeState::Queued),
+            "{view:?}"
+        );
+    } else {
+        let err = created.expect_err("no replica acknowledges on a single server");
+        assert!(
+            matches!(
+                err,
+                hopper_queue::QueueError::NotReplicated { asked: 1, .. }
+            ),
+            "{err}"
+        );
+    }
+}
