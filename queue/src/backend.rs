@@ -182,6 +182,7 @@ impl<Args: DeserializeOwned + Send + 'static> RedisBackend<Args> {
         let queue = registration.queue().clone();
         let fetcher = Fetcher {
             client: self.client.clone(),
+            queue: self.queue.clone(),
             keys: self.client.keys(&queue),
             registration: registration.clone(),
             running: self.running.clone(),

@@ -46,6 +46,9 @@ pub const ADMISSION_POLL: Duration = Duration::from_millis(5);
 /// Everything the claim loop needs.
 pub(crate) struct Fetcher<Args> {
     pub client: QueueClient,
+    /// The queue's name (the task the jobs run), whichever partition
+    /// `keys` addresses: what each job's context names.
+    pub queue: hopper_shared::QueueName,
     pub keys: QueueKeys,
     pub registration: Arc<Registration>,
     pub running: Arc<Running>,
@@ -219,7 +222,7 @@ impl<Args: DeserializeOwned + Send + 'static> Fetcher<Args> {
         };
         let ctx = JobContext {
             id: job.id,
-            queue: self.keys.queue.logical(),
+            queue: self.queue.clone(),
             partition: self.keys.queue.clone(),
             attempt: job.attempt,
             max_attempts: job.max_attempts,

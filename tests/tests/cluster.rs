@@ -132,6 +132,36 @@ fn on_cluster(extra: &[(&str, &str)]) -> OnCluster {
 const HTTP_TASKS: [&str; 2] = ["resize", "notify"];
 const IDLE_TASK: &str = "archive";
 
+/// Submits `n` jobs of each of `tasks` (one batch per task) and waits for
+/// each to succeed, named by its task; an HTTP task's result names the task
+/// that served it.
+async fn run_batches(env: &TestEnv, tasks: &[&str], n: usize) {
+    let mut ids = Vec::new();
+    for &task in tasks {
+        let batch: Vec<Value> = (0..n)
+            .map(|i| match task {
+                "echo" => json!({"message": format!("m{i}")}),
+                "noop" => json!({}),
+                _ => json!({"n": i}),
+            })
+            .collect();
+        ids.extend(
+            env.submit_batch(task, &batch)
+                .await
+                .into_iter()
+                .map(|id| (task, id)),
+        );
+    }
+    for (task, id) in &ids {
+        let job = env.wait_final(id, WITHIN).await;
+        assert_eq!(job["state"], "succeeded", "{task}: {job}");
+        assert_eq!(job["kind"], *task, "named by its task: {job}");
+        if HTTP_TASKS.contains(task) {
+            assert_eq!(job["result"]["served"], *task, "{job}");
+        }
+    }
+}
+
 /// Declares the HTTP tasks over the worker protocol.
 async fn declare_http_tasks(env: &TestEnv) {
     let tasks: Vec<Value> = HTTP_TASKS
@@ -304,29 +334,7 @@ async fn api_workers_and_cli_run_everything_over_the_cluster() {
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicUsize::new(0));
     let http_worker = spawn_http_worker(api.clone(), stop.clone(), served.clone());
-    let mut ids = Vec::new();
-    for task in ["echo", "noop", HTTP_TASKS[0], HTTP_TASKS[1]] {
-        let batch: Vec<Value> = (0..25)
-            .map(|i| match task {
-                "echo" => json!({"message": format!("m{i}")}),
-                "noop" => json!({}),
-                _ => json!({"n": i}),
-            })
-            .collect();
-        ids.extend(
-            env.submit_batch(task, &batch)
-                .await
-                .into_iter()
-                .map(|id| (task, id)),
-        );
-    }
-    for (task, id) in &ids {
-        let job = env.wait_final(id, WITHIN).await;
-        assert_eq!(job["state"], "succeeded", "{task}: {job}");
-        if HTTP_TASKS.contains(task) {
-            assert_eq!(job["result"]["served"], *task, "{job}");
-        }
-    }
+    run_batches(env, &["echo", "noop", HTTP_TASKS[0], HTTP_TASKS[1]], 25).await;
     assert!(served.load(Ordering::Relaxed) >= 50);
 
     // 4. A schedule fires (in its task's slot) and its job runs.
@@ -511,29 +519,7 @@ async fn a_partitioned_queue_spreads_over_the_masters_and_drains_as_one() {
     let served = Arc::new(AtomicUsize::new(0));
     let http_worker = spawn_http_worker(api.clone(), stop.clone(), served.clone());
 
-    let mut ids = Vec::new();
-    for task in ["echo", HTTP_TASKS[0]] {
-        let batch: Vec<Value> = (0..45)
-            .map(|i| match task {
-                "echo" => json!({"message": format!("m{i}")}),
-                _ => json!({"n": i}),
-            })
-            .collect();
-        ids.extend(
-            env.submit_batch(task, &batch)
-                .await
-                .into_iter()
-                .map(|id| (task, id)),
-        );
-    }
-    for (task, id) in &ids {
-        let job = env.wait_final(id, WITHIN).await;
-        assert_eq!(job["state"], "succeeded", "{task}: {job}");
-        assert_eq!(job["kind"], *task, "named by its task: {job}");
-        if *task != "echo" {
-            assert_eq!(job["result"]["served"], *task, "{job}");
-        }
-    }
+    run_batches(env, &["echo", HTTP_TASKS[0]], 45).await;
     stop.store(true, Ordering::Relaxed);
     http_worker.await.unwrap();
     for task in ["echo", HTTP_TASKS[0]] {

@@ -38,18 +38,24 @@ async fn until_status(url: &str, status: u16) -> Value {
     }
 }
 
-#[tokio::test]
-async fn readiness_turns_unready_without_redis_and_ready_when_it_returns() {
-    let mut redis = PrivateRedis::start();
-    let redis_url = redis.url();
-    let mut env = TestEnv::new(&[("REDIS_URL", redis_url.as_str())]);
+/// Starts the API and an echo worker serving its own HTTP endpoints;
+/// answers their base URLs.
+async fn api_and_worker(env: &mut TestEnv) -> (String, String) {
     let api = env.start_api().await;
     let worker_addr = format!("127.0.0.1:{}", free_port());
     env.start_worker(
         "echo",
         &[("HOPPER_WORKER_METRICS_ADDR", worker_addr.as_str())],
     );
-    let worker = format!("http://{worker_addr}");
+    (api, format!("http://{worker_addr}"))
+}
+
+#[tokio::test]
+async fn readiness_turns_unready_without_redis_and_ready_when_it_returns() {
+    let mut redis = PrivateRedis::start();
+    let redis_url = redis.url();
+    let mut env = TestEnv::new(&[("REDIS_URL", redis_url.as_str())]);
+    let (api, worker) = api_and_worker(&mut env).await;
     let api_ready = format!("{api}/health/ready");
     let worker_ready = format!("{worker}/health/ready");
 
@@ -89,13 +95,7 @@ async fn readiness_turns_unready_without_redis_and_ready_when_it_returns() {
 #[tokio::test]
 async fn api_and_worker_report_their_build_uptime_and_process_gauges() {
     let mut env = TestEnv::new(&[]);
-    let api = env.start_api().await;
-    let worker_addr = format!("127.0.0.1:{}", free_port());
-    env.start_worker(
-        "echo",
-        &[("HOPPER_WORKER_METRICS_ADDR", worker_addr.as_str())],
-    );
-    let worker = format!("http://{worker_addr}");
+    let (api, worker) = api_and_worker(&mut env).await;
     // The binaries were built from this tree, like this test.
     assert!(!build_info::GIT_SHA.trim().is_empty());
     let build_line = format!(
