@@ -10,6 +10,17 @@ use axum::{
 };
 use serde::Serialize;
 
+/// The rarer parts of an error answer.
+#[derive(Debug, Default, Serialize)]
+struct Extra {
+    /// Known values, when the problem is an unknown one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    known: Option<Vec<String>>,
+    /// The id of what is in the way, for a conflict (a running re-embed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+}
+
 /// An error answer.
 #[derive(Debug, Serialize)]
 pub struct ApiError {
@@ -22,9 +33,10 @@ pub struct ApiError {
     /// The offending field, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<String>,
-    /// Known values, when the problem is an unknown one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    known: Option<Vec<String>>,
+    /// What only some errors carry (boxed: most errors carry neither, and
+    /// an error is returned by value everywhere).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    extra: Option<Box<Extra>>,
     /// Seconds to send as `Retry-After` (429 and 503 answers).
     #[serde(skip)]
     pub retry_after: Option<u64>,
@@ -38,9 +50,15 @@ impl ApiError {
             error: code,
             detail: detail.into(),
             field: None,
-            known: None,
+            extra: None,
             retry_after: None,
         }
+    }
+
+    /// Names what is in the way (a conflict's other party).
+    pub fn conflicting(mut self, id: impl std::fmt::Display) -> Self {
+        self.extra.get_or_insert_default().id = Some(id.to_string());
+        self
     }
 
     /// Names the offending field.
@@ -56,7 +74,8 @@ impl ApiError {
 
     /// Lists the known values.
     pub fn known<S: Into<String>>(mut self, known: impl IntoIterator<Item = S>) -> Self {
-        self.known = Some(known.into_iter().map(Into::into).collect());
+        self.extra.get_or_insert_default().known =
+            Some(known.into_iter().map(Into::into).collect());
         self
     }
 
@@ -240,6 +259,9 @@ impl From<hopper_shared::Error> for ApiError {
         match e {
             hopper_shared::Error::Invalid(why) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", why)
+            }
+            hopper_shared::Error::InvalidField { field, message } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message).field(Some(field))
             }
             e => Self::unavailable(e),
         }

@@ -12,6 +12,7 @@ use axum::{Json, response::IntoResponse};
 use hopper_queue::{MinuteOutcomes, QueueStats, WorkerInfo};
 use hopper_shared::{
     QueueName,
+    document_sets::{ReembedView, SetView},
     documents::{DocumentOptions, DocumentView, Hit, SearchMode},
     jobs::{AttemptRecord, JobKind, JobRecord, JobState},
     keys::{KeyInfo, Scope},
@@ -43,6 +44,9 @@ pub struct ErrorBody {
     /// Known values, when an unknown one was given.
     #[schema(nullable = false)]
     pub known: Option<Vec<String>>,
+    /// What is in the way, for a conflict (a running re-embed's id).
+    #[schema(nullable = false)]
+    pub id: Option<String>,
 }
 
 /// A submitted job.
@@ -312,6 +316,10 @@ pub struct Readiness {
         routes::documents::delete,
         routes::documents::events,
         routes::search::search,
+        routes::document_sets::list,
+        routes::document_sets::show,
+        routes::document_sets::reembed,
+        routes::document_sets::cancel,
         routes::queues::list,
         routes::queues::history,
         routes::queues::workers,
@@ -345,7 +353,9 @@ pub struct Readiness {
         routes::search::SearchWeights, DeadActionName,
         ScheduleSpec, Schedule, ScheduleRun, MissedTicks, WorkflowSpec, WorkflowView, NodeView,
         WorkflowState, NodeState, OnFailure, routes::workflows::WorkflowList,
-        routes::workflows::WorkflowCancelled
+        routes::workflows::WorkflowCancelled, SetView, ReembedView,
+        routes::document_sets::SetList, routes::document_sets::ReembedRequest,
+        routes::document_sets::ReembedCancelled
     )),
     modifiers(&MergeWork, &CommonResponses, &FlatSchedule),
 )]

@@ -7,6 +7,8 @@
 //! on several replicas at once). The API runs it because an API always runs
 //! wherever Hopper does, and it already owns periodic bookkeeping (the depth
 //! sampler); workers keep the Redis side (`trim.lua` in their rescuers).
+//! It also drops a re-embedded document set's previous model's vectors once
+//! their grace period is over (`document_sets::drop_expired_vectors`).
 //! What was removed is counted in `hopper_retention_removed_total{store}`.
 
 use deadpool_postgres::Pool;
@@ -43,6 +45,15 @@ pub fn spawn_sweeper(pool: Pool, settings: RetentionSettings) {
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "retention sweep failed; retrying next tick"),
+            }
+            match hopper_shared::document_sets::drop_expired_vectors(&pool).await {
+                Ok(sets) => {
+                    metrics::counter!(m::RETENTION_REMOVED, "store" => "previous_model_vectors")
+                        .increment(sets);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "dropping re-embedded sets' old vectors failed")
+                }
             }
         }
     });

@@ -28,7 +28,10 @@
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use hopper_queue::{IntakeItem, ListEnd, PushOptions, QueueClient};
-use hopper_shared::{QueueName, metrics as m};
+use hopper_shared::{
+    QueueName, metrics as m,
+    retry_policy::{self, Pauses},
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -44,8 +47,6 @@ pub const BATCH: usize = 256;
 pub const IDLE_WAIT: Duration = Duration::from_millis(250);
 /// Pause while the tasks fed hold the lookahead.
 const FULL_PAUSE: Duration = Duration::from_millis(5);
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Runs the pump until `stop` fires.
 pub async fn run_pump(
@@ -62,7 +63,8 @@ pub async fn run_pump(
     tracing::info!(queues = ?config.queues, lookahead = config.lookahead, "Celery intake started");
     let mut fed: BTreeSet<QueueName> = BTreeSet::new();
     let mut idle = IdleWait::default();
-    let mut backoff = BACKOFF_MIN;
+    // 50 ms doubling to 5 s, reset after a good round (`retry_policy::redis_reconnect`).
+    let mut backoff = Pauses::new(retry_policy::redis_reconnect());
     let mut turn = 0usize;
     while !stop.is_cancelled() {
         let fed_now: Vec<QueueName> = fed.iter().cloned().collect();
@@ -88,13 +90,13 @@ pub async fn run_pump(
             }
         }
         if let Some(e) = failed {
-            tracing::warn!("Celery intake failed, retrying in {backoff:?}: {e}");
-            pause(&stop, backoff).await;
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+            let wait = backoff.next_pause();
+            tracing::warn!("Celery intake failed, retrying in {wait:?}: {e}");
+            pause(&stop, wait).await;
             idle.reset();
             continue;
         }
-        backoff = BACKOFF_MIN;
+        backoff.reset();
         if taken > 0 {
             metrics::counter!(m::CELERY_MESSAGES_TAKEN).increment(taken as u64);
             continue;
@@ -107,8 +109,9 @@ pub async fn run_pump(
             .until_element(&client, bare, ListEnd::Right, IDLE_WAIT, &stop)
             .await
         {
-            tracing::warn!("Celery intake cannot connect, retrying in {backoff:?}: {e}");
-            pause(&stop, backoff).await;
+            let wait = backoff.next_pause();
+            tracing::warn!("Celery intake cannot connect, retrying in {wait:?}: {e}");
+            pause(&stop, wait).await;
         }
     }
     tracing::info!("Celery intake stopped");

@@ -17,7 +17,10 @@
 use std::time::Duration;
 
 use hopper_queue::{ListEnd, QueueClient};
-use hopper_shared::metrics as m;
+use hopper_shared::{
+    metrics as m,
+    retry_policy::{self, Pauses},
+};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -128,8 +131,6 @@ impl ResultStore {
 const BATCH: usize = 256;
 /// Longest wait on an empty outbox.
 const IDLE_WAIT: Duration = Duration::from_millis(250);
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// One outbox entry: a finished Celery-sent job.
 #[derive(Debug, Deserialize)]
@@ -144,19 +145,20 @@ struct Finished {
 pub async fn run_results(client: QueueClient, store: ResultStore, stop: CancellationToken) {
     let outbox = client.keys(RESULT_TASK).outbox();
     let mut idle = IdleWait::default();
-    let mut backoff = BACKOFF_MIN;
+    // 50 ms doubling to 5 s, reset after a good round (`retry_policy::redis_reconnect`).
+    let mut backoff = Pauses::new(retry_policy::redis_reconnect());
     while !stop.is_cancelled() {
         let round = publish_round(&client, &store).await;
         match round {
             Ok(0) => {}
             Ok(_) => {
-                backoff = BACKOFF_MIN;
+                backoff.reset();
                 continue;
             }
             Err(e) => {
-                tracing::warn!("publishing Celery results failed, retrying in {backoff:?}: {e}");
-                pause(&stop, backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                let wait = backoff.next_pause();
+                tracing::warn!("publishing Celery results failed, retrying in {wait:?}: {e}");
+                pause(&stop, wait).await;
                 continue;
             }
         }
@@ -164,8 +166,9 @@ pub async fn run_results(client: QueueClient, store: ResultStore, stop: Cancella
             .until_element(&client, &outbox, ListEnd::Left, IDLE_WAIT, &stop)
             .await
         {
-            tracing::warn!("Celery results cannot connect, retrying in {backoff:?}: {e}");
-            pause(&stop, backoff).await;
+            let wait = backoff.next_pause();
+            tracing::warn!("Celery results cannot connect, retrying in {wait:?}: {e}");
+            pause(&stop, wait).await;
         }
     }
 }

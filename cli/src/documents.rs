@@ -1,9 +1,12 @@
-//! `hopper documents upload|list|show|delete` and `hopper search`: documents
+//! `hopper documents upload|list|show|delete|sets|reembed|cancel-reembed`
+//! and `hopper search`: documents
 //! and semantic search over them, through the API.
 //!
 //! `upload` is [`crate::upload`] (files up, then each followed to `ready`);
 //! `list`, `show` and `delete` are `GET /v1/documents`,
-//! `GET /v1/documents/{id}` and `DELETE /v1/documents/{id}`; `search` asks
+//! `GET /v1/documents/{id}` and `DELETE /v1/documents/{id}`; `sets`,
+//! `reembed` and `cancel-reembed` are `/v1/document-sets` (each set's
+//! model, switching it to another); `search` asks
 //! `POST /v1/search` for the chunks that best answer a query: nearest
 //! vectors, keyword matches or both fused (`--mode`).
 
@@ -11,7 +14,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::{api::Api, output, upload};
+use crate::{
+    api::{Api, segment},
+    output, upload,
+};
 
 /// The `documents` subcommands.
 #[derive(Debug, Subcommand)]
@@ -39,6 +45,21 @@ pub enum DocumentsCommand {
     Show { id: String },
     /// Delete a document with its chunks.
     Delete { id: String },
+    /// List document sets: each one's model, sizes and re-embed progress.
+    Sets,
+    /// Re-embed a document set with another model, in the background;
+    /// search answers from the old vectors until the set switches.
+    Reembed {
+        /// The document set.
+        set: String,
+        /// The model to switch to (`name` or `name@version`).
+        model: String,
+    },
+    /// Cancel a document set's running re-embed.
+    CancelReembed {
+        /// The document set.
+        set: String,
+    },
 }
 
 /// Runs one `documents` subcommand.
@@ -68,6 +89,35 @@ pub async fn run(api: &Api, json: bool, command: DocumentsCommand) -> anyhow::Re
             api.delete(&format!("/v1/documents/{id}")).await?;
             output::print(json, &serde_json::json!({ "deleted": id }), || {
                 format!("deleted {id}\n")
+            })
+        }
+        DocumentsCommand::Sets => {
+            let r = api.get("/v1/document-sets").await?;
+            output::print(json, &r, || output::document_sets(&r))
+        }
+        DocumentsCommand::Reembed { set, model } => {
+            let path = format!("/v1/document-sets/{}/reembed", segment(&set));
+            let r = api
+                .post_json(&path, &serde_json::json!({ "model": model }))
+                .await?;
+            output::print(json, &r, || {
+                format!(
+                    "re-embedding {set} with {}: {} chunks in {} batches (re-embed {})\n",
+                    r["model"].as_str().unwrap_or("?"),
+                    r["chunks_total"],
+                    r["batches"],
+                    r["id"].as_str().unwrap_or("?"),
+                )
+            })
+        }
+        DocumentsCommand::CancelReembed { set } => {
+            let path = format!("/v1/document-sets/{}/reembed/cancel", segment(&set));
+            let r = api.post_json(&path, &serde_json::json!({})).await?;
+            output::print(json, &r, || {
+                format!(
+                    "cancelled re-embed {} of {set}\n",
+                    r["id"].as_str().unwrap_or("?")
+                )
             })
         }
     }

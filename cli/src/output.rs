@@ -112,6 +112,43 @@ pub fn jobs(r: &Value) -> String {
     )
 }
 
+/// `GET /v1/document-sets` as a table: each set's model, sizes and latest
+/// re-embed (`running 1200/4000` chunks, `done`, `cancelled`).
+pub fn document_sets(r: &Value) -> String {
+    let sets = r["sets"].as_array().cloned().unwrap_or_default();
+    if sets.is_empty() {
+        return "no document sets\n".into();
+    }
+    let rows = sets
+        .iter()
+        .map(|s| {
+            let reembed = &s["reembed"];
+            let progress = match reembed["state"].as_str() {
+                None => "-".to_owned(),
+                Some("running") => format!(
+                    "to {}: {}/{} chunks",
+                    reembed["model"].as_str().unwrap_or("?"),
+                    reembed["chunks_done"],
+                    reembed["chunks_total"]
+                ),
+                Some(state) => format!("{state} ({})", reembed["model"].as_str().unwrap_or("?")),
+            };
+            vec![
+                s["name"].as_str().unwrap_or("?").to_owned(),
+                s["model"].as_str().unwrap_or("(default)").to_owned(),
+                s["documents"].to_string(),
+                s["chunks"].to_string(),
+                progress,
+            ]
+        })
+        .collect();
+    table(
+        &["SET", "MODEL", "DOCUMENTS", "CHUNKS", "RE-EMBED"],
+        &[2, 3],
+        rows,
+    )
+}
+
 /// Rows under `header` as a borderless table (`comfy-table`): each column
 /// as wide as its widest cell, two spaces apart, the columns in `right`
 /// (numbers) aligned right; no trailing spaces.

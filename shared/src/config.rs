@@ -857,7 +857,8 @@ fn extract_limits<F: Fn(&str) -> Option<String>>(
 
 /// `HOPPER_DEAD_RETENTION_MS`, `HOPPER_RECORD_RETENTION_DAYS`,
 /// `HOPPER_EMBED_RESULT_RETENTION_DAYS`, `HOPPER_RETENTION_SWEEP_MS`,
-/// `HOPPER_RETENTION_BATCH` and `HOPPER_NOOP_LATENCIES_KEEP`.
+/// `HOPPER_RETENTION_BATCH`, `HOPPER_NOOP_LATENCIES_KEEP` and
+/// `HOPPER_REEMBED_GRACE_MS`.
 fn retention_settings<F: Fn(&str) -> Option<String>>(
     env: &mut Env<'_, F>,
 ) -> crate::retention::RetentionSettings {
@@ -883,7 +884,15 @@ fn retention_settings<F: Fn(&str) -> Option<String>>(
         sweep_every: env.millis("HOPPER_RETENTION_SWEEP_MS", d.sweep_every),
         batch: env.parse("HOPPER_RETENTION_BATCH", d.batch),
         noop_latencies: env.parse("HOPPER_NOOP_LATENCIES_KEEP", d.noop_latencies),
+        reembed_grace: env.millis("HOPPER_REEMBED_GRACE_MS", d.reembed_grace),
     };
+    if s.reembed_grace > 30 * DAY {
+        env.problem(
+            "HOPPER_REEMBED_GRACE_MS",
+            &s.reembed_grace.as_millis().to_string(),
+            "must be at most 30 days",
+        );
+    }
     for (var, value) in [
         (
             "HOPPER_RETENTION_SWEEP_MS",

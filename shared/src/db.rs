@@ -58,9 +58,11 @@ pub fn pool_for(
     let mut pg: tokio_postgres::Config = url
         .parse()
         .map_err(|e| Error::Config(vec![format!("DATABASE_URL: {e}")]))?;
+    // hnsw.iterative_scan: a filtered nearest-vector search (a tenant, a
+    // set) scans pgvector's index on until it has its rows (documents.rs).
     pg.options(format!(
         "-c search_path={schema},public -c client_min_messages=warning \
-         -c statement_timeout={}",
+         -c hnsw.iterative_scan=relaxed_order -c statement_timeout={}",
         timeouts.statement.as_millis()
     ));
     pg.connect_timeout(timeouts.pool);

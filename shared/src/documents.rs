@@ -32,7 +32,7 @@ use pgvector::Vector;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{Result, jobs::InvalidArgs};
+use crate::{Result, jobs::InvalidArgs, models::EmbeddingModel};
 
 /// Smallest chunk size (in model tokens) an upload may ask for.
 pub const CHUNK_TOKENS_MIN: usize = 16;
@@ -275,7 +275,9 @@ fn view(row: &tokio_postgres::Row) -> DocumentView {
 /// without its row, which ends as skipped ("not found") — never a row without a job.
 ///
 /// The document's language is [`document_language`]'s: a language other
-/// than its set's is refused ([`crate::Error::Invalid`], nothing stored).
+/// than its set's is refused ([`crate::Error::InvalidField`], nothing
+/// stored), and so is a model other than its set's
+/// ([`crate::document_sets::join`]).
 pub async fn insert_then<T, E, F, Fut>(
     pool: &Pool,
     doc: &NewDocument,
@@ -296,6 +298,9 @@ where
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&upload_lock(id)])
             .await?;
         let language = document_language(&tx, doc).await?;
+        if let Some(set) = doc.document_set.as_deref() {
+            crate::document_sets::join(&tx, &doc.tenant, set, doc.options.model.as_deref()).await?;
+        }
         tx.execute(
             "INSERT INTO documents (id, tenant, name, document_set, content_type, content_sha256, \
                  body, metadata, options, language) \
@@ -332,7 +337,7 @@ where
 /// The language a new document's chunks are indexed in: its upload's
 /// (`options.language`), else its set's (the language of the set's
 /// documents), else [`DEFAULT_LANGUAGE`]. A set holds one language: an
-/// upload naming another is refused ([`crate::Error::Invalid`]). The first
+/// upload naming another is refused ([`crate::Error::InvalidField`]). The first
 /// uploads into a new set take the set's lock ([`set_lock`]) until they
 /// commit, so two of them cannot give it two languages.
 async fn document_language(tx: &Transaction<'_>, doc: &NewDocument) -> Result<String> {
@@ -360,10 +365,12 @@ async fn document_language(tx: &Transaction<'_>, doc: &NewDocument) -> Result<St
         found = set_language().await?;
     }
     match (found, own) {
-        (Some(theirs), Some(own)) if theirs != own => Err(crate::Error::Invalid(format!(
-            "options.language: document set {set:?} is in {theirs}, not {own} \
-             (a set holds one language)"
-        ))),
+        (Some(theirs), Some(own)) if theirs != own => Err(crate::Error::InvalidField {
+            field: "options.language".into(),
+            message: format!(
+                "document set {set:?} is in {theirs}, not {own} (a set holds one language)"
+            ),
+        }),
         (Some(theirs), _) => Ok(theirs),
         (None, own) => Ok(own.unwrap_or(DEFAULT_LANGUAGE).to_owned()),
     }
@@ -518,6 +525,7 @@ pub enum IngestStart {
 /// The job may run before the upload's transaction commits (the API queues
 /// it inside that transaction): when the row is not there, this waits for
 /// the upload's lock and looks once more.
+#[tracing::instrument(name = "postgres", skip_all, fields(otel.name = "postgres start_ingest", otel.kind = "client", db.system = "postgresql"))]
 pub async fn start_ingest(pool: &Pool, tenant: &str, id: Uuid) -> Result<Option<IngestStart>> {
     let mut client = pool.get().await?;
     if let Some(start) = try_start_ingest(&mut client, tenant, id).await? {
@@ -653,6 +661,7 @@ pub struct NewChunk {
 /// replaced and the stored batches are returned. `None` when the tenant has
 /// no such document version. Chunk ids are derived from (document, version,
 /// ordinal), so every run computes the same ids.
+#[tracing::instrument(name = "postgres", skip_all, fields(otel.name = "postgres store_chunks", otel.kind = "client", db.system = "postgresql"))]
 pub async fn store_chunks(
     pool: &Pool,
     tenant: &str,
@@ -788,6 +797,7 @@ pub async fn fail(pool: &Pool, tenant: &str, id: Uuid, error: &str) -> Result<bo
 /// order, read from the stored batch (not from the job's arguments).
 /// `None` when the tenant has no such document; empty when the document
 /// has no such batch (another version's).
+#[tracing::instrument(name = "postgres", skip_all, fields(otel.name = "postgres batch_texts", otel.kind = "client", db.system = "postgresql"))]
 pub async fn batch_texts(
     pool: &Pool,
     tenant: &str,
@@ -828,11 +838,15 @@ pub struct BatchStored {
     pub all_done: bool,
 }
 
-/// Stores one embed batch's vectors and counts them, in one transaction; a
-/// batch already stored changes nothing. Whether the document moves on is
-/// not decided here: the body of the version's workflow does that once
-/// every batch succeeded ([`finish_embedding`]). `None` when the tenant has
-/// no such document.
+/// Stores one embed batch's vectors (of `model`) and counts them, in one
+/// transaction; a batch already stored changes nothing. A document in a
+/// set stores only while the set still uses `model`
+/// ([`crate::document_sets::check_model`]: an error, and the job embeds
+/// again, when a re-embed switched it meanwhile). Whether the document
+/// moves on is not decided here: the body of the version's workflow does
+/// that once every batch succeeded ([`finish_embedding`]). `None` when the
+/// tenant has no such document.
+#[tracing::instrument(name = "postgres", skip_all, fields(otel.name = "postgres store_embeddings", otel.kind = "client", db.system = "postgresql"))]
 #[allow(clippy::too_many_arguments)]
 pub async fn store_embeddings(
     pool: &Pool,
@@ -841,11 +855,12 @@ pub async fn store_embeddings(
     version: i32,
     batch_no: i32,
     vectors: &[(Uuid, Vec<f32>)],
-    model: &str,
+    model: &EmbeddingModel,
     truncated: i32,
 ) -> Result<Option<BatchStored>> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
+    crate::document_sets::check_model(&tx, tenant, id, &model.model).await?;
     let flipped = tx
         .execute(
             "UPDATE document_embed_batches b SET done = true FROM documents d \
@@ -855,18 +870,26 @@ pub async fn store_embeddings(
         )
         .await?;
     if flipped == 1 {
-        let ids: Vec<Uuid> = vectors.iter().map(|(id, _)| *id).collect();
-        let vecs: Vec<Vector> = vectors
-            .iter()
-            .map(|(_, v)| Vector::from(v.clone()))
-            .collect();
-        tx.execute(
-            "UPDATE chunks c SET embedding = u.v, model_version = $3 \
-             FROM unnest($1::uuid[], $2::vector[]) AS u(id, v) \
-             WHERE c.id = u.id AND c.document_id = $4 AND c.version = $5",
-            &[&ids, &vecs, &model, &id, &version],
-        )
-        .await?;
+        let ours: Vec<(Uuid, Vec<f32>)> = {
+            let rows = tx
+                .query(
+                    "SELECT id FROM chunks WHERE document_id = $1 AND version = $2 \
+                     AND id = ANY($3)",
+                    &[
+                        &id,
+                        &version,
+                        &vectors.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+                    ],
+                )
+                .await?;
+            let ids: std::collections::HashSet<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+            vectors
+                .iter()
+                .filter(|(c, _)| ids.contains(c))
+                .cloned()
+                .collect()
+        };
+        crate::document_sets::insert_vectors(&tx, model, &ours).await?;
         tx.execute(
             "UPDATE documents SET embed_batches_done = embed_batches_done + 1, \
                  chunks_embedded = chunks_embedded + $2, truncated_chunks = truncated_chunks + $3, \
@@ -874,9 +897,9 @@ pub async fn store_embeddings(
              WHERE id = $1 AND version = $5 AND tenant = $6",
             &[
                 &id,
-                &(ids.len() as i32),
+                &(ours.len() as i32),
                 &truncated,
-                &model,
+                &model.model,
                 &version,
                 &tenant,
             ],
@@ -926,6 +949,7 @@ pub enum Finish {
 /// `ready`, and says what is left. `version` is the version the workflow
 /// ran for (`None`: the current one). `None` when the tenant has no such
 /// document.
+#[tracing::instrument(name = "postgres", skip_all, fields(otel.name = "postgres finish_embedding", otel.kind = "client", db.system = "postgresql"))]
 pub async fn finish_embedding(
     pool: &Pool,
     tenant: &str,
@@ -961,13 +985,14 @@ pub async fn finish_embedding(
     }))
 }
 
+/// What a summary is made from: a document's extracted text, and its
+/// chunks' texts with their vectors, in order.
+pub type SummaryInput = (String, Vec<(String, Vec<f32>)>);
+
 /// The extracted text and the chunks (with vectors) of a tenant's document,
 /// for its summary; `None` when the tenant has no such document.
-pub async fn for_summary(
-    pool: &Pool,
-    tenant: &str,
-    id: Uuid,
-) -> Result<Option<(String, Vec<(String, Vec<f32>)>)>> {
+#[tracing::instrument(name = "postgres", skip_all, fields(otel.name = "postgres for_summary", otel.kind = "client", db.system = "postgresql"))]
+pub async fn for_summary(pool: &Pool, tenant: &str, id: Uuid) -> Result<Option<SummaryInput>> {
     let client = pool.get().await?;
     let Some(doc) = client
         .query_opt(
@@ -979,10 +1004,15 @@ pub async fn for_summary(
         return Ok(None);
     };
     let version: i32 = doc.get(1);
+    // The vectors of the model the document was embedded with (a re-embed
+    // may have added another's).
     let rows = client
         .query(
-            "SELECT text, embedding FROM chunks \
-             WHERE document_id = $1 AND version = $2 AND embedding IS NOT NULL ORDER BY ordinal",
+            "SELECT c.text, v.embedding FROM documents d \
+             JOIN chunks c ON c.document_id = d.id AND c.version = $2 \
+             JOIN embedding_models m ON m.model = d.model \
+             JOIN chunk_vectors v ON v.chunk_id = c.id AND v.model_id = m.id \
+             WHERE d.id = $1 ORDER BY c.ordinal",
             &[&id, &version],
         )
         .await?;
@@ -995,6 +1025,7 @@ pub async fn for_summary(
 
 /// Stores the summary of a tenant's document and marks it ready; false when
 /// the tenant has no such document waiting for one.
+#[tracing::instrument(name = "postgres", skip_all, fields(otel.name = "postgres store_summary", otel.kind = "client", db.system = "postgresql"))]
 pub async fn store_summary(pool: &Pool, tenant: &str, id: Uuid, summary: &str) -> Result<bool> {
     let client = pool.get().await?;
     let n = client
@@ -1096,21 +1127,34 @@ const HNSW_EF_SEARCH_DEFAULT: i64 = 40;
 /// The widest candidate list pgvector allows.
 const HNSW_EF_SEARCH_MAX: i64 = 1000;
 
-/// The `k` chunks nearest to `query` (cosine, HNSW index) in `scope`. The
-/// index gathers 40 candidates by default; for more than that (hybrid
-/// search's candidate lists, `k` up to 100) its list is widened to `k` for
-/// this query alone (`SET LOCAL` in a transaction of its own), so up to `k`
-/// hits come back.
+/// The `k` chunks nearest to `query` (cosine) among the vectors of `model`
+/// in `scope`, through that model's HNSW index. The index gathers 40
+/// candidates by default; for more than that (hybrid search's candidate
+/// lists, `k` up to 100) its list is widened to `k` for this query alone
+/// (`SET LOCAL` in a transaction of its own), so up to `k` hits come back.
+/// Connections scan the index iteratively (`hnsw.iterative_scan`, set by
+/// [`crate::db::pool_for`]): when the tenant, set or filter leave fewer
+/// than `k` of the candidates, the scan goes on instead of returning fewer.
+#[tracing::instrument(name = "postgres", skip_all, fields(otel.name = "postgres search", otel.kind = "client", db.system = "postgresql"))]
 pub async fn search(
     pool: &Pool,
     scope: SearchScope<'_>,
+    model: &EmbeddingModel,
     query: &[f32],
     k: i64,
 ) -> Result<Vec<Hit>> {
+    if query.len() != model.dim as usize {
+        return Err(crate::Error::Invalid(format!(
+            "a query vector of {} floats for model {} ({}-d)",
+            query.len(),
+            model.model,
+            model.dim
+        )));
+    }
     let mut client = pool.get().await?;
     let query = Vector::from(query.to_vec());
     if k <= HNSW_EF_SEARCH_DEFAULT {
-        return nearest(&**client, scope, &query, k).await;
+        return nearest(&**client, scope, model, &query, k).await;
     }
     let tx = client.transaction().await?;
     tx.batch_execute(&format!(
@@ -1118,27 +1162,37 @@ pub async fn search(
         k.min(HNSW_EF_SEARCH_MAX)
     ))
     .await?;
-    let hits = nearest(&*tx, scope, &query, k).await?;
+    let hits = nearest(&*tx, scope, model, &query, k).await?;
     tx.commit().await?;
     Ok(hits)
 }
 
 /// The nearest-vector query of [`search`], on `client` (a connection or a
-/// transaction).
+/// transaction). The distance and the model's predicate are spelled as its
+/// partial index is ([`EmbeddingModel::distance_sql`]); the outer `ORDER
+/// BY` restores the exact order an iterative scan relaxes.
 async fn nearest(
     client: &impl tokio_postgres::GenericClient,
     scope: SearchScope<'_>,
+    model: &EmbeddingModel,
     query: &Vector,
     k: i64,
 ) -> Result<Vec<Hit>> {
+    let distance = model.distance_sql("$1");
     let rows = client
         .query(
-            "SELECT c.id, d.id, d.name, 1 - (c.embedding <=> $1) AS score, c.text, c.ordinal \
-             FROM chunks c JOIN documents d ON d.id = c.document_id \
-             WHERE c.embedding IS NOT NULL AND d.tenant = $2 \
-               AND ($3::text IS NULL OR d.document_set = $3) \
-               AND ($4::jsonb IS NULL OR d.metadata @> $4) \
-             ORDER BY c.embedding <=> $1 LIMIT $5",
+            &format!(
+                "SELECT * FROM ( \
+                     SELECT c.id, d.id, d.name, 1 - ({distance}) AS score, c.text, c.ordinal \
+                     FROM chunk_vectors v JOIN chunks c ON c.id = v.chunk_id \
+                     JOIN documents d ON d.id = c.document_id \
+                     WHERE {predicate} AND d.tenant = $2 \
+                       AND ($3::text IS NULL OR d.document_set = $3) \
+                       AND ($4::jsonb IS NULL OR d.metadata @> $4) \
+                     ORDER BY {distance} LIMIT $5) hits \
+                 ORDER BY score DESC",
+                predicate = model.predicate_sql()
+            ),
             &[query, &scope.tenant, &scope.document_set, &scope.filter, &k],
         )
         .await?;
@@ -1153,6 +1207,7 @@ async fn nearest(
 /// chunks' `tsv`. A query of stop words only matches nothing, and so does
 /// one that only excludes (`-word`, `a or -b`: `querytree` says no index
 /// can serve it, and it would rank every other chunk at 0).
+#[tracing::instrument(name = "postgres", skip_all, fields(otel.name = "postgres keyword_search", otel.kind = "client", db.system = "postgresql"))]
 pub async fn keyword_search(
     pool: &Pool,
     scope: SearchScope<'_>,

@@ -24,6 +24,14 @@ pub enum Error {
     /// An argument was refused (a bad tenant name, say).
     #[error("{0}")]
     Invalid(String),
+    /// A request's field was refused: `field` names it (`options.model`).
+    #[error("{field}: {message}")]
+    InvalidField {
+        /// The field, as the request spells it.
+        field: String,
+        /// Why.
+        message: String,
+    },
     /// A payload could not be encoded or decoded.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),

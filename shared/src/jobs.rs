@@ -128,6 +128,14 @@ impl JobKind {
             JobKind::Embed => {
                 let parsed: EmbedArgs =
                     serde_path_to_error::deserialize(args).map_err(InvalidArgs::from)?;
+                if parsed.reembed.is_some() {
+                    return Err(InvalidArgs {
+                        field: Some("reembed".into()),
+                        message: "re-embed batches are queued by \
+                                  POST /v1/document-sets/{set}/reembed only; give `texts`"
+                            .into(),
+                    });
+                }
                 if parsed.batch.is_some() {
                     // A batch names stored chunks by id: only the pipeline
                     // may queue one, for the document's own tenant.
@@ -432,6 +440,20 @@ pub struct EmbedArgs {
     /// Model name (`name` or `name@version`); the worker's default when absent.
     #[serde(default)]
     pub model: Option<String>,
+    /// A batch of a document set's re-embed (`document_sets.rs`): its
+    /// chunks get vectors of `model` beside the ones they have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reembed: Option<ReembedBatch>,
+}
+
+/// One batch of a document set's re-embed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReembedBatch {
+    /// The re-embed.
+    pub reembed_id: uuid::Uuid,
+    /// The batch's number within it.
+    pub batch_no: i32,
 }
 
 /// One embed batch of a document version.
@@ -456,12 +478,18 @@ impl EmbedArgs {
             field: Some(field.to_owned()),
             message,
         };
-        match (self.texts.is_empty(), &self.batch) {
-            (true, None) => return Err(bad("texts", "give `texts` (non-empty) or `batch`".into())),
-            (false, Some(_)) => {
+        let work = [
+            !self.texts.is_empty(),
+            self.batch.is_some(),
+            self.reembed.is_some(),
+        ];
+        match work.iter().filter(|w| **w).count() {
+            0 => return Err(bad("texts", "give `texts` (non-empty) or `batch`".into())),
+            1 => {}
+            _ if self.batch.is_some() => {
                 return Err(bad("batch", "give `texts` or `batch`, not both".into()));
             }
-            _ => {}
+            _ => return Err(bad("reembed", "a re-embed batch has no `texts`".into())),
         }
         if self.texts.len() > MAX_EMBED_TEXTS {
             return Err(bad(

@@ -12,6 +12,7 @@
 pub mod build_info;
 pub mod config;
 pub mod db;
+pub mod document_sets;
 pub mod documents;
 pub mod embeddings;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod health;
 pub mod jobs;
 pub mod keys;
 pub mod metrics;
+pub mod models;
 pub mod queue_name;
 pub mod queue_settings;
 pub mod rate_limit;

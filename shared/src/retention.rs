@@ -53,6 +53,10 @@ pub struct RetentionSettings {
     /// Start latencies the `noop` benchmark jobs keep in Redis, newest
     /// (`HOPPER_NOOP_LATENCIES_KEEP`, default 100,000).
     pub noop_latencies: u32,
+    /// A document set's previous model's vectors are kept this long after a
+    /// re-embed switched it (`HOPPER_REEMBED_GRACE_MS`, default 1 hour; at
+    /// most 30 days), then the sweep drops them.
+    pub reembed_grace: Duration,
 }
 
 impl Default for RetentionSettings {
@@ -64,6 +68,7 @@ impl Default for RetentionSettings {
             sweep_every: Duration::from_secs(60),
             batch: 5_000,
             noop_latencies: 100_000,
+            reembed_grace: Duration::from_secs(3600),
         }
     }
 }

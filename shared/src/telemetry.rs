@@ -80,6 +80,15 @@ fn tracer_provider(
         .build())
 }
 
+/// Exports what is still batched, keeping the exporter running (a no-op
+/// without one): what a library's run ends with (`Worker::run_until` in
+/// `hopper-worker`), since the process may go on and trace more.
+pub fn flush() {
+    if let Some(provider) = PROVIDER.get() {
+        let _ = provider.force_flush();
+    }
+}
+
 /// Exports what is still batched and stops the exporter (a no-op without one).
 pub fn shutdown() {
     if let Some(provider) = PROVIDER.get() {

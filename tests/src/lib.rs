@@ -371,6 +371,31 @@ impl TestEnv {
         metric_value(&text, series).unwrap_or(0.0)
     }
 
+    /// Waits until `expected` documents of `set` are each in one of
+    /// `statuses` (`ready`; or `embedding`, once its chunks are stored);
+    /// fails at once when one of them failed.
+    pub async fn wait_for_set(&self, set: &str, expected: usize, statuses: &[&str]) {
+        until(
+            &format!("{expected} documents of {set} in {statuses:?}"),
+            Duration::from_secs(300),
+            || async {
+                let (_, list) = self
+                    .get(&format!("/v1/documents?document_set={set}&limit=500"))
+                    .await;
+                let docs = list["documents"].as_array().cloned().unwrap_or_default();
+                assert!(
+                    docs.iter().all(|d| d["status"] != "failed"),
+                    "a document failed: {list}"
+                );
+                docs.len() == expected
+                    && docs
+                        .iter()
+                        .all(|d| statuses.contains(&d["status"].as_str().unwrap_or("")))
+            },
+        )
+        .await;
+    }
+
     /// Polls `GET /v1/jobs/{id}` until the job's state is final.
     pub async fn wait_final(&self, id: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;

@@ -261,7 +261,8 @@ async fn a_sigkilled_embed_worker_still_gives_one_complete_document() {
     let id: uuid::Uuid = id.parse().unwrap();
     let row = client
         .query_one(
-            "SELECT count(*), count(embedding), count(DISTINCT ordinal) FROM chunks WHERE document_id = $1",
+            "SELECT count(*), count(v.chunk_id), count(DISTINCT c.ordinal) FROM chunks c \
+             LEFT JOIN chunk_vectors v ON v.chunk_id = c.id WHERE c.document_id = $1",
             &[&id],
         )
         .await

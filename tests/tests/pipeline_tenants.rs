@@ -216,7 +216,8 @@ async fn another_tenant_cannot_rerun_or_rewrite_a_documents_pipeline() {
     assert_eq!(after, before, "acme's document changed");
     let embedded: i64 = client
         .query_one(
-            "SELECT count(embedding) FROM chunks WHERE document_id = $1",
+            "SELECT count(v.chunk_id) FROM chunks c \
+             LEFT JOIN chunk_vectors v ON v.chunk_id = c.id WHERE c.document_id = $1",
             &[&doc_id],
         )
         .await
@@ -341,7 +342,8 @@ async fn an_ingest_run_again_finishes_its_document_and_queues_nothing_twice() {
     let client = env.pool().get().await.unwrap();
     let row = client
         .query_one(
-            "SELECT count(*), count(embedding) FROM chunks WHERE document_id = $1",
+            "SELECT count(*), count(v.chunk_id) FROM chunks c \
+             LEFT JOIN chunk_vectors v ON v.chunk_id = c.id WHERE c.document_id = $1",
             &[&doc_id],
         )
         .await

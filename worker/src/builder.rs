@@ -227,6 +227,10 @@ impl WorkerBuilder {
                 }
             }
         }
+        // A worker embedded in another program (not the `hopper-worker`
+        // binary, whose `main` shuts the exporter down) still sends the spans
+        // of its last attempts before returning.
+        telemetry::flush();
         Ok(())
     }
 }

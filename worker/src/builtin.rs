@@ -164,7 +164,11 @@ pub(crate) async fn pipeline_for(
             kernels = %model.kernels(),
             "embedding models loaded"
         );
-        Some(Arc::new(registry))
+        let registry = Arc::new(registry);
+        pipeline::served_models::register_and_renew(pool.clone(), registry.clone())
+            .await
+            .context("registering the served models in Postgres")?;
+        Some(registry)
     } else {
         None
     };

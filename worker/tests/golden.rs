@@ -9,49 +9,19 @@
 //! it skips, and the refusal is tested instead. `HOPPER_CPU_BF16=0` takes
 //! the second path on any CPU.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::path::PathBuf;
+
+use common::{Reference, cosine, fixture, minilm_dir as model_dir, two_thread_options};
 use hopper_worker::embed::{
     BatchOptions, CpuBf16, EmbedError, LinearKernels, ModelRegistry, ModelSpec, Precision,
     PrecisionChoice, TextTokenizer,
 };
-use serde::Deserialize;
 use tch::Device;
 
-#[derive(Deserialize)]
-struct Golden {
-    model_sha256: String,
-    max_seq_length: usize,
-    texts: Vec<String>,
-    input_ids: Vec<Vec<i64>>,
-    truncated: Vec<bool>,
-    embeddings: Vec<Vec<f32>>,
-}
-
-fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("HOPPER_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models/all-MiniLM-L6-v2")
-        });
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "no model in {} (run `scripts/setup model` and `. scripts/env.sh`)",
-        dir.display()
-    );
-    dir
-}
-
-fn golden() -> Golden {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden_minilm.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb).max(1e-12)
+fn golden() -> Reference {
+    Reference::read(&fixture("golden_minilm.json"))
 }
 
 fn load(precision: Precision) -> ModelRegistry {
@@ -64,54 +34,20 @@ fn load_with(
     kernels: LinearKernels,
     streams: Option<usize>,
 ) -> ModelRegistry {
-    let options = BatchOptions {
-        threads: Some(2),
-        streams,
-        kernels,
-        ..BatchOptions::default()
-    };
     ModelRegistry::load_with(
         &[ModelSpec::from_dir(model_dir())],
         Device::Cpu,
         precision,
-        &options,
+        &two_thread_options(kernels, streams),
     )
     .unwrap()
 }
 
 /// Embeds the golden texts; returns the minimum cosine to the reference.
 async fn min_cosine(registry: ModelRegistry) -> f64 {
-    let g = golden();
     let model = registry.get("all-MiniLM-L6-v2").unwrap();
-    let precision = model.precision();
-    let setup = format!(
-        "{precision} {} × {} stream(s)",
-        model.kernels(),
-        model.streams()
-    );
-    let out = model.embed(g.texts.clone()).await.unwrap();
-    assert_eq!(out.vectors.len(), g.texts.len());
-    assert_eq!(
-        out.truncated,
-        g.truncated.iter().filter(|t| **t).count(),
-        "truncated count"
-    );
-    assert_eq!(
-        out.model_version,
-        format!("all-MiniLM-L6-v2@{}", &g.model_sha256[..12])
-    );
-    let mut min = f64::MAX;
-    for (i, (v, r)) in out.vectors.iter().zip(&g.embeddings).enumerate() {
-        assert_eq!(v.len(), 384);
-        let c = cosine(v, r);
-        eprintln!(
-            "{setup} text {i:2}: cos {c:.7} {:?}",
-            g.texts[i].chars().take(30).collect::<String>()
-        );
-        min = min.min(c);
-    }
-    eprintln!("{setup}: min cosine {min:.7} over {} texts", g.texts.len());
-    min
+    assert_eq!(model.dim(), 384);
+    common::min_cosine(&model, &golden()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -269,6 +269,15 @@ pub async fn upload(
         let field = e.field.unwrap_or_else(|| "options".into());
         unprocessable("invalid_options", e.message, &field)
     })?;
+    if let Some(model) = &doc.options.model {
+        ApiError::no_nul("options.model", model)?;
+        // Checked when some worker has registered its models: before any
+        // has, the upload waits for one like any job.
+        let served = hopper_shared::models::served(&state.pool).await?;
+        if !served.is_empty() {
+            super::document_sets::unknown_model_unless_served(&served, model, "options.model")?;
+        }
+    }
     if let Some(url) = &doc.options.callback_url {
         state.config.webhook.check_url(url).map_err(|why| {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_callback", why)

@@ -1,6 +1,7 @@
 //! Route table of the API. Each submodule owns one resource.
 
 pub mod dead;
+pub mod document_sets;
 pub mod documents;
 pub mod health;
 pub mod job_events;
@@ -40,6 +41,16 @@ pub fn v1() -> Router<AppState> {
         )
         .route("/v1/documents/{id}/events", get(documents::events))
         .route("/v1/search", post(search::search))
+        .route("/v1/document-sets", get(document_sets::list))
+        .route("/v1/document-sets/{set}", get(document_sets::show))
+        .route(
+            "/v1/document-sets/{set}/reembed",
+            post(document_sets::reembed),
+        )
+        .route(
+            "/v1/document-sets/{set}/reembed/cancel",
+            post(document_sets::cancel),
+        )
         .route("/v1/queues", get(queues::list))
         .route("/v1/queues/history", get(queues::history))
         .route("/v1/queues/{kind}/partitions", put(queues::set_partitions))

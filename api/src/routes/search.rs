@@ -18,14 +18,18 @@ use std::{
 use axum::{Json, extract::State, extract::rejection::JsonRejection, http::StatusCode};
 use hopper_queue::{Priority, PushOptions};
 use hopper_shared::{
+    document_sets,
     documents::{self, Hit, SearchMode, SearchScope},
     jobs::{JobKind, JobState},
+    models,
     retry_policy::{self, Pauses},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{AppState, auth::Caller, error::ApiError};
+use crate::{
+    AppState, auth::Caller, error::ApiError, routes::document_sets::unknown_model_unless_served,
+};
 use hopper_shared::keys::Scope;
 
 /// How long a search waits for its query vector.
@@ -60,8 +64,11 @@ pub struct SearchRequest {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     filter: Option<Value>,
-    /// Embedding model; the worker's default when absent (not used by
-    /// `keyword`).
+    /// Embedding model (not used by `keyword`). In a `document_set`: the
+    /// set's when absent; another only while the set has its vectors (the
+    /// model a re-embed is switching to, or the one it switched from).
+    /// Outside sets: a model a worker serves; the worker's default when
+    /// absent.
     #[serde(default)]
     model: Option<String>,
     /// How chunks are ranked: `vector` (default), `keyword` or `hybrid`.
@@ -241,23 +248,29 @@ pub async fn search(
         filter: req.filter.as_ref(),
     };
     let started = Instant::now();
-    let (hits, model, embed_ms) = match mode {
-        SearchMode::Keyword => (
+    let model = match mode {
+        SearchMode::Keyword => QueryModel::Model(None),
+        _ => query_model(&state, &caller, req.document_set.as_deref(), req.model).await?,
+    };
+    let (hits, model, embed_ms) = match (mode, model) {
+        (SearchMode::Keyword, _) => (
             documents::keyword_search(&state.pool, scope, &req.query, req.k).await?,
             None,
             0.0,
         ),
-        SearchMode::Vector => {
-            let (vector, model) = embed_query(&state, &caller, &req.query, &req.model).await?;
+        // A set that does not exist (yet) has nothing to find.
+        (_, QueryModel::NoSet) => (Vec::new(), None, 0.0),
+        (SearchMode::Vector, QueryModel::Model(model)) => {
+            let (vector, model) = embed_query(&state, &caller, &req.query, &model).await?;
             let embed_ms = started.elapsed().as_secs_f64() * 1e3;
-            let hits = documents::search(&state.pool, scope, &vector, req.k).await?;
+            let hits = nearest(&state, scope, &model, &vector, req.k).await?;
             (hits, Some(model), embed_ms)
         }
-        SearchMode::Hybrid => {
+        (SearchMode::Hybrid, QueryModel::Model(model)) => {
             let n = candidates(req.k);
             // The keyword list needs no vector: it runs while the query is embedded.
             let embedded = async {
-                let embedded = embed_query(&state, &caller, &req.query, &req.model).await;
+                let embedded = embed_query(&state, &caller, &req.query, &model).await;
                 (embedded, started.elapsed().as_secs_f64() * 1e3)
             };
             let ((embedded, embed_ms), keyword) = tokio::join!(
@@ -265,7 +278,7 @@ pub async fn search(
                 documents::keyword_search(&state.pool, scope, &req.query, n)
             );
             let (vector, model) = embedded?;
-            let nearest = documents::search(&state.pool, scope, &vector, n).await?;
+            let nearest = nearest(&state, scope, &model, &vector, n).await?;
             let hits = fuse(nearest, keyword?, weights, req.k as usize);
             (hits, Some(model), embed_ms)
         }
@@ -279,6 +292,70 @@ pub async fn search(
         "took_ms": started.elapsed().as_secs_f64() * 1e3,
         "hits": hits,
     })))
+}
+
+/// Which model a vector search embeds its query with.
+enum QueryModel {
+    /// This one (`None`: the worker's default).
+    Model(Option<String>),
+    /// None: the search names a set the tenant does not have.
+    NoSet,
+}
+
+/// The model a vector search embeds its query with: in a document set, the
+/// set's (or, when the request names one, that model while the set has its
+/// vectors: the model it is re-embedding to, or the one it switched from,
+/// for an A/B); outside sets, the request's model (one a worker serves) or
+/// the worker's default.
+async fn query_model(
+    state: &AppState,
+    caller: &Caller,
+    set: Option<&str>,
+    wanted: Option<String>,
+) -> Result<QueryModel, ApiError> {
+    if let Some(m) = &wanted {
+        ApiError::no_nul("model", m)?;
+    }
+    let Some(set) = set else {
+        if let Some(m) = &wanted {
+            let served = models::served(&state.pool).await?;
+            unknown_model_unless_served(&served, m, "model")?;
+        }
+        return Ok(QueryModel::Model(wanted));
+    };
+    let Some(of_set) = document_sets::models_of(&state.pool, &caller.tenant, set).await? else {
+        return Ok(QueryModel::NoSet);
+    };
+    match wanted {
+        None => Ok(QueryModel::Model(of_set.model)),
+        Some(m) => of_set
+            .find(&m)
+            .map(|m| QueryModel::Model(Some(m)))
+            .ok_or_else(|| {
+                bad(
+                    "model",
+                    format!(
+                        "document set {set:?} has no vectors of model {m}; it has: {}",
+                        of_set.names().join(", ")
+                    ),
+                )
+            }),
+    }
+}
+
+/// The nearest chunks to `vector` among the vectors of `model` (the model
+/// the query was embedded with): none when no vector of it was ever stored.
+async fn nearest(
+    state: &AppState,
+    scope: SearchScope<'_>,
+    model: &str,
+    vector: &[f32],
+    k: i64,
+) -> Result<Vec<Hit>, ApiError> {
+    let Some(model) = models::lookup(&state.pool, model).await? else {
+        return Ok(Vec::new());
+    };
+    Ok(documents::search(&state.pool, scope, &model, vector, k).await?)
 }
 
 /// Embeds the query by a high-priority `embed` job of the caller's tenant

@@ -4,6 +4,8 @@
 //! (the chord's body: the version moves on once every batch is embedded,
 //! with an extractive summary from the stored chunk vectors when asked).
 //! The fan-in between them is the queue core's workflow, not the pipeline's.
+//! `embed` also runs the batches of a document set's re-embed ([`reembed`]),
+//! and an embed worker registers the models it serves ([`served_models`]).
 //!
 //! Every handler commits its effects in Postgres before it returns (the ack
 //! follows) and writes idempotently (a crash re-runs it). Extraction and
@@ -13,6 +15,8 @@
 pub mod breaker;
 pub mod cache;
 pub mod llm;
+pub mod reembed;
 pub mod sandbox;
+pub mod served_models;
 pub mod stages;
 pub mod summary;

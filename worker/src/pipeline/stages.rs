@@ -28,6 +28,7 @@ use apalis_core::{error::BoxDynError, task::data::Data};
 use deadpool_postgres::Pool;
 use hopper_queue::{JobContext, Permanent, QueueClient, workflow::member_of};
 use hopper_shared::{
+    document_sets,
     documents::{self, Finish, IngestStart, StoredBatch, StoredVersion, status},
     embeddings::{self, INLINE_VECTORS},
     jobs::{ChunkBatch, EmbedArgs, IngestArgs, JobKind, SummarizeArgs},
@@ -42,7 +43,7 @@ use crate::{
         cache::EmbedCache,
         llm::{LlmError, LlmSummarizer},
         sandbox::{Extracted, Sandbox, SandboxError},
-        summary,
+        served_models, summary,
     },
 };
 
@@ -70,12 +71,12 @@ pub struct Pipeline {
 impl Pipeline {
     /// Embeds `texts` with `embedder`, taking what it can from the cache
     /// and caching the rest. A cache outage only costs speed.
-    async fn embed_cached(
+    pub(super) async fn embed_cached(
         &self,
         embedder: &Embedder,
         texts: Vec<String>,
     ) -> Result<EmbedOutput, EmbedError> {
-        let version = format!("{}@{}", embedder.name(), embedder.version());
+        let version = embedder.version().to_owned();
         let cached = self.cache.get(&version, &texts).await.unwrap_or_else(|e| {
             tracing::warn!("embedding cache unavailable: {e}");
             vec![None; texts.len()]
@@ -169,6 +170,7 @@ fn pipeline_workflow(
                     chunk_ids: b.chunk_ids.clone(),
                 }),
                 model: model.clone(),
+                reembed: None,
             };
             Ok(workflows::task(JobKind::Embed, serde_json::to_value(args)?))
         })
@@ -435,10 +437,13 @@ pub async fn embed(
         .models
         .as_ref()
         .ok_or_else(|| Permanent("this worker has no embedding model loaded".into()))?;
-    let embedder = models
-        .resolve(args.model.as_deref())
-        .map_err(permanent_if_model)?;
+    if let Some(batch) = args.reembed {
+        return super::reembed::embed_batch(&p, &job, models, batch).await;
+    }
     let Some(batch) = args.batch else {
+        let embedder = models
+            .resolve(args.model.as_deref())
+            .map_err(permanent_if_model)?;
         let n = args.texts.len();
         let out = p
             .embed_cached(&embedder, args.texts)
@@ -488,11 +493,21 @@ pub async fn embed(
                 "skipped": "no such batch of this document version",
             }));
         }
+        // The set's model when the document is in one (a re-embed may have
+        // switched it since the batch was queued), else the upload's.
+        let wanted = document_sets::embed_model(&p.pool, &job.tenant, doc)
+            .await?
+            .or(args.model);
+        let embedder = models
+            .resolve(wanted.as_deref())
+            .map_err(permanent_if_model)?;
         let (ids, texts): (Vec<_>, Vec<_>) = chunks.into_iter().unzip();
         let out = p
             .embed_cached(&embedder, texts)
             .await
             .map_err(permanent_if_model)?;
+        let model = served_models::registered(&p.pool, &embedder).await?;
+        document_sets::pin_model(&p.pool, &job.tenant, doc, &model.model).await?;
         let vectors: Vec<_> = ids.into_iter().zip(out.vectors).collect();
         let Some(stored) = documents::store_embeddings(
             &p.pool,
@@ -501,7 +516,7 @@ pub async fn embed(
             batch.version,
             batch.batch_no,
             &vectors,
-            &out.model_version,
+            &model,
             out.truncated as i32,
         )
         .await?
@@ -527,7 +542,7 @@ pub async fn embed(
 }
 
 /// Unknown or missing models cannot be fixed by a retry on this worker.
-fn permanent_if_model(e: EmbedError) -> BoxDynError {
+pub(super) fn permanent_if_model(e: EmbedError) -> BoxDynError {
     if e.is_unknown_model() {
         Permanent(e.to_string()).into()
     } else {

@@ -1,8 +1,9 @@
 """Hopper's Python SDK: a typed client of the Hopper HTTP API.
 
 `Client` (blocking) and `AsyncClient` (asyncio) submit and follow jobs and
-workflows, upload and search documents and manage dead letters; both send the calls
-built in `_calls.py`, so they behave alike. Errors are `HopperError`s
+workflows, upload and search documents, switch a document set's model (re-embed)
+and manage dead letters; both send the calls built in `_calls.py`, so they behave
+alike. Errors are `HopperError`s
 (`errors.py`), results are dataclasses (`models.py`); workflows are built with `task`,
 `chain`, `group`, `chord` and `Workflow` (`workflows.py`). `Worker` (`worker.py`)
 serves Python functions as tasks over the HTTP worker protocol
@@ -30,9 +31,12 @@ from .models import (
     DeadLetters,
     Document,
     DocumentPage,
+    DocumentSet,
     Hit,
     Job,
     NodeView,
+    Reembed,
+    ReembedCancelled,
     SearchMode,
     SearchResult,
     Submitted,
@@ -56,6 +60,7 @@ __all__ = [
     "DeadLetters",
     "Document",
     "DocumentPage",
+    "DocumentSet",
     "Documents",
     "Forbidden",
     "Group",
@@ -69,6 +74,8 @@ __all__ = [
     "PayloadTooLarge",
     "Permanent",
     "RateLimited",
+    "Reembed",
+    "ReembedCancelled",
     "SearchMode",
     "SearchResult",
     "Submitted",

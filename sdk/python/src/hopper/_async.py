@@ -24,7 +24,10 @@ from .models import (
     DeadLetters,
     Document,
     DocumentPage,
+    DocumentSet,
     Job,
+    Reembed,
+    ReembedCancelled,
     SearchMode,
     SearchResult,
     Submitted,
@@ -236,6 +239,31 @@ class AsyncClient:
                 keyword_weight=keyword_weight,
             )
         )
+
+    async def document_sets(self) -> list[DocumentSet]:
+        """The caller's document sets, by name: each one's model, document and chunk
+        counts, and latest re-embed."""
+        return await self._send(_calls.document_sets())
+
+    async def document_set(self, name: str) -> DocumentSet:
+        """One document set; `NotFound` (`document_set_not_found`) when this tenant has
+        none of that name (a set is made by its first upload)."""
+        return await self._send(_calls.document_set(name))
+
+    async def reembed(self, document_set: str, model: str) -> Reembed:
+        """Switches `document_set` to `model` (`name` or `name@version`) with zero downtime:
+        its chunks get vectors of `model` in the background while search answers from the
+        old ones, then the set flips (follow it with `document_set(name).reembed`).
+        `NotFound` without such a set; `Conflict` (`reembed_running`, its `id`) while one
+        runs; `InvalidArgs` on `model` for a model no worker serves (`unknown_model`,
+        `known` lists those served) or the set's own (`invalid_reembed`). Never retried."""
+        return await self._send(_calls.reembed(document_set, model))
+
+    async def cancel_reembed(self, document_set: str) -> ReembedCancelled:
+        """Cancels the set's running re-embed: its queued batches do nothing, the vectors
+        it wrote are dropped, the set keeps its model. `NotFound` (`reembed_not_found`)
+        when none runs."""
+        return await self._send(_calls.cancel_reembed(document_set))
 
     async def dead(self, queue: str, *, offset: int = 0, limit: int = 50) -> DeadLetters:
         """One page of `queue`'s dead letters, newest first."""

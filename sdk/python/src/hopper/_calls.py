@@ -13,6 +13,7 @@ import json
 import mimetypes
 import os
 import random
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,7 +28,10 @@ from .models import (
     DeadLetters,
     Document,
     DocumentPage,
+    DocumentSet,
     Job,
+    Reembed,
+    ReembedCancelled,
     SearchMode,
     SearchResult,
     Submitted,
@@ -308,6 +312,41 @@ def search(
     if model is not None:
         body["model"] = model
     return Call("POST", "/v1/search", SearchResult.from_json, json=body, retryable=True)
+
+
+def _set_path(document_set: str) -> str:
+    """`/v1/document-sets/{set}` with the name percent-encoded (a set's name may hold
+    `/`, spaces or any other character but NUL)."""
+    return f"/v1/document-sets/{urllib.parse.quote(document_set, safe='')}"
+
+
+def document_sets() -> Call[list[DocumentSet]]:
+    """`GET /v1/document-sets`: the caller's tenant's sets, by name."""
+    return Call(
+        "GET",
+        "/v1/document-sets",
+        lambda d: [DocumentSet.from_json(s) for s in d["sets"]],
+        retryable=True,
+    )
+
+
+def document_set(name: str) -> Call[DocumentSet]:
+    """`GET /v1/document-sets/{set}` (404 `document_set_not_found`)."""
+    return Call("GET", _set_path(name), DocumentSet.from_json, retryable=True)
+
+
+def reembed(document_set: str, model: str) -> Call[Reembed]:
+    """`POST /v1/document-sets/{set}/reembed {"model": …}`: 202 with the re-embed's
+    progress. Never retried: a repeat would find the first one running (409)."""
+    return Call(
+        "POST", f"{_set_path(document_set)}/reembed", Reembed.from_json, json={"model": model}
+    )
+
+
+def cancel_reembed(document_set: str) -> Call[ReembedCancelled]:
+    """`POST /v1/document-sets/{set}/reembed/cancel` (404 `reembed_not_found` when none
+    runs). Never retried: a repeat after a lost answer would be that 404."""
+    return Call("POST", f"{_set_path(document_set)}/reembed/cancel", ReembedCancelled.from_json)
 
 
 def dead(queue: str, *, offset: int = 0, limit: int = 50) -> Call[DeadLetters]:

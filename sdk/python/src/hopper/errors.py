@@ -1,9 +1,9 @@
 """Errors of the Hopper client: one `HopperError` per failed API answer.
 
-The API answers every error with a JSON body `{error, detail, field?, known?}`
+The API answers every error with a JSON body `{error, detail, field?, known?, id?}`
 (`api/src/error.rs`); `error_from_response` turns it into the subclass that
 matches the status, so callers can catch `NotFound` or `InvalidArgs` and read
-`field` without parsing anything.
+`field` (or a conflict's `id`) without parsing anything.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ class HopperError(Exception):
         detail: str,
         field: str | None = None,
         known: list[str] | None = None,
+        id: str | None = None,
     ) -> None:
         super().__init__(f"{status} {code}: {detail}" + (f" (field `{field}`)" if field else ""))
         self.status = status
@@ -30,6 +31,8 @@ class HopperError(Exception):
         self.detail = detail
         self.field = field
         self.known = known or []
+        #: What is in the way, for a conflict: the running re-embed's id (`reembed_running`).
+        self.id = id
 
 
 class BadRequest(HopperError):
@@ -49,7 +52,8 @@ class NotFound(HopperError):
 
 
 class Conflict(HopperError):
-    """409: the resource is in a state that refuses the call."""
+    """409: the resource is in a state that refuses the call; `id` names what is in the
+    way when the API says (the running re-embed of `reembed_running`)."""
 
 
 class PayloadTooLarge(HopperError):
@@ -76,8 +80,9 @@ class RateLimited(HopperError):
         field: str | None = None,
         known: list[str] | None = None,
         retry_after: float | None = None,
+        id: str | None = None,
     ) -> None:
-        super().__init__(status, code, detail, field, known)
+        super().__init__(status, code, detail, field, known, id)
         self.retry_after = retry_after
 
 
@@ -123,8 +128,10 @@ def error_from_response(response: httpx.Response) -> HopperError:
     field = str(field) if field is not None else None
     known_raw = body.get("known")
     known = [str(k) for k in known_raw] if isinstance(known_raw, list) else None
+    id_raw = body.get("id")
+    id = str(id_raw) if id_raw is not None else None
     status = response.status_code
     if status == 429:
-        return RateLimited(status, code, detail, field, known, retry_after(response))
+        return RateLimited(status, code, detail, field, known, retry_after(response), id)
     cls = _BY_STATUS.get(status, HopperError)
-    return cls(status, code, detail, field, known)
+    return cls(status, code, detail, field, known, id)

@@ -206,6 +206,60 @@ class SearchResult(FromJson):
     nested: ClassVar[dict[str, Callable[[Any], Any]]] = {"hits": list_of(Hit)}
 
 
+#: Re-embed states after which a re-embed never changes again.
+FINAL_REEMBED_STATES = frozenset({"done", "cancelled"})
+
+
+@dataclass(frozen=True)
+class Reembed(FromJson):
+    """A re-embed's progress: a document set's chunks getting vectors of `model`
+    (`name@version`) in batches (`embed` jobs) while search answers from `from_model`'s.
+    `state` is `running`, `done` (the set uses `model` now) or `cancelled`."""
+
+    id: str
+    model: str
+    state: str
+    batches: int
+    batches_done: int
+    chunks_total: int
+    chunks_done: int
+    created_at_ms: int
+    from_model: str | None = None
+    finished_at_ms: int | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the re-embed is over (done or cancelled)."""
+        return self.state in FINAL_REEMBED_STATES
+
+
+@dataclass(frozen=True)
+class DocumentSet(FromJson):
+    """A document set and its model: the one its vectors and search's query vector come
+    from (`name@version`; `None` until its first vectors when none was asked for), the one
+    it had before its last re-embed (`previous_model`, searchable until
+    `previous_until_ms`), its counts, and its latest re-embed, running or not."""
+
+    name: str
+    documents: int
+    chunks: int
+    model: str | None = None
+    previous_model: str | None = None
+    previous_until_ms: int | None = None
+    reembed: Reembed | None = None
+
+    nested: ClassVar[dict[str, Callable[[Any], Any]]] = {"reembed": Reembed.from_json}
+
+
+@dataclass(frozen=True)
+class ReembedCancelled(FromJson):
+    """The answer to a re-embed's cancellation: the cancelled re-embed (`state` is
+    `cancelled`); the set keeps its model."""
+
+    id: str
+    state: str
+
+
 @dataclass(frozen=True)
 class NodeView(FromJson):
     """One task node of a workflow: its job and where it stands (`waiting`, `queued`,
