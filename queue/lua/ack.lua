@@ -2,33 +2,40 @@
 -- Acknowledges a batch of one worker's jobs in one call.
 -- KEYS[1] worker's in-flight set  KEYS[2] done zset  KEYS[3] stats hash
 -- KEYS[4] cancel-request set  KEYS[5] unfinished jobs per tenant (hash)
--- ARGV: 1 retention ms, 2 job key prefix, 3 stats ttl s, 4 worker id,
---       then (id, result json, lease) triples
+-- KEYS[6 .. 5+A] the acknowledged jobs' hashes, in the order of their triples; then the hashes
+-- of the finished jobs to forget, in the order of their ids
+-- ARGV: 1 retention ms, 2 stats ttl s, 3 A (jobs acknowledged), then A (id, result json, lease)
+--       triples, then the ids of finished jobs to forget (an earlier ack's answer)
 -- Fenced: a job is acknowledged only while this worker holds it under that lease (the
 -- check of take() in prelude.lua, made for the batch at once); the others are left as they
 -- are and returned.
--- Returns the ids whose lease was lost (their results must be dropped).
+-- Returns {the ids whose lease was lost (their results must be dropped), finished jobs past the
+-- retention}.
 -- The successful attempt is not appended to the job's history here: every field of its entry
 -- (attempts, worker, started_at, finished_at, the state) is on the hash already, and the
 -- reader adds it (`record_from_hash`): no JSON on the hottest path.
--- Also forgets up to 2 finished jobs per ack older than the retention,
--- so Redis does not grow forever (Postgres keeps their records). A job with its own retention
--- is scored so that this forgets it after its own (done_score in prelude.lua).
-local now, prefix = now_ms(), ARGV[2]
+-- Also forgets finished jobs older than the retention, so Redis does not grow forever (Postgres
+-- keeps their records), in two steps, as every key a script touches is declared: each ack
+-- answers up to 2 per job acknowledged (and 10 more) of those past it, and the caller's next
+-- ack names them (with their hashes in KEYS) to be forgotten, each checked again
+-- (forget_listed in prelude.lua). A job with its own retention is scored so that this forgets
+-- it after its own (done_score in prelude.lua).
+local now, count = now_ms(), tonumber(ARGV[3])
 local acked, lost, done, finished, taken = 0, {}, {}, {}, {}
 local cancels = redis.call('SCARD', KEYS[4]) > 0
 -- The fence's first half for the whole batch in one call (take() in prelude.lua, per job):
 -- in this worker's in-flight set; then running under this lease. Those taken leave the set
 -- in one call after the loop (an id sent twice is running no more the second time: lost).
-local ids = {}
-for i = 5, #ARGV, 3 do ids[#ids + 1] = ARGV[i] end
+local ids, last = {}, 3 + 3 * count
+for i = 4, last, 3 do ids[#ids + 1] = ARGV[i] end
 local inflight = {}
 for _, member in ipairs(call_chunked('SMISMEMBER', KEYS[1], ids)) do
   for j = 1, #member do inflight[#inflight + 1] = member[j] == 1 end
 end
-for i = 5, #ARGV, 3 do
-  local id, key = ARGV[i], prefix .. ARGV[i]
-  local f = inflight[(i - 2) / 3] and
+for i = 4, last, 3 do
+  local n = (i - 1) / 3
+  local id, key = ARGV[i], KEYS[5 + n]
+  local f = inflight[n] and
     redis.call('HMGET', key, 'state', 'lease', 'tenant', 'priority', 'done_shift') or {}
   if f[1] == 'running' and f[2] == ARGV[i + 2] then
     taken[#taken + 1] = id
@@ -46,13 +53,21 @@ for i = 5, #ARGV, 3 do
 end
 call_chunked('SREM', KEYS[1], taken)
 call_chunked('ZADD', KEYS[2], done)
-for who, count in pairs(finished) do
+for who, jobs in pairs(finished) do
   local cut = string.find(who, '\n', 1, true)
-  tenants_done_as(KEYS[5], string.sub(who, 1, cut - 1), string.sub(who, cut + 1), count)
+  tenants_done_as(KEYS[5], string.sub(who, 1, cut - 1), string.sub(who, cut + 1), jobs)
 end
 if acked > 0 then
   redis.call('HINCRBY', KEYS[3], 'succeeded', acked)
-  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[3]))
+  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[2]))
 end
-forget_older(KEYS[2], prefix, tonumber(ARGV[1]), 2 * acked + 10)
-return lost
+local retention = tonumber(ARGV[1])
+local forget, forget_keys = {}, {}
+for i = last + 1, #ARGV do
+  forget[#forget + 1] = ARGV[i]
+  forget_keys[#forget_keys + 1] = KEYS[5 + count + #forget]
+end
+forget_listed(KEYS[2], forget, forget_keys, retention)
+local old = redis.call('ZRANGE', KEYS[2], '-inf', now - retention, 'BYSCORE', 'LIMIT', 0,
+  2 * acked + 10)
+return {lost, old}

@@ -25,6 +25,12 @@ while a <= #ARGV do
   for i = 1, PUSH_KEYS do K[i] = KEYS[k + i - 1] end
   for i = 1, PUSH_ARGS do A[i] = ARGV[a + 1 + i] end
   local pushed = push_job(K, A, deferred)
+  if pushed[2] == 2 then
+    -- A unique job's holder changed since the caller read it: the message goes back, and the
+    -- batch stops (the caller reads the holder again).
+    redis.call('RPUSH', list, taken)
+    break
+  end
   out[1] = out[1] + 1
   out[#out + 1] = pushed[1]
   out[#out + 1] = pushed[2]

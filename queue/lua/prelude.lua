@@ -146,27 +146,32 @@ local function finish_dead(key, id, dead, tenants, now, reason, err)
   tenant_done(tenants, key)
 end
 
--- Forgets the members of the zset `set` (scored by time, ms) older than `age` ms on Redis'
--- clock, `limit` at most: out of the set, and their job hashes (`prefix` .. id) deleted
--- (Postgres keeps the records). Returns how many.
-local function forget_older(set, prefix, age, limit)
-  local old = redis.call('ZRANGE', set, '-inf', now_ms() - age, 'BYSCORE', 'LIMIT', 0, limit)
-  for _, id in ipairs(old) do redis.call('DEL', prefix .. id) end
-  call_chunked('ZREM', set, old)
-  return #old
+-- Forgets those of `ids` (their job hashes in `keys`, in the same order) that are still in the
+-- zset `set` (scored by time, ms) with a score at most `age` ms before now on Redis' clock: out of
+-- the set, their job hashes deleted (Postgres keeps the records). The caller found the ids by an
+-- earlier reading of the set (its keys must be declared), so each is checked again here: one no
+-- longer there, or no longer that old, stays. Returns how many went.
+local function forget_listed(set, ids, keys, age)
+  local cut, gone = now_ms() - age, {}
+  local i = 0
+  for _, scores in ipairs(call_chunked('ZMSCORE', set, ids)) do
+    for j = 1, #scores do
+      i = i + 1
+      if scores[j] and tonumber(scores[j]) <= cut then
+        redis.call('DEL', keys[i])
+        gone[#gone + 1] = ids[i]
+      end
+    end
+  end
+  call_chunked('ZREM', set, gone)
+  return #gone
 end
-
--- The in-flight set of `worker` in the queue whose key tag is `tag` (`QueueKeys::inflight`).
-local function inflight_key(tag, worker)
-  return tag .. ':inflight:' .. worker
-end
-
 
 -- Writes the hash of a new job at `key` (state 'pending' or 'scheduled'; run_at 0 when it
 -- waits for nothing), with the optional fields in `extra` (name, value, …): the one layout
 -- of a new job. Only what the job's key does not say and what differs from a default is
 -- written (each field costs Redis time on every push): no id or queue (the key names both),
--- no attempts (absent: 0, counted by claim.lua), no run_at unless it waits.
+-- no attempts (absent: 0, counted by claim_start.lua), no run_at unless it waits.
 local function new_job(key, args, max_attempts, now, state, priority, run_at, tenant, extra)
   if run_at > 0 then
     extra[#extra + 1] = 'run_at'
@@ -207,7 +212,14 @@ local function queued(wake, cap, n)
 end
 
 -- The keys and arguments push_job takes (intake.lua and fire.lua pass them through per job).
-local PUSH_KEYS, PUSH_ARGS = 7, 24
+local PUSH_KEYS, PUSH_ARGS = 8, 25
+
+-- Whether a job in `state`, found in a worker's in-flight set, was taken there by the first
+-- step of a claim (claim.lua) and not started by the second (claim_start.lua): still pending,
+-- or due (scheduled, retrying). Whoever hands the set back re-queues it.
+local function claimed_not_started(state)
+  return state == 'pending' or state == 'scheduled' or state == 'retrying'
+end
 
 -- Whether a job in `state` is over.
 local function final_state(state)
@@ -240,7 +252,9 @@ end
 -- Enqueues one job: the body of push.lua (see its header for the keys K and arguments A),
 -- shared with intake.lua, which pushes one job per message it takes, and fire.lua, which
 -- pushes a schedule's tick. With `deferred` (a batch), its wake token and tenant count are
--- gathered there for flush_queued. Returns {id, created}.
+-- gathered there for flush_queued. Returns {id, created}; created 2 when a unique job held
+-- until finished found a holder other than the one declared (A[25], its hash K[8]): nothing is
+-- written, and the id is the holder's.
 local function push_job(K, A, deferred)
   -- A second submission under an idempotency key answers the first job.
   if A[8] == '1' then
@@ -253,8 +267,10 @@ local function push_job(K, A, deferred)
     local holder = redis.call('GET', K[7])
     if holder then
       if A[20] ~= 'finished' then return {holder, 0} end
-      local job_prefix = string.sub(K[1], 1, #K[1] - #A[1])
-      local state = redis.call('HGET', job_prefix .. holder, 'state')
+      -- The holder's hash is K[8], declared by a caller that read the holder A[25] first; a
+      -- caller that read none, or another, is answered the holder to ask again with.
+      if holder ~= A[25] then return {holder, 2} end
+      local state = redis.call('HGET', K[8], 'state')
       if state and not final_state(state) then return {holder, 0} end
     end
   end

@@ -2,6 +2,8 @@
 -- KEYS[1] job hash   KEYS[2] pending list (of its priority)   KEYS[3] scheduled zset
 -- KEYS[4] wake list  KEYS[5] idempotency key (used only when ARGV[8] == '1')
 -- KEYS[6] unfinished jobs per tenant (hash)  KEYS[7] unique key (used only when ARGV[20] ~= '')
+-- KEYS[8] the hash of the unique key's holder as the caller read it (ARGV[25]; used only when
+--         ARGV[20] == 'finished' and the key has that holder)
 -- ARGV: 1 id, 2 args json, 3 kind, 4 max_attempts, 5 '1' when the caller gave the id (it
 --       may exist already: a second push adds nothing; else the id is fresh), 6 delay ms
 --       (0: now),
@@ -17,8 +19,11 @@
 --       key's lifetime in ms, 22 its own retry backoff ('<base ms>,<max ms>'; '' for the
 --       task's), 23 its own retention minus its queue's, in ms ('0' for the queue's: added to
 --       its done-set score, see done_score in prelude.lua), 24 the W3C `traceparent` of
---       the span that pushed it ('' when none)
+--       the span that pushed it ('' when none), 25 the unique key's holder as the caller read
+--       it ('' when none or not read)
 -- Returns {id, created}: the existing job's id and 0 when the idempotency or unique key, or
 -- the given id, was seen; {'', -load} when
--- the tenant is at its cap, {'high', -load} at its high-priority cap (nothing is written).
+-- the tenant is at its cap, {'high', -load} at its high-priority cap (nothing is written);
+-- {holder, 2} when a unique job held until finished has a holder other than ARGV[25] (nothing
+-- is written: the caller asks again with that holder's hash as KEYS[8]).
 return push_job(KEYS, ARGV)

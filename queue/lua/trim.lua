@@ -2,14 +2,22 @@
 -- (never by push, claim or ack, so the hot paths pay nothing for it).
 -- KEYS[1] dead zset  KEYS[2] done zset (succeeded and cancelled jobs by finish time, moved by
 -- a job's own retention: done_score in prelude.lua, so a job given its own is forgotten after it)
--- ARGV: 1 job key prefix, 2 dead-letter retention ms (-1: kept for ever), 3 finished-job
---       retention ms (the queue's, as ack.lua applies it), 4 most ids removed per set per call
--- Entries older than their retention on Redis' clock leave their set and their job hashes go
--- (Postgres keeps the records, under its own retention). Bounded: at most ARGV[4] per set.
+-- KEYS[3 ..] the hashes of the listed dead letters, then of the listed finished jobs, in order
+-- ARGV: 1 dead-letter retention ms (-1: kept for ever), 2 finished-job retention ms (the
+--       queue's, as ack.lua applies it), 3 D (dead letters listed), then D ids of dead letters,
+--       then ids of finished jobs: the caller's reading of each set's entries past retention
+-- Listed entries still older than their retention on Redis' clock leave their set and their
+-- job hashes go (Postgres keeps the records); the others stay (forget_listed in prelude.lua).
 -- Returns {dead letters removed, finished jobs removed}.
-local prefix, limit = ARGV[1], tonumber(ARGV[4])
-local function expire(set, retention)
-  if retention < 0 then return 0 end
-  return forget_older(set, prefix, retention, limit)
+local d = tonumber(ARGV[3])
+local function forget(set, retention, from, to)
+  if retention < 0 or from > to then return 0 end
+  local ids, keys = {}, {}
+  for i = from, to do
+    ids[#ids + 1] = ARGV[i]
+    keys[#keys + 1] = KEYS[i - 1]
+  end
+  return forget_listed(set, ids, keys, retention)
 end
-return {expire(KEYS[1], tonumber(ARGV[2])), expire(KEYS[2], tonumber(ARGV[3]))}
+return {forget(KEYS[1], tonumber(ARGV[1]), 4, 3 + d),
+  forget(KEYS[2], tonumber(ARGV[2]), 4 + d, #ARGV)}

@@ -82,6 +82,13 @@ pub struct QueueClient {
     wait: RedisWait,
     /// Partitioned queues' layouts (see [`crate::partitions`]).
     partitions: Arc<crate::partitions::Partitions>,
+    /// Finished jobs past their retention, as the last ack of each queue
+    /// (by its done set's key) found them: the next ack forgets them
+    /// (`ack.lua`).
+    pub(crate) to_forget: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>>,
+    /// Per in-flight set, the jobs the last reconcile found taken by a
+    /// claim's first step and not started (`reconcile.lua`).
+    pub(crate) not_started: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>>,
 }
 
 impl std::fmt::Debug for QueueClient {
@@ -109,6 +116,8 @@ impl QueueClient {
             declared: Arc::default(),
             wait: config.redis_wait,
             partitions: Arc::default(),
+            to_forget: Arc::default(),
+            not_started: Arc::default(),
         };
         this.ping().await?;
         this.sync_clock().await?;

@@ -239,10 +239,9 @@ impl QueueClient {
             .key(keys.pending(crate::Priority::Normal))
             .key(keys.wake())
             .key(keys.tenant_load())
-            .arg(keys.job_prefix())
             .arg(action);
         for id in ids {
-            inv.arg(id.to_string());
+            inv.key(keys.job(id)).arg(id.to_string());
         }
         let n: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
         Ok(n as usize)

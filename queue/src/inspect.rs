@@ -204,7 +204,9 @@ impl QueueClient {
     /// Depth of one partition (or of a queue that is not split).
     async fn partition_stats(&self, queue: &QueueName) -> Result<QueueStats, QueueError> {
         let keys = self.keys(queue);
-        let v: Vec<i64> = SCRIPTS
+        // Every key stats.lua touches is declared: it reads the queue-level
+        // keys at one moment; what they lead to is read right after.
+        let v: Vec<redis::Value> = SCRIPTS
             .stats
             .key(keys.pending(crate::Priority::High))
             .key(keys.pending(crate::Priority::Normal))
@@ -212,26 +214,86 @@ impl QueueClient {
             .key(keys.dead())
             .key(keys.workers())
             .key(keys.parked())
-            .arg(keys.tag())
-            .arg(keys.job_prefix())
-            .arg("")
-            .arg(RECENT_MINUTES)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        let get = |i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
+        let corrupt = |why: String| QueueError::Corrupt {
+            id: "<stats>".into(),
+            why,
+        };
+        let [
+            pending,
+            scheduled,
+            dead,
+            now,
+            oldest_high,
+            oldest,
+            workers @ ..,
+        ] = &v[..]
+        else {
+            return Err(corrupt(format!("{} values", v.len())));
+        };
+        let int = |v: &redis::Value| {
+            redis::from_redis_value_ref::<i64>(v).map_err(|e| corrupt(e.to_string()))
+        };
+        let text = |v: &redis::Value| {
+            redis::from_redis_value_ref::<String>(v).map_err(|e| corrupt(e.to_string()))
+        };
+        let now = int(now)?;
+        let workers = workers.iter().map(text).collect::<Result<Vec<_>, _>>()?;
+        let oldest = [text(oldest_high)?, text(oldest)?];
+        let mut pipe = redis::pipe();
+        for w in &workers {
+            pipe.cmd("SCARD").arg(keys.inflight(&WorkerId::from_raw(w)));
+        }
+        for id in &oldest {
+            // (an empty list's '' names no job: a hash that does not exist)
+            pipe.cmd("HGET")
+                .arg(format!("{}{id}", keys.job_prefix()))
+                .arg("enqueued_at");
+        }
+        for m in (0..RECENT_MINUTES).rev() {
+            pipe.cmd("HMGET")
+                .arg(keys.stats_minute(now - m * 60_000))
+                .arg("succeeded")
+                .arg("failed")
+                .arg("retried")
+                .arg("dead");
+        }
+        let more: Vec<redis::Value> = pipe.query_async(&mut self.conn.clone()).await?;
+        let (running, rest) = more.split_at(workers.len().min(more.len()));
+        let running = running.iter().map(int).sum::<Result<i64, _>>()?;
+        let mut oldest_age = -1;
+        for (id, at) in oldest.iter().zip(rest) {
+            if id.is_empty() {
+                continue;
+            }
+            let at = redis::from_redis_value_ref::<Option<i64>>(at)
+                .map_err(|e| corrupt(e.to_string()))?
+                .unwrap_or(now);
+            oldest_age = oldest_age.max(now - at);
+        }
+        let mut sums = [0u64; 4];
+        for minute in rest.iter().skip(oldest.len()) {
+            let counts = redis::from_redis_value_ref::<Vec<Option<u64>>>(minute)
+                .map_err(|e| corrupt(e.to_string()))?;
+            for (sum, n) in sums.iter_mut().zip(counts) {
+                *sum += n.unwrap_or(0);
+            }
+        }
+        let count = |v: &redis::Value| int(v).map(|n| n.max(0) as u64);
         Ok(QueueStats {
             queue: queue.logical(),
-            pending: get(0),
-            scheduled: get(1),
-            running: get(2),
-            dead: get(3),
-            workers: get(4),
-            oldest_pending_age_ms: v.get(5).and_then(|&a| (a >= 0).then_some(a as u64)),
+            pending: count(pending)?,
+            scheduled: count(scheduled)?,
+            running: running.max(0) as u64,
+            dead: count(dead)?,
+            workers: workers.len() as u64,
+            oldest_pending_age_ms: (oldest_age >= 0).then_some(oldest_age as u64),
             recent_minutes: RECENT_MINUTES,
-            succeeded_recent: get(6),
-            failed_recent: get(7),
-            retried_recent: get(8),
-            dead_lettered_recent: get(9),
+            succeeded_recent: sums[0],
+            failed_recent: sums[1],
+            retried_recent: sums[2],
+            dead_lettered_recent: sums[3],
         })
     }
 

@@ -99,13 +99,35 @@ impl QueueClient {
         if items.is_empty() {
             return Ok(Vec::new());
         }
+        let mut parts = items
+            .iter()
+            .map(|item| self.push_parts(&item.queue, &item.args, &item.opts))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Every key intake.lua touches is declared: the holders of unique
+        // keys held until their job finishes are read first (push_job in
+        // prelude.lua checks them; one changed meanwhile stops the batch).
+        let held_until_finished: Vec<usize> = (0..parts.len())
+            .filter(|&i| parts[i].1[19] == "finished")
+            .collect();
+        if !held_until_finished.is_empty() {
+            let mut pipe = redis::pipe();
+            for &i in &held_until_finished {
+                pipe.cmd("GET").arg(&parts[i].0[6]);
+            }
+            let holders: Vec<Option<String>> = pipe.query_async(&mut self.conn.clone()).await?;
+            for (&i, holder) in held_until_finished.iter().zip(holders) {
+                if let Some(holder) = holder {
+                    let (keys, argv) = &mut parts[i];
+                    self.with_unique_holder(&items[i].queue, keys, argv, &holder);
+                }
+            }
+        }
         let mut inv = SCRIPTS.intake.prepare_invoke();
         for list in lists {
             inv.key(list);
         }
         inv.arg(lists.len());
-        for item in items {
-            let (keys, argv) = self.push_parts(&item.queue, &item.args, &item.opts)?;
+        for (item, (keys, argv)) in items.iter().zip(parts) {
             for k in keys {
                 inv.key(k);
             }

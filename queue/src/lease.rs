@@ -25,8 +25,20 @@ use crate::{
     scripts::SCRIPTS,
 };
 
-/// Due scheduled jobs promoted per claim, at most.
+/// Due scheduled jobs promoted per claim round, at most.
 const PROMOTE_LIMIT: usize = 200;
+/// Rounds (`claim.lua` then `claim_start.lua`) of one claim, at most.
+const CLAIM_ROUNDS: usize = 4;
+/// While jobs are parked, an idle claimer looks again this soon (a slot of
+/// their tenant may have freed).
+const PARKED_RECHECK: Duration = Duration::from_millis(200);
+/// Reads of a stopping worker's in-flight set before `deregister.lua` may
+/// give up (each retry means a claim landed in between: a worker that is
+/// stopping claims no more, so one retry is already rare).
+const DEREGISTER_TRIES: usize = 5;
+/// Finished jobs past retention a queue keeps named for its next ack to
+/// forget, at most (`ack.lua`; trim.lua catches up with the rest).
+const MAX_TO_FORGET: usize = 4096;
 /// Per-minute outcome counters are kept this long.
 const STATS_TTL_S: i64 = 2 * 3600;
 
@@ -175,38 +187,117 @@ impl QueueClient {
             db.operation = "EVALSHA",
             queue = queue.as_str(),
         );
-        let mut invocation = SCRIPTS.claim.prepare_invoke();
-        invocation
-            .key(keys.pending(crate::Priority::High))
-            .key(keys.pending(crate::Priority::Normal))
-            .key(keys.scheduled())
-            .key(keys.inflight(worker))
-            .key(keys.wake())
-            .key(keys.workers())
-            .key(keys.high_streak())
-            .key(keys.done())
-            .key(keys.tenant_load())
-            .key(keys.rate())
-            .key(keys.tenant_running())
-            .key(keys.parked())
-            .arg(keys.job_prefix())
-            .arg(n)
-            .arg(worker.as_str())
-            .arg(PROMOTE_LIMIT)
-            .arg(lease.as_millis() as i64)
-            .arg(self.high_burst)
-            .arg(rate.map_or(0, |r| r.tokens))
-            .arg(rate.map_or(0, |r| r.per_ms()))
-            .arg(settings.tenant_concurrency.unwrap_or(0));
-        let claim = invocation.invoke_async(conn);
-        let raw: Vec<redis::Value> = tracing::Instrument::instrument(claim, span).await?;
-        parse_claim(&raw).map_err(|e| match e {
-            ClaimError::Evicted => QueueError::Evicted {
-                worker: worker.to_string(),
-                queue: queue.as_str().into(),
-            },
-            ClaimError::Queue(e) => e,
-        })
+        let limit = settings.tenant_concurrency.unwrap_or(0);
+        let claim = self.claim_rounds(conn, &keys, worker, n, lease, rate, limit);
+        tracing::Instrument::instrument(claim, span)
+            .await
+            .map_err(|e| match e {
+                ClaimError::Evicted => QueueError::Evicted {
+                    worker: worker.to_string(),
+                    queue: queue.as_str().into(),
+                },
+                ClaimError::Queue(e) => e,
+            })
+    }
+
+    /// The rounds of one claim: `claim.lua` takes ids into the worker's
+    /// in-flight set, `claim_start.lua` (their job hashes declared) starts
+    /// them; another round follows while the call wants more and the last
+    /// one skipped ids (cancelled, expired, parked) or re-queued due jobs.
+    #[allow(clippy::too_many_arguments)]
+    async fn claim_rounds(
+        &self,
+        conn: &mut RedisConn,
+        keys: &crate::QueueKeys,
+        worker: &WorkerId,
+        n: usize,
+        lease: Duration,
+        rate: Option<hopper_shared::rate_limit::RateLimit>,
+        limit: u32,
+    ) -> Result<ClaimBatch, ClaimError> {
+        let mut batch = ClaimBatch::default();
+        for _ in 0..CLAIM_ROUNDS {
+            let want = n - batch.jobs.len();
+            let raw: Vec<redis::Value> = SCRIPTS
+                .claim
+                .key(keys.pending(crate::Priority::High))
+                .key(keys.pending(crate::Priority::Normal))
+                .key(keys.scheduled())
+                .key(keys.inflight(worker))
+                .key(keys.wake())
+                .key(keys.workers())
+                .key(keys.high_streak())
+                .key(keys.rate())
+                .key(keys.tenant_running())
+                .key(keys.parked())
+                .arg(want)
+                .arg(worker.as_str())
+                .arg(PROMOTE_LIMIT)
+                .arg(lease.as_millis() as i64)
+                .arg(self.high_burst)
+                .arg(rate.map_or(0, |r| r.tokens))
+                .arg(rate.map_or(0, |r| r.per_ms()))
+                .arg(limit)
+                .invoke_async(conn)
+                .await
+                .map_err(QueueError::from)?;
+            let taken = parse_taken(&raw)?;
+            batch.next_due_in = taken.next_due_in;
+            batch.throttled_for = batch.throttled_for.or(taken.throttled_for);
+            let count = taken.due.len() + taken.parked.len() + taken.popped.len();
+            if count == 0 && taken.checked.is_empty() {
+                break;
+            }
+            let mut start = SCRIPTS.claim_start.prepare_invoke();
+            start
+                .key(keys.inflight(worker))
+                .key(keys.pending(crate::Priority::High))
+                .key(keys.pending(crate::Priority::Normal))
+                .key(keys.workers())
+                .key(keys.done())
+                .key(keys.tenant_load())
+                .key(keys.rate())
+                .key(keys.tenant_running())
+                .key(keys.parked())
+                .arg(worker.as_str())
+                .arg(lease.as_millis() as i64)
+                .arg(limit)
+                .arg(taken.reserved)
+                .arg(taken.due.len())
+                .arg(taken.parked.len())
+                .arg(taken.popped.len());
+            let prefix = keys.job_prefix();
+            for id in taken.due.iter().chain(&taken.parked).chain(&taken.popped) {
+                start.key(format!("{prefix}{id}")).arg(id);
+            }
+            for member in &taken.checked {
+                let id = member.rsplit('\t').next().unwrap_or_default();
+                start.key(format!("{prefix}{id}")).arg(member);
+            }
+            let raw: Vec<redis::Value> =
+                start.invoke_async(conn).await.map_err(QueueError::from)?;
+            let started = parse_started(&raw)?;
+            if started.parked_left {
+                batch.next_due_in = Some(
+                    batch
+                        .next_due_in
+                        .map_or(PARKED_RECHECK, |d| d.min(PARKED_RECHECK)),
+                );
+            }
+            let skipped = taken.parked.len() + taken.popped.len() - started.jobs.len();
+            batch.jobs.extend(started.jobs);
+            batch.expired.extend(started.expired);
+            // Another round while more is wanted and this one changed what
+            // the next finds: due jobs re-queued, slots freed, ids skipped
+            // (cancelled, expired, parked).
+            if batch.jobs.len() >= n
+                || batch.throttled_for.is_some()
+                || (started.promoted == 0 && started.freed == 0 && skipped == 0)
+            {
+                break;
+            }
+        }
+        Ok(batch)
     }
 
     /// Records the success of many jobs in one call per worker id among
@@ -224,35 +315,61 @@ impl QueueClient {
         let mut workers: Vec<&WorkerId> = acks.iter().map(|a| &a.worker).collect();
         workers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         workers.dedup();
+        // Finished jobs the last ack found past retention: this ack forgets
+        // them (its first call, up to as many as ack.lua would find per call).
+        let mut forget = {
+            let mut store = self.to_forget.lock().unwrap_or_else(|e| e.into_inner());
+            store.remove(&keys.done()).unwrap_or_default()
+        };
         // One ack.lua per worker id, all in one pipeline (one queue, one slot).
         let evals = workers
             .into_iter()
             .map(|worker| {
+                let mine: Vec<&Ack> = acks.iter().filter(|a| &a.worker == worker).collect();
+                let forget_now: Vec<String> = forget
+                    .drain(..forget.len().min(2 * mine.len() + 10))
+                    .collect();
                 let mut eval = redis::cmd("EVALSHA");
                 eval.arg(SCRIPTS.ack.get_hash())
-                    .arg(5)
+                    .arg(5 + mine.len() + forget_now.len())
                     .arg(keys.inflight(worker))
                     .arg(keys.done())
                     .arg(keys.stats_minute(self.redis_now_ms()))
                     .arg(keys.cancel_requests())
-                    .arg(keys.tenant_load())
-                    .arg(retention)
-                    .arg(keys.job_prefix())
-                    .arg(STATS_TTL_S)
-                    .arg(worker.as_str());
-                for a in acks.iter().filter(|a| &a.worker == worker) {
+                    .arg(keys.tenant_load());
+                for a in &mine {
+                    eval.arg(keys.job(&a.id));
+                }
+                for id in &forget_now {
+                    eval.arg(format!("{}{id}", keys.job_prefix()));
+                }
+                eval.arg(retention).arg(STATS_TTL_S).arg(mine.len());
+                for a in &mine {
                     eval.arg(a.id.to_string()).arg(&a.result).arg(a.lease);
+                }
+                for id in &forget_now {
+                    eval.arg(id);
                 }
                 eval
             })
             .collect();
         let (replies, acked) = self.eval_durably(&SCRIPTS.ack, evals).await?;
         self.finish_replicated("ack", &queue, acked);
+        let mut old: Vec<String> = forget;
         for reply in replies {
-            let ids: Vec<String> = decode(reply)?;
+            let (ids, past): (Vec<String>, Vec<String>) = decode(reply)?;
             for id in ids {
                 lost.push(parse_id(&id)?);
             }
+            old.extend(past);
+        }
+        if !old.is_empty() {
+            let mut store = self.to_forget.lock().unwrap_or_else(|e| e.into_inner());
+            let kept = store.entry(keys.done()).or_default();
+            kept.extend(old);
+            kept.sort_unstable();
+            kept.dedup();
+            kept.truncate(MAX_TO_FORGET);
         }
         Ok(lost)
     }
@@ -343,10 +460,9 @@ impl QueueClient {
             .key(keys.pending(crate::Priority::High))
             .key(keys.pending(crate::Priority::Normal))
             .key(keys.wake())
-            .arg(keys.job_prefix())
             .arg(if uncount { "1" } else { "0" });
         for (id, lease) in jobs {
-            inv.arg(id.to_string()).arg(*lease);
+            inv.key(keys.job(id)).arg(id.to_string()).arg(*lease);
         }
         let n: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
         Ok(n as usize)
@@ -365,18 +481,45 @@ impl QueueClient {
     ) -> Result<Vec<Uuid>, QueueError> {
         let queue = queue.into();
         let keys = self.keys(&queue);
+        // Every key reconcile.lua touches is declared: the candidates are
+        // read first (members of the set this worker does not hold), and the
+        // script checks each is still a member.
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(keys.inflight(worker))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let held: std::collections::HashSet<String> = held.iter().map(Uuid::to_string).collect();
+        let candidates: Vec<String> = members.into_iter().filter(|m| !held.contains(m)).collect();
+        let inflight = keys.inflight(worker);
+        // What the previous call found taken by a claim's first step and not
+        // started: still so now, its second step never came.
+        let before = {
+            let mut store = self.not_started.lock().unwrap_or_else(|e| e.into_inner());
+            store.remove(&inflight).unwrap_or_default()
+        };
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut inv = SCRIPTS.reconcile.prepare_invoke();
-        inv.key(keys.inflight(worker))
+        inv.key(&inflight)
             .key(keys.pending(crate::Priority::High))
             .key(keys.pending(crate::Priority::Normal))
             .key(keys.wake())
-            .arg(keys.job_prefix())
             .arg(worker.as_str())
-            .arg(min_age.as_millis() as i64);
-        for id in held {
-            inv.arg(id.to_string());
+            .arg(min_age.as_millis() as i64)
+            .arg(candidates.len());
+        for id in &candidates {
+            inv.key(format!("{}{id}", keys.job_prefix())).arg(id);
         }
-        let strays: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
+        for id in &before {
+            inv.arg(id);
+        }
+        let (strays, waiting): (Vec<String>, Vec<String>) =
+            inv.invoke_async(&mut self.conn.clone()).await?;
+        if !waiting.is_empty() {
+            let mut store = self.not_started.lock().unwrap_or_else(|e| e.into_inner());
+            store.insert(inflight, waiting);
+        }
         strays.iter().map(|s| parse_id(s)).collect()
     }
 
@@ -391,19 +534,34 @@ impl QueueClient {
     ) -> Result<usize, QueueError> {
         let queue = queue.into();
         let keys = self.keys(&queue);
-        let n: i64 = SCRIPTS
-            .deregister
-            .key(keys.workers())
-            .key(keys.inflight(worker))
-            .key(keys.pending(crate::Priority::High))
-            .key(keys.pending(crate::Priority::Normal))
-            .key(keys.wake())
-            .arg(keys.job_prefix())
-            .arg(worker.as_str())
-            .arg(why)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(n as usize)
+        // Every key deregister.lua touches is declared: the in-flight set is
+        // read first; the script refuses (-1) when a claim added to it since,
+        // and it is read again.
+        for _ in 0..DEREGISTER_TRIES {
+            let members: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(keys.inflight(worker))
+                .query_async(&mut self.conn.clone())
+                .await?;
+            let mut inv = SCRIPTS.deregister.prepare_invoke();
+            inv.key(keys.workers())
+                .key(keys.inflight(worker))
+                .key(keys.pending(crate::Priority::High))
+                .key(keys.pending(crate::Priority::Normal))
+                .key(keys.wake())
+                .arg(worker.as_str())
+                .arg(why);
+            for id in &members {
+                inv.key(format!("{}{id}", keys.job_prefix())).arg(id);
+            }
+            let n: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+        }
+        Err(QueueError::Corrupt {
+            id: worker.to_string(),
+            why: format!("its in-flight set kept changing over {DEREGISTER_TRIES} deregistrations"),
+        })
     }
 }
 
@@ -420,40 +578,116 @@ impl From<QueueError> for ClaimError {
     }
 }
 
-fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, ClaimError> {
-    let corrupt = |why: &str| QueueError::Corrupt {
+/// What `claim.lua` took into the in-flight set.
+struct Taken {
+    next_due_in: Option<Duration>,
+    throttled_for: Option<Duration>,
+    /// Rate-limit tokens reserved (-1: no rate limit).
+    reserved: i64,
+    due: Vec<String>,
+    parked: Vec<String>,
+    popped: Vec<String>,
+    /// Running-set members of tenants at their limit, to check.
+    checked: Vec<String>,
+}
+
+/// What `claim_start.lua` did with them.
+struct Started {
+    promoted: i64,
+    parked_left: bool,
+    /// Running-set members dropped (their jobs no longer ran).
+    freed: i64,
+    expired: Vec<Uuid>,
+    jobs: Vec<Claimed>,
+}
+
+fn claim_corrupt(why: &str) -> QueueError {
+    QueueError::Corrupt {
         id: "<claim>".into(),
         why: why.into(),
+    }
+}
+
+fn reply_int(v: &redis::Value) -> Result<i64, QueueError> {
+    redis::from_redis_value_ref::<i64>(v).map_err(|e| claim_corrupt(&e.to_string()))
+}
+
+fn reply_text(v: &redis::Value) -> Result<String, QueueError> {
+    redis::from_redis_value_ref::<String>(v).map_err(|e| claim_corrupt(&e.to_string()))
+}
+
+/// Splits a counted group (a count, then that many values) off `rest`.
+fn counted<'a>(
+    rest: &'a [redis::Value],
+    what: &str,
+) -> Result<(&'a [redis::Value], &'a [redis::Value]), QueueError> {
+    let (count, rest) = rest
+        .split_first()
+        .ok_or_else(|| claim_corrupt(&format!("no {what} count")))?;
+    let count = reply_int(count)?.max(0) as usize;
+    if rest.len() < count {
+        return Err(claim_corrupt("truncated reply"));
+    }
+    Ok(rest.split_at(count))
+}
+
+fn texts(values: &[redis::Value]) -> Result<Vec<String>, QueueError> {
+    values.iter().map(reply_text).collect()
+}
+
+fn parse_taken(raw: &[redis::Value]) -> Result<Taken, ClaimError> {
+    let [next_due, rest @ ..] = raw else {
+        return Err(claim_corrupt("empty reply").into());
     };
-    let int = |v: &redis::Value| -> Result<i64, QueueError> {
-        redis::from_redis_value_ref::<i64>(v).map_err(|e| corrupt(&e.to_string()))
-    };
-    let text = |v: &redis::Value| -> Result<String, QueueError> {
-        redis::from_redis_value_ref::<String>(v).map_err(|e| corrupt(&e.to_string()))
-    };
-    let (first, rest) = raw.split_first().ok_or_else(|| corrupt("empty reply"))?;
-    let next_due = int(first)?;
+    let next_due = reply_int(next_due)?;
     if next_due == -2 {
         return Err(ClaimError::Evicted);
     }
-    let (throttled, rest) = rest.split_first().ok_or_else(|| corrupt("no throttle"))?;
-    let throttled = int(throttled)?;
-    let (count, rest) = rest
-        .split_first()
-        .ok_or_else(|| corrupt("no expired count"))?;
-    let count = int(count)?.max(0) as usize;
-    if rest.len() < count {
-        return Err(corrupt("truncated reply").into());
+    let [throttled, reserved, rest @ ..] = rest else {
+        return Err(claim_corrupt("truncated reply").into());
+    };
+    let throttled = reply_int(throttled)?;
+    let (due, rest) = counted(rest, "due")?;
+    let (parked, rest) = counted(rest, "parked")?;
+    let (popped, checked) = counted(rest, "popped")?;
+    Ok(Taken {
+        next_due_in: (next_due >= 0).then(|| Duration::from_millis(next_due as u64)),
+        throttled_for: (throttled >= 0).then(|| Duration::from_millis(throttled as u64)),
+        reserved: reply_int(reserved)?,
+        due: texts(due)?,
+        parked: texts(parked)?,
+        popped: texts(popped)?,
+        checked: texts(checked)?,
+    })
+}
+
+fn parse_started(raw: &[redis::Value]) -> Result<Started, ClaimError> {
+    let [first, rest @ ..] = raw else {
+        return Err(claim_corrupt("empty reply").into());
+    };
+    let promoted = reply_int(first)?;
+    if promoted == -2 {
+        return Err(ClaimError::Evicted);
     }
-    let (expired, rest) = rest.split_at(count);
+    let [parked_left, rest @ ..] = rest else {
+        return Err(claim_corrupt("truncated reply").into());
+    };
+    let parked_left = reply_int(parked_left)? == 1;
+    let [freed, rest @ ..] = rest else {
+        return Err(claim_corrupt("truncated reply").into());
+    };
+    let freed = reply_int(freed)?;
+    let (expired, rest) = counted(rest, "expired")?;
     let expired = expired
         .iter()
-        .map(|v| parse_id(&text(v)?))
+        .map(|v| parse_id(&reply_text(v)?))
         .collect::<Result<Vec<_>, _>>()?;
     let limit = |v: &redis::Value| -> Result<Option<Duration>, QueueError> {
-        let ms = int(v)?;
+        let ms = reply_int(v)?;
         Ok((ms > 0).then(|| Duration::from_millis(ms as u64)))
     };
+    let (int, text) = (reply_int, reply_text);
+    let corrupt = claim_corrupt;
     let mut jobs = Vec::with_capacity(rest.len() / CLAIMED_FIELDS);
     for c in rest.chunks(CLAIMED_FIELDS) {
         let [
@@ -503,13 +737,14 @@ fn parse_claim(raw: &[redis::Value]) -> Result<ClaimBatch, ClaimError> {
             traceparent: Some(text(traceparent)?).filter(|t| !t.is_empty()),
         });
     }
-    Ok(ClaimBatch {
-        jobs,
+    Ok(Started {
+        promoted,
+        parked_left,
+        freed,
         expired,
-        next_due_in: (next_due >= 0).then(|| Duration::from_millis(next_due as u64)),
-        throttled_for: (throttled >= 0).then(|| Duration::from_millis(throttled as u64)),
+        jobs,
     })
 }
 
-/// Fields per job in `claim.lua`'s reply.
+/// Fields per job in `claim_start.lua`'s reply.
 const CLAIMED_FIELDS: usize = 15;

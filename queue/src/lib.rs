@@ -76,7 +76,7 @@ pub use outcome::{Attempt, Outcome, Recorded, Recorder};
 pub use progress::ProgressStored;
 pub use registry::Declared;
 pub use schedule::FireRound;
-pub use scripts::script_hashes;
+pub use scripts::{script_hashes, strict_keys_script};
 
 /// Microseconds since the Unix epoch.
 pub fn now_us() -> i64 {

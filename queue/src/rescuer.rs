@@ -33,13 +33,23 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    QueueClient, QueueError, client::parse_id, job::Running, outcome::record_finished_job,
-    registration::Registration, scripts::SCRIPTS,
+    QueueClient, QueueError,
+    client::parse_id,
+    job::{Running, WorkerId},
+    outcome::record_finished_job,
+    registration::Registration,
+    scripts::SCRIPTS,
 };
 
 /// Dead letters (and, apart, finished jobs) one `trim.lua` call forgets, at
 /// most.
 pub const TRIM_LIMIT: usize = 200;
+/// Dead workers one `recover.lua` call takes, at most.
+const RECOVER_WORKERS: usize = 16;
+/// `recover.lua` calls per [`QueueClient::recover`], at most (another call
+/// follows when a worker's in-flight set changed under the first, or more
+/// workers are gone than one call takes).
+const RECOVER_TRIES: usize = 4;
 /// `trim.lua` calls per tick, at most (a backlog drains over several ticks).
 const TRIM_CALLS: usize = 10;
 
@@ -63,22 +73,59 @@ impl QueueClient {
     ) -> Result<Vec<Uuid>, QueueError> {
         let queue = queue.into();
         let keys = self.keys(&queue);
-        let dead: Vec<String> = SCRIPTS
-            .recover
-            .key(keys.workers())
-            .key(keys.pending(crate::Priority::High))
-            .key(keys.pending(crate::Priority::Normal))
-            .key(keys.dead())
-            .key(keys.wake())
-            .key(keys.tenant_load())
-            .key(keys.cancel_requests())
-            .key(keys.done())
-            .arg(keys.tag())
-            .arg(lease.as_millis() as i64)
-            .arg(16)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        dead.iter().map(|s| parse_id(s)).collect()
+        let lease_ms = lease.as_millis() as i64;
+        let mut finished = Vec::new();
+        // Every key recover.lua touches is declared: the workers past their
+        // lease and their in-flight sets are read first, and the script
+        // checks both again (a set that changed meanwhile is read again).
+        for _ in 0..RECOVER_TRIES {
+            let gone: Vec<String> = redis::cmd("ZRANGE")
+                .arg(keys.workers())
+                .arg("-inf")
+                .arg(self.redis_now_ms() - lease_ms)
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(RECOVER_WORKERS)
+                .query_async(&mut self.conn.clone())
+                .await?;
+            if gone.is_empty() {
+                break;
+            }
+            let mut pipe = redis::pipe();
+            for w in &gone {
+                pipe.cmd("SMEMBERS")
+                    .arg(keys.inflight(&WorkerId::from_raw(w)));
+            }
+            let held: Vec<Vec<String>> = pipe.query_async(&mut self.conn.clone()).await?;
+            let mut inv = SCRIPTS.recover.prepare_invoke();
+            inv.key(keys.workers())
+                .key(keys.pending(crate::Priority::High))
+                .key(keys.pending(crate::Priority::Normal))
+                .key(keys.dead())
+                .key(keys.wake())
+                .key(keys.tenant_load())
+                .key(keys.cancel_requests())
+                .key(keys.done())
+                .arg(lease_ms);
+            for (w, ids) in gone.iter().zip(&held) {
+                inv.key(keys.inflight(&WorkerId::from_raw(w)))
+                    .arg(w)
+                    .arg(ids.len());
+                for id in ids {
+                    inv.key(format!("{}{id}", keys.job_prefix())).arg(id);
+                }
+            }
+            let (ids, changed): (Vec<String>, i64) =
+                inv.invoke_async(&mut self.conn.clone()).await?;
+            for id in ids {
+                finished.push(parse_id(&id)?);
+            }
+            if changed == 0 && gone.len() < RECOVER_WORKERS {
+                break;
+            }
+        }
+        Ok(finished)
     }
 
     /// Forgets, on Redis' clock, dead letters older than the dead-letter
@@ -93,20 +140,52 @@ impl QueueClient {
         let queue = queue.into();
         let keys = self.keys(&queue);
         let ms = |d: Duration| d.as_millis().min(i64::MAX as u128) as i64;
-        let (dead_letters, finished): (u64, u64) = SCRIPTS
-            .trim
-            .key(keys.dead())
+        let dead_retention = if self.dead_retention.is_zero() {
+            -1
+        } else {
+            ms(self.dead_retention)
+        };
+        let retention = ms(self.settings(&queue).retention);
+        // Every key trim.lua touches is declared: the entries past retention
+        // are read first (by the estimate of Redis' clock), and the script
+        // checks each again on Redis' own.
+        let now = self.redis_now_ms();
+        let past = |set: String, retention: i64| {
+            let mut cmd = redis::cmd("ZRANGE");
+            cmd.arg(set)
+                .arg("-inf")
+                .arg(now - retention)
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit);
+            cmd
+        };
+        let mut pipe = redis::pipe();
+        pipe.add_command(past(keys.done(), retention));
+        if dead_retention >= 0 {
+            pipe.add_command(past(keys.dead(), dead_retention));
+        }
+        let mut found: Vec<Vec<String>> = pipe.query_async(&mut self.conn.clone()).await?;
+        let dead = if found.len() > 1 {
+            found.pop().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let done = found.pop().unwrap_or_default();
+        if dead.is_empty() && done.is_empty() {
+            return Ok(Trimmed::default());
+        }
+        let mut inv = SCRIPTS.trim.prepare_invoke();
+        inv.key(keys.dead())
             .key(keys.done())
-            .arg(keys.job_prefix())
-            .arg(if self.dead_retention.is_zero() {
-                -1
-            } else {
-                ms(self.dead_retention)
-            })
-            .arg(ms(self.settings(&queue).retention))
-            .arg(limit)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
+            .arg(dead_retention)
+            .arg(retention)
+            .arg(dead.len());
+        for id in dead.iter().chain(&done) {
+            inv.key(format!("{}{id}", keys.job_prefix())).arg(id);
+        }
+        let (dead_letters, finished): (u64, u64) = inv.invoke_async(&mut self.conn.clone()).await?;
         Ok(Trimmed {
             dead_letters,
             finished,

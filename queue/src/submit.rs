@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::{
     QueueClient, QueueError,
-    client::{evalsha, parse_id, single_reply},
+    client::{decode, evalsha, parse_id, single_reply},
     job::{MAX_DELAY, PushOptions},
     scripts::SCRIPTS,
 };
@@ -30,6 +30,14 @@ pub(crate) const WAKE_CAP: i64 = 10_000;
 /// Jobs one `push_batch.lua` call creates at most (a script blocks its
 /// node while it runs: ~2 ms at this size).
 const PUSH_BATCH: usize = 500;
+/// Where `push.lua`'s keys and arguments name the unique key's holder read
+/// by the caller (KEYS[8], ARGV[25]).
+pub(crate) const PUSH_HOLDER_KEY: usize = 7;
+pub(crate) const PUSH_HOLDER_ARG: usize = 24;
+/// Pushes of one unique job, at most, each naming the holder the previous
+/// one answered (the holder changes only when a holder finishes and a new
+/// job takes the key meanwhile).
+const HOLDER_TRIES: usize = 5;
 
 /// The outcome of a submission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -54,10 +62,7 @@ impl QueueClient {
         let queue = queue.into();
         let partition = self.route(&queue, args, opts).await?;
         let (keys, argv) = self.push_parts(&partition, args, opts)?;
-        let (replies, acked) = self
-            .eval_durably(&SCRIPTS.push, vec![evalsha(&SCRIPTS.push, &keys, &argv)])
-            .await?;
-        let (id, created): (String, i64) = single_reply(replies)?;
+        let ((id, created), acked) = self.push_naming_holder(&partition, keys, argv).await?;
         if created < 0 {
             return Err(QueueError::TenantFull {
                 tenant: opts
@@ -175,12 +180,16 @@ impl QueueClient {
             }
         }
         let mut pipelines = Vec::with_capacity(groups.len());
+        // Unique jobs pushed one by one: their parts, in the order of the
+        // pipelines' replies, for those asked again naming their holder.
+        let mut unique_parts = Vec::new();
         for (part, jobs) in &groups {
             let mut evals = Vec::new();
             if opts.unique.is_some() {
                 for (args, id) in jobs {
                     let (keys, argv) = self.push_parts_as(part, *id, given_ids, args, &opts)?;
                     evals.push(evalsha(&SCRIPTS.push, &keys, &argv));
+                    unique_parts.push((*part, keys, argv));
                 }
                 pipelines.push((&SCRIPTS.push, evals));
                 continue;
@@ -188,6 +197,8 @@ impl QueueClient {
             for chunk in jobs.chunks(PUSH_BATCH) {
                 let (args0, id0) = chunk[0];
                 let (keys, mut argv) = self.push_parts_as(part, id0, given_ids, args0, &opts)?;
+                // push_batch.lua takes push.lua's first 24 arguments, then the jobs.
+                argv.truncate(PUSH_HOLDER_ARG);
                 // push.lua's keys [job, pending, scheduled, wake, idem, tenants, unique]
                 // become [pending, scheduled, wake, tenants, jobs…].
                 let mut batch_keys = vec![
@@ -212,8 +223,21 @@ impl QueueClient {
                 .map(|(script, evals)| self.eval_durably(script, evals)),
         )
         .await?;
-        for (_, acked) in sent {
+        let mut unique_replies = Vec::new();
+        for (replies, acked) in sent {
             self.push_replicated(&queue, acked)?;
+            if opts.unique.is_some() {
+                unique_replies.extend(replies);
+            }
+        }
+        for (reply, (part, keys, argv)) in unique_replies.into_iter().zip(unique_parts) {
+            let (holder, created): (String, i64) = decode(reply)?;
+            if created == 2 {
+                let (mut keys, mut argv) = (keys, argv);
+                self.with_unique_holder(part, &mut keys, &mut argv, &holder);
+                let (_, acked) = self.push_naming_holder(part, keys, argv).await?;
+                self.push_replicated(&queue, acked)?;
+            }
         }
         Ok(ids.to_vec())
     }
@@ -283,6 +307,9 @@ impl QueueClient {
                 keys.idempotency(idem.unwrap_or("")),
                 keys.tenant_load(),
                 keys.unique(&unique_key),
+                // The unique key's holder's hash, once read (see
+                // `with_unique_holder`); until then the job's own, unused.
+                keys.job(&id),
             ],
             vec![
                 id.to_string(),
@@ -324,8 +351,49 @@ impl QueueClient {
                     None => "0".to_owned(),
                 },
                 opts.traceparent.clone().unwrap_or_default(),
+                // The unique key's holder as read ('': not read).
+                String::new(),
             ],
         ))
+    }
+
+    /// `push.lua`'s keys and arguments (of `push_parts`) naming `holder` as
+    /// the unique key's holder read by the caller: its hash declared as
+    /// KEYS[8] (a unique job held until finished checks its state).
+    pub(crate) fn with_unique_holder(
+        &self,
+        queue: &QueueName,
+        keys: &mut [String],
+        argv: &mut [String],
+        holder: &str,
+    ) {
+        keys[PUSH_HOLDER_KEY] = format!("{}{holder}", self.keys(queue).job_prefix());
+        argv[PUSH_HOLDER_ARG] = holder.to_owned();
+    }
+
+    /// Runs `push.lua` with these keys and arguments; when a unique job's
+    /// holder is not the one they name (created 2), again naming the holder
+    /// it answered. The reply `(id, created)`.
+    async fn push_naming_holder(
+        &self,
+        queue: &QueueName,
+        mut keys: Vec<String>,
+        mut argv: Vec<String>,
+    ) -> Result<((String, i64), Option<u32>), QueueError> {
+        for _ in 0..HOLDER_TRIES {
+            let (replies, acked) = self
+                .eval_durably(&SCRIPTS.push, vec![evalsha(&SCRIPTS.push, &keys, &argv)])
+                .await?;
+            let (id, created): (String, i64) = single_reply(replies)?;
+            if created != 2 {
+                return Ok(((id, created), acked));
+            }
+            self.with_unique_holder(queue, &mut keys, &mut argv, &id);
+        }
+        Err(QueueError::Corrupt {
+            id: argv[0].clone(),
+            why: format!("its unique key changed holder {HOLDER_TRIES} times while pushing"),
+        })
     }
 
     /// Queues the callbacks of a finished job: its signed completion

@@ -589,6 +589,110 @@ async fn deregistering_hands_back_every_held_job_and_refuses_later_claims() {
     assert_refused(&q, &w, Duration::from_secs(60)).await;
 }
 
+/// What claim.lua leaves when its second step never comes: `n` ids out of
+/// the normal pending list, in `w`'s in-flight set, not started.
+async fn take(q: &QueueClient, w: &WorkerId, n: usize) -> Vec<String> {
+    let keys = q.keys(JobKind::Echo);
+    let mut r = conn(q).await;
+    let taken: Vec<String> = redis::cmd("RPOP")
+        .arg(keys.pending(Priority::Normal))
+        .arg(n)
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SADD")
+        .arg(keys.inflight(w))
+        .arg(&taken)
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    taken
+}
+
+/// Jobs in the echo queue's normal pending list.
+async fn pending(q: &QueueClient) -> usize {
+    redis::cmd("LLEN")
+        .arg(q.keys(JobKind::Echo).pending(Priority::Normal))
+        .query_async(&mut conn(q).await)
+        .await
+        .unwrap()
+}
+
+/// A claim is two steps (claim.lua takes ids into the worker's in-flight
+/// set, claim_start.lua starts them); a worker that stops between them
+/// loses nothing: whoever hands its set back re-queues what it took.
+#[tokio::test]
+async fn jobs_a_claim_took_but_never_started_go_back_to_their_queue() {
+    let c = config(&[]);
+    let q = client(&c).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let pushed = q
+            .push(
+                JobKind::Echo,
+                &echo(&i.to_string()),
+                &PushOptions::default(),
+            )
+            .await
+            .unwrap();
+        ids.push(pushed.id);
+    }
+    // Reconcile: a live worker's taken-not-started id goes back only when
+    // the previous reconcile found it so too (its second step never came).
+    let live = WorkerId::generate();
+    q.register(JobKind::Echo, &live).await.unwrap();
+    let taken = take(&q, &live, 1).await;
+    assert!(
+        q.reconcile(JobKind::Echo, &live, &[], Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a claim's second step may still be on its way"
+    );
+    assert_eq!(pending(&q).await, 3);
+    let strays = q
+        .reconcile(JobKind::Echo, &live, &[], Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(
+        strays.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
+        taken
+    );
+    assert_eq!(pending(&q).await, 4);
+
+    // Deregister hands it back.
+    take(&q, &live, 1).await;
+    assert_eq!(q.deregister(JobKind::Echo, &live, "stop").await.unwrap(), 1);
+    assert_eq!(pending(&q).await, 4);
+
+    // Recovery of a lapsed worker re-queues it, nothing counted.
+    let gone = WorkerId::generate();
+    q.register(JobKind::Echo, &gone).await.unwrap();
+    let taken = take(&q, &gone, 2).await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert!(
+        q.recover(JobKind::Echo, Duration::from_millis(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(pending(&q).await, 4);
+    for id in &taken {
+        let job = q
+            .job(JobKind::Echo, id.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((job.state, job.attempts), (JobState::Pending, 0));
+    }
+    let w = WorkerId::generate();
+    q.register(JobKind::Echo, &w).await.unwrap();
+    let mut claimed: Vec<_> = claim(&q, &w, 10).await.jobs.iter().map(|j| j.id).collect();
+    claimed.sort();
+    ids.sort();
+    assert_eq!(claimed, ids, "every job is claimable again");
+}
+
 #[tokio::test]
 async fn high_priority_cannot_starve_normal_jobs() {
     let c = config(&[("HOPPER_HIGH_PRIORITY_BURST", "3")]);
@@ -741,6 +845,74 @@ async fn retention_trims_old_dead_letters_and_finished_jobs_a_bounded_batch_per_
             assert!(q.job(JobKind::Echo, *id).await.unwrap().is_none());
         }
         assert!(q.job(JobKind::Echo, *young).await.unwrap().is_some());
+    }
+}
+
+/// An ack forgets finished jobs past the queue's retention in two steps (each
+/// key it touches declared): one ack finds them, the next forgets them,
+/// checking again that they are still that old.
+#[tokio::test]
+async fn acks_forget_finished_jobs_past_retention_one_ack_after_finding_them() {
+    let c = config(&[("HOPPER_QUEUE_ECHO_RETENTION_MS", "60000")]);
+    let q = client(&c).await;
+    let keys = q.keys(JobKind::Echo);
+    let mut r = conn(&q).await;
+    let (secs, _): (i64, i64) = redis::cmd("TIME").query_async(&mut r).await.unwrap();
+    let old: Vec<uuid::Uuid> = (0..3).map(|_| uuid::Uuid::now_v7()).collect();
+    for id in &old {
+        let _: () = redis::pipe()
+            .cmd("HSET")
+            .arg(keys.job(id))
+            .arg("state")
+            .arg("succeeded")
+            .ignore()
+            .cmd("ZADD")
+            .arg(keys.done())
+            .arg(secs * 1000 - 120_000)
+            .arg(id.to_string())
+            .ignore()
+            .query_async(&mut r)
+            .await
+            .unwrap();
+    }
+    let w = WorkerId::generate();
+    q.register(JobKind::Echo, &w).await.unwrap();
+    let mut acked = Vec::new();
+    for round in 0..2 {
+        q.push(JobKind::Echo, &echo("done"), &PushOptions::default())
+            .await
+            .unwrap();
+        let job = claim(&q, &w, 1).await.jobs.remove(0);
+        let lost = q
+            .ack_many(
+                JobKind::Echo,
+                &[hopper_queue::client::Ack {
+                    id: job.id,
+                    result: "\"ok\"".into(),
+                    worker: w.clone(),
+                    lease: job.lease,
+                }],
+            )
+            .await
+            .unwrap();
+        assert!(lost.is_empty());
+        acked.push(job.id);
+        let done: Vec<String> = redis::cmd("ZRANGE")
+            .arg(keys.done())
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        for id in &old {
+            let present = q.job(JobKind::Echo, *id).await.unwrap().is_some();
+            // Found by the first ack, forgotten by the second.
+            assert_eq!(present, round == 0, "round {round}");
+            assert_eq!(done.contains(&id.to_string()), round == 0, "round {round}");
+        }
+        for id in &acked {
+            assert!(done.contains(&id.to_string()), "a young job stays");
+        }
     }
 }
 

@@ -85,6 +85,9 @@ pub const EMBED_FORWARD_SECONDS: &str = "hopper_embed_forward_seconds_total";
 pub const EMBED_CACHE_HITS: &str = "hopper_embed_cache_hits_total";
 /// Embedding-cache misses, in texts.
 pub const EMBED_CACHE_MISSES: &str = "hopper_embed_cache_misses_total";
+/// Vector searches whose query vector the API read from the embedding
+/// cache, queueing no `embed` job.
+pub const SEARCH_QUERY_CACHE_HITS: &str = "hopper_search_query_cache_hits_total";
 /// GPU memory in use on the worker's CUDA device (all processes), labelled by
 /// `device`; only on CUDA.
 pub const GPU_MEMORY_USED_BYTES: &str = "hopper_gpu_memory_used_bytes";

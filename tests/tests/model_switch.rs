@@ -139,7 +139,7 @@ async fn sets_of_two_dimensions_and_a_zero_downtime_switch() {
     let pool = env.pool();
 
     // The worker registers both models; the API names them when refusing one.
-    until("both models served", Duration::from_secs(120), || async {
+    until("both models served", Duration::from_secs(300), || async {
         let (s, r) = upload(&env, "probe", "probe", Some("nope")).await;
         s == 422 && r["known"].as_array().is_some_and(|k| k.len() == 2)
     })
@@ -307,6 +307,11 @@ async fn sets_of_two_dimensions_and_a_zero_downtime_switch() {
         answered_before_flip > 0,
         "no search ran during the re-embed"
     );
+    // The repeated query's vector came from the workers' cache, with no embed job.
+    let hits = env
+        .metric(&env.url("/metrics"), "hopper_search_query_cache_hits_total")
+        .await;
+    assert!(hits > 0.0, "no search read its query vector from the cache");
     env.wait_for_set("small", 7, &["ready"]).await;
     let view = set_view(&env, "small").await;
     assert_eq!(view["model"], json!(bert_model), "{view}");

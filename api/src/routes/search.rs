@@ -2,7 +2,9 @@
 //! chunks.
 //!
 //! The API holds no model. `vector` (the default) has the query embedded by
-//! an `embed` job at high priority (claimed before any document batch),
+//! an `embed` job at high priority (claimed before any document batch) —
+//! or reads its vector from the workers' embedding cache when the model's
+//! version is known (a document set's) and the text was embedded before —
 //! then pgvector's HNSW index finds the nearest chunks by cosine distance.
 //! `keyword` asks Postgres full text (`websearch_to_tsquery` in the
 //! documents' language, ranked by `ts_rank_cd`) and queues no job at all.
@@ -21,14 +23,15 @@ use hopper_shared::{
     document_sets,
     documents::{self, Hit, SearchMode, SearchScope},
     jobs::{JobKind, JobState},
-    models,
+    metrics as m, models,
     retry_policy::{self, Pauses},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{
-    AppState, auth::Caller, error::ApiError, routes::document_sets::unknown_model_unless_served,
+    AppState, auth::Caller, error::ApiError, query_vectors,
+    routes::document_sets::unknown_model_unless_served,
 };
 use hopper_shared::keys::Scope;
 
@@ -358,14 +361,31 @@ async fn nearest(
     Ok(documents::search(&state.pool, scope, &model, vector, k).await?)
 }
 
-/// Embeds the query by a high-priority `embed` job of the caller's tenant
-/// (counted against its caps like any job) and waits for its vector.
+/// The query's vector: from the workers' embedding cache when the model's
+/// version is known and a worker embedded this text before
+/// ([`crate::query_vectors`]), else by a high-priority `embed` job of the
+/// caller's tenant (counted against its caps like any job), waited for.
 async fn embed_query(
     state: &AppState,
     caller: &Caller,
     query: &str,
     model: &Option<String>,
 ) -> Result<(Vec<f32>, String), ApiError> {
+    if let Some(versioned) = model.as_deref().filter(|m| m.contains('@'))
+        && let Some(known) = models::lookup(&state.pool, versioned).await?
+    {
+        let conn = state.queue.connection();
+        let prefix = state.queue.prefix();
+        match query_vectors::cached(&conn, prefix, versioned, known.dim as usize, query).await {
+            Ok(Some(vector)) => {
+                metrics::counter!(m::SEARCH_QUERY_CACHE_HITS).increment(1);
+                return Ok((vector, versioned.to_owned()));
+            }
+            Ok(None) => {}
+            // A cache outage only costs the job's round trip.
+            Err(e) => tracing::warn!("query vector cache unavailable: {e}"),
+        }
+    }
     let args = json!({ "texts": [query], "model": model });
     let opts = PushOptions {
         priority: Priority::High,
