@@ -14,17 +14,7 @@
 //! the caller queues the job as before.
 
 use hopper_queue::RedisConn;
-use sha2::{Digest, Sha256};
-
-/// The cache key of `text` embedded by `model` (`name@version`) under key
-/// prefix `prefix`: `{<prefix>:embcache}:<model>:<sha256 hex>` of the text
-/// with every run of whitespace made one space and the ends trimmed.
-pub fn cache_key(prefix: &str, model: &str, text: &str) -> String {
-    let normalised = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    let digest = Sha256::digest(normalised.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{{{prefix}:embcache}}:{model}:{hex}")
-}
+pub use hopper_shared::embeddings::cache_key;
 
 /// The vector of `text` a worker cached for `model`, if it has one of
 /// `dim` floats (stored as little-endian f32 bytes).

@@ -12,6 +12,19 @@ use crate::error::Result;
 /// Texts up to which an embed job returns its vectors inline.
 pub const INLINE_VECTORS: usize = 64;
 
+/// The embedding cache's key of `text` embedded by `model` (`name@version`)
+/// under key prefix `prefix`: `{<prefix>:embcache}:<model>:<sha256 hex>` of
+/// the text with every run of whitespace made one space and the ends
+/// trimmed. Written by the workers (`worker/src/pipeline/cache.rs`), read
+/// by the API for search queries (`api/src/query_vectors.rs`).
+pub fn cache_key(prefix: &str, model: &str, text: &str) -> String {
+    use sha2::Digest;
+    let normalised = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let digest = sha2::Sha256::digest(normalised.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{{{prefix}:embcache}}:{model}:{hex}")
+}
+
 /// A stored result: its model, dimension and vectors.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredVectors {

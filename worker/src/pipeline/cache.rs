@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use hopper_queue::RedisConn;
 use redis::Script;
-use sha2::{Digest, Sha256};
 
 /// Cache settings.
 #[derive(Debug, Clone)]
@@ -35,6 +34,7 @@ impl Default for CacheConfig {
 pub struct EmbedCache {
     conn: RedisConn,
     tag: String,
+    prefix: String,
     config: CacheConfig,
 }
 
@@ -62,16 +62,15 @@ impl EmbedCache {
         Self {
             conn,
             tag: format!("{{{prefix}:embcache}}"),
+            prefix: prefix.to_owned(),
             config,
         }
     }
 
-    /// The key of `text` under `model_version`.
+    /// The key of `text` under `model_version`
+    /// ([`hopper_shared::embeddings::cache_key`], which the API reads too).
     fn key(&self, model_version: &str, text: &str) -> String {
-        let normalised = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        let digest = Sha256::digest(normalised.as_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{}:{model_version}:{hex}", self.tag)
+        hopper_shared::embeddings::cache_key(&self.prefix, model_version, text)
     }
 
     /// The cached vector of each text, if any.
