@@ -109,7 +109,7 @@ pub async fn nodes(url: &str) -> anyhow::Result<Vec<Node>> {
 
 /// A plain connection to one server (no cluster routing), patient enough
 /// for a slow log of thousands of entries on a busy server.
-async fn plain(url: &str) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+pub(crate) async fn plain(url: &str) -> anyhow::Result<redis::aio::MultiplexedConnection> {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_response_timeout(Some(Duration::from_secs(60)));

@@ -1,5 +1,5 @@
 //! `hopper-bench`: the load generators behind
-//! `scripts/bench/{queue,scale,ingest,soak,workflows,cluster}`.
+//! `scripts/bench/{queue,scale,ingest,soak,workflows,cluster,search}`.
 //!
 //! Each subcommand does one measurement against a running Redis (and API,
 //! where named) under the key prefix of `HOPPER_KEY_PREFIX`, and prints one
@@ -7,6 +7,8 @@
 //! this binary only drives load and reads the results.
 
 mod cluster;
+mod failover;
+mod search;
 mod soak;
 mod workflows;
 
@@ -142,6 +144,14 @@ enum Command {
         #[arg(long)]
         drain_here: Option<usize>,
     },
+    /// Pushes no-op jobs onto a private Redis Cluster, SIGKILLs the master
+    /// of the queue's slot mid-drain: the pause, and whether every job ran
+    /// (`scripts/bench/cluster`, round (d)).
+    FailoverRound(failover::FailoverArgs),
+    /// Loads chunks into one document set, builds the HNSW index, and
+    /// measures recall@10 against exact search and `/v1/search` end to end
+    /// (`scripts/bench/search`).
+    Search(search::SearchArgs),
     /// Deletes every key under the prefix (on every master of a cluster).
     Clean,
 }
@@ -192,6 +202,10 @@ async fn main() -> anyhow::Result<()> {
             timeout_s,
             drain_here,
         } => cluster::redis_round(&config, &client, jobs, timeout_s, drain_here).await?,
+        Command::FailoverRound(failover_args) => {
+            failover::round(&config, &client, &failover_args).await?
+        }
+        Command::Search(search_args) => search::run(&config, &search_args).await?,
         Command::Clean => json!({
             "deleted": cluster::delete_matching(&config.redis_url, &format!("{{{}:*", config.key_prefix)).await?
         }),

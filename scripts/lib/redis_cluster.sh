@@ -48,8 +48,10 @@ cluster_node_up() {
   cluster_node_ping "$port" || die "cluster node on $port does not answer, see $dir/redis.log"
 }
 
-redis_cluster_up() {
-  redis_install
+# cluster_form: starts the 6 nodes on $CLUSTER_FIRST_PORT.. (data under $CLUSTER_DIR), forms
+# the cluster unless it is formed, and waits until every node says cluster_state:ok. A private
+# cluster (scripts/bench/cluster's failover round) sets both variables first, in a subshell.
+cluster_form() {
   local port nodes=()
   for port in $(cluster_ports); do
     cluster_node_up "$port"
@@ -73,6 +75,11 @@ redis_cluster_up() {
   for port in $(cluster_ports); do
     cluster_state_ok "$port" || die "the cluster is not ok on node $port (redis-cli -p $port cluster info)"
   done
+}
+
+redis_cluster_up() {
+  redis_install
+  cluster_form
   say "cluster ok on 127.0.0.1:$CLUSTER_FIRST_PORT-$((CLUSTER_FIRST_PORT + 5)); HOPPER_CLUSTER_URL=$HOPPER_CLUSTER_URL"
 }
 

@@ -59,10 +59,12 @@ pub fn pool_for(
         .parse()
         .map_err(|e| Error::Config(vec![format!("DATABASE_URL: {e}")]))?;
     // hnsw.iterative_scan: a filtered nearest-vector search (a tenant, a
-    // set) scans pgvector's index on until it has its rows (documents.rs).
+    // set) scans pgvector's index on until it has its rows; hnsw.ef_search:
+    // its candidate list (documents.rs, HNSW_EF_SEARCH_DEFAULT).
     pg.options(format!(
         "-c search_path={schema},public -c client_min_messages=warning \
-         -c hnsw.iterative_scan=relaxed_order -c statement_timeout={}",
+         -c hnsw.iterative_scan=relaxed_order -c hnsw.ef_search={} -c statement_timeout={}",
+        crate::documents::HNSW_EF_SEARCH_DEFAULT,
         timeouts.statement.as_millis()
     ));
     pg.connect_timeout(timeouts.pool);
