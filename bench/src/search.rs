@@ -651,7 +651,7 @@ async fn embed_via_api(
         vectors.extend(job.vectors);
     }
     let (model, dim) = model.context("nothing to embed")?;
-    let name = model.split('@').next().unwrap_or_default().to_owned();
+    let name = hopper_shared::document_sets::model_name(&model).to_owned();
     Ok(Embedded {
         model: ServedModel { model, name, dim },
         vectors,

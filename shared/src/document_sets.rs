@@ -607,7 +607,7 @@ pub async fn store_reembed_batch(
     if flipped == 0 {
         return Ok(ReembedStored::Skipped);
     }
-    let stored = insert_vectors(&tx, model, vectors).await?;
+    let stored = insert_vectors(&tx, model, vectors, None).await?;
     tx.execute(
         "UPDATE reembeds SET batches_done = batches_done + 1, chunks_done = chunks_done + $2 \
          WHERE id = $1",
@@ -618,12 +618,15 @@ pub async fn store_reembed_batch(
     Ok(ReembedStored::Stored)
 }
 
-/// Writes `vectors` of `model` (replacing any the chunks had of it); their
-/// number. A vector of another dimension is refused.
+/// Writes `vectors` of `model` (replacing any the chunks had of it) for the
+/// chunks that still exist — and, with `of_version` (document, version),
+/// belong to that document version; their number. A vector of another
+/// dimension is refused.
 pub(crate) async fn insert_vectors(
     tx: &Transaction<'_>,
     model: &EmbeddingModel,
     vectors: &[(Uuid, Vec<f32>)],
+    of_version: Option<(Uuid, i32)>,
 ) -> Result<u64> {
     if let Some((chunk, v)) = vectors.iter().find(|(_, v)| v.len() != model.dim as usize) {
         return Err(crate::Error::Invalid(format!(
@@ -643,8 +646,15 @@ pub(crate) async fn insert_vectors(
             "INSERT INTO chunk_vectors (chunk_id, model_id, embedding) \
              SELECT u.id, $3, u.v FROM unnest($1::uuid[], $2::vector[]) AS u(id, v) \
              JOIN chunks c ON c.id = u.id \
+               AND ($4::uuid IS NULL OR (c.document_id = $4 AND c.version = $5)) \
              ON CONFLICT (chunk_id, model_id) DO UPDATE SET embedding = excluded.embedding",
-            &[&ids, &vecs, &model.id],
+            &[
+                &ids,
+                &vecs,
+                &model.id,
+                &of_version.map(|(d, _)| d),
+                &of_version.map(|(_, v)| v),
+            ],
         )
         .await?)
 }

@@ -870,26 +870,9 @@ pub async fn store_embeddings(
         )
         .await?;
     if flipped == 1 {
-        let ours: Vec<(Uuid, Vec<f32>)> = {
-            let rows = tx
-                .query(
-                    "SELECT id FROM chunks WHERE document_id = $1 AND version = $2 \
-                     AND id = ANY($3)",
-                    &[
-                        &id,
-                        &version,
-                        &vectors.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
-                    ],
-                )
-                .await?;
-            let ids: std::collections::HashSet<Uuid> = rows.iter().map(|r| r.get(0)).collect();
-            vectors
-                .iter()
-                .filter(|(c, _)| ids.contains(c))
-                .cloned()
-                .collect()
-        };
-        crate::document_sets::insert_vectors(&tx, model, &ours).await?;
+        // Only this version's chunks: a re-ingest may have replaced them.
+        let stored =
+            crate::document_sets::insert_vectors(&tx, model, vectors, Some((id, version))).await?;
         tx.execute(
             "UPDATE documents SET embed_batches_done = embed_batches_done + 1, \
                  chunks_embedded = chunks_embedded + $2, truncated_chunks = truncated_chunks + $3, \
@@ -897,7 +880,7 @@ pub async fn store_embeddings(
              WHERE id = $1 AND version = $5 AND tenant = $6",
             &[
                 &id,
-                &(ours.len() as i32),
+                &(stored as i32),
                 &truncated,
                 &model.model,
                 &version,

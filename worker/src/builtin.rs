@@ -134,6 +134,7 @@ pub(crate) async fn pipeline_for(
     } else {
         None
     };
+    let mut registered = Vec::new();
     let models = if wants(JobKind::Embed) {
         if opts.models.is_empty() {
             bail!("the embed queue needs at least one model (--model / HOPPER_MODEL_DIR)");
@@ -165,7 +166,7 @@ pub(crate) async fn pipeline_for(
             "embedding models loaded"
         );
         let registry = Arc::new(registry);
-        pipeline::served_models::register_and_renew(pool.clone(), registry.clone())
+        registered = pipeline::served_models::register_and_renew(pool.clone(), registry.clone())
             .await
             .context("registering the served models in Postgres")?;
         Some(registry)
@@ -177,6 +178,7 @@ pub(crate) async fn pipeline_for(
         queue: client.clone(),
         sandbox,
         models,
+        registered: Arc::new(registered),
         cache: pipeline::cache::EmbedCache::new(
             client.connection(),
             client.prefix(),

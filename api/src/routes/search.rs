@@ -23,7 +23,8 @@ use hopper_shared::{
     document_sets,
     documents::{self, Hit, SearchMode, SearchScope},
     jobs::{JobKind, JobState},
-    metrics as m, models,
+    metrics as m,
+    models::{self, EmbeddingModel},
     retry_policy::{self, Pauses},
 };
 use serde::Deserialize;
@@ -264,16 +265,20 @@ pub async fn search(
         // A set that does not exist (yet) has nothing to find.
         (_, QueryModel::NoSet) => (Vec::new(), None, 0.0),
         (SearchMode::Vector, QueryModel::Model(model)) => {
-            let (vector, model) = embed_query(&state, &caller, &req.query, &model).await?;
+            let known = registered(&state, &model).await?;
+            let (vector, model) =
+                embed_query(&state, &caller, &req.query, &model, known.as_ref()).await?;
             let embed_ms = started.elapsed().as_secs_f64() * 1e3;
-            let hits = nearest(&state, scope, &model, &vector, req.k).await?;
+            let hits = nearest(&state, scope, known, &model, &vector, req.k).await?;
             (hits, Some(model), embed_ms)
         }
         (SearchMode::Hybrid, QueryModel::Model(model)) => {
             let n = candidates(req.k);
+            let known = registered(&state, &model).await?;
             // The keyword list needs no vector: it runs while the query is embedded.
             let embedded = async {
-                let embedded = embed_query(&state, &caller, &req.query, &model).await;
+                let embedded =
+                    embed_query(&state, &caller, &req.query, &model, known.as_ref()).await;
                 (embedded, started.elapsed().as_secs_f64() * 1e3)
             };
             let ((embedded, embed_ms), keyword) = tokio::join!(
@@ -281,7 +286,7 @@ pub async fn search(
                 documents::keyword_search(&state.pool, scope, &req.query, n)
             );
             let (vector, model) = embedded?;
-            let nearest = nearest(&state, scope, &model, &vector, n).await?;
+            let nearest = nearest(&state, scope, known, &model, &vector, n).await?;
             let hits = fuse(nearest, keyword?, weights, req.k as usize);
             (hits, Some(model), embed_ms)
         }
@@ -346,16 +351,36 @@ async fn query_model(
     }
 }
 
+/// The registered row of the query's model when the search names it with
+/// its version (a document set's model), read once per search: the cache
+/// read needs its dimension, the index search its id. `None` for the
+/// worker's default, known only once the query is embedded.
+async fn registered(
+    state: &AppState,
+    model: &Option<String>,
+) -> Result<Option<EmbeddingModel>, ApiError> {
+    match model.as_deref().filter(|m| m.contains('@')) {
+        Some(versioned) => Ok(models::lookup(&state.pool, versioned).await?),
+        None => Ok(None),
+    }
+}
+
 /// The nearest chunks to `vector` among the vectors of `model` (the model
-/// the query was embedded with): none when no vector of it was ever stored.
+/// the query was embedded with; `known` its row when [`registered`] read
+/// it): none when no vector of it was ever stored.
 async fn nearest(
     state: &AppState,
     scope: SearchScope<'_>,
+    known: Option<EmbeddingModel>,
     model: &str,
     vector: &[f32],
     k: i64,
 ) -> Result<Vec<Hit>, ApiError> {
-    let Some(model) = models::lookup(&state.pool, model).await? else {
+    let known = match known.filter(|m| m.model == model) {
+        Some(m) => Some(m),
+        None => models::lookup(&state.pool, model).await?,
+    };
+    let Some(model) = known else {
         return Ok(Vec::new());
     };
     Ok(documents::search(&state.pool, scope, &model, vector, k).await?)
@@ -370,16 +395,15 @@ async fn embed_query(
     caller: &Caller,
     query: &str,
     model: &Option<String>,
+    known: Option<&EmbeddingModel>,
 ) -> Result<(Vec<f32>, String), ApiError> {
-    if let Some(versioned) = model.as_deref().filter(|m| m.contains('@'))
-        && let Some(known) = models::lookup(&state.pool, versioned).await?
-    {
+    if let Some(known) = known {
         let conn = state.queue.connection();
         let prefix = state.queue.prefix();
-        match query_vectors::cached(&conn, prefix, versioned, known.dim as usize, query).await {
+        match query_vectors::cached(&conn, prefix, &known.model, known.dim as usize, query).await {
             Ok(Some(vector)) => {
                 metrics::counter!(m::SEARCH_QUERY_CACHE_HITS).increment(1);
-                return Ok((vector, versioned.to_owned()));
+                return Ok((vector, known.model.clone()));
             }
             Ok(None) => {}
             // A cache outage only costs the job's round trip.

@@ -33,7 +33,7 @@ pub async fn embed_batch(
     let (id, batch_no) = (batch.reembed_id, batch.batch_no);
     let work = document_sets::reembed_batch(&p.pool, &job.tenant, id, batch_no).await?;
     let mut out = json!({ "reembed_id": id, "batch_no": batch_no });
-    let embedder = match work {
+    let (model, chunks) = match work {
         None => {
             out["skipped"] = json!(format!("no re-embed {id} batch {batch_no} for this tenant"));
             return Ok(out);
@@ -42,13 +42,14 @@ pub async fn embed_batch(
             out["skipped"] = json!(why);
             return Ok(out);
         }
-        Some(ReembedBatch::Done { model }) => {
-            out["skipped"] = json!("stored by an earlier run");
-            models.get(&model).map_err(permanent_if_model)?
-        }
-        Some(ReembedBatch::Embed { model, chunks }) => {
-            let embedder = models.get(&model).map_err(permanent_if_model)?;
-            let target = served_models::registered(&p.pool, &embedder).await?;
+        Some(ReembedBatch::Done { model }) => (model, None),
+        Some(ReembedBatch::Embed { model, chunks }) => (model, Some(chunks)),
+    };
+    let embedder = models.get(&model).map_err(permanent_if_model)?;
+    let target = served_models::registered(&p.pool, &p.registered, &embedder).await?;
+    match chunks {
+        None => out["skipped"] = json!("stored by an earlier run"),
+        Some(chunks) => {
             let (ids, texts): (Vec<_>, Vec<_>) = chunks.into_iter().unzip();
             let embedded = p
                 .embed_cached(&embedder, texts)
@@ -63,10 +64,8 @@ pub async fn embed_batch(
             if stored == ReembedStored::Skipped {
                 out["skipped"] = json!("stored by an earlier run, or the re-embed is over");
             }
-            embedder
         }
-    };
-    let target = served_models::registered(&p.pool, &embedder).await?;
+    }
     let model = target.model.clone();
     let queue_more = |more: Vec<i32>| async move {
         let args = document_sets::batch_jobs(id, &model, &more);

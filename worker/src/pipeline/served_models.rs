@@ -21,12 +21,15 @@ fn served(embedder: &Embedder) -> ServedModel {
 }
 
 /// Registers every model of `registry`, then renews them in the background
-/// until the process ends. A failure to renew is logged, not fatal: the
-/// worker goes on embedding, and the API may call a model unserved until
-/// the next renewal succeeds.
-pub async fn register_and_renew(pool: Pool, registry: Arc<ModelRegistry>) -> anyhow::Result<()> {
+/// until the process ends; their rows. A failure to renew is logged, not
+/// fatal: the worker goes on embedding, and the API may call a model
+/// unserved until the next renewal succeeds.
+pub async fn register_and_renew(
+    pool: Pool,
+    registry: Arc<ModelRegistry>,
+) -> anyhow::Result<Vec<EmbeddingModel>> {
     let all: Vec<ServedModel> = registry.models().iter().map(served).collect();
-    models::register(&pool, &all).await?;
+    let rows = models::register(&pool, &all).await?;
     tokio::spawn(async move {
         let mut every = tokio::time::interval(models::RENEW_EVERY);
         every.tick().await;
@@ -37,15 +40,20 @@ pub async fn register_and_renew(pool: Pool, registry: Arc<ModelRegistry>) -> any
             }
         }
     });
-    Ok(())
+    Ok(rows)
 }
 
-/// The registered row of `embedder`'s model (registering it when missing:
-/// a schema made after this worker started).
+/// The registered row of `embedder`'s model: one of `known` (this worker's
+/// own, registered at start-up — a row's id and dimension never change),
+/// else read, else registered (a model this worker did not register).
 pub async fn registered(
     pool: &Pool,
+    known: &[EmbeddingModel],
     embedder: &Embedder,
 ) -> Result<EmbeddingModel, hopper_shared::Error> {
+    if let Some(m) = known.iter().find(|m| m.model == embedder.version()) {
+        return Ok(m.clone());
+    }
     let mine = served(embedder);
     if let Some(m) = models::lookup(pool, &mine.model).await? {
         return Ok(m);

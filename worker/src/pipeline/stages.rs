@@ -33,6 +33,7 @@ use hopper_shared::{
     embeddings::{self, INLINE_VECTORS},
     jobs::{ChunkBatch, EmbedArgs, IngestArgs, JobKind, SummarizeArgs},
     metrics as m,
+    models::EmbeddingModel,
     workflows::{self, OnFailure, Plan, WorkflowSpec, WorkflowState, node_job_id},
 };
 use serde_json::{Value, json};
@@ -62,6 +63,8 @@ pub struct Pipeline {
     pub sandbox: Option<Sandbox>,
     /// Loaded embedding models (embed workers only).
     pub models: Option<Arc<ModelRegistry>>,
+    /// Their rows in Postgres, as registered at start-up (`served_models`).
+    pub registered: Arc<Vec<EmbeddingModel>>,
     /// Vectors of texts seen before.
     pub cache: EmbedCache,
     /// The chat endpoint for summaries, when configured.
@@ -506,7 +509,7 @@ pub async fn embed(
             .embed_cached(&embedder, texts)
             .await
             .map_err(permanent_if_model)?;
-        let model = served_models::registered(&p.pool, &embedder).await?;
+        let model = served_models::registered(&p.pool, &p.registered, &embedder).await?;
         document_sets::pin_model(&p.pool, &job.tenant, doc, &model.model).await?;
         let vectors: Vec<_> = ids.into_iter().zip(out.vectors).collect();
         let Some(stored) = documents::store_embeddings(
