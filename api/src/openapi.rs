@@ -9,7 +9,7 @@
 //! fails CI.
 
 use axum::{Json, response::IntoResponse};
-use hopper_queue::{MinuteOutcomes, QueueStats, WorkerInfo};
+use hopper_queue::{MinuteOutcomes, PartitionPlace, Placement, QueueStats, WorkerInfo};
 use hopper_shared::{
     QueueName,
     document_sets::{ReembedView, SetView},
@@ -324,6 +324,7 @@ pub struct Readiness {
         routes::queues::history,
         routes::queues::workers,
         routes::queues::set_partitions,
+        routes::queues::placement,
         routes::dead::list,
         routes::dead::act,
         routes::tasks::list,
@@ -348,7 +349,7 @@ pub struct Readiness {
         routes::health::ready,
     ),
     components(schemas(
-        ErrorBody, Partitions, routes::queues::PartitionsBody, JobKind, QueueName, JobState, JobRecord, AttemptRecord, Scope, KeyInfo, QueueStats,
+        ErrorBody, Partitions, routes::queues::PartitionsBody, Placement, PartitionPlace, JobKind, QueueName, JobState, JobRecord, AttemptRecord, Scope, KeyInfo, QueueStats,
         WorkerInfo, MinuteOutcomes, DocumentView, DocumentOptions, Hit, SearchMode,
         routes::search::SearchWeights, DeadActionName,
         ScheduleSpec, Schedule, ScheduleRun, MissedTicks, WorkflowSpec, WorkflowView, NodeView,

@@ -27,7 +27,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use hopper_queue::{QueueClient, connection};
+use hopper_queue::{QueueClient, connection, placement};
 use hopper_shared::Config;
 use serde_json::{Map, Value, json};
 
@@ -82,27 +82,15 @@ pub async fn nodes(url: &str) -> anyhow::Result<Vec<Node>> {
         .rfind('@')
         .map_or_else(|| seed.find("://").unwrap() + 3, |i| i + 1);
     let prefix = &seed[..host_at];
-    let mut found = Vec::new();
-    for line in text.lines() {
-        let f: Vec<&str> = line.split(' ').collect();
-        let (Some(addr), Some(flags)) = (f.get(1), f.get(2)) else {
-            continue;
-        };
-        let addr = addr.split('@').next().unwrap_or(addr);
-        if flags.contains("fail") || flags.contains("noaddr") {
-            continue;
-        }
-        let role = if flags.contains("master") {
-            "master"
-        } else {
-            "replica"
-        };
-        found.push(Node {
-            url: format!("{prefix}{addr}"),
-            addr: addr.to_owned(),
-            role,
-        });
-    }
+    let mut found: Vec<Node> = placement::parse_cluster_nodes(&text)
+        .into_iter()
+        .filter(|n| !n.failed)
+        .map(|n| Node {
+            url: format!("{prefix}{}", n.addr),
+            role: if n.master { "master" } else { "replica" },
+            addr: n.addr,
+        })
+        .collect();
     found.sort_by(|a, b| a.addr.cmp(&b.addr));
     Ok(found)
 }
@@ -270,7 +258,16 @@ pub async fn redis_round(
             .query_async::<()>(conn)
             .await?;
     }
-    let result = measure(client, &nodes, &mut conns, jobs, timeout_s, drain_here).await;
+    // How many masters the queue's partitions use (scripts/bench/cluster
+    // spreads them first: `cluster_p3_masters_used`).
+    let noop = hopper_shared::QueueName::from(hopper_shared::jobs::JobKind::Noop);
+    let masters_used = client.placement(&noop).await?.masters_used;
+    let result = measure(client, &nodes, &mut conns, jobs, timeout_s, drain_here)
+        .await
+        .map(|mut v| {
+            v["masters_used"] = json!(masters_used);
+            v
+        });
     for (conn, old) in conns.iter_mut().zip(saved) {
         let mut cmd = redis::cmd("CONFIG");
         cmd.arg("SET");
@@ -315,12 +312,7 @@ async fn drain_in_process(
             }
             let acks: Vec<Ack> = claimed
                 .iter()
-                .map(|j| Ack {
-                    id: j.id,
-                    result: "null".into(),
-                    worker: worker.clone(),
-                    lease: j.lease,
-                })
+                .map(|j| Ack::of(j, &worker, "null"))
                 .collect();
             anyhow::ensure!(
                 client.ack_many(&partition, &acks).await?.is_empty(),

@@ -285,13 +285,48 @@ impl QueueClient {
         tracing::Instrument::instrument(self.eval_pipeline(script, evals), span).await
     }
 
-    /// The body of [`Self::eval_durably`], in its span.
+    /// The body of [`Self::eval_durably`], in its span. On a cluster each
+    /// `EVALSHA` is a pipeline of its own (all sent at once): the cluster
+    /// client sends a whole pipeline again when one of its commands is
+    /// redirected (`ASK`, `TRYAGAIN` while a slot moves), which would run
+    /// again the scripts before it that did run — a batch of jobs pushed
+    /// twice. Alone in its pipeline, a refused script did not run, and is
+    /// sent again while its slot moves ([`crate::connection`]).
     async fn eval_pipeline(
         &self,
         script: &redis::Script,
         evals: Vec<redis::Cmd>,
     ) -> Result<(Vec<redis::Value>, Option<u32>), QueueError> {
+        if !self.is_cluster() || evals.len() <= 1 {
+            return self.eval_pipeline_one(script, evals).await;
+        }
+        let sent = futures::future::try_join_all(
+            evals
+                .into_iter()
+                .map(|eval| self.eval_pipeline_one(script, vec![eval])),
+        )
+        .await?;
+        let mut replies = Vec::with_capacity(sent.len());
+        let mut acked: Option<u32> = None;
+        for (reply, a) in sent {
+            replies.extend(reply);
+            acked = match (acked, a) {
+                (Some(x), Some(y)) => Some(x.min(y)),
+                (x, y) => x.or(y),
+            };
+        }
+        Ok((replies, acked))
+    }
+
+    /// One pipeline of [`Self::eval_pipeline`]: `evals`, then `WAIT` with
+    /// the durability option on.
+    async fn eval_pipeline_one(
+        &self,
+        script: &redis::Script,
+        evals: Vec<redis::Cmd>,
+    ) -> Result<(Vec<redis::Value>, Option<u32>), QueueError> {
         let mut conn = self.conn.clone();
+        let single = evals.len() == 1;
         let mut pipe = redis::pipe();
         for eval in evals {
             pipe.add_command(eval);
@@ -301,12 +336,22 @@ impl QueueClient {
                 .arg(self.wait.replicas)
                 .arg(self.wait.timeout.as_millis() as u64);
         }
-        let mut replies: Vec<redis::Value> = match pipe.query_async(&mut conn).await {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                script.prepare_invoke().load_async(&mut conn).await?;
-                pipe.query_async(&mut conn).await?
+        let mut backoff = crate::connection::SlotMoveBackoff::new();
+        let mut loaded = false;
+        let mut replies: Vec<redis::Value> = loop {
+            match pipe.query_async(&mut conn).await {
+                Err(e)
+                    if !loaded
+                        && e.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    script.prepare_invoke().load_async(&mut conn).await?;
+                    loaded = true;
+                }
+                // One script, refused: it did not run (WAIT runs anywhere).
+                Err(e) if single && self.is_cluster() && backoff.again(&e).await => continue,
+                other => break other?,
             }
-            other => other?,
         };
         let acked = if self.wait.is_on() {
             let reply = replies.pop().unwrap_or(redis::Value::Nil);

@@ -12,8 +12,24 @@
 //!
 //! A URL naming a cluster node as one server, or a single server as a
 //! cluster, is refused at start-up with a message saying which.
+//!
+//! While an operator moves a slot to another master (live resharding,
+//! `scripts/cluster-spread`), a command on it is answered `ASK` (its keys
+//! moved: the client asks the new master) or `TRYAGAIN` (a script's keys
+//! are split between the two, or one it declares does not exist yet —
+//! Hopper's scripts declare such keys, so they get `TRYAGAIN` for as long
+//! as the slot moves). Either answer means the command did not run, so it
+//! is safe to send again; the cluster client does, but only for a few
+//! seconds in all (`retries` below), and a slot of many keys takes longer
+//! to move. A command on a cluster connection is therefore sent again for up
+//! to [`retry_policy::SLOT_MOVE_PATIENCE`] while it is refused so ([`SlotMoveBackoff`]).
+//! A pipeline is not (one of its commands may have run before another was
+//! refused): the queue's scripts are pipelined one `EVALSHA` per pipeline
+//! on a cluster (`QueueClient::eval_durably`), and those are retried there.
 
 use std::time::Duration;
+
+use hopper_shared::retry_policy;
 
 use redis::{
     AsyncConnectionConfig, Client, Cmd, Pipeline, RedisFuture, Value,
@@ -253,6 +269,46 @@ fn says_cluster_enabled(info: &Value) -> bool {
     }
 }
 
+/// Whether `e` says the command's slot is moving to another master, so the
+/// command did not run and may be sent again.
+pub fn slot_moving(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    matches!(
+        e.kind(),
+        ErrorKind::Server(ServerErrorKind::TryAgain) | ErrorKind::Server(ServerErrorKind::Ask)
+    )
+}
+
+/// The waits between the tries of one command whose slot is moving
+/// (`retry_policy::slot_moving`: 20 ms doubling to 500 ms, for
+/// [`retry_policy::SLOT_MOVE_PATIENCE`] in all).
+#[derive(Debug)]
+pub(crate) struct SlotMoveBackoff {
+    delays: retry_policy::ExponentialBackoff,
+}
+
+impl SlotMoveBackoff {
+    pub(crate) fn new() -> Self {
+        Self {
+            delays: retry_policy::BackoffBuilder::build(retry_policy::slot_moving()),
+        }
+    }
+
+    /// When `e` says the slot is moving and patience is left: waits, then
+    /// answers true (send it again). Else false (give `e` to the caller).
+    pub(crate) async fn again(&mut self, e: &redis::RedisError) -> bool {
+        if !slot_moving(e) {
+            return false;
+        }
+        let Some(pause) = self.delays.next() else {
+            return false;
+        };
+        tracing::debug!(error = %e, "slot moving; sending the command again");
+        tokio::time::sleep(pause).await;
+        true
+    }
+}
+
 /// A connection to one server or to a cluster (cheap to clone; clones
 /// share it).
 #[derive(Clone)]
@@ -294,7 +350,17 @@ impl ConnectionLike for RedisConn {
         match self {
             RedisConn::Managed(c) => c.req_packed_command(cmd),
             RedisConn::Multiplexed(c) => c.req_packed_command(cmd),
-            RedisConn::Cluster(c) => c.req_packed_command(cmd),
+            RedisConn::Cluster(c) => Box::pin(async move {
+                // A refused command did not run: send it again while its
+                // slot moves (see the module docs).
+                let mut backoff = SlotMoveBackoff::new();
+                loop {
+                    match c.req_packed_command(cmd).await {
+                        Err(e) if backoff.again(&e).await => continue,
+                        other => return other,
+                    }
+                }
+            }),
         }
     }
 

@@ -91,6 +91,18 @@ pub struct Ack {
     pub lease: u64,
 }
 
+impl Ack {
+    /// The ack of `job`, claimed by `worker`, with `result` (JSON text).
+    pub fn of(job: &Claimed, worker: &WorkerId, result: impl Into<String>) -> Self {
+        Self {
+            id: job.id,
+            result: result.into(),
+            worker: worker.clone(),
+            lease: job.lease,
+        }
+    }
+}
+
 /// Result of a claim: the jobs, and when the next scheduled job is due.
 #[derive(Debug, Default)]
 pub struct ClaimBatch {

@@ -49,6 +49,7 @@ mod lease;
 pub mod outbox;
 pub mod outcome;
 pub mod partitions;
+pub mod placement;
 mod progress;
 mod registration;
 pub mod registry;
@@ -73,6 +74,7 @@ pub use job::{
 pub use keys::QueueKeys;
 pub use outbox::ListEnd;
 pub use outcome::{Attempt, Outcome, Recorded, Recorder};
+pub use placement::{PartitionPlace, Placement};
 pub use progress::ProgressStored;
 pub use registry::Declared;
 pub use schedule::FireRound;

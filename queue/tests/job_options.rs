@@ -242,12 +242,7 @@ async fn a_jobs_own_retention_moves_its_done_score_so_the_trim_honours_it() {
     let acks: Vec<hopper_queue::client::Ack> = batch
         .jobs
         .iter()
-        .map(|j| hopper_queue::client::Ack {
-            id: j.id,
-            result: "null".into(),
-            worker: w.clone(),
-            lease: j.lease,
-        })
+        .map(|j| hopper_queue::client::Ack::of(j, &w, "null"))
         .collect();
     assert_eq!(acks.len(), 3);
     assert!(q.ack_many(queue(), &acks).await.unwrap().is_empty());

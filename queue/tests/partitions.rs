@@ -52,15 +52,7 @@ async fn drain(q: &QueueClient) -> Vec<i64> {
             if batch.is_empty() {
                 break;
             }
-            let acks: Vec<Ack> = batch
-                .iter()
-                .map(|j| Ack {
-                    id: j.id,
-                    result: "null".into(),
-                    worker: w.clone(),
-                    lease: j.lease,
-                })
-                .collect();
+            let acks: Vec<Ack> = batch.iter().map(|j| Ack::of(j, &w, "null")).collect();
             assert!(q.ack_many(&partition, &acks).await.unwrap().is_empty());
             for j in &batch {
                 let args: serde_json::Value = serde_json::from_str(&j.args).unwrap();

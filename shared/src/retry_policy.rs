@@ -75,6 +75,23 @@ pub const fn llm_call() -> ExponentialBuilder {
         .with_max_times(LLM_TRIES - 1)
 }
 
+/// A Redis Cluster command refused because its slot is moving to another
+/// master (`TRYAGAIN`, `ASK`: it did not run), sent again: 20 ms, doubling,
+/// capped at 500 ms, no jitter, for [`SLOT_MOVE_PATIENCE`] of delays in all
+/// (a slot of many keys takes seconds to move; `hopper-queue`'s
+/// `connection.rs`).
+pub const fn slot_moving() -> ExponentialBuilder {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(20))
+        .with_factor(2.0)
+        .with_max_delay(Duration::from_millis(500))
+        .without_max_times()
+        .with_total_delay(Some(SLOT_MOVE_PATIENCE))
+}
+
+/// How long [`slot_moving`] keeps sending a command again.
+pub const SLOT_MOVE_PATIENCE: Duration = Duration::from_secs(30);
+
 /// `POST /v1/search` polling the query's embed job: 1 ms, doubling, capped
 /// at 20 ms, no jitter, unbounded (the route gives up at its own deadline,
 /// 30 s): a query embedded in a few milliseconds is answered at once, a slow
@@ -180,6 +197,16 @@ mod tests {
         }
         assert!(got.iter().all(|d| *d <= max), "{got:?} above {max:?}");
         assert_eq!(*got.last().unwrap(), max);
+    }
+
+    #[test]
+    fn slot_moving_doubles_from_20_ms_to_500_ms_for_30_s_in_all() {
+        let got = delays(slot_moving(), 200);
+        assert_delays(&got[..6], &[20, 40, 80, 160, 320, 500].map(ms));
+        let total: Duration = got.iter().sum();
+        assert!(total <= SLOT_MOVE_PATIENCE, "{total:?}");
+        assert!(total > SLOT_MOVE_PATIENCE - ms(500), "{total:?}");
+        assert!(got.len() < 200, "it stops");
     }
 
     #[test]

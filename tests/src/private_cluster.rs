@@ -57,7 +57,15 @@ impl PrivateCluster {
     /// one replica per master) and waits until every node says
     /// `cluster_state:ok`.
     pub fn start() -> Self {
-        let ports: Vec<u16> = (0..6).map(|_| free_node_port()).collect();
+        Self::start_with(3, 1)
+    }
+
+    /// [`Self::start`] with `masters` masters of `replicas` replicas each
+    /// (`tests/tests/cluster_spread.rs`: 3 masters, none).
+    pub fn start_with(masters: usize, replicas: usize) -> Self {
+        let ports: Vec<u16> = (0..masters * (1 + replicas))
+            .map(|_| free_node_port())
+            .collect();
         let dir = std::env::temp_dir().join(format!("hopper-cluster-{}", ports[0]));
         let _ = std::fs::remove_dir_all(&dir);
         let mut cluster = Self {
@@ -74,7 +82,7 @@ impl PrivateCluster {
         let created = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -86,9 +94,9 @@ impl PrivateCluster {
         let deadline = Instant::now() + Duration::from_secs(30);
         while ports
             .iter()
-            .filter(|&&p| cluster.connected_replicas(p) >= 1)
+            .filter(|&&p| cluster.connected_replicas(p) >= replicas.min(1))
             .count()
-            < 3
+            < masters
         {
             assert!(
                 Instant::now() < deadline,

@@ -410,12 +410,7 @@ async fn durability_cost() {
                     let acks: Vec<Ack> = batch
                         .jobs
                         .iter()
-                        .map(|j| Ack {
-                            id: j.id,
-                            result: "null".into(),
-                            worker: worker.clone(),
-                            lease: j.lease,
-                        })
+                        .map(|j| Ack::of(j, &worker, "null"))
                         .collect();
                     let lost = client.ack_many(&queue, &acks).await.expect("ack");
                     assert!(lost.is_empty());

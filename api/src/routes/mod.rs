@@ -54,6 +54,7 @@ pub fn v1() -> Router<AppState> {
         .route("/v1/queues", get(queues::list))
         .route("/v1/queues/history", get(queues::history))
         .route("/v1/queues/{kind}/partitions", put(queues::set_partitions))
+        .route("/v1/queues/{kind}/placement", get(queues::placement))
         .route("/v1/workers", get(queues::workers))
         .route("/v1/queues/{kind}/dead", get(dead::list))
         .route("/v1/queues/{kind}/dead/{action}", post(dead::act))

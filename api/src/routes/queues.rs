@@ -2,7 +2,9 @@
 //! `GET /v1/workers`: the workers of every queue and what they run;
 //! `GET /v1/queues/history`: depth and outcomes over time, for the dashboard;
 //! `PUT /v1/queues/{kind}/partitions`: the operator changes how many
-//! partitions a queue spreads over (see `hopper_queue::partitions`).
+//! partitions a queue spreads over (see `hopper_queue::partitions`);
+//! `GET /v1/queues/{kind}/placement`: which Redis Cluster master serves
+//! each partition, and whether they spread (see `hopper_queue::placement`).
 //!
 //! "Every queue" is every task the caller may see: the built-in kinds and
 //! the declared tasks open to its tenant (see [`crate::tasks`]).
@@ -50,17 +52,7 @@ pub async fn set_partitions(
     Path(kind): Path<String>,
     body: Result<Json<PartitionsBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Scope::Admin)?;
-    if &*caller.tenant != DEFAULT_TENANT {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "a queue's partitions are shared by every tenant: only an admin key of the \
-                 operator tenant `{DEFAULT_TENANT}` changes them"
-            ),
-        ));
-    }
+    operator_only(&caller, "changes them")?;
     let task = state
         .tasks
         .get(&state.queue, &kind, &caller.tenant, "queue")
@@ -84,6 +76,50 @@ pub async fn set_partitions(
         "current": layout.current,
         "high": layout.high,
     })))
+}
+
+/// 403 unless `caller` holds an admin key of the operator tenant: a
+/// queue's partitions are the deployment's, shared by every tenant. `what`
+/// ends the message (`changes them`, `sees where they live`).
+fn operator_only(caller: &Caller, what: &str) -> Result<(), ApiError> {
+    caller.require(Scope::Admin)?;
+    if &*caller.tenant != DEFAULT_TENANT {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "a queue's partitions are shared by every tenant: only an admin key of the \
+                 operator tenant `{DEFAULT_TENANT}` {what}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `GET /v1/queues/{kind}/placement`: every partition the queue ever had,
+/// its hash tag's Redis Cluster slot and the master serving it (address
+/// and node id); `masters_used` of `masters`, and `spread` — false when
+/// partitions share a master while another master serves none
+/// (`scripts/cluster-spread` moves their slots, live). On one Redis server
+/// every partition is on `the server`. An admin key of the operator
+/// tenant only: it names the deployment's Redis nodes.
+#[utoipa::path(get, path = "/v1/queues/{kind}/placement", tag = "queues",
+    params(("kind" = hopper_shared::QueueName, Path, description = "The queue (task)")),
+    responses((status = 200, description = "Where each partition lives, and whether they spread", body = hopper_queue::Placement),
+        (status = 403, description = "Not an admin key of the operator tenant", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such task", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Not a queue name", body = crate::openapi::ErrorBody)))]
+pub async fn placement(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(kind): Path<String>,
+) -> Result<Json<hopper_queue::Placement>, ApiError> {
+    operator_only(&caller, "sees where they live")?;
+    let task = state
+        .tasks
+        .get(&state.queue, &kind, &caller.tenant, "queue")
+        .await?;
+    Ok(Json(state.queue.placement(task.name()).await?))
 }
 
 /// Stats of every queue.
