@@ -20,6 +20,7 @@ pub mod error;
 pub mod history;
 pub mod limits;
 pub mod openapi;
+pub mod query_lane;
 pub mod query_vectors;
 pub mod retention;
 pub mod routes;

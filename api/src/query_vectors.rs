@@ -29,11 +29,9 @@ pub async fn cached(
         .arg(cache_key(prefix, model, text))
         .query_async(&mut conn.clone())
         .await?;
-    Ok(raw.filter(|b| b.len() == dim * 4).map(|b| {
-        b.chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    }))
+    Ok(raw
+        .filter(|b| b.len() == dim * 4)
+        .map(|b| hopper_shared::embeddings::vector_from_bytes(&b)))
 }
 
 #[cfg(test)]

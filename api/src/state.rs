@@ -31,6 +31,8 @@ pub struct AppState {
     pub work: crate::work::WorkState,
     /// The task registry, as read within the last second.
     pub tasks: TaskCache,
+    /// Search queries embedded by workers on request.
+    pub lane: crate::query_lane::QueryLane,
 }
 
 impl AppState {
@@ -39,6 +41,7 @@ impl AppState {
         Self {
             unauthenticated: AddressLimiter::new(config.api.rate_per_address),
             work: crate::work::WorkState::new(config.api.max_concurrent_requests),
+            lane: crate::query_lane::QueryLane::new(queue.clone(), config.api.search_query_lane),
             config: Arc::new(config),
             queue,
             pool,

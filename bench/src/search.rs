@@ -39,7 +39,7 @@ use futures::{StreamExt, pin_mut, stream};
 use hopper_shared::{
     Config, db, documents,
     documents::SearchScope,
-    models::{self, EmbeddingModel, ServedModel},
+    models::{self, EmbeddingModel, REGISTER_LOCK, ServedModel},
 };
 use pgvector::Vector;
 use serde_json::{Value, json};
@@ -60,9 +60,6 @@ const CENTROIDS: usize = 1_000;
 const CLUSTER_NOISE: f64 = 0.04;
 /// Hits a search asks for.
 const K: i64 = 10;
-/// `hopper_shared::models`' registration lock (an advisory lock key,
-/// "HPMODELS"), under which a worker creates a missing model index.
-const REGISTER_LOCK: i64 = 0x4850_4d4f_4445_4c53;
 
 /// Where the chunks' vectors come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

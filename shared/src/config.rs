@@ -71,6 +71,11 @@ pub struct ApiSettings {
     /// search queries) one tenant may have in each queue; more are refused
     /// with 429 (`HOPPER_MAX_HIGH_PRIORITY_PER_TENANT`, default 1,000).
     pub max_high_priority_per_tenant: u64,
+    /// Whether a vector search asks the workers for its query's vector on
+    /// the query lane, with no job (`HOPPER_SEARCH_QUERY_LANE`, default
+    /// true; `hopper_shared::query_lane`), before it falls back to an
+    /// `embed` job.
+    pub search_query_lane: bool,
     /// Longest life of one document event stream; it then ends with a
     /// `reconnect` event (`HOPPER_SSE_MAX_LIFETIME_MS`, default 10 min).
     pub sse_max_lifetime: Duration,
@@ -655,6 +660,7 @@ fn api_settings<F: Fn(&str) -> Option<String>>(env: &mut Env<'_, F>) -> ApiSetti
         max_concurrent_requests: env.parse("HOPPER_MAX_CONCURRENT_REQUESTS", 1_024),
         max_pending_per_tenant: env.parse("HOPPER_MAX_PENDING_PER_TENANT", 100_000),
         max_high_priority_per_tenant: env.parse("HOPPER_MAX_HIGH_PRIORITY_PER_TENANT", 1_000),
+        search_query_lane: env.parse("HOPPER_SEARCH_QUERY_LANE", true),
         sse_max_lifetime: env.millis("HOPPER_SSE_MAX_LIFETIME_MS", Duration::from_secs(600)),
         sse_max_streams_per_tenant: env.parse("HOPPER_SSE_MAX_STREAMS_PER_TENANT", 100),
         cors_origins,

@@ -25,6 +25,20 @@ pub fn cache_key(prefix: &str, model: &str, text: &str) -> String {
     format!("{{{prefix}:embcache}}:{model}:{hex}")
 }
 
+/// `v` as the little-endian f32 bytes the embedding cache, the query lane
+/// and `embed_results` hold.
+pub fn vector_to_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The f32s of little-endian `bytes` (a trailing partial float is ignored).
+pub fn vector_from_bytes(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
 /// A stored result: its model, dimension and vectors.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredVectors {
@@ -47,9 +61,7 @@ pub async fn store(
 ) -> Result<()> {
     let mut bytes = Vec::with_capacity(vectors.len() * dim * 4);
     for v in vectors {
-        for x in v {
-            bytes.extend_from_slice(&x.to_le_bytes());
-        }
+        bytes.extend(vector_to_bytes(v));
     }
     let client = pool.get().await?;
     client
@@ -83,10 +95,7 @@ pub async fn load(pool: &Pool, id: Uuid, tenant: &str) -> Result<Option<StoredVe
     Ok(row.map(|r| {
         let dim = r.get::<_, i32>(1).max(1) as usize;
         let bytes: Vec<u8> = r.get(2);
-        let floats: Vec<f32> = bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let floats = vector_from_bytes(&bytes);
         StoredVectors {
             model: r.get(0),
             dim,

@@ -21,6 +21,7 @@ pub mod jobs;
 pub mod keys;
 pub mod metrics;
 pub mod models;
+pub mod query_lane;
 pub mod queue_name;
 pub mod queue_settings;
 pub mod rate_limit;

@@ -88,6 +88,16 @@ pub const EMBED_CACHE_MISSES: &str = "hopper_embed_cache_misses_total";
 /// Vector searches whose query vector the API read from the embedding
 /// cache, queueing no `embed` job.
 pub const SEARCH_QUERY_CACHE_HITS: &str = "hopper_search_query_cache_hits_total";
+/// Vector searches whose query the API sent down the query lane, labelled
+/// by `outcome`: `answered` (a worker's vector), `failed` (the worker's
+/// engine refused it), `no_listener` (no worker listens: asked by an
+/// `embed` job), `timeout` (no answer within the lane's wait: asked by a
+/// job) or `error` (Redis failed: asked by a job).
+pub const SEARCH_QUERY_LANE: &str = "hopper_search_query_lane_total";
+/// Query-lane requests a worker popped, labelled by `outcome`: `answered`,
+/// `failed` (answered with the engine's error), `expired` (its asker had
+/// given up: dropped) or `malformed` (not a request: dropped).
+pub const QUERY_LANE_REQUESTS: &str = "hopper_query_lane_requests_total";
 /// GPU memory in use on the worker's CUDA device (all processes), labelled by
 /// `device`; only on CUDA.
 pub const GPU_MEMORY_USED_BYTES: &str = "hopper_gpu_memory_used_bytes";

@@ -27,8 +27,9 @@ pub const RENEW_EVERY: Duration = Duration::from_secs(60);
 pub const SERVED_WITHIN: Duration = Duration::from_secs(180);
 
 /// The advisory lock under which models are registered and their indexes
-/// made, so two workers starting together do not race on `CREATE INDEX`.
-const REGISTER_LOCK: i64 = 0x4850_4d4f_4445_4c53; // "HPMODELS"
+/// made, so two workers starting together do not race on `CREATE INDEX`
+/// (`scripts/bench/search` holds it while it builds an index itself).
+pub const REGISTER_LOCK: i64 = 0x4850_4d4f_4445_4c53; // "HPMODELS"
 
 /// One registered model.
 #[derive(Debug, Clone, PartialEq, Eq)]

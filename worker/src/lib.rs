@@ -113,6 +113,11 @@ pub async fn run(
         worker = builtin::add(worker, kind, &config, &client, &pipeline);
     }
     let pump_stop = tokio_util::sync::CancellationToken::new();
+    if let Some(models) = pipeline.models.clone()
+        && opts.queues.contains(&JobKind::Embed)
+    {
+        pipeline::query_lane::spawn(pipeline.clone(), models, pump_stop.clone());
+    }
     if let Some(celery) = opts.celery {
         worker = celery::add(worker, celery, &client, pump_stop.clone()).await?;
     }

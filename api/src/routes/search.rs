@@ -1,11 +1,14 @@
 //! `POST /v1/search`: vector, keyword or hybrid search over a tenant's
 //! chunks.
 //!
-//! The API holds no model. `vector` (the default) has the query embedded by
-//! an `embed` job at high priority (claimed before any document batch) —
-//! or reads its vector from the workers' embedding cache when the model's
-//! version is known (a document set's) and the text was embedded before —
-//! then pgvector's HNSW index finds the nearest chunks by cosine distance.
+//! The API holds no model. `vector` (the default) needs the query's vector
+//! first. When the model's version is known (a document set's), it is read
+//! from the workers' embedding cache if the text was embedded before, else
+//! asked of a worker on the query lane ([`crate::query_lane`]: a request
+//! and a reply over Redis, no job); otherwise — no version known, no worker
+//! listening, no answer in time — an `embed` job at high priority (claimed
+//! before any document batch) embeds it. Then pgvector's HNSW index finds
+//! the nearest chunks by cosine distance.
 //! `keyword` asks Postgres full text (`websearch_to_tsquery` in the
 //! documents' language, ranked by `ts_rank_cd`) and queues no job at all.
 //! `hybrid` runs both — the keyword query while the embed job runs — over
@@ -31,7 +34,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{
-    AppState, auth::Caller, error::ApiError, query_vectors,
+    AppState, auth::Caller, error::ApiError, query_lane::Asked, query_vectors,
     routes::document_sets::unknown_model_unless_served,
 };
 use hopper_shared::keys::Scope;
@@ -409,6 +412,19 @@ async fn embed_query(
             // A cache outage only costs the job's round trip.
             Err(e) => tracing::warn!("query vector cache unavailable: {e}"),
         }
+        match state.lane.ask(&known.model, query).await {
+            Asked::Answered(vector) if vector.len() == known.dim as usize => {
+                return Ok((vector, known.model.clone()));
+            }
+            Asked::Answered(vector) => tracing::warn!(
+                "query lane answered {} floats for {} ({}-d): asking by a job",
+                vector.len(),
+                known.model,
+                known.dim
+            ),
+            Asked::Failed(e) => return Err(embed_failed(&e)),
+            Asked::NotAnswered => {}
+        }
     }
     let args = json!({ "texts": [query], "model": model });
     let opts = PushOptions {
@@ -422,6 +438,15 @@ async fn embed_query(
     };
     let job = state.queue.push(JobKind::Embed, &args, &opts).await?;
     wait_for_vector(state, job.id).await
+}
+
+/// The query could not be embedded: the engine's reason.
+fn embed_failed(reason: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "embed_failed",
+        format!("the query could not be embedded: {reason}"),
+    )
 }
 
 /// Polls the query's embed job until it is done, at the pace of
@@ -440,14 +465,7 @@ async fn wait_for_vector(state: &AppState, id: uuid::Uuid) -> Result<(Vec<f32>, 
                     return Ok((v, model));
                 }
                 JobState::Dead | JobState::Failed | JobState::Cancelled => {
-                    return Err(ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "embed_failed",
-                        format!(
-                            "the query could not be embedded: {}",
-                            job.error.unwrap_or_default()
-                        ),
-                    ));
+                    return Err(embed_failed(&job.error.unwrap_or_default()));
                 }
                 _ => {}
             }

@@ -15,7 +15,7 @@
 //! streams read the same weights.
 //!
 //! Memory: streams return freed activation memory to the OS when glibc
-//! holds more than 256 MB of it, and the loop returns all of it when idle.
+//! holds more than 256 MB of it, and the loop returns all of it after a second idle.
 //!
 //! Backpressure: at most [`BatchOptions::queue_capacity`] texts are accepted
 //! and unanswered at once (a semaphore counted in texts; a larger call is cut
@@ -55,6 +55,9 @@ tokio::task_local! {
     static ANNOUNCED: RefCell<Option<Held>>;
 }
 
+/// How long the inference loop is idle before it returns freed memory.
+const RELEASE_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// Texts one request carries at most; larger calls are cut into chunks.
 const CHUNK_TEXTS: usize = 256;
 
@@ -83,7 +86,11 @@ pub struct BatchOptions {
     /// compute; on a CPU a smaller batch costs next to nothing).
     pub max_padding: f64,
     /// How long an idle inference thread waits after the first text arrives
-    /// for more to share the pass.
+    /// for more to share the pass. None on a CPU: its several streams take
+    /// work as it comes, and texts arriving while they are busy share the
+    /// next pass anyway, so a wait only delays a lone request (a search
+    /// query paid all of it). 5 ms on a GPU, whose one stream a pass should
+    /// fill.
     pub max_wait: Duration,
     /// Texts accepted and unanswered at most (the backpressure bound).
     pub queue_capacity: usize,
@@ -108,7 +115,7 @@ impl Default for BatchOptions {
             max_tokens_per_batch: 1024,
             max_batch_size: 64,
             max_padding: 0.25,
-            max_wait: Duration::from_millis(5),
+            max_wait: Duration::ZERO,
             queue_capacity: 4096,
             threads: None,
             streams: None,
@@ -130,6 +137,7 @@ impl BatchOptions {
                 max_tokens_per_batch: 32_768,
                 max_batch_size: 512,
                 max_padding: 1.0,
+                max_wait: Duration::from_millis(5),
                 ..Self::default()
             },
         }
@@ -576,13 +584,25 @@ impl InferenceLoop {
     fn run(&mut self) {
         loop {
             let idle = self.pending.is_empty();
-            if idle && self.free.len() == self.streams.len() {
-                // Hand freed activation memory back to the OS (glibc keeps
-                // it in its arenas otherwise).
-                release_free_memory();
-            }
             if self.free.is_empty() || self.waiting_tokens() == 0 {
-                let Ok(event) = self.rx.recv() else { return };
+                let event = if idle && self.free.len() == self.streams.len() {
+                    // Idle: after a quiet second, hand freed activation
+                    // memory back to the OS (glibc keeps it in its arenas
+                    // otherwise). Not at once: the next pass would fault
+                    // those pages in again, and a lone request pays that.
+                    match self.rx.recv_timeout(RELEASE_WHEN_IDLE_FOR) {
+                        Ok(event) => event,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            release_free_memory();
+                            let Ok(event) = self.rx.recv() else { return };
+                            event
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                } else {
+                    let Ok(event) = self.rx.recv() else { return };
+                    event
+                };
                 if !self.handle(event) {
                     return;
                 }

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use hopper_queue::RedisConn;
+use hopper_shared::embeddings::{vector_from_bytes, vector_to_bytes};
 use redis::Script;
 
 /// Cache settings.
@@ -87,7 +88,10 @@ impl EmbedCache {
             .arg(&keys)
             .query_async(&mut self.conn.clone())
             .await?;
-        Ok(raw.into_iter().map(|r| r.map(|b| decode(&b))).collect())
+        Ok(raw
+            .into_iter()
+            .map(|r| r.map(|b| vector_from_bytes(&b)))
+            .collect())
     }
 
     /// Stores vectors for texts.
@@ -106,19 +110,10 @@ impl EmbedCache {
             .arg(self.config.ttl.as_secs())
             .arg(self.config.max_entries);
         for (text, v) in entries {
-            inv.arg(self.key(model_version, text)).arg(encode(v));
+            inv.arg(self.key(model_version, text))
+                .arg(vector_to_bytes(v));
         }
         inv.invoke_async::<i64>(&mut self.conn.clone()).await?;
         Ok(())
     }
-}
-
-fn encode(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn decode(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
 }

@@ -5,7 +5,9 @@
 //! with an extractive summary from the stored chunk vectors when asked).
 //! The fan-in between them is the queue core's workflow, not the pipeline's.
 //! `embed` also runs the batches of a document set's re-embed ([`reembed`]),
-//! and an embed worker registers the models it serves ([`served_models`]).
+//! and an embed worker registers the models it serves ([`served_models`])
+//! and answers search queries on the query lane, with no job
+//! ([`query_lane`]).
 //!
 //! Every handler commits its effects in Postgres before it returns (the ack
 //! follows) and writes idempotently (a crash re-runs it). Extraction and
@@ -15,6 +17,7 @@
 pub mod breaker;
 pub mod cache;
 pub mod llm;
+pub mod query_lane;
 pub mod reembed;
 pub mod sandbox;
 pub mod served_models;
