@@ -292,12 +292,20 @@ impl QueueClient {
     /// again the scripts before it that did run — a batch of jobs pushed
     /// twice. Alone in its pipeline, a refused script did not run, and is
     /// sent again while its slot moves ([`crate::connection`]).
+    ///
+    /// Not with the durability option on: each pipeline would end in a
+    /// `WAIT`, and `WAIT`s block the node's connection one after the other
+    /// (while a promoted master has no replica yet, each for its whole
+    /// timeout: a worker's acks then time out again and again, measured by
+    /// `scripts/bench/cluster`'s failover round). There the batch stays one
+    /// pipeline with one `WAIT`, and a slot move while it is sent may run a
+    /// script twice (README, "Partitioned queues").
     async fn eval_pipeline(
         &self,
         script: &redis::Script,
         evals: Vec<redis::Cmd>,
     ) -> Result<(Vec<redis::Value>, Option<u32>), QueueError> {
-        if !self.is_cluster() || evals.len() <= 1 {
+        if !self.is_cluster() || evals.len() <= 1 || self.wait.is_on() {
             return self.eval_pipeline_one(script, evals).await;
         }
         let sent = futures::future::try_join_all(
