@@ -314,16 +314,11 @@ impl QueueClient {
                 .map(|eval| self.eval_pipeline_one(script, vec![eval])),
         )
         .await?;
-        let mut replies = Vec::with_capacity(sent.len());
-        let mut acked: Option<u32> = None;
-        for (reply, a) in sent {
-            replies.extend(reply);
-            acked = match (acked, a) {
-                (Some(x), Some(y)) => Some(x.min(y)),
-                (x, y) => x.or(y),
-            };
-        }
-        Ok((replies, acked))
+        // No WAIT here (the durability option is off), so no replica count.
+        Ok((
+            sent.into_iter().flat_map(|(reply, _)| reply).collect(),
+            None,
+        ))
     }
 
     /// One pipeline of [`Self::eval_pipeline`]: `evals`, then `WAIT` with

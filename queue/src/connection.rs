@@ -25,7 +25,9 @@
 //! to [`retry_policy::SLOT_MOVE_PATIENCE`] while it is refused so ([`SlotMoveBackoff`]).
 //! A pipeline is not (one of its commands may have run before another was
 //! refused): the queue's scripts are pipelined one `EVALSHA` per pipeline
-//! on a cluster (`QueueClient::eval_durably`), and those are retried there.
+//! on a cluster (`QueueClient::eval_durably`), and those are retried there —
+//! except with the durability option on, where a batch stays one pipeline
+//! ending in one `WAIT` (see there).
 
 use std::time::Duration;
 

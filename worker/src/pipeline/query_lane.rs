@@ -88,6 +88,11 @@ impl Listener {
         let mut conn: Option<RedisConn> = None;
         let mut renewed: Option<Instant> = None;
         tracing::info!(lanes = ?self.lanes.keys().collect::<Vec<_>>(), "query lane listening");
+        let mut blpop = redis::cmd("BLPOP");
+        for lane in self.lanes.keys() {
+            blpop.arg(lane);
+        }
+        blpop.arg(BLOCK.as_secs_f64());
         while !stop.is_cancelled() {
             if renewed.is_none_or(|at| at.elapsed() >= LISTENER_RENEW) {
                 match self.renew().await {
@@ -110,11 +115,6 @@ impl Listener {
                     }
                 },
             };
-            let mut blpop = redis::cmd("BLPOP");
-            for lane in self.lanes.keys() {
-                blpop.arg(lane);
-            }
-            blpop.arg(BLOCK.as_secs_f64());
             let popped = tokio::select! {
                 r = blpop.query_async::<Option<(String, Vec<u8>)>>(c) => r,
                 _ = stop.cancelled() => break,
