@@ -91,9 +91,11 @@ pub struct SearchArgs {
     /// `embed` jobs in flight while embedding the corpus.
     #[arg(long, default_value_t = 4)]
     pub embed_in_flight: usize,
-    /// The HNSW index's `m` (pgvector's default: 16).
-    #[arg(long, default_value_t = 16)]
-    pub m: u32,
+    /// The HNSW index's `m` values (pgvector's default: 16): the index is
+    /// built, and recall measured, once per value, in order; the end-to-end
+    /// runs search the last one.
+    #[arg(long, value_delimiter = ',', default_value = "16")]
+    pub m: Vec<u32>,
     /// The HNSW index's `ef_construction` (pgvector's default: 64).
     #[arg(long, default_value_t = 64)]
     pub ef_construction: u32,
@@ -169,6 +171,21 @@ pub async fn run(config: &Config, args: &SearchArgs) -> anyhow::Result<Value> {
         model.model, model.id, model.dim
     ));
     let clusters = Clusters::new(0xC1u64 << 32, model.dim as usize);
+    // The recall queries, embedded once for every `m` (before the
+    // registration lock below: the worker may want it meanwhile).
+    let recall_texts: Vec<String> = (0..args.recall_queries)
+        .map(|i| corpus.query(1_000_000 + i))
+        .collect();
+    let queries: Vec<Vec<f32>> = match args.vectors {
+        VectorSource::Model => {
+            embed_via_api(&http, &args.api, recall_texts, args.embed_batch, 1)
+                .await?
+                .vectors
+        }
+        VectorSource::Clustered => (0..args.recall_queries)
+            .map(|i| clusters.vector(&mut Rng::new(0xA11CE + i as u64)))
+            .collect(),
+    };
 
     // 2. Load, without the index (nor keyword search's GIN index, which
     // nothing here reads and which would slow a 1M load by minutes). A
@@ -199,12 +216,8 @@ pub async fn run(config: &Config, args: &SearchArgs) -> anyhow::Result<Value> {
     conn.batch_execute("ANALYZE documents; ANALYZE chunks; ANALYZE chunk_vectors")
         .await?;
 
-    // 3. Index build.
-    let build = build_index(config, &conn, &model, args).await?;
-    conn.batch_execute(&format!(
-        "SELECT pg_advisory_unlock({REGISTER_LOCK}); ANALYZE chunk_vectors"
-    ))
-    .await?;
+    // 3. Per `m`: the index build, then recall and SQL latency per
+    // ef_search.
     let mut out = json!({
         "chunks": args.chunks,
         "documents": args.chunks.div_ceil(CHUNKS_PER_DOCUMENT),
@@ -216,39 +229,45 @@ pub async fn run(config: &Config, args: &SearchArgs) -> anyhow::Result<Value> {
         "dim": model.dim,
         "embed": embed,
         "load_s": round(load_s, 1),
-        "build": build,
     });
-    if out["build"]["complete"] != json!(true) {
-        say("the index build did not finish: no recall or search to measure");
-        return Ok(out);
-    }
-
-    // 4. Recall and SQL latency per ef_search.
-    let recall_texts: Vec<String> = (0..args.recall_queries)
-        .map(|i| corpus.query(1_000_000 + i))
-        .collect();
-    let queries: Vec<Vec<f32>> = match args.vectors {
-        VectorSource::Model => {
-            embed_via_api(&http, &args.api, recall_texts, args.embed_batch, 1)
-                .await?
-                .vectors
+    let mut sweep = Vec::with_capacity(args.m.len());
+    for (i, &m) in args.m.iter().enumerate() {
+        if i > 0 {
+            // The registration lock again, from the drop to the build (as
+            // before the load): the worker must not build its own.
+            conn.batch_execute(&format!(
+                "SELECT pg_advisory_lock({REGISTER_LOCK}); DROP INDEX IF EXISTS {index}"
+            ))
+            .await?;
         }
-        VectorSource::Clustered => (0..args.recall_queries)
-            .map(|i| clusters.vector(&mut Rng::new(0xA11CE + i as u64)))
-            .collect(),
-    };
-    let recall = recall(
-        config,
-        &mut conn,
-        &model,
-        &args.set,
-        &queries,
-        &args.ef_search,
-    )
-    .await?;
+        let build = build_index(config, &conn, &model, args, m).await?;
+        conn.batch_execute(&format!(
+            "SELECT pg_advisory_unlock({REGISTER_LOCK}); ANALYZE chunk_vectors"
+        ))
+        .await?;
+        if build["complete"] != json!(true) {
+            say("the index build did not finish: no recall or search to measure");
+            out["build"] = build;
+            return Ok(out);
+        }
+        let recall = recall(
+            config,
+            &mut conn,
+            &model,
+            &args.set,
+            &queries,
+            &args.ef_search,
+        )
+        .await?;
+        sweep.push(json!({ "m": m, "build": build, "recall": recall }));
+    }
+    // The headline figures: the last `m`, the index the end-to-end runs use.
+    let last = sweep.last().cloned().unwrap_or_default();
+    out["build"] = last["build"].clone();
+    out["recall"] = last["recall"].clone();
+    out["m_sweep"] = json!(sweep);
 
-    // 5. End to end.
-    out["recall"] = recall;
+    // 4. End to end.
     if !args.no_http {
         out["e2e"] = end_to_end(&http, args, &corpus).await?;
     }
@@ -849,10 +868,11 @@ async fn build_index(
     conn: &tokio_postgres::Client,
     model: &EmbeddingModel,
     args: &SearchArgs,
+    m: u32,
 ) -> anyhow::Result<Value> {
     // The graph must fit in maintenance_work_mem or the build slows many
     // times over: about 2 KB a 384-d vector at m = 16; twice that to spare.
-    let mem_mb = (args.chunks * (model.dim as usize * 4 + args.m as usize * 64) * 2 / 1_000_000)
+    let mem_mb = (args.chunks * (model.dim as usize * 4 + m as usize * 64) * 2 / 1_000_000)
         .clamp(256, 8_192);
     // The leader builds too: one worker per further core.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -862,12 +882,12 @@ async fn build_index(
          SET max_parallel_maintenance_workers = {parallel}"
     ))
     .await?;
-    let with = if (args.m, args.ef_construction) == (16, 64) {
+    let with = if (m, args.ef_construction) == (16, 64) {
         String::new()
     } else {
         format!(
             " WITH (m = {}, ef_construction = {})",
-            args.m, args.ef_construction
+            m, args.ef_construction
         )
     };
     let sql = format!(
@@ -880,7 +900,7 @@ async fn build_index(
     say(format!(
         "building the HNSW index (m {}, ef_construction {}, maintenance_work_mem {mem_mb} MB, \
          {parallel} parallel workers, {} s at most)",
-        args.m, args.ef_construction, args.build_timeout_s
+        m, args.ef_construction, args.build_timeout_s
     ));
     let pid: i32 = conn.query_one("SELECT pg_backend_pid()", &[]).await?.get(0);
     let watcher = connect(config).await?;
@@ -954,7 +974,7 @@ async fn build_index(
             "phase": phase,
             "fraction_done": round(fraction, 4),
             "build_s_estimate_min": estimate,
-            "m": args.m,
+            "m": m,
             "ef_construction": args.ef_construction,
             "maintenance_work_mem_mb": mem_mb,
             "parallel_workers": parallel,
@@ -975,7 +995,7 @@ async fn build_index(
         "complete": true,
         "build_s": round(build_s, 1),
         "index_mb": round(bytes as f64 / 1e6, 0),
-        "m": args.m,
+        "m": m,
         "ef_construction": args.ef_construction,
         "maintenance_work_mem_mb": mem_mb,
         "parallel_workers": parallel,
@@ -1145,6 +1165,42 @@ struct Samples {
     sql_ms: Vec<f64>,
 }
 
+/// The machine's CPU time so far, from `/proc/stat` (Linux; `None`
+/// elsewhere): all cores together, in clock ticks.
+struct CpuTimes {
+    busy: u64,
+    total: u64,
+}
+
+impl CpuTimes {
+    fn now() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal ...: idle and
+        // iowait are the cores doing nothing.
+        let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+        let total: u64 = ticks.iter().take(8).sum();
+        Some(Self {
+            busy: total - idle,
+            total,
+        })
+    }
+
+    /// The share of all cores' time spent busy since `earlier`.
+    fn busy_fraction_since(&self, earlier: &Self) -> f64 {
+        let total = self.total.saturating_sub(earlier.total);
+        if total == 0 {
+            return 0.0;
+        }
+        self.busy.saturating_sub(earlier.busy) as f64 / total as f64
+    }
+}
+
 /// `texts` searched by `clients` concurrent clients, each one request at a
 /// time; latency as the client sees it, and the API's own split.
 async fn search_run(
@@ -1156,6 +1212,7 @@ async fn search_run(
 ) -> anyhow::Result<Value> {
     let next = AtomicUsize::new(0);
     let samples = Mutex::new(Samples::default());
+    let cpu_before = CpuTimes::now();
     let started = Instant::now();
     let client = |_: usize| async {
         loop {
@@ -1196,6 +1253,15 @@ async fn search_run(
     let mut out = summary(s.total_ms);
     out["clients"] = json!(clients);
     out["queries_per_s"] = json!(round(n as f64 / secs, 1));
+    // The whole machine's CPU (API, worker, Postgres, Redis and these
+    // clients alike): near 100 % busy, latency is waiting for a core.
+    if let (Some(before), Some(after)) = (cpu_before, CpuTimes::now()) {
+        let busy = after.busy_fraction_since(&before);
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        out["cpu_busy_pct"] = json!(round(busy * 100.0, 1));
+        out["cpu_ms_per_query"] =
+            json!(round(busy * cores as f64 * secs * 1e3 / n.max(1) as f64, 2));
+    }
     out["api_embed"] = summary(s.embed_ms);
     out["api_sql"] = summary(s.sql_ms);
     Ok(out)
@@ -1247,10 +1313,13 @@ async fn end_to_end(
 /// One search run's figures, for the log.
 fn summary_line(s: &Value) -> String {
     format!(
-        "  p50 {} ms, p99 {} ms ({} q/s); API embed p50 {} p99 {}, SQL p50 {} p99 {}",
+        "  p50 {} ms, p99 {} ms ({} q/s, CPU {} % busy, {} CPU-ms a query); \
+         API embed p50 {} p99 {}, SQL p50 {} p99 {}",
         s["p50_ms"],
         s["p99_ms"],
         s["queries_per_s"],
+        s["cpu_busy_pct"],
+        s["cpu_ms_per_query"],
         s["api_embed"]["p50_ms"],
         s["api_embed"]["p99_ms"],
         s["api_sql"]["p50_ms"],

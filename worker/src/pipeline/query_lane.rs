@@ -3,8 +3,9 @@
 //!
 //! An embed worker listens on the lane of every model it serves: it blocks
 //! on those lists (one dedicated connection), and each request it pops is
-//! answered by a task of its own — the text goes through the embedding
-//! cache and into the engine, whose inference loop pools it with whatever
+//! answered by a task of its own — the text goes into the engine (the API
+//! read the embedding cache before it asked; the answer is written there
+//! for the next asker), whose inference loop pools it with whatever
 //! else waits (other queries, document batches), so concurrent queries
 //! share forward passes. At most [`IN_FLIGHT`] requests are being answered
 //! at once; past that the worker stops popping and the requests wait in the
@@ -193,7 +194,7 @@ async fn answer(pipeline: &Pipeline, embedder: &Embedder, raw: &[u8]) -> &'stati
     if request.expired(now_ms()) {
         return "expired";
     }
-    let (reply, outcome) = match pipeline.embed_cached(embedder, vec![request.text]).await {
+    let (reply, outcome) = match pipeline.embed_and_cache(embedder, vec![request.text]).await {
         Ok(mut out) if !out.vectors.is_empty() => {
             (LaneReply::Vector(out.vectors.swap_remove(0)), "answered")
         }

@@ -72,6 +72,25 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// Embeds `texts` with `embedder` and caches their vectors, reading
+    /// nothing first: for texts the caller has just looked up (the API reads
+    /// the cache before it asks the query lane). A cache outage only costs
+    /// the next reader's speed.
+    pub(super) async fn embed_and_cache(
+        &self,
+        embedder: &Embedder,
+        texts: Vec<String>,
+    ) -> Result<EmbedOutput, EmbedError> {
+        let version = embedder.version().to_owned();
+        let computed = embedder.embed(texts.clone()).await?;
+        let entries: Vec<_> = texts.iter().zip(computed.vectors.iter()).collect();
+        if let Err(e) = self.cache.put(&version, &entries).await {
+            tracing::warn!("embedding cache not written: {e}");
+        }
+        export_stats(embedder);
+        Ok(computed)
+    }
+
     /// Embeds `texts` with `embedder`, taking what it can from the cache
     /// and caching the rest. A cache outage only costs speed.
     pub(super) async fn embed_cached(
@@ -95,19 +114,10 @@ impl Pipeline {
         let mut fresh = Vec::new();
         if !misses.is_empty() {
             let todo: Vec<String> = misses.iter().map(|&i| texts[i].clone()).collect();
-            let computed = embedder.embed(todo).await?;
+            let computed = self.embed_and_cache(embedder, todo).await?;
             out.truncated = computed.truncated;
             out.model_version = computed.model_version;
             fresh = computed.vectors;
-            let entries: Vec<_> = misses
-                .iter()
-                .map(|&i| &texts[i])
-                .zip(fresh.iter())
-                .collect();
-            if let Err(e) = self.cache.put(&version, &entries).await {
-                tracing::warn!("embedding cache not written: {e}");
-            }
-            export_stats(embedder);
         }
         let mut fresh = fresh.into_iter();
         out.vectors = cached
