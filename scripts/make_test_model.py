@@ -6,10 +6,12 @@ the tests already use): a BERT `config.json` and `model.safetensors` written by
 transformers' `save_pretrained`, the tokenizer files copied from the MiniLM directory
 (same 30522-token vocabulary), `modules.json` (Transformer, Pooling and, as MiniLM has
 it, Normalize), `sentence_bert_config.json` (max_seq_length) and `1_Pooling/config.json`
-(mean pooling). That is the layout sentence-transformers 2.x wrote and every version
-since loads. sentence-transformers 6's own `save` writes the pooling mode and
-max_seq_length elsewhere, where the engine does not look (yet), so the files are written
-here.
+(the pooling mode: mean unless `--pooling` says otherwise). That is the layout
+sentence-transformers 2.x wrote and every version since loads (`--layout st2`, the
+default). With `--layout st6` the directory is instead what sentence-transformers 6's own
+`save` writes from that model: the pooling mode as one `"pooling_mode"` string, and
+max_seq_length only as the tokenizer's `model_max_length` (tokenizer_config.json), with no
+`max_seq_length` in sentence_bert_config.json. The engine reads both layouts.
 
 The weights are transformers' BERT initialisation (normal(0, 0.02)) under `--seed`, with
 two changes that make the model a sharper test. Every bias and LayerNorm parameter that
@@ -31,6 +33,7 @@ directory.
 
 usage: make_test_model.py OUT_DIR [--hidden 768] [--layers 2] [--heads 12]
            [--intermediate 1536] [--seed 0] [--max-seq-length 256]
+           [--pooling mean|cls|max|mean_sqrt_len_tokens] [--layout st2|st6]
            [--tokenizer-from DIR] [--reference TEXTS_JSON OUT_JSON]
 """
 
@@ -66,6 +69,14 @@ MODEL_FILES = (
     "1_Pooling/config.json",
     "tokenizer.json",
 )
+# The legacy pooling config's one flag per mode (sentence-transformers 2.x to 5).
+POOLING_FLAGS = {
+    "cls": "pooling_mode_cls_token",
+    "mean": "pooling_mode_mean_tokens",
+    "max": "pooling_mode_max_tokens",
+    "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
+}
+LAYOUTS = ("st2", "st6")
 GOLDEN_PY = Path(__file__).resolve().parent / "bench" / "golden.py"
 
 
@@ -79,6 +90,8 @@ class Shape:
     intermediate: int
     seed: int
     max_seq_length: int
+    pooling: str = "mean"
+    layout: str = "st2"
 
 
 def sha256_file(path: Path) -> str:
@@ -210,13 +223,8 @@ def build(
     )
     write_json(
         target / "1_Pooling" / "config.json",
-        {
-            "word_embedding_dimension": shape.hidden,
-            "pooling_mode_cls_token": False,
-            "pooling_mode_mean_tokens": True,
-            "pooling_mode_max_tokens": False,
-            "pooling_mode_mean_sqrt_len_tokens": False,
-        },
+        {"word_embedding_dimension": shape.hidden}
+        | {flag: mode == shape.pooling for mode, flag in POOLING_FLAGS.items()},
     )
     versions = stamp["versions"]
     assert isinstance(versions, dict)
@@ -237,7 +245,23 @@ def build(
         " tokenizer. Made by `scripts/make-test-model`; see `.make-test-model.json`.\n",
         encoding="utf-8",
     )
+    if shape.layout == "st6":
+        resave_with_sentence_transformers(target)
     write_json(target / STAMP, stamp)
+
+
+def resave_with_sentence_transformers(target: Path) -> None:
+    """Replaces the legacy layout in `target` by what sentence-transformers' own
+    `save` writes from it (the installed version: 6.x in the pinned venv)."""
+    from sentence_transformers import SentenceTransformer
+
+    legacy = target.with_name(target.name + ".st2")
+    target.rename(legacy)
+    SentenceTransformer(str(legacy), device="cpu").save(str(target))
+    shutil.rmtree(legacy)
+    (target / "model.safetensors").chmod(0o644)
+    if not (target / "sentence_bert_config.json").is_file():
+        raise SystemExit(f"make-test-model: sentence-transformers wrote no config in {target}")
 
 
 def make(out_dir: Path, shape: Shape, tokenizer_dir: Path) -> str:
@@ -296,6 +320,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--max-seq-length", type=int, default=256, help="tokens per text (256)"
     )
     p.add_argument(
+        "--pooling",
+        choices=tuple(POOLING_FLAGS),
+        default="mean",
+        help="the Pooling module's mode (default mean)",
+    )
+    p.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="st2",
+        help="st2: the files every sentence-transformers reads (default); st6: as"
+        " sentence-transformers 6's save writes them",
+    )
+    p.add_argument(
         "--tokenizer-from",
         type=Path,
         default=os.environ.get("HOPPER_MODEL_DIR"),
@@ -335,13 +372,16 @@ def main() -> None:
         intermediate=args.intermediate,
         seed=args.seed,
         max_seq_length=args.max_seq_length,
+        pooling=args.pooling,
+        layout=args.layout,
     )
     out_dir: Path = args.out_dir.resolve()
     done = make(out_dir, shape, args.tokenizer_from.resolve())
     size_mb = (out_dir / "model.safetensors").stat().st_size / 1e6
     print(
         f"{out_dir}: {shape.hidden}-d, {shape.layers} layers, {shape.heads} heads,"
-        f" seed {shape.seed}, weights {size_mb:.0f} MB: {done}",
+        f" seed {shape.seed}, {shape.pooling} pooling, {shape.layout} layout,"
+        f" weights {size_mb:.0f} MB: {done}",
         file=sys.stderr,
     )
     if args.reference:

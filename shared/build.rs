@@ -3,9 +3,13 @@
 //! `build_info.rs`, the short sha of `HEAD`.
 //!
 //! `HOPPER_GIT_SHA` in the build's environment wins (a packager that knows
-//! the commit); otherwise `git rev-parse --short HEAD`; `unknown` when git or
-//! the repository is absent (a source tarball still builds). The script runs
-//! again when `HEAD` moves: a commit, a checkout, or a branch switch.
+//! the commit). Otherwise a release build runs `git rev-parse --short HEAD`
+//! (`unknown` when git or the repository is absent: a source tarball still
+//! builds), and the script runs again when `HEAD` moves: a commit, a
+//! checkout, or a branch switch. A debug build (tests, development) is
+//! stamped `dev` and does not watch `HEAD`: every crate of the workspace
+//! depends on this one, so a stamp that followed `HEAD` rebuilt them all on
+//! every commit.
 
 use std::{path::Path, process::Command};
 
@@ -13,10 +17,14 @@ fn main() {
     println!("cargo:rerun-if-changed=../migrations");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=HOPPER_GIT_SHA");
+    let release = std::env::var("PROFILE").is_ok_and(|p| p == "release");
     let sha = std::env::var("HOPPER_GIT_SHA")
         .ok()
         .filter(|s| !s.trim().is_empty())
         .or_else(|| {
+            if !release {
+                return Some("dev".to_owned());
+            }
             watch_head();
             git(&["rev-parse", "--short", "HEAD"])
         })

@@ -328,15 +328,16 @@ impl RedisConn {
     /// commands may name keys of different slots (jobs of several queues,
     /// say) and that ignores no reply: one round trip on one server; on a
     /// cluster, whose pipelines must stay in one slot, each command goes to
-    /// its own node, all at once.
+    /// its own node, all at once, each sent again while its slot moves
+    /// (through this type's `ConnectionLike`, as every single command).
     pub async fn query_spread<T: redis::FromRedisValue>(
         &self,
         pipe: &Pipeline,
     ) -> redis::RedisResult<T> {
         match self {
-            RedisConn::Cluster(c) => {
+            RedisConn::Cluster(_) => {
                 let calls = pipe.cmd_iter().map(|cmd| {
-                    let mut c = c.clone();
+                    let mut c = self.clone();
                     async move { cmd.query_async::<Value>(&mut c).await }
                 });
                 let replies = futures::future::try_join_all(calls).await?;

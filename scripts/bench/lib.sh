@@ -16,6 +16,9 @@ bench_fail() {
 }
 now_us() { echo "${EPOCHREALTIME/[.,]/}"; }
 
+# Stamped `bench`, not the commit (shared/build.rs): a release stamp that followed HEAD would
+# rebuild the whole workspace after every commit.
+export HOPPER_GIT_SHA="${HOPPER_GIT_SHA:-bench}"
 say "building release binaries"
 cargo build --release --quiet -p hopper-api -p hopper-worker -p hopper-extract -p hopper-bench
 BIN=$ROOT/target/release

@@ -20,8 +20,10 @@ use crate::metrics as m;
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The short sha of the commit this was built from (`build.rs`: the
-/// `HOPPER_GIT_SHA` variable at build time, else `git rev-parse --short
-/// HEAD`), or `unknown` when built outside a repository.
+/// `HOPPER_GIT_SHA` variable at build time, else, in a release build,
+/// `git rev-parse --short HEAD`), `unknown` when built outside a repository,
+/// or `dev` in a debug build (which does not follow `HEAD`, so that a commit
+/// does not rebuild the workspace).
 pub const GIT_SHA: &str = env!("HOPPER_GIT_SHA");
 
 /// What `/health/ready` says about the process.

@@ -283,6 +283,15 @@ async fn moving_a_partitions_slot_live_loses_no_job_and_runs_none_twice() {
                 .expect("a push while the slot moves");
             assert_eq!(ids.len(), DURING_BATCH);
             println!("pushed {DURING_BATCH} jobs in {:?}", t0.elapsed());
+            // Reads across the partitions (one command per node,
+            // `RedisConn::query_spread`) find the jobs meanwhile.
+            for id in [ids[0], ids[DURING_BATCH - 1]] {
+                let found = client
+                    .partition_of(&queue, id)
+                    .await
+                    .expect("a read across partitions while the slot moves");
+                assert!(found.is_some(), "job {id} in no partition");
+            }
             pushed += DURING_BATCH;
             if mover.is_finished() {
                 break;

@@ -189,3 +189,57 @@ fn a_second_run_finds_the_model_up_to_date() {
             .unwrap();
     assert_eq!(version, model.reference.model_sha256[..12]);
 }
+
+/// A model directory as sentence-transformers 6's own `save` writes it
+/// (`--layout st6`): the pooling mode as one string (CLS here), and the
+/// length (128 tokens) only as the tokenizer's `model_max_length`. The
+/// engine reads both, so it matches sentence-transformers on the golden
+/// texts, the long ones truncated at 128 tokens as there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_saved_by_sentence_transformers_6_matches_it() {
+    let dir = hopper_cache().join("models/test-bert-256-st6");
+    let out = std::env::temp_dir().join(format!("hopper-st6-model-{}.json", std::process::id()));
+    let texts = fixture("golden_texts.json");
+    make_test_model(
+        &dir,
+        &[
+            "--hidden",
+            "256",
+            "--heads",
+            "4",
+            "--intermediate",
+            "512",
+            "--max-seq-length",
+            "128",
+            "--pooling",
+            "cls",
+            "--layout",
+            "st6",
+            "--reference",
+            texts.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    );
+    let reference = Reference::read(&out);
+    let _ = std::fs::remove_file(&out);
+    let pooling = std::fs::read_to_string(dir.join("1_Pooling/config.json")).unwrap();
+    assert!(pooling.contains(r#""pooling_mode": "cls""#), "{pooling}");
+    let sbert = std::fs::read_to_string(dir.join("sentence_bert_config.json")).unwrap();
+    assert!(!sbert.contains("max_seq_length"), "{sbert}");
+    assert_eq!(reference.max_seq_length, 128);
+    assert!(
+        reference.truncated.iter().any(|t| *t),
+        "a golden text longer than 128 tokens"
+    );
+    let spec: ModelSpec = format!("st6={}", dir.display()).parse().unwrap();
+    let registry = ModelRegistry::load_with(
+        &[spec],
+        Device::Cpu,
+        Precision::Fp32,
+        &two_thread_options(LinearKernels::Auto, None),
+    )
+    .unwrap();
+    let model = registry.get("st6").unwrap();
+    let min = common::min_cosine(&model, &reference).await;
+    assert!(min >= 0.9999, "st6-layout fp32 min cosine {min}");
+}

@@ -7,6 +7,15 @@
 //! mean-sqrt-len). Nothing here is specific to one model: every BERT-family
 //! checkpoint (all-MiniLM, bge, e5, ...) loads; other architectures are
 //! refused with a message naming their `model_type`.
+//!
+//! Both layouts sentence-transformers writes are read. Up to 5.x, the pooling
+//! config has one boolean per mode (`pooling_mode_mean_tokens`, ...) and
+//! `sentence_bert_config.json` holds `max_seq_length`. Version 6's `save`
+//! writes one `"pooling_mode": "mean"` string instead, and the length only as
+//! the tokenizer's `model_max_length` (`tokenizer_config.json`), which is
+//! where sentence-transformers 6 reads it from too. The length is therefore
+//! `max_seq_length` if given, else `model_max_length` if given, else the
+//! model's `max_position_embeddings`, and never more than the latter.
 
 use std::path::{Path, PathBuf};
 
@@ -181,9 +190,12 @@ impl ModelConfig {
         }
 
         let max_positions = bert.max_position_embeddings as usize;
-        let max_seq_length = read_max_seq_length(dir)?
-            .unwrap_or(max_positions)
-            .min(max_positions);
+        let max_seq_length = match read_max_seq_length(dir)? {
+            Some(n) => Some(n),
+            None => read_model_max_length(dir)?,
+        }
+        .unwrap_or(max_positions)
+        .min(max_positions);
         if max_seq_length < 2 {
             return Err(bad(
                 &dir.join("sentence_bert_config.json"),
@@ -191,6 +203,7 @@ impl ModelConfig {
             ));
         }
         let (pooling, normalize) = read_modules(dir)?;
+        refuse_a_default_prompt(dir)?;
         Ok(ModelConfig {
             dir: dir.to_path_buf(),
             model_type,
@@ -232,6 +245,54 @@ fn read_max_seq_length(dir: &Path) -> Result<Option<usize>, EmbedError> {
     }
 }
 
+/// The tokenizer's `model_max_length` from tokenizer_config.json, if the
+/// file names one. Tokenizers saved without a known length carry a huge
+/// placeholder (transformers' `VERY_LARGE_INTEGER`, 1e30, often written as a
+/// float): anything that is not a whole number of at most a million tokens
+/// counts as not named.
+fn read_model_max_length(dir: &Path) -> Result<Option<usize>, EmbedError> {
+    let path = dir.join("tokenizer_config.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let v = read_json(&path)?;
+    Ok(v.get("model_max_length")
+        .and_then(Value::as_u64)
+        .filter(|&n| n <= 1_000_000)
+        .map(|n| n as usize))
+}
+
+/// Refuses a model whose `config_sentence_transformers.json` names a
+/// non-empty default prompt: sentence-transformers puts that text before
+/// every input it encodes, which this engine does not, so the vectors would
+/// differ from the model's own without a word. Prompts that are only named
+/// (used when a caller asks for one) change nothing by default.
+fn refuse_a_default_prompt(dir: &Path) -> Result<(), EmbedError> {
+    let path = dir.join("config_sentence_transformers.json");
+    if !path.exists() {
+        return Ok(());
+    }
+    let v = read_json(&path)?;
+    let Some(name) = v.get("default_prompt_name").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    let prompt = v
+        .get("prompts")
+        .and_then(|p| p.get(name))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if prompt.is_empty() {
+        return Ok(());
+    }
+    Err(EmbedError::Unsupported {
+        path,
+        reason: format!(
+            "default_prompt_name {name:?} (prompt {prompt:?}): the engine embeds texts as given; \
+             set default_prompt_name to null, or prepend the prompt to the texts yourself"
+        ),
+    })
+}
+
 /// Pooling mode and normalisation from modules.json and the pooling config.
 ///
 /// Without modules.json, sentence-transformers builds mean pooling and no
@@ -266,30 +327,65 @@ fn read_modules(dir: &Path) -> Result<(Pooling, bool), EmbedError> {
 
 fn read_pooling(path: &Path) -> Result<Pooling, EmbedError> {
     let v = read_json(path)?;
-    let flag = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
-    let modes = [
-        ("pooling_mode_mean_tokens", Pooling::Mean),
-        ("pooling_mode_cls_token", Pooling::Cls),
-        ("pooling_mode_max_tokens", Pooling::Max),
-        ("pooling_mode_mean_sqrt_len_tokens", Pooling::MeanSqrtLen),
-    ];
-    let on: Vec<_> = modes.iter().filter(|(k, _)| flag(k)).collect();
-    let unsupported = ["pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken"];
-    if let Some(k) = unsupported.iter().find(|k| flag(k)) {
-        return Err(EmbedError::Unsupported {
-            path: path.to_path_buf(),
-            reason: format!("{k} (supported: mean, cls, max, mean_sqrt_len, one at a time)"),
-        });
-    }
-    match on.as_slice() {
-        [(_, mode)] => Ok(*mode),
+    // sentence-transformers 6: one mode by name (a list of several is
+    // concatenated pooling). Up to 5.x: a boolean per mode.
+    let named: Vec<String> = match v.get("pooling_mode") {
+        None | Some(Value::Null) => LEGACY_FLAGS
+            .iter()
+            .filter(|(flag, _)| v.get(*flag).and_then(Value::as_bool).unwrap_or(false))
+            .map(|(_, name)| (*name).to_owned())
+            .collect(),
+        Some(Value::String(name)) => vec![name.clone()],
+        Some(Value::Array(names)) => names
+            .iter()
+            .map(|n| {
+                n.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| bad(path, format!("pooling_mode lists {n}, not a mode name")))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => {
+            return Err(bad(
+                path,
+                format!("pooling_mode is {other}, not a mode name or a list of them"),
+            ));
+        }
+    };
+    match named.as_slice() {
+        [name] => match name.as_str() {
+            "mean" => Ok(Pooling::Mean),
+            "cls" => Ok(Pooling::Cls),
+            "max" => Ok(Pooling::Max),
+            "mean_sqrt_len_tokens" => Ok(Pooling::MeanSqrtLen),
+            "weightedmean" | "lasttoken" => Err(EmbedError::Unsupported {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "pooling mode {name} (supported: mean, cls, max, mean_sqrt_len_tokens, one at a time)"
+                ),
+            }),
+            other => Err(bad(path, format!("unknown pooling mode {other:?}"))),
+        },
         [] => Err(bad(path, "no pooling mode is enabled")),
         _ => Err(EmbedError::Unsupported {
             path: path.to_path_buf(),
-            reason: "more than one pooling mode (concatenated pooling)".into(),
+            reason: format!(
+                "more than one pooling mode ({}: concatenated pooling)",
+                named.join(", ")
+            ),
         }),
     }
 }
+
+/// The pooling config's boolean per mode (sentence-transformers up to 5.x)
+/// and the mode's name in the one-string form of version 6.
+const LEGACY_FLAGS: &[(&str, &str)] = &[
+    ("pooling_mode_mean_tokens", "mean"),
+    ("pooling_mode_cls_token", "cls"),
+    ("pooling_mode_max_tokens", "max"),
+    ("pooling_mode_mean_sqrt_len_tokens", "mean_sqrt_len_tokens"),
+    ("pooling_mode_weightedmean_tokens", "weightedmean"),
+    ("pooling_mode_lasttoken", "lasttoken"),
+];
 
 /// Reads a JSON file, telling a missing file from an unreadable or invalid one.
 pub(crate) fn read_json(path: &Path) -> Result<Value, EmbedError> {
@@ -395,6 +491,129 @@ mod tests {
         );
         let e = ModelConfig::load(&d).unwrap_err().to_string();
         assert!(e.contains("missing field"), "{e}");
+    }
+
+    /// What sentence-transformers 6's `save` writes (all-MiniLM-L6-v2 saved
+    /// by 6.2.0, the pinned version): the mode by name, the length only in
+    /// the tokenizer's config.
+    fn write_st6_layout(d: &Path, pooling: &str, tokenizer_config: &str) {
+        write(d, "config.json", BGE_LIKE);
+        write(
+            d,
+            "sentence_bert_config.json",
+            r#"{"transformer_task": "feature-extraction", "modality_config": {"text":
+                {"method": "forward", "method_output_name": "last_hidden_state"}},
+                "module_output_name": "token_embeddings"}"#,
+        );
+        write(
+            d,
+            "modules.json",
+            r#"[{"idx":0,"name":"0","path":"","type":"sentence_transformers.base.modules.transformer.Transformer"},
+                {"idx":1,"name":"1","path":"1_Pooling","type":"sentence_transformers.sentence_transformer.modules.pooling.Pooling"},
+                {"idx":2,"name":"2","path":"2_Normalize","type":"sentence_transformers.base.modules.normalize.Normalize"}]"#,
+        );
+        write(d, "1_Pooling/config.json", pooling);
+        write(d, "tokenizer_config.json", tokenizer_config);
+    }
+
+    #[test]
+    fn reads_the_layout_sentence_transformers_6_saves() {
+        let d = tmpdir("st6");
+        write_st6_layout(
+            &d,
+            r#"{"embedding_dimension": 384, "pooling_mode": "cls", "include_prompt": true}"#,
+            r#"{"model_max_length": 256, "max_length": 128}"#,
+        );
+        let c = ModelConfig::load(&d).unwrap();
+        assert_eq!(
+            (c.pooling, c.normalize, c.max_seq_length),
+            (Pooling::Cls, true, 256)
+        );
+        // The placeholder of a tokenizer saved without a length: the model's own.
+        write(
+            d.as_path(),
+            "tokenizer_config.json",
+            r#"{"model_max_length": 1000000000000000019884624838656}"#,
+        );
+        assert_eq!(ModelConfig::load(&d).unwrap().max_seq_length, 512);
+        // A one-element list is that mode.
+        write(
+            d.as_path(),
+            "1_Pooling/config.json",
+            r#"{"pooling_mode": ["mean_sqrt_len_tokens"]}"#,
+        );
+        assert_eq!(ModelConfig::load(&d).unwrap().pooling, Pooling::MeanSqrtLen);
+    }
+
+    #[test]
+    fn refuses_a_default_prompt_it_would_not_prepend() {
+        let d = tmpdir("prompt");
+        write_st6_layout(&d, r#"{"pooling_mode": "mean"}"#, "{}");
+        let config = |default: &str| {
+            format!(
+                r#"{{"prompts": {{"query": "query: ", "document": ""}}, "default_prompt_name": {default}}}"#
+            )
+        };
+        for fine in ["null", r#""document""#] {
+            write(&d, "config_sentence_transformers.json", &config(fine));
+            ModelConfig::load(&d).unwrap();
+        }
+        write(
+            &d,
+            "config_sentence_transformers.json",
+            &config(r#""query""#),
+        );
+        let e = ModelConfig::load(&d).unwrap_err().to_string();
+        assert!(
+            e.contains(r#"default_prompt_name "query" (prompt "query: ")"#),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn max_seq_length_wins_over_the_tokenizers_length() {
+        let d = tmpdir("both-lengths");
+        write_st6_layout(
+            &d,
+            r#"{"pooling_mode": "mean"}"#,
+            r#"{"model_max_length": 512}"#,
+        );
+        write(
+            &d,
+            "sentence_bert_config.json",
+            r#"{"max_seq_length": 256}"#,
+        );
+        let c = ModelConfig::load(&d).unwrap();
+        assert_eq!((c.pooling, c.max_seq_length), (Pooling::Mean, 256));
+    }
+
+    #[test]
+    fn refuses_pooling_it_does_not_implement_by_name() {
+        let d = tmpdir("st6-bad");
+        for (pooling, says) in [
+            (r#"{"pooling_mode": "lasttoken"}"#, "pooling mode lasttoken"),
+            (
+                r#"{"pooling_mode": ["cls", "mean"]}"#,
+                "cls, mean: concatenated",
+            ),
+            (
+                r#"{"pooling_mode": "median"}"#,
+                "unknown pooling mode \"median\"",
+            ),
+            (r#"{"pooling_mode": 3}"#, "pooling_mode is 3"),
+            (
+                r#"{"pooling_mode_weightedmean_tokens": true}"#,
+                "pooling mode weightedmean",
+            ),
+            (
+                r#"{"pooling_mode_cls_token": true, "pooling_mode_max_tokens": true}"#,
+                "cls, max",
+            ),
+        ] {
+            write_st6_layout(&d, pooling, "{}");
+            let e = ModelConfig::load(&d).unwrap_err().to_string();
+            assert!(e.contains(says), "{pooling}: {e}");
+        }
     }
 
     #[test]
