@@ -39,6 +39,7 @@ use futures::{StreamExt, pin_mut, stream};
 use hopper_shared::{
     Config, db, documents,
     documents::SearchScope,
+    metrics as m,
     models::{self, EmbeddingModel, REGISTER_LOCK, ServedModel},
 };
 use pgvector::Vector;
@@ -121,6 +122,10 @@ pub struct SearchArgs {
     /// Skip the end-to-end runs (load, build and recall only).
     #[arg(long)]
     pub no_http: bool,
+    /// The worker's `/metrics` URL: each end-to-end run then reports the
+    /// engine's forward passes, texts per pass and time per pass.
+    #[arg(long)]
+    pub worker_metrics: Option<String>,
 }
 
 /// Runs one measurement; the JSON object of its results.
@@ -1201,6 +1206,46 @@ impl CpuTimes {
     }
 }
 
+/// The embedding engine's counters on a worker's `/metrics` (every model
+/// and stream summed).
+struct EngineCounters {
+    passes: f64,
+    texts: f64,
+    forward_s: f64,
+}
+
+impl EngineCounters {
+    async fn read(http: &reqwest::Client, url: &str) -> anyhow::Result<Self> {
+        let text = http
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        Ok(Self::parse(&text))
+    }
+
+    /// The counters in a Prometheus text exposition, each summed over its
+    /// labels (absent: 0).
+    fn parse(text: &str) -> Self {
+        let sum = |name: &str| {
+            text.lines()
+                .filter(|l| {
+                    l.strip_prefix(name)
+                        .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        };
+        Self {
+            passes: sum(m::EMBED_FORWARD_PASSES),
+            texts: sum(m::EMBED_TEXTS),
+            forward_s: sum(m::EMBED_FORWARD_SECONDS),
+        }
+    }
+}
+
 /// `texts` searched by `clients` concurrent clients, each one request at a
 /// time; latency as the client sees it, and the API's own split.
 async fn search_run(
@@ -1209,7 +1254,12 @@ async fn search_run(
     set: &str,
     texts: &[String],
     clients: usize,
+    worker_metrics: Option<&str>,
 ) -> anyhow::Result<Value> {
+    let engine_before = match worker_metrics {
+        Some(url) => Some(EngineCounters::read(http, url).await?),
+        None => None,
+    };
     let next = AtomicUsize::new(0);
     let samples = Mutex::new(Samples::default());
     let cpu_before = CpuTimes::now();
@@ -1264,6 +1314,16 @@ async fn search_run(
     }
     out["api_embed"] = summary(s.embed_ms);
     out["api_sql"] = summary(s.sql_ms);
+    if let (Some(url), Some(before)) = (worker_metrics, engine_before) {
+        let after = EngineCounters::read(http, url).await?;
+        let passes = after.passes - before.passes;
+        let per_pass = |x: f64| (passes > 0.0).then(|| round(x / passes, 2));
+        out["engine"] = json!({
+            "forward_passes": passes,
+            "texts_per_pass": per_pass(after.texts - before.texts),
+            "forward_ms_per_pass": per_pass((after.forward_s - before.forward_s) * 1e3),
+        });
+    }
     Ok(out)
 }
 
@@ -1277,7 +1337,8 @@ async fn end_to_end(
     let number = |run: usize, i: usize| (args.chunks << 32) | (run << 24) | i;
     // Untimed: the first searches open connections and warm the caches.
     let warm: Vec<String> = (0..20).map(|i| corpus.query(number(0xFF, i))).collect();
-    search_run(http, &args.api, &args.set, &warm, 4).await?;
+    let metrics = args.worker_metrics.as_deref();
+    search_run(http, &args.api, &args.set, &warm, 4, metrics).await?;
     let mut out = serde_json::Map::new();
     for (run, &clients) in args.clients.iter().enumerate() {
         // Texts never asked before: each query is embedded by the worker.
@@ -1288,7 +1349,7 @@ async fn end_to_end(
             "/v1/search: {} distinct queries, {clients} concurrent clients",
             texts.len()
         ));
-        let s = search_run(http, &args.api, &args.set, &texts, clients).await?;
+        let s = search_run(http, &args.api, &args.set, &texts, clients, metrics).await?;
         say(summary_line(&s));
         out.insert(format!("distinct_c{clients}"), s);
     }
@@ -1303,7 +1364,7 @@ async fn end_to_end(
             seen.len(),
             args.repeated_texts
         ));
-        let s = search_run(http, &args.api, &args.set, &seen, clients).await?;
+        let s = search_run(http, &args.api, &args.set, &seen, clients, metrics).await?;
         say(summary_line(&s));
         out.insert(format!("repeated_c{clients}"), s);
     }
@@ -1314,7 +1375,7 @@ async fn end_to_end(
 fn summary_line(s: &Value) -> String {
     format!(
         "  p50 {} ms, p99 {} ms ({} q/s, CPU {} % busy, {} CPU-ms a query); \
-         API embed p50 {} p99 {}, SQL p50 {} p99 {}",
+         API embed p50 {} p99 {}, SQL p50 {} p99 {}; engine {} texts a pass, {} ms a pass",
         s["p50_ms"],
         s["p99_ms"],
         s["queries_per_s"],
@@ -1323,7 +1384,9 @@ fn summary_line(s: &Value) -> String {
         s["api_embed"]["p50_ms"],
         s["api_embed"]["p99_ms"],
         s["api_sql"]["p50_ms"],
-        s["api_sql"]["p99_ms"]
+        s["api_sql"]["p99_ms"],
+        s["engine"]["texts_per_pass"],
+        s["engine"]["forward_ms_per_pass"]
     )
 }
 
@@ -1362,6 +1425,19 @@ mod tests {
             })
             .fold(f64::MIN, f64::max);
         assert!((0.7..0.9).contains(&best), "cosine to its centroid {best}");
+    }
+
+    #[test]
+    fn engine_counters_sum_their_labels_and_skip_lookalikes() {
+        let text = "# TYPE hopper_embed_forward_passes_total counter\n\
+            hopper_embed_forward_passes_total{device=\"cpu\",stream=\"0\"} 3\n\
+            hopper_embed_forward_passes_total{device=\"cpu\",stream=\"1\"} 4\n\
+            hopper_embed_texts_total 10\n\
+            hopper_embed_texts_total_other 99\n\
+            hopper_embed_forward_seconds_total{device=\"cpu\"} 0.5\n";
+        let c = EngineCounters::parse(text);
+        assert_eq!((c.passes, c.texts, c.forward_s), (7.0, 10.0, 0.5));
+        assert_eq!(EngineCounters::parse("").passes, 0.0);
     }
 
     #[test]
