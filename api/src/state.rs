@@ -1,7 +1,12 @@
 //! What every handler shares: configuration, the queue client, the Postgres
-//! pool, the metrics handle and the cached task registry. Cheap to clone.
+//! pool, the metrics handle and the cached task registry. Cheap to clone:
+//! axum clones the state for every extractor and middleware of every
+//! request, so [`AppState`] is one `Arc` around [`Shared`]. (Cloned field by
+//! field — a queue client, a pool, caches, a dozen `Arc`s and channel
+//! senders — the clones and drops took a quarter of the API's CPU when it
+//! answered single-job submissions.)
 
-use std::sync::Arc;
+use std::{ops::Deref, sync::Arc};
 
 use deadpool_postgres::Pool;
 use hopper_queue::QueueClient;
@@ -10,9 +15,20 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::{auth::KeyCache, history::DepthHistory, limits::AddressLimiter, tasks::TaskCache};
 
-/// Shared state of the API.
+/// Shared state of the API: a handle on [`Shared`], which it derefs to.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What every handler shares.
+pub struct Shared {
     /// Validated configuration.
     pub config: Arc<Config>,
     /// Redis queues.
@@ -38,7 +54,7 @@ pub struct AppState {
 impl AppState {
     /// Bundles the parts.
     pub fn new(config: Config, queue: QueueClient, pool: Pool, metrics: PrometheusHandle) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             unauthenticated: AddressLimiter::new(config.api.rate_per_address),
             work: crate::work::WorkState::new(config.api.max_concurrent_requests),
             lane: crate::query_lane::QueryLane::new(queue.clone(), config.api.search_query_lane),
@@ -49,6 +65,6 @@ impl AppState {
             history: DepthHistory::default(),
             keys: KeyCache::default(),
             tasks: TaskCache::default(),
-        }
+        }))
     }
 }

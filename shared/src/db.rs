@@ -142,7 +142,9 @@ pub async fn upsert_job_record(pool: &Pool, job: &JobRecord) -> Result<()> {
 /// claim (`lease`), so a stale attempt never overwrites its successor's.
 /// A job submitted with its own retention (a `job_retention` row, see
 /// [`crate::retention`]) that succeeded or was cancelled gets `keep_until`:
-/// its finish plus that retention, when the sweep deletes it.
+/// its finish plus that retention, when the sweep deletes it. The row is read
+/// by `job_own_retention_ms` (V13), not a join, so the prepared statement
+/// keeps one generic plan instead of being planned on every write.
 #[tracing::instrument(name = "postgres", skip_all, fields(
     otel.name = "postgres upsert job_records",
     otel.kind = "client",
@@ -195,14 +197,13 @@ pub async fn upsert_job_records(pool: &Pool, jobs: &[JobRecord]) -> Result<()> {
                  to_timestamp(enq / 1000), to_timestamp(st / 1000), to_timestamp(fin / 1000), \
                  priority, history, tenant, lease, \
                  CASE WHEN state IN ('succeeded', 'cancelled') THEN to_timestamp(fin / 1000) \
-                     + k.retention_ms * interval '1 millisecond' END \
+                     + job_own_retention_ms(t.id) * interval '1 millisecond' END \
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::int4[], \
                  $6::jsonb[], $7::jsonb[], $8::text[], $9::text[], $10::float8[], \
                  $11::float8[], $12::float8[], $13::text[], $14::jsonb[], $15::text[], \
                  $16::int8[]) \
                  AS t(id, kind, state, attempts, max_attempts, args, result, error, worker, \
                       enq, st, fin, priority, history, tenant, lease) \
-                 LEFT JOIN job_retention k ON k.job_id = t.id \
              ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, \
                  attempts = EXCLUDED.attempts, result = EXCLUDED.result, \
                  error = EXCLUDED.error, worker = EXCLUDED.worker, \

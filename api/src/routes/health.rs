@@ -28,8 +28,8 @@ pub async fn live() -> impl IntoResponse {
 /// `GET /health/ready`.
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses((status = 200, body = crate::openapi::Readiness), (status = 503, body = crate::openapi::Readiness)))]
-pub async fn ready(State(mut state): State<AppState>) -> impl IntoResponse {
-    let redis = state.queue.ping().await.map_err(|e| e.to_string());
+pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let redis = state.queue.clone().ping().await.map_err(|e| e.to_string());
     let postgres = db::ping(&state.pool).await.map_err(|e| e.to_string());
     let (ok, mut body) =
         hopper_shared::health::report(&[("redis", &redis), ("postgres", &postgres)], &[]);
