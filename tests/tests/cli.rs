@@ -109,7 +109,7 @@ async fn migrate_creates_the_schema_and_is_idempotent() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         v["applied"],
-        serde_json::json!([1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12])
+        serde_json::json!([1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13])
     );
     let out = hopper(&env, &["migrate", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
