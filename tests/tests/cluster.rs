@@ -19,6 +19,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use hopper_queue::{QueueKeys, placement};
+use hopper_shared::QueueName;
 use hopper_tests::{TestEnv, until};
 use serde_json::{Value, json};
 
@@ -57,14 +59,10 @@ fn masters(url: &str) -> Vec<String> {
     let Some(listing) = cluster_nodes_listing_of(url) else {
         return Vec::new();
     };
-    listing
-        .lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split(' ').collect();
-            let addr = f.get(1)?.split('@').next()?;
-            let flags = f.get(2)?;
-            (flags.contains("master") && !flags.contains("fail")).then(|| format!("redis://{addr}"))
-        })
+    placement::parse_cluster_nodes(&listing)
+        .into_iter()
+        .filter(|n| n.master && !n.failed)
+        .map(|n| format!("redis://{}", n.addr))
         .collect()
 }
 
@@ -505,12 +503,15 @@ fn refused_at_start(c: &mut OnCluster, bin: &str, url: &str, message: &str) {
     assert!(log.contains(message), "{bin} with REDIS_URL={url}: {log}");
 }
 
-/// The hash tags of the three partitions of `echo` under key prefix `prefix`.
-fn echo_partition_tags(prefix: &str) -> Vec<String> {
+/// The three partitions of `echo` under key prefix `prefix`, each with its
+/// hash tag.
+fn echo_partitions(prefix: &str) -> Vec<(QueueName, String)> {
+    let echo = QueueName::from_static("echo");
     (0..3)
-        .map(|k| match k {
-            0 => format!("{{{prefix}:echo}}"),
-            k => format!("{{{prefix}:echo~{k}}}"),
+        .map(|k| {
+            let p = echo.partition(k);
+            let tag = QueueKeys::new(prefix, p.clone()).tag().to_owned();
+            (p, tag)
         })
         .collect()
 }
@@ -523,21 +524,12 @@ fn echo_partition_tags(prefix: &str) -> Vec<String> {
 /// is `cluster_spread.rs`'s subject; this test's is draining a spread one.
 fn on_cluster_spread(extra: &[(&str, &str)]) -> OnCluster {
     let listing = cluster_nodes_listing().expect("CLUSTER NODES");
-    let nodes = hopper_queue::placement::parse_cluster_nodes(&listing);
+    let nodes = placement::parse_cluster_nodes(&listing);
+    let echo = QueueName::from_static("echo");
     for _ in 0..20 {
         let c = on_cluster(extra);
-        let owners: std::collections::BTreeSet<&str> =
-            echo_partition_tags(&format!("t-{}", c.env.id))
-                .iter()
-                .filter_map(|tag| {
-                    let slot = hopper_queue::placement::key_slot(tag);
-                    nodes
-                        .iter()
-                        .find(|n| n.master && !n.failed && n.serves(slot))
-                        .map(|n| n.addr.as_str())
-                })
-                .collect();
-        if owners.len() >= 2 {
+        let parts = echo_partitions(&format!("t-{}", c.env.id));
+        if placement::place(&echo, &parts, Some(&nodes)).masters_used >= 2 {
             return c;
         }
     }
@@ -585,7 +577,7 @@ async fn a_partitioned_queue_spreads_over_the_masters_and_drains_as_one() {
             .and_then(|c| c.get_connection())
             .unwrap();
         let mut here = 0;
-        for tag in echo_partition_tags(&prefix) {
+        for (_, tag) in echo_partitions(&prefix) {
             let slot: i64 = redis::cmd("CLUSTER")
                 .arg("KEYSLOT")
                 .arg(&tag)
